@@ -1,0 +1,36 @@
+"""The message bus: NATS connections, subjects, envelopes, JetStream streams, embedded server.
+
+Services may import this package; it imports only config and errors.
+"""
+
+from agentd.bus._connect import connect
+from agentd.bus._embedded import (
+    embedded_url,
+    nats_server_argv,
+    nats_server_binary,
+    nats_server_config,
+    wait_until_listening,
+)
+from agentd.bus._message import Message, RunResult, jsonable, new_id
+from agentd.bus._streams import ensure_inbox_consumer, ensure_streams
+from agentd.bus._subjects import Subjects
+
+__all__ = [
+    # connections
+    "connect",
+    "Subjects",
+    # envelopes
+    "Message",
+    "RunResult",
+    "jsonable",
+    "new_id",
+    # JetStream
+    "ensure_inbox_consumer",
+    "ensure_streams",
+    # embedded nats-server
+    "embedded_url",
+    "nats_server_argv",
+    "nats_server_binary",
+    "nats_server_config",
+    "wait_until_listening",
+]

@@ -1,0 +1,93 @@
+"""Open a NATS connection with the options agentd wants everywhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlparse
+
+import anyio
+import nats
+from nats.aio.client import Client
+
+from agentd.errors import BusUnavailable
+
+__all__ = ["connect"]
+
+log = logging.getLogger("agentd.bus")
+
+
+async def connect(
+    url: str,
+    *,
+    name: str,
+    timeout_s: float = 5.0,
+    reconnect: bool = True,
+    on_disconnected: Callable[[], Awaitable[None]] | None = None,
+    on_reconnected: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
+    """Connect to NATS at `url`.
+
+    With `reconnect` (services), a lost connection is retried forever, quickly, so a restarted
+    embedded nats-server is picked up within a fraction of a second. Without it (agentctl), a
+    refused connection fails at once with BusUnavailable.
+    """
+
+    last_error: list[Exception] = []
+
+    async def error_cb(exc: Exception) -> None:
+        last_error[:] = [exc]
+        log.debug("nats: %s", exc)
+
+    async def disconnected_cb() -> None:
+        if reconnect:  # a one-shot client (agentctl) closing is not news
+            log.warning("nats: disconnected from %s", url)
+        if on_disconnected:
+            await on_disconnected()
+
+    async def reconnected_cb() -> None:
+        log.info("nats: reconnected to %s", url)
+        if on_reconnected:
+            await on_reconnected()
+
+    servers = [s.strip() for s in url.split(",")]
+    if not reconnect:
+        await _reachable(servers[0], timeout_s)
+    try:
+        # nats-py keeps retrying a refused first connection even without reconnects: bound it
+        with anyio.fail_after(timeout_s + 0.5):
+            return await nats.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=timeout_s,
+                allow_reconnect=reconnect,
+                max_reconnect_attempts=-1 if reconnect else 0,
+                reconnect_time_wait=0.1,
+                ping_interval=5,
+                max_outstanding_pings=3,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+            )
+    except Exception as exc:  # nats-py raises several unrelated types for "not reachable"
+        cause = last_error[0] if last_error else exc
+        raise BusUnavailable(f"cannot reach NATS at {url}: {cause or type(cause).__name__}") from (
+            cause
+        )
+
+
+async def _reachable(server: str, timeout_s: float) -> None:
+    """Fail at once, with the OS's reason, when nothing listens at the server's address."""
+    parsed = urlparse(server if "://" in server else f"nats://{server}")
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+    try:
+        with anyio.fail_after(timeout_s):
+            stream = await anyio.connect_tcp(host, port)
+    except TimeoutError:
+        raise BusUnavailable(f"cannot reach NATS at {server}: timed out") from None
+    except OSError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        raise BusUnavailable(f"cannot reach NATS at {server}: {reason}") from None
+    await stream.aclose()

@@ -1,0 +1,78 @@
+"""JetStream streams and consumers for agent inboxes and dead letters."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from agentd.bus._subjects import Subjects
+from agentd.config import InboxConfig
+
+__all__ = ["ensure_inbox_consumer", "ensure_streams"]
+
+
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, cfg: InboxConfig) -> None:
+    """Create or update the inbox and dead-letter streams and the runs bucket (idempotent)."""
+    inbox = StreamConfig(
+        name=subjects.inbox_stream,
+        subjects=[subjects.inbox_all],
+        # work-queue semantics per consumer: a message is gone once its run has been acked
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=cfg.max_age_s,
+        duplicate_window=cfg.duplicate_window_s,
+    )
+    dead = StreamConfig(
+        name=subjects.dead_letter_stream,
+        subjects=[subjects.dead_letter_all],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=30 * 24 * 3600.0,
+    )
+    for config in (inbox, dead):
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=subjects.runs_bucket,
+            description="finished runs by message id",
+            # longer than any redelivery can arrive: the inbox's own retention
+            ttl=cfg.max_age_s,
+            max_value_size=2 << 20,
+            storage=StorageType.FILE,
+            direct=True,
+        )
+    )
+
+
+async def ensure_inbox_consumer(
+    js: JetStreamContext, subjects: Subjects, agent: str, *, ack_wait_s: float, max_deliver: int
+) -> str:
+    """The durable pull consumer all replicas of `agent` share; returns its name."""
+    name = subjects.inbox_consumer(agent)
+    config = ConsumerConfig(
+        durable_name=name,
+        filter_subject=subjects.inbox(agent),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_s,
+        max_deliver=max_deliver,
+        max_ack_pending=10_000,
+    )
+    await js.add_consumer(subjects.inbox_stream, config)
+    return name

@@ -1,0 +1,82 @@
+"""Every NATS subject agentd uses, derived from one configurable prefix (DESIGN.md, Subjects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Subjects"]
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subject names under `prefix` (default `agentd`)."""
+
+    prefix: str = "agentd"
+
+    # control plane: operators -> daemon, request/reply
+    def ctl(self, verb: str) -> str:
+        return f"{self.prefix}.ctl.{verb}"
+
+    @property
+    def ctl_all(self) -> str:
+        return f"{self.prefix}.ctl.>"
+
+    # messages: agent <from> -> router -> inbox of <to>
+    def out(self, sender: str, to: str) -> str:
+        return f"{self.prefix}.out.{sender}.{to}"
+
+    @property
+    def out_all(self) -> str:
+        return f"{self.prefix}.out.*.*"
+
+    def inbox(self, agent: str) -> str:
+        return f"{self.prefix}.in.{agent}"
+
+    @property
+    def inbox_all(self) -> str:
+        return f"{self.prefix}.in.>"
+
+    def dead_letter(self, agent: str) -> str:
+        return f"{self.prefix}.dlq.{agent}"
+
+    @property
+    def dead_letter_all(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    # replies to a sender that asked for one (ask, send --wait)
+    def reply(self, owner: str, token: str) -> str:
+        return f"{self.prefix}.reply.{owner}.{token}"
+
+    # replica liveness: core NATS, not stored
+    def heartbeat(self, agent: str) -> str:
+        return f"{self.prefix}.hb.{agent}"
+
+    @property
+    def heartbeat_all(self) -> str:
+        return f"{self.prefix}.hb.*"
+
+    def tool(self, agent: str, tool: str) -> str:
+        return f"{self.prefix}.tool.{agent}.{tool}"
+
+    def trace(self, agent: str) -> str:
+        return f"{self.prefix}.trace.{agent}"
+
+    def event(self, kind: str) -> str:
+        return f"{self.prefix}.evt.{kind}"
+
+    # JetStream names (no dots allowed in stream or consumer names)
+    @property
+    def inbox_stream(self) -> str:
+        return f"{self.prefix.replace('.', '_').upper()}_INBOX"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.prefix.replace('.', '_').upper()}_DLQ"
+
+    @property
+    def runs_bucket(self) -> str:
+        """Key-value bucket of finished runs by message id: a redelivery does not run again."""
+        return f"{self.prefix.replace('.', '_')}_runs"
+
+    def inbox_consumer(self, agent: str) -> str:
+        return f"inbox-{agent}"

@@ -1,0 +1,1 @@
+"""Command-line entry points: `agentd` (daemon, admin) and `agentctl` (operator console)."""

@@ -1,0 +1,76 @@
+"""`agentd`: run the daemon and its admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import agentd
+from agentd.config import find_config, load_agent, load_config
+from agentd.errors import AgentdError, ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentd", description="agent runtime and supervisor")
+    parser.add_argument("--version", action="version", version=f"agentd {agentd.__version__}")
+    parser.add_argument("--config", help="config file (default: $AGENTD_CONFIG or ./agentd.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--log-format", choices=["human", "json"], help="override [daemon].log_format")
+    config = sub.add_parser("config", help="configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("check", help="validate the configuration and exit")
+    agents = sub.add_parser("agents", help="agent spec commands")
+    agents_sub = agents.add_subparsers(dest="agents_command", required=True)
+    check = agents_sub.add_parser("check", help="validate agent specs")
+    check.add_argument("names", nargs="*", help="agents to check (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        loaded = load_config(find_config(args.config))
+        if args.command == "config":
+            cfg = loaded.config
+            print(f"ok: {loaded.source}")
+            bus = (
+                cfg.bus.url
+                or f"embedded nats-server on {cfg.bus.embedded.host}:{cfg.bus.embedded.port}"
+            )
+            print(f"  state_dir: {cfg.daemon.state_dir}\n  bus: {bus}\n  agents: {cfg.agents.dir}")
+            return 0
+        if args.command == "agents":
+            return _check_agents(loaded.config.agents.dir, args.names)
+        from agentd.daemon import run_daemon  # the daemon's imports are only paid for `run`
+
+        return run_daemon(loaded, log_format=args.log_format)
+    except ConfigError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 2
+    except AgentdError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check_agents(root: Path, names: list[str]) -> int:
+    folders = (
+        [root / n for n in names] if names else sorted(p.parent for p in root.glob("*/agent.toml"))
+    )
+    failed = 0
+    for folder in folders:
+        try:
+            agent = load_agent(folder)
+        except ConfigError as exc:
+            failed += 1
+            print(f"FAIL {exc}", file=sys.stderr)
+        else:
+            print(f"ok   {agent.name} (version {agent.version})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

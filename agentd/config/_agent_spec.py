@@ -1,0 +1,144 @@
+"""Agent specs: `agents/<name>/agent.toml` plus the Python module that builds its graph.
+
+An agent's *version* is a hash of its spec and every Python source file in its folder, so any
+change to what the agent is or does shows as a new version in `agentctl ps` and in every record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agentd.config._errors import describe_validation_error
+from agentd.errors import SpecError
+
+__all__ = ["AgentSpec", "LoadedAgent", "ReplicaBounds", "RestartSpec", "load_agent", "load_agents"]
+
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_GRAPH_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReplicaBounds(_Section):
+    """[replicas]: how many worker processes run this agent."""
+
+    initial: int = Field(1, ge=0, le=256)
+    min: int = Field(1, ge=0, le=256)
+    max: int = Field(4, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaBounds:
+        if not self.min <= self.initial <= self.max:
+            raise ValueError(
+                f"need min <= initial <= max, got {self.min}, {self.initial}, {self.max}"
+            )
+        return self
+
+
+class RestartSpec(_Section):
+    """[restart]: how the supervisor treats a replica that exits."""
+
+    type: Literal["permanent", "transient", "temporary"] = "permanent"
+    max_restarts: int = Field(5, ge=0)
+    window_s: float = Field(60.0, gt=0)
+    backoff_initial_s: float = Field(0.2, ge=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+
+class AgentSpec(_Section):
+    """The contents of one agent.toml."""
+
+    name: str = Field(pattern=AGENT_NAME.pattern)
+    description: str = ""
+    graph: str = Field(pattern=_GRAPH_REF.pattern, description="module:attr in the agent folder")
+    model_pool: str | None = None
+    tools: list[str] = []
+    concurrency: int = Field(1, ge=1, le=1024)
+    run_timeout_s: float = Field(300.0, gt=0)
+    max_deliveries: int | None = Field(None, ge=1, le=1000)
+    replicas: ReplicaBounds = ReplicaBounds()
+    restart: RestartSpec = RestartSpec()
+    env: dict[str, str] = {}
+
+
+class LoadedAgent:
+    """A validated spec, the folder it lives in, and its version hash."""
+
+    __slots__ = ("directory", "spec", "spec_path", "version")
+
+    def __init__(self, spec: AgentSpec, spec_path: Path, version: str) -> None:
+        self.spec = spec
+        self.spec_path = spec_path
+        self.directory = spec_path.parent
+        self.version = version
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def agent_version(directory: Path) -> str:
+    """sha256 over agent.toml and every .py file below the folder, in a stable order."""
+    digest = hashlib.sha256()
+    files = [directory / "agent.toml", *sorted(directory.rglob("*.py"))]
+    for file in files:
+        if "__pycache__" in file.parts:
+            continue
+        digest.update(file.relative_to(directory).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(file.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def load_agent(directory: Path) -> LoadedAgent:
+    """Load and validate `directory/agent.toml`; raise SpecError naming file and field."""
+    spec_path = directory / "agent.toml"
+    source = str(spec_path)
+    try:
+        data: dict[str, Any] = tomllib.loads(spec_path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise SpecError(source, ["file not found"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(source, [f"not valid TOML: {exc}"]) from None
+    try:
+        spec = AgentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, describe_validation_error(exc)) from None
+    problems: list[str] = []
+    if spec.name != directory.name:
+        problems.append(f"name: {spec.name!r} must match its folder name {directory.name!r}")
+    module = spec.graph.split(":", 1)[0]
+    module_file = directory / (module.replace(".", "/") + ".py")
+    if not module_file.is_file():
+        problems.append(f"graph: module file {module_file.name} not found in {directory}")
+    if problems:
+        raise SpecError(source, problems)
+    return LoadedAgent(spec, spec_path, agent_version(directory))
+
+
+def load_agents(
+    root: Path, enabled: list[str] | None = None
+) -> tuple[list[LoadedAgent], list[SpecError]]:
+    """Every agent under `root` (or only `enabled` ones); bad specs are returned, not raised,
+    so one broken agent does not stop the others."""
+    agents: list[LoadedAgent] = []
+    errors: list[SpecError] = []
+    if enabled is not None:
+        folders = [root / name for name in enabled]
+    else:
+        folders = sorted(p.parent for p in root.glob("*/agent.toml"))
+    for folder in folders:
+        try:
+            agents.append(load_agent(folder))
+        except SpecError as exc:
+            errors.append(exc)
+    return agents, errors

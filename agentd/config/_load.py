@@ -1,0 +1,93 @@
+"""Read agentd.toml into a `Config`, resolving relative paths against the file's directory."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentd.config._errors import describe_validation_error
+from agentd.config._models import Config
+from agentd.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_NAME", "LoadedConfig", "find_config", "load_config"]
+
+DEFAULT_CONFIG_NAME = "agentd.toml"
+
+
+class LoadedConfig:
+    """A validated `Config` and the file it came from; paths in it are absolute."""
+
+    __slots__ = ("config", "path")
+
+    def __init__(self, config: Config, path: Path | None) -> None:
+        self.config = config
+        self.path = path
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "<defaults>"
+
+
+def find_config(explicit: str | Path | None = None) -> Path | None:
+    """The config file to use: `--config`, then $AGENTD_CONFIG, then ./agentd.toml if present."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("AGENTD_CONFIG")
+    if env:
+        return Path(env)
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.exists() else None
+
+
+def load_config(path: str | Path | None) -> LoadedConfig:
+    """Load and validate a config file (or the built-in defaults when `path` is None).
+
+    Raises ConfigError naming the file and listing every bad field with its TOML path.
+    """
+    if path is None:
+        return LoadedConfig(_resolve(Config(), Path.cwd()), None)
+    path = Path(path).absolute()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), ["file not found (pass --config or set AGENTD_CONFIG)"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), [f"not UTF-8 text: {exc.reason} at byte {exc.start}"]
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(str(path), describe_validation_error(exc)) from None
+    return LoadedConfig(_resolve(config, path.parent), path)
+
+
+def _resolve(config: Config, base: Path) -> Config:
+    """Make every relative path absolute against `base` (the config file's directory)."""
+
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    daemon = config.daemon.model_copy(update={"state_dir": absolute(config.daemon.state_dir)})
+    embedded = config.bus.embedded
+    embedded = embedded.model_copy(
+        update={
+            "binary": absolute(embedded.binary) if embedded.binary else None,
+            "store_dir": absolute(embedded.store_dir) if embedded.store_dir else None,
+        }
+    )
+    bus = config.bus.model_copy(update={"embedded": embedded})
+    agents = config.agents.model_copy(update={"dir": absolute(config.agents.dir)})
+    return config.model_copy(update={"daemon": daemon, "bus": bus, "agents": agents})

@@ -1,0 +1,114 @@
+"""The daemon's configuration: frozen, validated models, one section per service.
+
+Durations end in `_s`, sizes in `_bytes`. Every model forbids unknown keys so a typo in
+agentd.toml is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "AgentsConfig",
+    "BusConfig",
+    "Config",
+    "DaemonConfig",
+    "EmbeddedNatsConfig",
+    "InboxConfig",
+]
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DaemonConfig(_Section):
+    """[daemon]: process-wide settings."""
+
+    state_dir: Path = Path(".agentd")
+    drain_grace_s: float = Field(10.0, gt=0, le=3600)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["human", "json"] = "human"
+
+
+class EmbeddedNatsConfig(_Section):
+    """[bus.embedded]: the nats-server agentd starts when [bus].url is unset."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(4222, ge=1, le=65535)
+    binary: Path | None = None
+    store_dir: Path | None = None
+    ready_timeout_s: float = Field(15.0, gt=0)
+    sync_always: bool = False
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        if host not in {"127.0.0.1", "localhost", "::1"}:
+            raise ValueError(
+                "the embedded nats-server listens on loopback only; "
+                "set [bus].url to use a NATS server reachable from other hosts"
+            )
+        return host
+
+
+class BusConfig(_Section):
+    """[bus]: how agentd reaches NATS."""
+
+    url: str | None = None
+    prefix: str = "agentd"
+    connect_timeout_s: float = Field(5.0, gt=0)
+    request_timeout_s: float = Field(5.0, gt=0)
+    embedded: EmbeddedNatsConfig = EmbeddedNatsConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _nats_url(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        for part in url.split(","):
+            if not part.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"{part.strip()!r} is not a NATS URL (nats://host:port)")
+        return url
+
+    @field_validator("prefix")
+    @classmethod
+    def _subject_prefix(cls, prefix: str) -> str:
+        if not _PREFIX.match(prefix):
+            raise ValueError(
+                "must be NATS subject tokens (letters, digits, _ and -, dot-separated)"
+            )
+        return prefix
+
+
+class InboxConfig(_Section):
+    """[inbox]: the JetStream stream that holds every agent's inbox."""
+
+    max_deliver: int = Field(5, ge=1, le=1000)
+    ack_wait_s: float = Field(30.0, gt=0)
+    duplicate_window_s: float = Field(120.0, gt=0)
+    max_age_s: float = Field(7 * 24 * 3600.0, gt=0)
+
+
+class AgentsConfig(_Section):
+    """[agents]: where agent specs live and which run."""
+
+    dir: Path = Path("agents")
+    enabled: list[str] | None = None
+    heartbeat_s: float = Field(1.0, gt=0, le=60)
+    ready_timeout_s: float = Field(60.0, gt=0)
+
+
+class Config(_Section):
+    """The whole of agentd.toml. `source` is the file it came from (not a TOML key)."""
+
+    daemon: DaemonConfig = DaemonConfig()
+    bus: BusConfig = BusConfig()
+    inbox: InboxConfig = InboxConfig()
+    agents: AgentsConfig = AgentsConfig()

@@ -1,0 +1,89 @@
+"""The control plane: one NATS service answering `agentd.ctl.<verb>` for operators."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from agentd.bus import Subjects
+from agentd.control._protocol import ControlRequest, decode_request, encode_error, encode_ok
+from agentd.errors import AgentdError, ControlError
+
+__all__ = ["ControlPlane", "Handler"]
+
+log = logging.getLogger("agentd.control")
+
+Handler = Callable[[ControlRequest], Awaitable[Any]]
+
+
+class ControlPlane:
+    """Dispatches control requests to registered verb handlers.
+
+    Every request gets exactly one reply: the handler's result, or a structured error (malformed
+    request, unknown verb with the list of verbs, a handler's AgentdError). An unexpected exception
+    in a handler becomes an `internal` error reply; the service keeps serving.
+    """
+
+    def __init__(self, nc: Client, subjects: Subjects) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._handlers: dict[str, Handler] = {}
+        self._stopped = anyio.Event()
+
+    def register(self, verb: str, handler: Handler) -> None:
+        self._handlers[verb] = handler
+
+    @property
+    def verbs(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        prefix_len = len(self._subjects.ctl(""))
+        async with anyio.create_task_group() as tg:
+
+            async def on_request(msg: Msg) -> None:
+                # each request in its own task so a slow verb does not hold up `status`
+                tg.start_soon(self._answer, msg, msg.subject[prefix_len:])
+
+            sub = await self._nc.subscribe(self._subjects.ctl_all, cb=on_request)
+            await self._nc.flush()
+            task_status.started()
+            try:
+                await self._stopped.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await sub.unsubscribe()
+                tg.cancel_scope.cancel()
+
+    async def shutdown(self) -> None:
+        self._stopped.set()
+
+    async def _answer(self, msg: Msg, verb: str) -> None:
+        try:
+            reply = encode_ok(await self._dispatch(verb, msg.data))
+        except ControlError as exc:
+            reply = encode_error(exc)
+        except AgentdError as exc:
+            reply = encode_error(ControlError(type(exc).__name__, str(exc)))
+        except Exception as exc:
+            log.exception("control verb %s failed", verb)
+            reply = encode_error(ControlError("internal", f"{type(exc).__name__}: {exc}"))
+        if msg.reply:
+            try:
+                await msg.respond(reply)
+            except Exception:
+                log.warning("could not reply to %s on %s", verb, msg.reply)
+
+    async def _dispatch(self, verb: str, data: bytes) -> Any:
+        handler = self._handlers.get(verb)
+        if handler is None:
+            raise ControlError("unknown_verb", f"unknown control verb {verb!r}", verbs=self.verbs)
+        request = decode_request(data)
+        log.debug("ctl %s by %s", verb, request.operator)
+        return await handler(request)

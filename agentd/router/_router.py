@@ -1,0 +1,162 @@
+"""The router: `agentd.out.<from>.<to>` -> policy -> the JetStream inbox of `<to>`.
+
+The subject is the identity: the router trusts `<from>` in the subject, never a field in the
+body. Each message is stored with Nats-Msg-Id = message id, so a sender that retries after a lost
+reply cannot make the same message run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from agentd.bus import Message, Subjects
+from agentd.errors import ControlError
+from agentd.router._policy_hook import AllowAll, PolicyHook
+
+__all__ = ["Routed", "Router"]
+
+log = logging.getLogger("agentd.router")
+
+DecisionSink = Callable[[dict[str, Any]], None]
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Routed:
+    message_id: str
+    to: str
+    seq: int
+    duplicate: bool
+
+
+class Router:
+    """Checks, records and stores every message between agents."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        subjects: Subjects,
+        *,
+        known_agents: Callable[[], set[str]],
+        policy: PolicyHook | None = None,
+        on_decision: DecisionSink | None = None,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._subjects = subjects
+        self._known_agents = known_agents
+        self._policy: PolicyHook = policy or AllowAll()
+        self._on_decision = on_decision
+        self._stopped = anyio.Event()
+
+    def set_policy(self, policy: PolicyHook) -> None:
+        self._policy = policy
+
+    async def route(self, message: Message) -> Routed:
+        """Store `message` in its recipient's inbox, or raise ControlError saying why not."""
+        if message.to not in self._known_agents():
+            self._decide(message, "refused", rule="unknown recipient")
+            raise ControlError(
+                "unknown_recipient",
+                f"no agent named {message.to!r}",
+                agents=sorted(self._known_agents()),
+            )
+        answer = self._policy.check(message.sender, f"agent:{message.to}", "send")
+        if not answer.allowed:
+            self._decide(message, "refused", rule=answer.rule, reason=answer.reason)
+            raise ControlError(
+                "policy_denied",
+                f"{message.sender} may not send to {message.to}: {answer.reason or answer.rule}",
+                rule=answer.rule,
+            )
+        ack = await self._js.publish(
+            self._subjects.inbox(message.to),
+            message.to_json(),
+            headers={"Nats-Msg-Id": message.id},
+        )
+        self._decide(message, "routed", rule=answer.rule, seq=ack.seq, duplicate=ack.duplicate)
+        return Routed(message.id, message.to, ack.seq, bool(ack.duplicate))
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def on_message(msg: Msg) -> None:
+                tg.start_soon(self._handle, msg)
+
+            sub = await self._nc.subscribe(self._subjects.out_all, queue="router", cb=on_message)
+            await self._nc.flush()
+            task_status.started()
+            try:
+                await self._stopped.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await sub.unsubscribe()
+                tg.cancel_scope.cancel()
+
+    async def shutdown(self) -> None:
+        self._stopped.set()
+
+    async def _handle(self, msg: Msg) -> None:
+        _, _, sender, to = msg.subject.rsplit(".", 3)
+        try:
+            message = self._parse(msg.data, sender, to)
+            routed = await self.route(message)
+            reply: dict[str, Any] = {"ok": True, "id": routed.message_id, "seq": routed.seq}
+            reply["duplicate"] = routed.duplicate
+        except ControlError as exc:
+            reply = {"ok": False, "error": {"code": exc.code, "message": str(exc), **exc.details}}
+        except Exception as exc:
+            log.exception("routing %s failed", msg.subject)
+            reply = {"ok": False, "error": {"code": "internal", "message": str(exc)}}
+        if msg.reply:
+            await msg.respond(json.dumps(reply).encode())
+
+    def _parse(self, data: bytes, sender: str, to: str) -> Message:
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ControlError("bad_message", f"message is {len(data)} bytes; the limit is 1 MiB")
+        try:
+            raw = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ControlError("bad_message", f"message is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ControlError("bad_message", "message must be a JSON object")
+        # the subject names who speaks and to whom; the body cannot override it
+        raw["from"] = sender
+        raw["to"] = to
+        try:
+            return Message.model_validate(raw)
+        except ValidationError as exc:
+            fields = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ControlError("bad_message", f"malformed message: {fields}") from None
+
+    def _decide(self, message: Message, decision: str, **fields: Any) -> None:
+        if self._on_decision is None:
+            return
+        record = {
+            "kind": f"message.{decision}",
+            "ts": time.time(),
+            "message_id": message.id,
+            "from": message.sender,
+            "to": message.to,
+            "conversation_id": message.conversation_id,
+            **fields,
+        }
+        try:
+            self._on_decision(record)
+        except Exception:
+            log.exception("recording a routing decision failed")

@@ -1,0 +1,54 @@
+"""`python -m agentd.worker --agent NAME`: one replica, as spawned by the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import anyio
+
+from agentd.config import load_agent
+from agentd.errors import AgentdError
+from agentd.worker._settings import WorkerSettings
+from agentd.worker._worker import AgentWorker
+
+
+async def _serve(worker: AgentWorker) -> None:
+    async with anyio.create_task_group() as tg:
+
+        async def on_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    await worker.shutdown()
+
+        tg.start_soon(on_signals)
+        await worker.run()
+        tg.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agentd.worker")
+    parser.add_argument("--agent", required=True, help="the agent this replica runs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = WorkerSettings.from_env(args.agent)
+        agent = load_agent(settings.agent_dir)
+        worker = AgentWorker(settings, agent)
+        anyio.run(_serve, worker, backend_options={"use_uvloop": True})
+    except AgentdError as exc:
+        print(f"agentd.worker: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

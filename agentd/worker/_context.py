@@ -1,0 +1,121 @@
+"""The agent's context: what graph code may use besides plain LangGraph.
+
+A graph never sees NATS: it calls `send`, `ask` and reads the ids of the current run. The ids
+live in context variables, so concurrent runs in one replica each see their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from nats.aio.client import Client
+
+from agentd.bus import Message, Subjects, new_id
+from agentd.errors import AgentdError
+
+__all__ = ["AgentContext", "RunInfo", "SendFailed"]
+
+
+class SendFailed(AgentdError):
+    """The router refused a message (unknown recipient, policy, malformed) or an ask failed."""
+
+    def __init__(self, message: str, *, code: str = "error") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    message_id: str
+    conversation_id: str
+    sender: str
+
+
+_current: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
+    "agentd_run", default=None
+)
+
+
+class AgentContext:
+    """Handed to graph factories; valid for the replica's lifetime."""
+
+    def __init__(self, nc: Client, subjects: Subjects, agent: str, replica: str) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self.agent = agent
+        self.replica = replica
+
+    # the current run (inside a graph node)
+    @property
+    def run(self) -> RunInfo | None:
+        return _current.get()
+
+    @property
+    def run_id(self) -> str | None:
+        run = _current.get()
+        return run.run_id if run else None
+
+    @property
+    def conversation_id(self) -> str | None:
+        run = _current.get()
+        return run.conversation_id if run else None
+
+    def _enter(self, info: RunInfo) -> contextvars.Token[RunInfo | None]:
+        return _current.set(info)
+
+    def _exit(self, token: contextvars.Token[RunInfo | None]) -> None:
+        _current.reset(token)
+
+    async def send(
+        self,
+        to: str,
+        payload: Any,
+        *,
+        conversation_id: str | None = None,
+        reply_to: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> str:
+        """Send `payload` to agent `to` through the router; returns the message id."""
+        message = Message.model_validate(
+            {
+                "from": self.agent,
+                "to": to,
+                "conversation_id": conversation_id or self.conversation_id or new_id(),
+                "payload": payload,
+                "reply_to": reply_to,
+            }
+        )
+        reply = await self._nc.request(
+            self._subjects.out(self.agent, to), message.to_json(), timeout=timeout_s
+        )
+        answer = json.loads(reply.data)
+        if not answer.get("ok"):
+            err = answer.get("error", {})
+            raise SendFailed(err.get("message", "refused"), code=err.get("code", "error"))
+        return message.id
+
+    async def ask(
+        self, to: str, payload: Any, *, timeout_s: float = 30.0, conversation_id: str | None = None
+    ) -> Any:
+        """Send `payload` to `to` and wait for the output of the run it starts there."""
+        reply_subject = self._subjects.reply(self.agent, new_id())
+        sub = await self._nc.subscribe(reply_subject, max_msgs=1)
+        try:
+            await self.send(to, payload, conversation_id=conversation_id, reply_to=reply_subject)
+            with anyio.fail_after(timeout_s):
+                msg = await sub.next_msg(timeout=None)
+        except TimeoutError:
+            raise SendFailed(f"{to} did not answer within {timeout_s}s", code="timeout") from None
+        finally:
+            with contextlib.suppress(Exception):  # already gone after max_msgs=1
+                await sub.unsubscribe()
+        result = json.loads(msg.data)
+        if not result.get("ok"):
+            raise SendFailed(f"{to} failed: {result.get('error')}", code="run_failed")
+        return result.get("output")

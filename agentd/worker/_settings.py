@@ -1,0 +1,73 @@
+"""What a worker is told by the daemon that spawns it: environment variables, nothing else.
+
+A worker never reads agentd.toml: it gets exactly the settings it needs, so a replica started by
+hand (or on another host) behaves the same as one the daemon spawned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentd.errors import ConfigError
+
+__all__ = ["WorkerSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    agent: str
+    replica: str
+    agent_dir: Path
+    nats_url: str
+    prefix: str = "agentd"
+    heartbeat_s: float = 1.0
+    drain_grace_s: float = 10.0
+    state_dir: Path | None = None
+
+    def to_env(self) -> dict[str, str]:
+        env = {
+            "AGENTD_AGENT": self.agent,
+            "AGENTD_REPLICA": self.replica,
+            "AGENTD_AGENT_DIR": str(self.agent_dir),
+            "AGENTD_NATS_URL": self.nats_url,
+            "AGENTD_PREFIX": self.prefix,
+            "AGENTD_HEARTBEAT_S": str(self.heartbeat_s),
+            "AGENTD_DRAIN_GRACE_S": str(self.drain_grace_s),
+        }
+        if self.state_dir is not None:
+            env["AGENTD_STATE_DIR"] = str(self.state_dir)
+        return env
+
+    @classmethod
+    def from_env(cls, agent: str, environ: dict[str, str] | None = None) -> WorkerSettings:
+        env = dict(os.environ if environ is None else environ)
+        missing = [k for k in ("AGENTD_AGENT_DIR", "AGENTD_NATS_URL") if not env.get(k)]
+        if missing:
+            raise ConfigError("the worker's environment", [f"{k}: not set" for k in missing])
+        problems: list[str] = []
+
+        def number(key: str, default: float) -> float:
+            try:
+                value = float(env.get(key, default))
+            except ValueError:
+                problems.append(f"{key}: not a number ({env[key]!r})")
+                return default
+            if value <= 0:
+                problems.append(f"{key}: must be positive")
+            return value
+
+        settings = cls(
+            agent=agent,
+            replica=env.get("AGENTD_REPLICA") or f"{agent}-{os.getpid()}",
+            agent_dir=Path(env["AGENTD_AGENT_DIR"]),
+            nats_url=env["AGENTD_NATS_URL"],
+            prefix=env.get("AGENTD_PREFIX", "agentd"),
+            heartbeat_s=number("AGENTD_HEARTBEAT_S", 1.0),
+            drain_grace_s=number("AGENTD_DRAIN_GRACE_S", 10.0),
+            state_dir=Path(env["AGENTD_STATE_DIR"]) if env.get("AGENTD_STATE_DIR") else None,
+        )
+        if problems:
+            raise ConfigError("the worker's environment", problems)
+        return settings

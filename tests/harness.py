@@ -1,0 +1,244 @@
+"""Test harness: real nats-server and real agentd processes on free ports.
+
+A daemon is started as `python -m agentd.cli.agentd run` with NOTIFY_SOCKET pointing at a unix
+datagram socket the test owns, so the test waits for READY=1 (an event), never a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process whose ancestry leads to `pid` (via /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                found.append(child)
+                frontier.append(child)
+    return [p for p in found if pid_alive(p)]
+
+
+class NotifySocket:
+    """A unix datagram socket that records sd_notify messages in order, read by a thread (as
+    systemd reads it) so the sender's queue never fills."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._changed:
+                self.messages.append(data)
+                self._changed.notify_all()
+
+    def wait_for(self, field: str, timeout_s: float) -> list[str]:
+        """Block until a datagram containing `field` (e.g. READY=1) arrives; return all so far."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: any(field in m.split("\n") for m in self.messages), timeout_s
+            )
+            if not found:
+                raise TimeoutError(f"no {field} within {timeout_s}s; got {self.messages}")
+            return list(self.messages)
+
+    def close(self) -> None:
+        self._closed = True
+        self._reader.join(1)
+        self.sock.close()
+
+
+def write_config(
+    directory: Path,
+    *,
+    port: int | None = None,
+    agents_dir: Path | None = None,
+    extra: str = "",
+    drain_grace_s: float = 5.0,
+) -> Path:
+    port = port or free_port()
+    agents = agents_dir or REPO / "agents"
+    text = f"""
+[daemon]
+state_dir = "{directory / "state"}"
+drain_grace_s = {drain_grace_s}
+log_level = "debug"
+
+[bus.embedded]
+port = {port}
+
+[agents]
+dir = "{agents}"
+heartbeat_s = 0.5
+{extra}
+"""
+    path = directory / "agentd.toml"
+    path.write_text(text)
+    return path
+
+
+class DaemonProcess:
+    """A real `agentd run` in its own process group."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.dir = config.parent
+        self.notify = NotifySocket(Path(tempfile.mkdtemp(prefix="agentd-notify-")))
+        self.stderr_path = self.dir / f"agentd-{time.monotonic_ns()}.log"
+        full_env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **(env or {})}
+        full_env.pop("AGENTD_CONFIG", None)
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentd.cli.agentd", "--config", str(config), "run"],
+            env=full_env,
+            stdout=self._stderr,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.url = self._url()
+
+    def _url(self) -> str:
+        import tomllib
+
+        data: dict[str, Any] = tomllib.loads(self.config.read_text())
+        port = data.get("bus", {}).get("embedded", {}).get("port", 4222)
+        return str(data.get("bus", {}).get("url") or f"nats://127.0.0.1:{port}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        try:
+            self.notify.wait_for("READY=1", timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"daemon not ready:\n{self.log()}") from None
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def agentctl(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agentd.cli.agentctl", "--url", self.url, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"daemon did not stop within {timeout_s}s:\n{self.log()}"
+            ) from None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the daemon's whole process group (test cleanup)."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self._stderr.close()
+        self.notify.close()
+
+
+@contextmanager
+def running_daemon(config: Path, **kwargs: Any) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(config, **kwargs)
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@contextmanager
+def nats_server(store: Path, port: int | None = None) -> Iterator[str]:
+    """A bare nats-server with JetStream, as nats.py's own tests run one."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [str(NATS_SERVER), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

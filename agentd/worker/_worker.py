@@ -8,6 +8,7 @@ consumer's max_deliver with its last error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -77,13 +78,19 @@ class AgentWorker:
                     service.start_soon(self._heartbeat, nc)
                     service.start_soon(self._keep_in_progress)
                     await self._publish_heartbeat(nc, "ready")
+                    log.info("%s ready (version %s)", self.settings.replica, self.agent.version)
                     task_status.started()
                     await self._pull(psub, runs, nc, js, graph, context)
                     service.cancel_scope.cancel()
                 await self._drain(runs, nc)
         finally:
             with anyio.CancelScope(shield=True):
-                await nc.drain()
+                # every message is settled by now; drain() would wait out its 30 s timeout on
+                # the pull subscription, so flush the acks and close
+                with contextlib.suppress(Exception):
+                    await nc.flush(timeout=2)
+                await nc.close()
+            log.info("%s stopped", self.settings.replica)
 
     async def _pull(
         self,
@@ -264,6 +271,7 @@ class AgentWorker:
 
     async def _drain(self, runs: TaskGroup, nc: Client) -> None:
         """Wait for runs in flight up to the grace period, then cancel (they nak themselves)."""
+        log.info("%s draining: %d run(s) in flight", self.settings.replica, self._inflight)
         await self._publish_heartbeat(nc, "draining")
         with anyio.move_on_after(self.settings.drain_grace_s):
             while self._inflight:

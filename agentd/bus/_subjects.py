@@ -55,6 +55,10 @@ class Subjects:
     def heartbeat_all(self) -> str:
         return f"{self.prefix}.hb.*"
 
+    # daemon -> an agent's replicas: pause / resume taking work (core NATS)
+    def command(self, agent: str) -> str:
+        return f"{self.prefix}.cmd.{agent}"
+
     def tool(self, agent: str, tool: str) -> str:
         return f"{self.prefix}.tool.{agent}.{tool}"
 

@@ -1,9 +1,13 @@
 """One agent replica: pulls its agent's inbox, runs the graph, replies, and acks after the run.
 
-Delivery guarantees (DESIGN.md, Data paths: Messages): a message is acked only once its run has
-finished, so a replica that dies mid-run loses nothing; runs of one conversation are processed in
-arrival order, one at a time; a run that keeps failing goes to the dead-letter subject after the
-consumer's max_deliver with its last error.
+Delivery guarantees (DESIGN.md, Data paths: Messages):
+- a message is acked only once its run has finished, so a replica that dies mid-run loses
+  nothing: JetStream redelivers it;
+- a redelivered message whose run already finished is not run again (the run ledger);
+- runs of one conversation happen one at a time (a lease across replicas) and in arrival order
+  (a queue per conversation in the replica that holds the lease); a failed run is retried in
+  place, before the conversation's later messages, and after `max_deliver` attempts it goes to
+  the dead-letter subject with its last error.
 """
 
 from __future__ import annotations
@@ -22,19 +26,21 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from agentd.bus import Message, RunResult, Subjects, connect, jsonable, new_id
 from agentd.config import LoadedAgent
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._graph import Runnable, load_graph
+from agentd.worker._ledger import RunLedger
 from agentd.worker._settings import WorkerSettings
 
 __all__ = ["AgentWorker"]
 
 log = logging.getLogger("agentd.worker")
+
+# how long a replica waits between tries for a conversation another replica is running
+LEASE_POLL_S = 0.02
 
 
 class AgentWorker:
@@ -45,44 +51,55 @@ class AgentWorker:
         self.agent = agent
         self.subjects = Subjects(settings.prefix)
         self._draining = anyio.Event()
+        self._resumed = anyio.Event()
+        self._resumed.set()
         self._inflight = 0
         self._held: dict[str, Msg] = {}  # message id -> JetStream message not yet settled
-        self._queues: dict[str, deque[Msg]] = {}  # conversation -> messages waiting their turn
-        self._completed = 0
-        self._failed = 0
+        self._queues: dict[str, deque[tuple[Msg, Message]]] = {}  # conversation -> its turn
         self._settled = anyio.Event()  # set (and replaced) each time a held message settles
+        self._stats = {"completed": 0, "failed": 0, "duplicates": 0, "dead_lettered": 0}
+        self._last_error: str | None = None
         self._max_deliver = 1
         self._ack_wait_s = 30.0
-        self._last_error: str | None = None
-        self._duplicates = 0
-        self._runs: KeyValue | None = None
+        # set in run()
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._ledger: RunLedger | None = None
+        self._graph: Runnable | None = None
+        self._context: AgentContext | None = None
 
     async def shutdown(self) -> None:
         """Stop pulling new work; runs in flight finish within the drain grace."""
         self._draining.set()
+        self._resumed.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         nc = await connect(self.settings.nats_url, name=f"agentd-worker-{self.settings.replica}")
         try:
-            js = nc.jetstream()
+            self._nc, self._js = nc, nc.jetstream()
             consumer = self.subjects.inbox_consumer(self.agent.name)
-            psub = await js.pull_subscribe_bind(consumer, stream=self.subjects.inbox_stream)
-            self._runs = await js.key_value(self.subjects.runs_bucket)
+            psub = await self._js.pull_subscribe_bind(consumer, stream=self.subjects.inbox_stream)
             info = await psub.consumer_info()
             self._max_deliver = info.config.max_deliver or 1
             self._ack_wait_s = info.config.ack_wait or 30.0
-            context = AgentContext(nc, self.subjects, self.agent.name, self.settings.replica)
-            graph = load_graph(self.agent.directory, self.agent.spec.graph, context)
-            async with anyio.create_task_group() as runs:
-                async with anyio.create_task_group() as service:
-                    service.start_soon(self._heartbeat, nc)
-                    service.start_soon(self._keep_in_progress)
-                    await self._publish_heartbeat(nc, "ready")
+            kv = await self._js.key_value(self.subjects.runs_bucket)
+            self._ledger = RunLedger(
+                kv, agent=self.agent.name, replica=self.settings.replica, lease_s=self._ack_wait_s
+            )
+            self._context = AgentContext(nc, self.subjects, self.agent.name, self.settings.replica)
+            self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
+            commands = await nc.subscribe(self.subjects.command(self.agent.name), cb=self._command)
+            async with anyio.create_task_group() as service:
+                service.start_soon(self._heartbeat)
+                service.start_soon(self._keep_in_progress)
+                async with anyio.create_task_group() as runs:
+                    await self._publish_heartbeat("ready")
                     log.info("%s ready (version %s)", self.settings.replica, self.agent.version)
                     task_status.started()
-                    await self._pull(psub, runs, nc, js, graph, context)
-                    service.cancel_scope.cancel()
-                await self._drain(runs, nc)
+                    await self._pull(psub, runs)
+                    await self._drain(runs)
+                service.cancel_scope.cancel()
+            await commands.unsubscribe()
         finally:
             with anyio.CancelScope(shield=True):
                 # every message is settled by now; drain() would wait out its 30 s timeout on
@@ -92,19 +109,14 @@ class AgentWorker:
                 await nc.close()
             log.info("%s stopped", self.settings.replica)
 
-    async def _pull(
-        self,
-        psub: Any,
-        runs: TaskGroup,
-        nc: Client,
-        js: JetStreamContext,
-        graph: Runnable,
-        context: AgentContext,
-    ) -> None:
+    # pulling
+    async def _pull(self, psub: Any, runs: TaskGroup) -> None:
         while not self._draining.is_set():
+            await self._resumed.wait()
             free = self.agent.spec.concurrency - self._inflight
-            if free <= 0:
-                await self._settled.wait()
+            if free <= 0 or self._draining.is_set():
+                if free <= 0:
+                    await self._settled.wait()
                 continue
             try:
                 batch = await psub.fetch(free, timeout=0.5)
@@ -115,125 +127,105 @@ class AgentWorker:
                 await anyio.sleep(0.1)
                 continue
             for msg in batch:
-                self._accept(msg, runs, nc, js, graph, context)
+                self._accept(msg, runs)
 
-    def _accept(
-        self,
-        msg: Msg,
-        runs: TaskGroup,
-        nc: Client,
-        js: JetStreamContext,
-        graph: Runnable,
-        context: AgentContext,
-    ) -> None:
+    def _accept(self, msg: Msg, runs: TaskGroup) -> None:
         try:
             message = Message.model_validate_json(msg.data)
         except ValidationError as exc:
-            runs.start_soon(self._dead_letter, js, msg, None, f"malformed message: {exc}")
+            runs.start_soon(self._dead_letter, msg, None, f"malformed message: {exc}")
+            return
+        if message.id in self._held:  # a redelivery of a message we still hold: keep ours
+            runs.start_soon(self._ack_quietly, msg)
             return
         self._inflight += 1
         self._held[message.id] = msg
         queue = self._queues.get(message.conversation_id)
-        if queue is not None:  # a run of this conversation is active: wait behind it
-            queue.append(msg)
+        if queue is not None:  # this conversation is running here: wait behind it
+            queue.append((msg, message))
             return
-        self._queues[message.conversation_id] = deque([msg])
-        runs.start_soon(self._conversation, message.conversation_id, nc, js, graph, context)
+        self._queues[message.conversation_id] = deque([(msg, message)])
+        runs.start_soon(self._conversation, message.conversation_id)
 
-    async def _conversation(
-        self,
-        conversation: str,
-        nc: Client,
-        js: JetStreamContext,
-        graph: Runnable,
-        ctx: AgentContext,
-    ) -> None:
+    async def _conversation(self, conversation: str) -> None:
+        """Run a conversation's queued messages in order while holding its lease."""
+        assert self._ledger is not None
         queue = self._queues[conversation]
         try:
+            delay = LEASE_POLL_S
+            # another replica runs this conversation; its lease lives in another process, so
+            # there is no local event to wait for: poll, backing off
+            while not await self._ledger.acquire(conversation):  # noqa: ASYNC110
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.25)
             while queue:
-                msg = queue[0]
-                await self._run_one(msg, nc, js, graph, ctx)
+                msg, message = queue[0]
+                await self._run(msg, message)
                 queue.popleft()
         finally:
             del self._queues[conversation]
+            for msg, message in queue:  # cancelled while draining: hand them back
+                with anyio.CancelScope(shield=True):
+                    await self._release(msg, message)
+            with anyio.CancelScope(shield=True):
+                await self._ledger.release(conversation)
 
-    async def _run_one(
-        self, msg: Msg, nc: Client, js: JetStreamContext, graph: Runnable, ctx: AgentContext
-    ) -> None:
-        message = Message.model_validate_json(msg.data)
-        run = RunInfo(new_id(), message.id, message.conversation_id, message.sender)
-        started = time.monotonic()
+    # one run
+    async def _run(self, msg: Msg, message: Message) -> None:
+        assert self._ledger is not None and self._graph is not None and self._context is not None
         settled = False
         try:
-            finished = await self._finished(message.id)
+            finished = await self._ledger.finished(message.id)
             if finished is not None:  # an earlier delivery ran it to completion: do not rerun
-                self._duplicates += 1
-                log.info("message %s already ran (run %s); acking", message.id, finished.run_id)
-                await self._settle(msg, nc, message, finished)
+                self._stats["duplicates"] += 1
+                log.info("message %s already ran (run %s)", message.id, finished.run_id)
+                await self._settle(msg, message, finished)
                 settled = True
                 return
-            token = ctx._enter(run)
-            try:
-                with anyio.fail_after(self.agent.spec.run_timeout_s):
-                    output = await graph.ainvoke(
-                        message.payload,
-                        {"configurable": {"thread_id": message.conversation_id}},
-                    )
-            finally:
-                ctx._exit(token)
-            result = self._result(message, run, started, ok=True, output=jsonable(output))
-            result = await self._record_finished(message.id, result)
-            await self._settle(msg, nc, message, result)
-            settled = True
-            self._completed += 1
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self._last_error = error
-            log.warning("run %s of message %s failed: %s", run.run_id, message.id, error)
-            delivered = msg.metadata.num_delivered if msg.metadata else 1
-            with anyio.CancelScope(shield=True):
-                if delivered >= self._max_deliver:
-                    await self._dead_letter(js, msg, message, error)
-                    if message.reply_to:
-                        result = self._result(message, run, started, ok=False, error=error)
-                        await nc.publish(message.reply_to, result.to_json())
-                else:
-                    await msg.nak(delay=min(0.1 * 2**delivered, 10.0))
-            settled = True
-            self._failed += 1
+            attempt = msg.metadata.num_delivered if msg.metadata else 1
+            while True:
+                run = RunInfo(new_id(), message.id, message.conversation_id, message.sender)
+                started = time.monotonic()
+                try:
+                    output = await self._invoke(run, message)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    self._last_error = error
+                    self._stats["failed"] += 1
+                    log.warning("run %s (attempt %d) failed: %s", run.run_id, attempt, error)
+                    if attempt >= self._max_deliver:
+                        with anyio.CancelScope(shield=True):
+                            await self._dead_letter(msg, message, error)
+                            failure = self._result(message, run, started, ok=False, error=error)
+                            await self._reply(message, failure)
+                        settled = True
+                        return
+                    await anyio.sleep(min(0.1 * 2**attempt, 5.0))  # retry in place, in order
+                    attempt += 1
+                    continue
+                result = self._result(message, run, started, ok=True, output=jsonable(output))
+                result, ours = await self._ledger.record_finished(message.id, result)
+                self._stats["completed" if ours else "duplicates"] += 1
+                await self._settle(msg, message, result)
+                settled = True
+                return
         finally:
             if not settled:  # cancelled while draining: hand it back for another replica
                 with anyio.CancelScope(shield=True):
-                    await msg.nak()
-            self._held.pop(message.id, None)
-            self._inflight -= 1
-            self._settled.set()
-            self._settled = anyio.Event()
+                    await self._release(msg, message)
+            else:
+                self._forget(message)
 
-    async def _finished(self, message_id: str) -> RunResult | None:
-        assert self._runs is not None
+    async def _invoke(self, run: RunInfo, message: Message) -> Any:
+        assert self._graph is not None and self._context is not None
+        token = self._context._enter(run)
         try:
-            entry = await self._runs.get(message_id)
-        except KeyNotFoundError:
-            return None
-        return RunResult.model_validate_json(entry.value or b"{}")
-
-    async def _record_finished(self, message_id: str, result: RunResult) -> RunResult:
-        """Record the run as the message's one completion; if another delivery won the race,
-        its result is the message's result."""
-        assert self._runs is not None
-        try:
-            await self._runs.create(message_id, result.to_json())
-        except KeyWrongLastSequenceError:
-            self._duplicates += 1
-            earlier = await self._finished(message_id)
-            return earlier or result
-        return result
-
-    async def _settle(self, msg: Msg, nc: Client, message: Message, result: RunResult) -> None:
-        if message.reply_to:
-            await nc.publish(message.reply_to, result.to_json())
-        await msg.ack()
+            with anyio.fail_after(self.agent.spec.run_timeout_s):
+                return await self._graph.ainvoke(
+                    message.payload, {"configurable": {"thread_id": message.conversation_id}}
+                )
+        finally:
+            self._context._exit(token)
 
     def _result(
         self,
@@ -256,44 +248,92 @@ class AgentWorker:
             duration_s=time.monotonic() - started,
         )
 
-    async def _dead_letter(
-        self, js: JetStreamContext, msg: Msg, message: Message | None, error: str
-    ) -> None:
+    # settling messages
+    async def _settle(self, msg: Msg, message: Message, result: RunResult) -> None:
+        await self._reply(message, result)
+        await msg.ack()
+
+    async def _reply(self, message: Message, result: RunResult) -> None:
+        if message.reply_to and self._nc is not None:
+            await self._nc.publish(message.reply_to, result.to_json())
+
+    async def _release(self, msg: Msg, message: Message) -> None:
+        with contextlib.suppress(Exception):
+            await msg.nak()
+        self._forget(message)
+
+    def _forget(self, message: Message) -> None:
+        if self._held.pop(message.id, None) is not None:
+            self._inflight -= 1
+            self._settled.set()
+            self._settled = anyio.Event()
+
+    async def _ack_quietly(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+    async def _dead_letter(self, msg: Msg, message: Message | None, error: str) -> None:
+        assert self._js is not None
         headers = {
             "Agentd-Error": error[:1000].replace("\n", " "),
             "Agentd-Agent": self.agent.name,
             "Agentd-Deliveries": str(msg.metadata.num_delivered if msg.metadata else 1),
         }
         if message is not None:
-            headers["Nats-Msg-Id"] = f"dlq-{message.id}"
-        await js.publish(self.subjects.dead_letter(self.agent.name), msg.data, headers=headers)
+            headers["Nats-Msg-Id"] = f"dlq-{message.id}-{time.time_ns()}"
+        await self._js.publish(
+            self.subjects.dead_letter(self.agent.name), msg.data, headers=headers
+        )
         await msg.term()
+        self._stats["dead_lettered"] += 1
 
-    async def _drain(self, runs: TaskGroup, nc: Client) -> None:
+    async def _drain(self, runs: TaskGroup) -> None:
         """Wait for runs in flight up to the grace period, then cancel (they nak themselves)."""
         log.info("%s draining: %d run(s) in flight", self.settings.replica, self._inflight)
-        await self._publish_heartbeat(nc, "draining")
+        await self._publish_heartbeat("draining")
         with anyio.move_on_after(self.settings.drain_grace_s):
             while self._inflight:
                 await self._settled.wait()
         runs.cancel_scope.cancel()
 
+    # keeping held messages and leases alive, heartbeats, commands
     async def _keep_in_progress(self) -> None:
-        """Tell JetStream that held messages are still being worked on (long runs, queued runs)."""
+        """Tell JetStream that held messages are still being worked on (long and queued runs),
+        and renew the conversation leases this replica holds."""
+        assert self._ledger is not None
         while True:
             await anyio.sleep(max(self._ack_wait_s / 3, 0.1))
             for msg in list(self._held.values()):
-                try:
+                with contextlib.suppress(Exception):
                     await msg.in_progress()
-                except Exception as exc:
-                    log.debug("in-progress ack failed: %s", exc)
+            for conversation in self._ledger.held:
+                with contextlib.suppress(Exception):
+                    await self._ledger.renew(conversation)
 
-    async def _heartbeat(self, nc: Client) -> None:
+    async def _command(self, msg: Msg) -> None:
+        try:
+            verb = json.loads(msg.data).get("verb")
+        except (ValueError, AttributeError):
+            return
+        if verb == "pause":
+            self._resumed = anyio.Event()
+            log.info("%s paused: taking no new work", self.settings.replica)
+        elif verb == "resume":
+            self._resumed.set()
+            log.info("%s resumed", self.settings.replica)
+        await self._publish_heartbeat(self._state())
+
+    def _state(self) -> str:
+        if self._draining.is_set():
+            return "draining"
+        return "ready" if self._resumed.is_set() else "paused"
+
+    async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self.settings.heartbeat_s)
-            await self._publish_heartbeat(nc, "ready")
+            await self._publish_heartbeat(self._state())
 
-    async def _publish_heartbeat(self, nc: Client, state: str) -> None:
+    async def _publish_heartbeat(self, state: str) -> None:
         beat = {
             "agent": self.agent.name,
             "replica": self.settings.replica,
@@ -301,13 +341,15 @@ class AgentWorker:
             "version": self.agent.version,
             "state": state,
             "inflight": self._inflight,
-            "completed": self._completed,
-            "failed": self._failed,
-            "duplicates": self._duplicates,
             "last_error": self._last_error,
             "ts": time.time(),
+            **self._stats,
         }
+        if self._nc is None:
+            return
         try:
-            await nc.publish(self.subjects.heartbeat(self.agent.name), json.dumps(beat).encode())
+            await self._nc.publish(
+                self.subjects.heartbeat(self.agent.name), json.dumps(beat).encode()
+            )
         except Exception as exc:  # reconnecting: the next beat will go through
             log.debug("heartbeat not sent: %s", exc)

@@ -1,0 +1,104 @@
+"""The run ledger: what every replica of an agent must agree on, kept in a JetStream
+key-value bucket.
+
+- Finished runs by message id: a redelivered message whose run already finished is acked with
+  the stored result instead of running twice to completion (the first `create` wins).
+- Conversation leases: one replica at a time runs a conversation. A lease names its holder and
+  an expiry; the holder renews it while it works; a replica that died leaves a lease that expires,
+  and a restarted replica of the same name takes its own leases back at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from agentd.bus import RunResult
+
+__all__ = ["RunLedger"]
+
+
+def _lease_key(agent: str, conversation: str) -> str:
+    # conversation ids are free text; KV keys allow only [-/_=.a-zA-Z0-9]
+    return f"lease.{agent}.{hashlib.sha1(conversation.encode()).hexdigest()}"
+
+
+class RunLedger:
+    def __init__(self, kv: KeyValue, *, agent: str, replica: str, lease_s: float) -> None:
+        self._kv = kv
+        self._agent = agent
+        self._replica = replica
+        self._lease_s = lease_s
+        self._revisions: dict[str, int] = {}  # conversation -> revision of the lease we hold
+
+    # finished runs
+    async def finished(self, message_id: str) -> RunResult | None:
+        try:
+            entry = await self._kv.get(f"run.{message_id}")
+        except KeyNotFoundError:
+            return None
+        return RunResult.model_validate_json(entry.value or b"{}")
+
+    async def record_finished(self, message_id: str, result: RunResult) -> tuple[RunResult, bool]:
+        """Record `result` as the message's one completion. Returns the message's result and
+        whether it was ours (False: another delivery finished first; its result stands)."""
+        try:
+            await self._kv.create(f"run.{message_id}", result.to_json())
+        except KeyWrongLastSequenceError:
+            earlier = await self.finished(message_id)
+            return (earlier or result), False
+        return result, True
+
+    # conversation leases
+    async def acquire(self, conversation: str) -> bool:
+        key = _lease_key(self._agent, conversation)
+        value = self._lease_value()
+        try:
+            self._revisions[conversation] = await self._kv.create(key, value)
+            return True
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:  # released between our create and get: try again later
+            return False
+        holder = json.loads(entry.value or b"{}") if entry.value else {}
+        mine = holder.get("replica") == self._replica
+        if not mine and holder.get("until", 0) > time.time():
+            return False
+        try:  # expired, released (deleted), or ours from before a restart: take it over
+            self._revisions[conversation] = await self._kv.update(key, value, last=entry.revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def renew(self, conversation: str) -> None:
+        revision = self._revisions.get(conversation)
+        if revision is None:
+            return
+        key = _lease_key(self._agent, conversation)
+        try:
+            self._revisions[conversation] = await self._kv.update(
+                key, self._lease_value(), last=revision
+            )
+        except KeyWrongLastSequenceError:
+            self._revisions.pop(conversation, None)
+
+    async def release(self, conversation: str) -> None:
+        revision = self._revisions.pop(conversation, None)
+        if revision is None:
+            return
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self._kv.delete(_lease_key(self._agent, conversation), last=revision)
+
+    @property
+    def held(self) -> list[str]:
+        return list(self._revisions)
+
+    def _lease_value(self) -> bytes:
+        return json.dumps({"replica": self._replica, "until": time.time() + self._lease_s}).encode()

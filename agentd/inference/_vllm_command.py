@@ -8,7 +8,7 @@ with that environment's interpreter.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["VLLM_SERVER_MODULE", "vllm_command"]
@@ -24,28 +24,31 @@ def vllm_command(
     port: int,
     *,
     cache_dir: Path,
+    base_env: Mapping[str, str],
     max_model_len: int = 2048,
     max_num_seqs: int = 8,
     cpu_threads_bind: str = "auto",
-    kv_cache_gb: int = 1,
+    kv_cache_bytes: int = 2**30,
     tool_call_parser: str | None = "hermes",
     extra_args: Sequence[str] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """Return ``(argv, env)`` for a vLLM server on the CPU; pure, no I/O.
 
-    ``env`` holds only the variables to set on top of the parent's environment.
+    ``env`` is the complete environment for the child: ``base_env`` (usually ``os.environ``)
+    with vLLM's variables set and the ones that would contradict the arguments removed.
     ``cpu_threads_bind`` is ``VLLM_CPU_OMP_THREADS_BIND``: ``"auto"``, a core list such as
     ``"0"`` or ``"0-3"``, or ``"nobind"``; two servers on one host need disjoint lists, since
-    ``auto`` puts every server on the same cores. ``kv_cache_gb`` is the KV cache in GiB
-    (``VLLM_CPU_KVCACHE_SPACE``, whole GiB only). ``cache_dir`` is the server's private
+    ``auto`` puts every server on the same cores. ``kv_cache_bytes`` is the KV cache size: a
+    token of the tiny model takes 1 KiB, so 64 MiB holds 32 full 2048-token sequences; vLLM
+    allocates and binds all of it at start. ``cache_dir`` is the server's private
     ``VLLM_CACHE_ROOT``. With ``tool_call_parser`` set, ``tool_choice`` ``"auto"``,
     ``"required"`` and named tools all work, and tools marked ``"strict": true`` get arguments
     that match their schema. ``extra_args`` go last, so they override the defaults.
     """
     if not 0 < port < 65536:
         raise ValueError(f"port must be in 1..65535, got {port}")
-    if max_model_len < 1 or max_num_seqs < 1 or kv_cache_gb < 1:
-        raise ValueError("max_model_len, max_num_seqs and kv_cache_gb must be positive")
+    if max_model_len < 1 or max_num_seqs < 1 or kv_cache_bytes < 1:
+        raise ValueError("max_model_len, max_num_seqs and kv_cache_bytes must be positive")
     argv = [
         str(python),
         "-m",
@@ -64,6 +67,8 @@ def vllm_command(
         str(max_model_len),
         "--max-num-seqs",
         str(max_num_seqs),
+        "--kv-cache-memory-bytes",
+        str(kv_cache_bytes),
         # No whitespace between JSON tokens: shorter outputs, and a weak model cannot stall in
         # an endless run of spaces.
         "--structured-outputs-config",
@@ -73,9 +78,10 @@ def vllm_command(
     if tool_call_parser is not None:
         argv += ["--tool-call-parser", tool_call_parser, "--enable-auto-tool-choice"]
     argv += extra_args
-    env = {
+    # The legacy GiB variable would override --kv-cache-memory-bytes (and must be an integer).
+    env = {name: value for name, value in base_env.items() if name != "VLLM_CPU_KVCACHE_SPACE"}
+    env |= {
         "VLLM_TARGET_DEVICE": "cpu",
-        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gb),
         "VLLM_CPU_OMP_THREADS_BIND": cpu_threads_bind,
         "VLLM_CACHE_ROOT": str(cache_dir),
         # Models are local directories; never reach for a hub or report usage.

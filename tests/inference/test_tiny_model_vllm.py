@@ -11,12 +11,18 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
 
+from tests.inference.tool_schemas import (
+    PROMPTS,
+    TOOLS,
+    Report,
+    tool_call_problems,
+    tool_request,
+)
 from tests.inference.vllm_server import VllmServer, group_members, vllm_python
 
 pytestmark = [
@@ -30,65 +36,6 @@ pytestmark = [
 ]
 
 MODEL = "tiny"
-
-
-class WeatherArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    city: str = Field(max_length=40)
-    days: int = Field(ge=1, le=7)
-    unit: Literal["celsius", "fahrenheit"]
-    tags: list[str] = Field(max_length=3)
-
-
-class SearchArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    query: str = Field(max_length=60)
-    limit: int = Field(ge=1, le=10)
-    exact: bool
-
-
-class Finding(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    title: str = Field(max_length=40)
-    confidence: float = Field(ge=0, le=1)
-
-
-class Report(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    summary: str = Field(max_length=80)
-    severity: Literal["low", "medium", "high"]
-    findings: list[Finding] = Field(max_length=3)
-    resolved: bool
-
-
-ARGUMENT_MODELS: dict[str, type[BaseModel]] = {
-    "get_weather": WeatherArgs,
-    "search_docs": SearchArgs,
-}
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": f"{name.replace('_', ' ')}",
-            "parameters": model.model_json_schema(),
-            "strict": True,
-        },
-    }
-    for name, model in ARGUMENT_MODELS.items()
-]
-PROMPTS = [
-    "What is the weather in Paris this week?",
-    "Find the docs about retry policies.",
-    "Will it rain in Tokyo tomorrow?",
-    "Search for 'exponential backoff' exactly.",
-    "Forecast for Lagos, in fahrenheit, three days.",
-    "Look up how agents register over NATS.",
-    "Is it cold in Oslo?",
-    "Find at most two pages on Casbin.",
-    "Weather in Buenos Aires for the weekend, please.",
-    "Search: vLLM CPU startup time",
-]
 
 
 @pytest.fixture(scope="module")
@@ -112,31 +59,11 @@ def chat(client: httpx.Client, **body: Any) -> dict[str, Any]:
 
 
 def test_strict_tool_calls_match_their_schemas(client: httpx.Client) -> None:
-    valid = 0
-    for index, prompt in enumerate(PROMPTS):
-        # Alternate forced and named tool choice, greedy and sampled decoding.
-        named = list(ARGUMENT_MODELS)[index % 2]
-        tool_choice: object = (
-            "required" if index % 4 < 2 else {"type": "function", "function": {"name": named}}
-        )
-        message = chat(
-            client,
-            messages=[{"role": "user", "content": prompt}],
-            tools=TOOLS,
-            tool_choice=tool_choice,
-            temperature=0.0 if index % 2 else 1.0,
-            seed=index,
-            max_tokens=256,
-        )
-        calls = message["tool_calls"]
-        assert calls, f"no tool call for {prompt!r}: {message}"
-        for call in calls:
-            name = call["function"]["name"]
-            if tool_choice != "required":
-                assert name == named
-            ARGUMENT_MODELS[name].model_validate_json(call["function"]["arguments"])
-        valid += 1
-    assert valid == len(PROMPTS)
+    problems = []
+    for index in range(len(PROMPTS)):
+        request = tool_request(index)
+        problems += tool_call_problems(request, chat(client, **request))
+    assert problems == []
 
 
 def test_tool_call_history_renders_and_continues(server: VllmServer, client: httpx.Client) -> None:
@@ -171,9 +98,8 @@ def test_tool_call_history_renders_and_continues(server: VllmServer, client: htt
     assert '<tool_response>\n{"temp_c": 14}\n</tool_response><|im_end|>\n' in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
 
-    message = chat(client, messages=messages, tools=TOOLS, tool_choice="required", max_tokens=256)
-    for call in message["tool_calls"]:
-        ARGUMENT_MODELS[call["function"]["name"]].model_validate_json(call["function"]["arguments"])
+    request = {"messages": messages, "tools": TOOLS, "tool_choice": "required", "max_tokens": 256}
+    assert tool_call_problems(request, chat(client, **request)) == []
 
 
 def test_json_schema_response_format(client: httpx.Client) -> None:

@@ -54,6 +54,7 @@ class VllmServer:
         *,
         served_name: str = "tiny",
         cpu_threads_bind: str = "1",
+        kv_cache_bytes: int = 64 * 2**20,
         startup_timeout_s: float = 240.0,
     ) -> VllmServer:
         port = free_port()
@@ -64,14 +65,16 @@ class VllmServer:
             "127.0.0.1",
             port,
             cache_dir=work_dir / "vllm-cache",
+            base_env=os.environ,
             cpu_threads_bind=cpu_threads_bind,
+            kv_cache_bytes=kv_cache_bytes,
         )
         log_path = work_dir / "vllm.log"
         started = time.monotonic()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv,
-                env={**os.environ, **env},
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

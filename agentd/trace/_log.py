@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from ._errors import DecisionLogDamaged, DecisionLogError
+from ._keyindex import BLOCK_SIZE, candidate_ranges, key_digest, record_key_digests
 from ._keys import load_or_create_signing_key
 from ._proof import InclusionProof, build_inclusion_proof
 from ._record import DecisionRecord
@@ -133,7 +134,13 @@ class DecisionLog:
             frontier.append(replayed.leaf)
             chain = replayed.chain
         checkpointed = 0 if latest is None else latest.checkpoint.tree_size
-        return ChainState(frontier=frontier, chain=chain, checkpointed=checkpointed)
+        block_keys: set[int] = set()
+        for run_id, conversation_id, trace_id in conn.execute(
+            "SELECT run_id, conversation_id, trace_id FROM records WHERE seq > ?",
+            (size - size % BLOCK_SIZE,),
+        ):
+            block_keys.update(record_key_digests(run_id, conversation_id, trace_id))
+        return ChainState(frontier, chain, checkpointed, block_keys)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -238,7 +245,16 @@ class DecisionLog:
         limit: int = 1000,
     ) -> list[LoggedRecord]:
         """Records matching every given filter (time as epoch seconds, `until` exclusive), oldest
-        first, at most `limit`."""
+        first, at most `limit`.
+
+        Filters by run, conversation or trace id read the block key filters first and scan only
+        the blocks that may hold the ids (see `_keyindex`).
+        """
+        digests = [
+            key_digest(prefix, value)
+            for prefix, value in (("r", run_id), ("c", conversation_id), ("t", trace_id))
+            if value is not None
+        ]
         clauses: list[str] = []
         params: list[object] = []
         for column, value in (
@@ -257,22 +273,36 @@ class DecisionLog:
         if until is not None:
             clauses.append("ts < ?")
             params.append(until)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._select(where, tuple(params), limit=limit)
+        if not digests:
+            where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+            return self._select(where, tuple(params), limit=limit)
+        with self._lock:
+            self._check_open()
+            retention = load_retention(self._conn)
+            first = 1 if retention is None else retention.pruned_to + 1
+            ranges = candidate_ranges(self._conn, digests, first, self.tree_size)
+        found: list[LoggedRecord] = []
+        for lo, hi in ranges:
+            if len(found) >= limit:
+                break
+            where = " AND ".join(["seq BETWEEN ? AND ?", *clauses])
+            found += self._select(f"WHERE {where}", (lo, hi, *params), limit=limit - len(found))
+        return found
 
     def _select(self, where: str, params: tuple[object, ...], *, limit: int) -> list[LoggedRecord]:
         sql = f"SELECT seq, hash, body FROM records {where} ORDER BY seq LIMIT ?"
         with self._lock:
             self._check_open()
             rows = self._conn.execute(sql, (*params, limit)).fetchall()
-        return [LoggedRecord(int(s), h, DecisionRecord.from_canonical(b)) for s, h, b in rows]
+        return [LoggedRecord(int(s), h, DecisionRecord.from_body(b)) for s, h, b in rows]
 
     def export(self, since: float | None = None, until: float | None = None) -> Iterator[str]:
-        """JSON lines, oldest first: `{"hash", "prev_hash", "record", "seq"}` per record.
+        """JSON lines, oldest first: `{"body", "hash", "prev_hash", "seq"}` per record.
 
-        Each line is canonical JSON and `record` the stored body, so an auditor can recompute
-        every leaf and chain hash from the export alone. `since` is inclusive, `until` exclusive
-        (epoch seconds). Reads a snapshot through its own connection.
+        `body` is the stored record text as a JSON string, so an auditor can recompute every
+        leaf hash, and the chain across consecutive lines, from the export alone. `since` is
+        inclusive, `until` exclusive (epoch seconds). Reads a snapshot through its own
+        connection.
         """
         self._check_open()
         return _export_lines(self.path, since, until)
@@ -344,10 +374,7 @@ def _export_lines(path: Path, since: float | None, until: float | None) -> Itera
         conn.execute("BEGIN")
         sql = f"SELECT seq, prev_hash, hash, body FROM records {where} ORDER BY seq"
         for seq, prev_hash, hash_hex, body in conn.execute(sql, params):
-            # Keys in sorted order and the canonical body inlined: the line is canonical JSON.
-            yield (
-                f'{{"hash":{json.dumps(hash_hex)},"prev_hash":{json.dumps(prev_hash)},'
-                f'"record":{body},"seq":{int(seq)}}}'
-            )
+            line = {"body": body, "hash": hash_hex, "prev_hash": prev_hash, "seq": seq}
+            yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
     finally:
         conn.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -38,7 +37,8 @@ class InclusionProof(BaseModel):
     version: int = PROOF_VERSION
     log_id: str
     record_id: str
-    record: dict[str, JsonValue]
+    record: str
+    """The record's exact stored body (JSON text); its bytes are the Merkle leaf."""
     leaf_index: int
     tree_size: int
     audit_path: list[str]
@@ -104,11 +104,10 @@ def build_inclusion_proof(
             " run `agentctl audit verify`"
         )
     raw_key = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    record: dict[str, Any] = json.loads(body)
     return InclusionProof(
         log_id=log_id,
         record_id=record_id,
-        record=record,
+        record=body,
         leaf_index=index,
         tree_size=target.tree_size,
         audit_path=[p.hex() for p in path],

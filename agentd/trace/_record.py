@@ -1,31 +1,32 @@
 """The decision record: what every component writes to the decision log.
 
-A `DecisionRecord` is immutable and closed (`extra="forbid"`). Its canonical form (sorted keys, no
-whitespace, UTF-8, fields that are None left out) is what the log stores and hashes; see
-`agentd.trace.verifier.canonical_json`. Treat `inputs`, `outputs` and `attributes` as immutable
-too: the canonical form is computed once and cached, so a dict changed in place after the record
-was built would not reach the log.
+A `DecisionRecord` is immutable and closed (`extra="forbid"`). Its *body* is the compact JSON
+text that the log stores and hashes: fields in declaration order, fields that are None left out,
+UTF-8, produced by pydantic's serializer (`body_json`). The log hashes the stored bytes verbatim
+and proofs carry them verbatim, so no verifier ever has to reproduce a serializer (float formats
+differ between languages; Certificate Transparency hashes its entries the same way). Non-finite
+numbers inside payloads are written as null. Treat `inputs`, `outputs` and `attributes` as
+immutable: the body is computed once and cached, so a dict changed in place after the record was
+serialized would not reach the log.
 
 Record ids are UUIDv7 strings (`new_record_id`): 48 bits of Unix milliseconds, then a counter that
 keeps ids made in the same millisecond by this process in order, then random bits. They sort by
-time as plain strings, so the id index grows at its end.
+time as plain strings, so the id index grows at its end (random ids work, but cost more to index).
 
 Kinds are dotted names from `RECORD_KINDS`; `x.<name>` is free for extensions.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Annotated, Any, Self, cast
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, model_validator
-
-from .verifier import canonical_json
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic_core import PydanticSerializationError
 
 __all__ = [
     "RECORD_KINDS",
@@ -70,7 +71,7 @@ RECORD_KINDS: frozenset[str] = frozenset(
     }
 )
 
-_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,127}$")
+_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,127}$"
 _EXTENSION_KIND = re.compile(r"^x\.[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _id_lock = threading.Lock()
 _id_last_ms = 0
@@ -111,6 +112,12 @@ class Lineage(BaseModel):
     policy_version: str | None = None
 
 
+def _check_kind(kind: str) -> str:
+    if kind not in RECORD_KINDS and not _EXTENSION_KIND.match(kind):
+        raise ValueError(f"unknown record kind {kind!r}; known: {sorted(RECORD_KINDS)}")
+    return kind
+
+
 class DecisionRecord(BaseModel):
     """One decision, as stored in the decision log.
 
@@ -119,11 +126,13 @@ class DecisionRecord(BaseModel):
     by digests by a `Redactor` before the record is stored.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Checks are field constraints (run in pydantic's core), not a model validator: this model
+    # is validated once per message on the daemon's ingest path.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="null")
 
-    id: str = Field(default_factory=new_record_id)
-    ts: float = Field(default_factory=time.time)
-    kind: str
+    id: str = Field(default_factory=new_record_id, pattern=_ID_PATTERN)
+    ts: float = Field(default_factory=time.time, allow_inf_nan=False)
+    kind: Annotated[str, AfterValidator(_check_kind)]
     agent: str | None = None
     replica: str | None = None
     run_id: str | None = None
@@ -143,46 +152,49 @@ class DecisionRecord(BaseModel):
     lineage: Lineage | None = None
     attributes: dict[str, JsonValue] | None = None
 
-    _canonical: str | None = PrivateAttr(default=None)
+    # A slot, not a PrivateAttr: pydantic initializes private attributes in Python for every
+    # instance, which would cost more than the validation itself.
+    __slots__ = ("_body",)
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if not _ID_PATTERN.match(self.id):
-            raise ValueError(f"record id {self.id!r} must be 1-128 characters of [0-9A-Za-z._:-]")
-        if self.kind not in RECORD_KINDS and not _EXTENSION_KIND.match(self.kind):
-            raise ValueError(f"unknown record kind {self.kind!r}; known: {sorted(RECORD_KINDS)}")
-        if not math.isfinite(self.ts):
-            raise ValueError("ts must be a finite number of seconds since the epoch")
-        # Serializing now turns NaN payloads or lone surrogates into a validation error at the
-        # producer instead of a failed batch in the log.
+    def body_json(self) -> str:
+        """The JSON text the log stores and hashes (computed once, then cached).
+
+        Raises ValueError when the record cannot be serialized (a lone surrogate in a string).
+        """
         try:
-            self.canonical_json()
-        except (ValueError, UnicodeEncodeError) as exc:
-            raise ValueError(f"record cannot be serialized canonically: {exc}") from exc
-        return self
-
-    def canonical_json(self) -> str:
-        """The canonical JSON text that the log stores and hashes (cached)."""
-        if self._canonical is None:
-            self._canonical = canonical_json(self.to_json_object()).decode("utf-8")
-        return self._canonical
-
-    def to_json_object(self) -> dict[str, Any]:
-        """The record as a JSON object, None-valued fields left out."""
-        data = self.model_dump(mode="json")
-        out = {k: v for k, v in data.items() if v is not None}
-        lineage = out.get("lineage")
-        if isinstance(lineage, dict):
-            out["lineage"] = {k: v for k, v in lineage.items() if v is not None}
-        return out
+            # object.__getattribute__ skips pydantic's __getattr__ fallback for an empty slot.
+            return cast(str, object.__getattribute__(self, "_body"))
+        except AttributeError:
+            pass
+        try:
+            text = self.__pydantic_serializer__.to_json(self, exclude_none=True).decode()
+        except PydanticSerializationError as exc:
+            raise ValueError(f"record {self.id} cannot be serialized: {exc}") from exc
+        object.__setattr__(self, "_body", text)
+        return text
 
     @classmethod
-    def from_canonical(cls, text: str | bytes) -> DecisionRecord:
-        """Parse a stored body back into a record."""
+    def from_body(cls, text: str | bytes) -> DecisionRecord:
+        """Parse a stored body (or any JSON form of a record) back into a record."""
         return cls.model_validate_json(text)
 
+    @classmethod
+    def from_wire(cls, data: bytes | str) -> DecisionRecord:
+        """Validate a record received as JSON and keep that exact text as its body.
+
+        The log hashes bodies verbatim, so any JSON text that validates is a faithful body and
+        re-serializing it would only cost time on the daemon's ingest path. Text with `NaN` or
+        `Infinity` (non-standard JSON that pydantic accepts) is re-serialized instead, so every
+        stored body stays standard JSON.
+        """
+        record = cls.model_validate_json(data)
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        if "NaN" not in text and "Infinity" not in text:
+            object.__setattr__(record, "_body", text)
+        return record
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """Copy, validated again so the copy's canonical form matches its fields."""
+        """Copy with changes, validated again (pydantic's model_copy would skip validation)."""
         data = self.model_dump()
         data.update(update or {})
         return type(self).model_validate(data)

@@ -5,18 +5,20 @@ string of a record that can carry free text: `inputs`, `outputs` and `attributes
 at any depth), `reason`, `rule`, `decision`, `operator`, the correlation ids and the lineage. Only
 `id`, `ts` and `kind` are left alone: they are validated to a shape no secret takes.
 
-Then each of `inputs`, `outputs` and `attributes` whose canonical JSON is larger than
-`max_inline_bytes` is shrunk: inside it, the largest pieces (a long string, a big list or object)
-are replaced by `{"digest": "sha256:<hex>", "size": N}`, where the digest is SHA-256 over the
-piece's canonical JSON *after* redaction and N its size in bytes. The payload itself is NOT
-stored anywhere: the log keeps only the digest, so whoever holds the original can prove it is the
-one that was decided on (redact it with the same patterns, canonicalize, hash), but nobody can read
+When the record's body is larger than `max_inline_bytes`, each of `inputs`, `outputs` and
+`attributes` that is larger on its own is shrunk: inside it, the pieces that make it too large (a
+long string, a big list or object) are replaced by `{"digest": "sha256:<hex>", "size": N}`, where
+the digest is SHA-256 over the piece's canonical JSON (`json.dumps` with sorted keys, no
+whitespace, UTF-8) *after* redaction and N is that JSON's size in bytes. The payload itself is NOT
+stored anywhere: the log keeps only the digest, so whoever holds the original can show it is the
+one that was decided on (redact it with the same patterns, serialize, hash), but nobody can read
 it back from the log. Redacting before digesting keeps a digest from confirming a guessed secret.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +26,6 @@ from typing import Any
 from pydantic import JsonValue
 
 from ._record import DecisionRecord, Lineage
-from .verifier import canonical_json
 
 __all__ = ["REDACTED", "Redactor"]
 
@@ -59,21 +60,13 @@ class Redactor:
                 raise ValueError(f"redaction pattern {pattern.pattern!r} matches the empty string")
         self.patterns: tuple[re.Pattern[str], ...] = tuple(compiled)
         self.max_inline_bytes = max_inline_bytes
-        # One alternation scans a string once; patterns with their own global flags cannot be
-        # joined, so those fall back to one pass each.
-        self._joined: re.Pattern[str] | None = None
-        if compiled:
-            try:
-                self._joined = re.compile("|".join(f"(?:{p.pattern})" for p in compiled))
-            except re.error:
-                self._joined = None
+        self._scan_whole_record = all(_context_free(p) for p in compiled)
 
     def redact_text(self, text: str) -> str:
         """`text` with every secret match replaced."""
-        if self._joined is not None:
-            return self._joined.sub(REDACTED, text) if self._joined.search(text) else text
         for pattern in self.patterns:
-            text = pattern.sub(REDACTED, text)
+            if pattern.search(text):
+                text = pattern.sub(REDACTED, text)
         return text
 
     def redact_value(self, value: JsonValue) -> JsonValue:
@@ -104,11 +97,15 @@ class Redactor:
 
     def redact(self, record: DecisionRecord) -> DecisionRecord:
         """The record with secrets replaced and large payloads digested (itself if clean)."""
+        text = record.body_json()
+        secrets = bool(self.patterns) and not self._clean(text)
+        if not secrets and len(text.encode("utf-8")) <= self.max_inline_bytes:
+            return record
         changes: dict[str, Any] = {}
-        if self.patterns:
+        if secrets:
             for name in _TEXT_FIELDS:
-                text = getattr(record, name)
-                if text is not None and (new := self.redact_text(text)) != text:
+                value = getattr(record, name)
+                if value is not None and (new := self.redact_text(value)) != value:
                     changes[name] = new
             if record.lineage is not None:
                 lineage = record.lineage.model_dump()
@@ -116,13 +113,46 @@ class Redactor:
                 if cleaned != lineage:
                     changes["lineage"] = Lineage(**cleaned)
         for name in _PAYLOAD_FIELDS:
-            value = getattr(record, name)
-            if value is None:
+            payload = getattr(record, name)
+            if payload is None:
                 continue
-            new_value = self.shrink(self.redact_value(value) if self.patterns else value)
-            if new_value != value:
-                changes[name] = new_value
+            new_payload = self.shrink(self.redact_value(payload) if secrets else payload)
+            if new_payload != payload:
+                changes[name] = new_payload
         return record.model_copy(update=changes) if changes else record
+
+    def _clean(self, text: str) -> bool:
+        """True when no string in the record behind the JSON `text` can hold a secret.
+
+        Undoing the JSON escapes (a C-level codec round trip) leaves every string and key of the
+        record verbatim in the text, each between two '"'. A pattern that does not look beyond
+        its match (no anchors, no negative lookaround; \\b works, '"' being a non-word
+        character like a string's edge) matches that text wherever it matches a string, so one
+        scan replaces walking every string of the record.
+        """
+        if not self._scan_whole_record:
+            return False
+        if "\\" in text:
+            text = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        # One pattern after the other: an alternation of all of them scans slower in `re`.
+        return not any(p.search(text) for p in self.patterns)
+
+
+def _context_free(pattern: re.Pattern[str]) -> bool:
+    """Whether a match can never depend on the characters around it (conservative)."""
+    source = pattern.pattern.replace("\\\\", "").replace("\\^", "").replace("\\$", "")
+    source = source.replace("[^", "[")
+    return not any(token in source for token in ("^", "$", "\\A", "\\Z", "\\z", "(?<!", "(?!"))
+
+
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def canonical_json(value: JsonValue) -> bytes:
+    """The form a digested payload is hashed in: sorted keys, no whitespace, UTF-8."""
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
 def _digest_ref(value: JsonValue) -> dict[str, JsonValue]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ._keyindex import BLOCK_SIZE
 from ._replay import replay_leaves, start_state
 from ._schema import load_checkpoints, load_retention
 from ._writer import ChainState, Signer, rollback, sign_checkpoint
@@ -88,6 +89,8 @@ def prune_log(
             (cut, signed_at_us, key, signature),
         )
         deleted = conn.execute("DELETE FROM records WHERE seq <= ?", (cut,)).rowcount
+        # Block filters of blocks pruned whole; a block cut in two keeps its filter.
+        conn.execute("DELETE FROM key_blocks WHERE block < ?", (cut // BLOCK_SIZE,))
         conn.execute("COMMIT")
     except BaseException:
         rollback(conn)

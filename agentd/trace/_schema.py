@@ -5,10 +5,13 @@ Tables:
 - `meta(key, value)`: `log_id` (random, bound into every signature so checkpoints cannot be
   replayed from another log) and `format`.
 - `records`: one row per record. `seq` (1, 2, ...) is the record's leaf index + 1; `body` is the
-  canonical JSON; `id`, `ts`, `kind`, `agent`, `run_id`, `conversation_id`, `trace_id` are copies
-  of body fields kept for indexed queries (verify checks they still match the body);
+  record's JSON text, hashed verbatim; `id`, `ts`, `kind`, `agent`, `run_id`, `conversation_id`,
+  `trace_id` are copies of body fields for queries (verify checks they still match the body);
   `prev_hash` and `hash` (hex) form the chain: hash = SHA-256(prev_hash || leaf hash), where
-  the first record's prev_hash is 32 zero bytes.
+  the first record's prev_hash is 32 zero bytes. Indexed: `id` (unique: dedupe) and `ts`, both
+  growing with time, so index inserts stay at the right edge of their B-trees.
+- `key_blocks`: per block of 1024 records, the digests of its run, conversation and trace ids
+  (see `_keyindex`): the index for queries by those ids.
 - `checkpoints`: one row per signed tree head: `tree_size` (= the last seq it covers), `root`,
   `chain_head` (the hash of record `tree_size`), `signed_at_us`, `key_id`, `signature`, and
   `frontier`, the unsigned Merkle frontier at that size (checked against the signed root before
@@ -56,11 +59,8 @@ CREATE TABLE IF NOT EXISTS records (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_run_id ON records(run_id) WHERE run_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_conversation_id ON records(conversation_id)
-    WHERE conversation_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_trace_id ON records(trace_id) WHERE trace_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
+CREATE TABLE IF NOT EXISTS key_blocks (block INTEGER PRIMARY KEY, digests BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     tree_size INTEGER PRIMARY KEY,
     root TEXT NOT NULL,

@@ -1,8 +1,8 @@
 """The write path: chaining a batch of records and signing checkpoints, inside a transaction.
 
-Kept apart from `DecisionLog` so the hot loop stays small and visible: per record one canonical
+Kept apart from `DecisionLog` so the hot loop stays small and visible: per record one
 serialization (cached on the record), two SHA-256 (leaf, chain), an amortized one for the Merkle
-frontier, and one row in a single `executemany`.
+frontier, up to three key digests for the block filter, and one row in a single `executemany`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._errors import DecisionLogError
+from ._keyindex import BLOCK_SIZE, block_filter, record_key_digests
 from ._merkle import MerkleFrontier
 from ._record import DecisionRecord
 from ._schema import Checkpoint
@@ -34,11 +35,16 @@ _ID_CHUNK = 500
 
 @dataclass(slots=True)
 class ChainState:
-    """The writer's view of the log's head: Merkle frontier, chain head, last signed size."""
+    """The writer's view of the log's head.
+
+    The Merkle frontier, the chain head, the last signed tree size, and the key digests of the
+    block still filling.
+    """
 
     frontier: MerkleFrontier
     chain: bytes
     checkpointed: int
+    block_keys: set[int]
 
 
 def rollback(conn: sqlite3.Connection) -> None:
@@ -66,7 +72,10 @@ def write_batch(
     duplicates = len(batch) - len(unique)
     if not unique:
         return 0, duplicates
+    # Serialize before the transaction: a record that cannot be stored fails the batch here.
+    bodies = {record_id: record.body_json() for record_id, record in unique.items()}
     frontier = state.frontier.copy()
+    block_keys = set(state.block_keys)
     conn.execute("BEGIN IMMEDIATE")
     try:
         (last,) = conn.execute("SELECT max(seq) FROM records").fetchone()
@@ -84,10 +93,19 @@ def write_batch(
         for record_id, record in unique.items():
             if record_id in stored:
                 continue
-            body = record.canonical_json()
+            body = bodies[record_id]
             leaf = sha256(b"\x00" + body.encode("utf-8")).digest()
             chain = sha256(chain + leaf).digest()
             frontier.append(leaf)
+            block_keys.update(
+                record_key_digests(record.run_id, record.conversation_id, record.trace_id)
+            )
+            if frontier.size % BLOCK_SIZE == 0:
+                conn.execute(
+                    "INSERT OR REPLACE INTO key_blocks (block, digests) VALUES (?, ?)",
+                    (frontier.size // BLOCK_SIZE - 1, block_filter(block_keys)),
+                )
+                block_keys = set()
             chain_hex = chain.hex()
             rows.append(
                 (
@@ -114,6 +132,7 @@ def write_batch(
         rollback(conn)
         raise
     state.frontier, state.chain, state.checkpointed = frontier, chain, checkpointed
+    state.block_keys = block_keys
     return len(rows), duplicates
 
 

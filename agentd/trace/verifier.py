@@ -3,28 +3,29 @@
 This module depends on the Python standard library and `cryptography` only, so an auditor can
 copy this one file and check a proof without installing agentd::
 
-    python verifier.py proof.json --public-key decision-log.pub
-    python -m agentd.trace.verifier proof.json --public-key decision-log.pub
+    python verifier.py proof.json --public-key decision-log.key.pub
+    python -m agentd.trace.verifier proof.json --public-key decision-log.key.pub
 
 It also defines the formats the log writes, so the log and every verifier agree on one source:
 
-- **Canonical record form**: the record's JSON object serialized with sorted keys, no
-  whitespace, UTF-8 (non-ASCII characters written as themselves), no NaN or infinity, exactly
-  what `canonical_json` returns. The verifier re-canonicalizes the record it is given, so a
-  pretty-printed copy of a record verifies too, as long as its numbers keep their form.
-- **Merkle tree**: RFC 6962 / RFC 9162 with SHA-256: leaf hash = SHA-256(0x00 || canonical record),
+- **Record body**: the exact UTF-8 JSON text the log stored for a record. It is hashed verbatim,
+  never re-serialized, so a verifier in any language needs no JSON canonicalization; a proof and
+  an export carry the body as a JSON string.
+- **Merkle tree**: RFC 6962 / RFC 9162 with SHA-256: leaf hash = SHA-256(0x00 || body),
   node hash = SHA-256(0x01 || left || right), the empty tree's root = SHA-256("").
+- **Hash chain**: hash = SHA-256(prev_hash || leaf hash), the first prev_hash 32 zero bytes.
 - **Checkpoint**: an Ed25519 signature over the UTF-8 text built by `checkpoint_message`: a header
   line, the log id, the tree size, the root (hex), the hash-chain head (hex) and the signing time
   in integer microseconds since the epoch, one per line. Integers and hex only, so any language can
   rebuild the exact bytes.
 - **Key id**: the first 16 hex digits of SHA-256 over the raw 32-byte public key.
 
-A proof is a JSON object: `{"version": 1, "log_id", "record", "leaf_index", "tree_size",
-"audit_path": [hex...], "checkpoint": {...}, "public_key": hex}`. A proof verifies when the
-record's leaf hash and the audit path give the checkpoint's root for its tree size, and the
-checkpoint's signature verifies under the public key. Pin the public key (`--public-key`): a proof
-checked only against the key it carries shows consistency, not who signed it.
+A proof is a JSON object: `{"version": 1, "log_id", "record_id", "record": "<body text>",
+"leaf_index", "tree_size", "audit_path": [hex...], "checkpoint": {...}, "public_key": hex}`. It
+verifies when the body's leaf hash and the audit path give the checkpoint's root for its tree
+size, and the checkpoint's signature verifies under the public key. Pin the public key
+(`--public-key`): a proof checked only against the key it carries shows consistency, not who
+signed it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ __all__ = [
     "PROOF_VERSION",
     "RETENTION_HEADER",
     "ProofVerdict",
-    "canonical_json",
     "checkpoint_message",
     "key_id",
     "leaf_hash",
@@ -67,16 +67,9 @@ RETENTION_HEADER = "agentd decision-log retention v1"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-def canonical_json(value: Any) -> bytes:
-    """Serialize a JSON value the way the log hashes it: sorted keys, compact, UTF-8."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def leaf_hash(canonical: bytes) -> bytes:
-    """RFC 6962 leaf hash of one canonical record."""
-    return hashlib.sha256(b"\x00" + canonical).digest()
+def leaf_hash(body: bytes) -> bytes:
+    """RFC 6962 leaf hash of one record body (its exact stored bytes)."""
+    return hashlib.sha256(b"\x00" + body).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -198,20 +191,30 @@ def _as_object(value: str | bytes | dict[str, Any], what: str) -> dict[str, Any]
     return parsed
 
 
+def _body_bytes(value: object) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    raise ValueError("the record must be given as its exact body text, not as parsed JSON")
+
+
 def verify_inclusion(
     proof_json: str | bytes | dict[str, Any],
-    record_json: str | bytes | dict[str, Any] | None = None,
+    record_json: str | bytes | None = None,
     public_key: Ed25519PublicKey | str | bytes | None = None,
 ) -> ProofVerdict:
     """Check that a record is in the log under a signed checkpoint.
 
-    `record_json` defaults to the record embedded in the proof; pass the copy you hold (from an
-    export, say) to check that copy. `public_key` pins the signer; without it the key embedded in
-    the proof is used and the verdict says `key_pinned=False`.
+    `record_json` is the record's exact body text; it defaults to the body embedded in the proof.
+    Pass the copy you hold (an export line's `body`, say) to check that copy. `public_key` pins
+    the signer; without it the key embedded in the proof is used and the verdict says
+    `key_pinned=False`.
     """
     try:
         proof = _as_object(proof_json, "proof")
-        record = _as_object(record_json if record_json is not None else proof["record"], "record")
+        body = _body_bytes(record_json if record_json is not None else proof["record"])
+        record = _as_object(body, "record")
         if proof.get("version") != PROOF_VERSION:
             return ProofVerdict(False, f"unsupported proof version {proof.get('version')!r}")
         checkpoint = _as_object(proof["checkpoint"], "checkpoint")
@@ -252,7 +255,7 @@ def verify_inclusion(
     if failure is not None:
         return verdict(False, failure)
     try:
-        leaf = leaf_hash(canonical_json(record))
+        leaf = leaf_hash(body)
         root = root_from_inclusion_path(leaf_index, tree_size, leaf, path)
     except ValueError as exc:
         return verdict(False, f"audit path does not fit: {exc}")
@@ -273,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("proof", type=Path, help="proof JSON file (agentctl audit prove ID)")
     parser.add_argument(
-        "--record", type=Path, help="record JSON to check instead of the one in the proof"
+        "--record", type=Path, help="file holding the exact record body to check instead"
     )
     parser.add_argument(
         "--public-key", help="pinned signer: a PEM file, or the key as 64 hex digits"
@@ -281,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         proof_text = args.proof.read_text(encoding="utf-8")
-        record_text = args.record.read_text(encoding="utf-8") if args.record else None
+        record_text = args.record.read_bytes().rstrip(b"\r\n") if args.record else None
         pinned: Ed25519PublicKey | None = None
         if args.public_key:
             key_path = Path(args.public_key)

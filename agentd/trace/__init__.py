@@ -7,6 +7,7 @@ questions: `verify`, `prove`, `export`. `agentd.trace.verifier` checks a proof w
 standard library and `cryptography`.
 """
 
+from ._config import DecisionLogConfig, apply_retention, open_decision_log
 from ._errors import DecisionLogDamaged, DecisionLogError
 from ._keys import load_or_create_signing_key, public_key_path, read_public_key
 from ._log import AppendResult, DecisionLog, LoggedRecord
@@ -29,6 +30,9 @@ __all__ = [
     "Redactor",
     # the log
     "AppendResult",
+    "DecisionLogConfig",
+    "apply_retention",
+    "open_decision_log",
     "Checkpoint",
     "DecisionLog",
     "LoggedRecord",

@@ -1,7 +1,7 @@
 """Benchmark: DecisionLog.append_batch against raw batched SQLite inserts with a hash chain.
 
 Both run in this process, on fresh files in one temporary directory, with the same settings
-(WAL, synchronous=NORMAL, 100-row transactions, ~1 KB canonical JSON rows). Variants, each
+(WAL, synchronous=NORMAL, 100-row transactions, ~1 KB JSON rows). Variants, each
 timed over `--rows` rows, best of `--rounds` rounds interleaved so the machine's load hits both:
 
 - raw: pre-serialized JSON rows, SHA-256 chain, one `executemany` per 100 rows

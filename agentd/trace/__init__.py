@@ -11,7 +11,7 @@ from ._config import DecisionLogConfig, apply_retention, open_decision_log
 from ._errors import DecisionLogDamaged, DecisionLogError
 from ._keys import load_or_create_signing_key, public_key_path, read_public_key
 from ._log import AppendResult, DecisionLog, LoggedRecord
-from ._proof import InclusionProof
+from ._proof import InclusionProof, verifier_source
 from ._record import RECORD_KINDS, DecisionRecord, Lineage, new_record_id
 from ._redact import REDACTED, Redactor
 from ._retention import PruneResult
@@ -41,6 +41,7 @@ __all__ = [
     "InclusionProof",
     "ProofVerdict",
     "VerifyReport",
+    "verifier_source",
     "verify_inclusion",
     "verify_log",
     # keys

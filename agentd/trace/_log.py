@@ -6,10 +6,12 @@ returns after COMMIT: acknowledge a message to its sender only after it returns.
 `synchronous="NORMAL"` (the default) a committed batch survives a crash of the process but the
 last batches may be lost on power failure; `"FULL"` syncs the WAL on every commit.
 
-Checkpoints. Every `checkpoint_every` records, inside the transaction that reaches that count, and
-on `close()`, the log signs (log id, tree size, Merkle root, chain head, time) with the Ed25519 key
-at `signing_key_path` (created on first use). Records after the last checkpoint are protected by
-the hash chain only, until the next one.
+Checkpoints. In the transaction of the first batch that brings the unsigned records to
+`checkpoint_every` or more, and on `close()`, the log signs (log id, tree size, Merkle root, chain
+head, time) with the Ed25519 key at `signing_key_path` (created on first use). Records after the
+last checkpoint are protected by the hash chain only, until the next one. The Merkle tree covers
+every record ever appended, pruned ones included (see `_merkle` and `_retention`); the file
+layout is described in `_schema`, the id index in `_keyindex`.
 
 Duplicates. A record whose id is stored is dropped, so redelivered messages are harmless; once
 retention deleted a record, a late duplicate of it would be stored again.

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, JsonValue
 
+from . import verifier as verifier_module
 from ._errors import DecisionLogDamaged, DecisionLogError
 from ._merkle import inclusion_path
 from ._replay import replay_leaves, start_state
@@ -26,7 +28,12 @@ from .verifier import (
     verify_inclusion,
 )
 
-__all__ = ["InclusionProof", "build_inclusion_proof"]
+__all__ = ["InclusionProof", "build_inclusion_proof", "verifier_source"]
+
+
+def verifier_source() -> str:
+    """The standalone verifier's source, to hand to an auditor with a proof."""
+    return Path(verifier_module.__file__).read_text(encoding="utf-8")
 
 
 class InclusionProof(BaseModel):

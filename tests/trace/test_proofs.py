@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agentd.trace import DecisionLogError, InclusionProof, public_key_path, verify_inclusion
+from agentd.trace import (
+    DecisionLogError,
+    InclusionProof,
+    public_key_path,
+    verifier_source,
+    verify_inclusion,
+)
 from agentd.trace.verifier import leaf_hash
 
 from .conftest import LogFactory, make_record, tamper
@@ -153,7 +159,7 @@ def test_standalone_verifier_needs_only_stdlib_and_cryptography(
     proof_file.write_text(log.prove("rec-000003").to_json())
     pub = public_key_path(state_dir / "decision-log.key")
     copy = tmp_path / "verifier.py"
-    copy.write_text(VERIFIER.read_text())
+    copy.write_text(verifier_source())
     # -I: no PYTHONPATH, no script directory on sys.path. The script reports any agentd or
     # pydantic module that got imported.
     check = (

@@ -72,6 +72,7 @@ RECORD_KINDS: frozenset[str] = frozenset(
 )
 
 _ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,127}$"
+_RESERIALIZE = re.compile(r"NaN|Infinity|\\/|\\u[dD][89a-fA-F]")
 _EXTENSION_KIND = re.compile(r"^x\.[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _id_lock = threading.Lock()
 _id_last_ms = 0
@@ -184,12 +185,13 @@ class DecisionRecord(BaseModel):
 
         The log hashes bodies verbatim, so any JSON text that validates is a faithful body and
         re-serializing it would only cost time on the daemon's ingest path. Text with `NaN` or
-        `Infinity` (non-standard JSON that pydantic accepts) is re-serialized instead, so every
-        stored body stays standard JSON.
+        `Infinity` (non-standard JSON that pydantic accepts), an escaped '/' or an escaped
+        surrogate pair is re-serialized instead: stored bodies stay standard JSON, and their
+        escapes stay the ones the `Redactor`'s whole-record scan can undo.
         """
         record = cls.model_validate_json(data)
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        if "NaN" not in text and "Infinity" not in text:
+        if _RESERIALIZE.search(text) is None:
             object.__setattr__(record, "_body", text)
         return record
 

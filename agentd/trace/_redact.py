@@ -125,10 +125,12 @@ class Redactor:
         """True when no string in the record behind the JSON `text` can hold a secret.
 
         Undoing the JSON escapes (a C-level codec round trip) leaves every string and key of the
-        record verbatim in the text, each between two '"'. A pattern that does not look beyond
-        its match (no anchors, no negative lookaround; \\b works, '"' being a non-word
-        character like a string's edge) matches that text wherever it matches a string, so one
-        scan replaces walking every string of the record.
+        record verbatim in the text, each between two '"'. The codec knows every JSON escape but
+        '\\/' and surrogate pairs, which bodies never hold (pydantic does not write them, and
+        `DecisionRecord.from_wire` re-serializes text that has them). A pattern that does not
+        look beyond its match (no anchors, no negative lookaround; \\b works, '"' being a
+        non-word character like a string's edge) matches that text wherever it matches a
+        string, so one scan replaces walking every string of the record.
         """
         if not self._scan_whole_record:
             return False

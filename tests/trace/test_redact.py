@@ -96,14 +96,19 @@ def _strings(record: DecisionRecord) -> list[str]:
 @given(
     pieces=st.lists(st.tuples(_text, st.booleans()), min_size=1, max_size=6),
     pattern=st.sampled_from(sorted(_SAMPLES)),
+    wire=st.sampled_from(["python", "ascii-json", "utf8-json"]),
 )
 def test_whole_record_scan_never_misses_a_secret_in_a_string(
-    pieces: list[tuple[str, bool]], pattern: str
+    pieces: list[tuple[str, bool]], pattern: str, wire: str
 ) -> None:
     strings = [text + (_SAMPLES[pattern] if planted else "") for text, planted in pieces]
     record = DecisionRecord(
         kind="llm.call", inputs={s: [s, {"k": s}] for s in strings[:2]}, reason=strings[-1]
     )
+    if wire != "python":
+        # As another language's JSON library might send it (\uXXXX escapes, escaped slashes).
+        text = json.dumps(json.loads(record.body_json()), ensure_ascii=wire == "ascii-json")
+        record = DecisionRecord.from_wire(text.replace("/", "\\/").encode())
     redactor = Redactor([pattern])
     compiled = re.compile(pattern)
     if any(compiled.search(s) for s in _strings(record)):
@@ -172,3 +177,18 @@ def test_configured_secret_never_reaches_the_sqlite_files(
         for blob in (while_open, after_close):
             assert secret.encode() not in blob
             assert secret.encode("utf-16-le") not in blob
+
+
+@pytest.mark.parametrize(
+    ("wire", "pattern", "secret"),
+    [
+        ('{"kind":"llm.call","id":"w1","inputs":"https:\\/\\/u:pw@host"}', r"u:pw@host", "u:pw@"),
+        ('{"kind":"llm.call","id":"w2","reason":"key \\ud83d\\udd11-42"}', "\U0001f511-42", "-42"),
+        ('{"kind":"llm.call","id":"w3","reason":"line\\nsk-AAAA1111"}', r"sk-[A-Z0-9]{8}", "sk-"),
+    ],
+)
+def test_secrets_in_escaped_wire_text_are_found(wire: str, pattern: str, secret: str) -> None:
+    record = DecisionRecord.from_wire(wire.encode())
+    redacted = Redactor([pattern]).redact(record)
+    assert secret not in json.dumps(json.loads(redacted.body_json()), ensure_ascii=False)
+    assert REDACTED in redacted.body_json()

@@ -2,7 +2,8 @@
 
 Both run in this process, on fresh files in one temporary directory, with the same settings
 (WAL, synchronous=NORMAL, 100-row transactions, ~1 KB JSON rows). Variants, each
-timed over `--rows` rows, best of `--rounds` rounds interleaved so the machine's load hits both:
+timed over `--rows` rows in `--rounds` rounds; rates are the best round, ratios the median
+over rounds of each variant against the raw run of the same round:
 
 - raw: pre-serialized JSON rows, SHA-256 chain, one `executemany` per 100 rows
   (the baseline; about 68,000 rows/s on the reference machine);
@@ -186,7 +187,14 @@ def main() -> int:
                 log.close()
 
     best = {name: n / min(values) for name, values in timings.items()}
-    ingest = max(best["ingest"], best["ingest_threaded"])
+
+    def ratio(name: str) -> float:
+        # Each round's variant against the raw run just before it, median over rounds: the load
+        # of a shared machine drifts, and a best-of figure for each side would pair moments.
+        return statistics.median(r / o for r, o in zip(timings["raw"], timings[name], strict=True))
+
+    ingest_ratio = max(ratio("ingest"), ratio("ingest_threaded"))
+    ingest_best = max(best["ingest"], best["ingest_threaded"])
     result = {
         "rows": n,
         "rounds": args.rounds,
@@ -196,12 +204,13 @@ def main() -> int:
         "append_rows_per_s": round(best["append"]),
         "ingest_rows_per_s": round(best["ingest"]),
         "ingest_threaded_rows_per_s": round(best["ingest_threaded"]),
-        "append_ratio": round(best["append"] / best["raw"], 3),
-        "ingest_ratio": round(best["ingest"] / best["raw"], 3),
-        "ratio": round(ingest / best["raw"], 3),
+        "append_ratio": round(ratio("append"), 3),
+        "ingest_ratio": round(ratio("ingest"), 3),
+        "ingest_threaded_ratio": round(ratio("ingest_threaded"), 3),
+        "ratio": round(ingest_ratio, 3),
         "verify_rows_per_s": round(n / min(verify_s)),
         "lost": lost,
-        "aim_met": ingest / best["raw"] >= 0.4 and ingest >= 20000 and not lost,
+        "aim_met": ingest_ratio >= 0.4 and ingest_best >= 20000 and not lost,
     }
     print(json.dumps(result))
     return 0 if not lost else 1

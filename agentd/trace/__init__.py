@@ -1,0 +1,54 @@
+"""Decision records and the durable, tamper-evident decision log.
+
+Every component describes what it decided as a `DecisionRecord`; a `Redactor` removes configured
+secrets and replaces large payloads by digests; the `DecisionLog` stores records append-only in
+SQLite, hash-chained, under signed RFC 6962 Merkle checkpoints, and answers the auditors'
+questions: `verify`, `prove`, `export`. `agentd.trace.verifier` checks a proof with nothing but the
+standard library and `cryptography`.
+"""
+
+from ._config import DecisionLogConfig, apply_retention, open_decision_log
+from ._errors import DecisionLogDamaged, DecisionLogError
+from ._keys import load_or_create_signing_key, public_key_path, read_public_key
+from ._log import AppendResult, DecisionLog, LoggedRecord
+from ._proof import InclusionProof, verifier_source
+from ._record import RECORD_KINDS, DecisionRecord, Lineage, new_record_id
+from ._redact import REDACTED, Redactor
+from ._retention import PruneResult
+from ._schema import Checkpoint
+from ._verify import VerifyReport, verify_log
+from .verifier import ProofVerdict, verify_inclusion
+
+__all__ = [
+    # records
+    "RECORD_KINDS",
+    "DecisionRecord",
+    "Lineage",
+    "new_record_id",
+    # redaction
+    "REDACTED",
+    "Redactor",
+    # the log
+    "AppendResult",
+    "DecisionLogConfig",
+    "apply_retention",
+    "open_decision_log",
+    "Checkpoint",
+    "DecisionLog",
+    "LoggedRecord",
+    "PruneResult",
+    # auditing
+    "InclusionProof",
+    "ProofVerdict",
+    "VerifyReport",
+    "verifier_source",
+    "verify_inclusion",
+    "verify_log",
+    # keys
+    "load_or_create_signing_key",
+    "public_key_path",
+    "read_public_key",
+    # errors
+    "DecisionLogDamaged",
+    "DecisionLogError",
+]

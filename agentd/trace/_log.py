@@ -1,0 +1,382 @@
+"""The durable decision log: an append-only, hash-chained, checkpoint-signed SQLite file.
+
+Writing. `append_batch` redacts the records (when a `Redactor` is given), drops those whose id is
+already stored or repeated in the batch, chains and inserts the rest in one transaction, and
+returns after COMMIT: acknowledge a message to its sender only after it returns. With
+`synchronous="NORMAL"` (the default) a committed batch survives a crash of the process but the
+last batches may be lost on power failure; `"FULL"` syncs the WAL on every commit.
+
+Checkpoints. In the transaction of the first batch that brings the unsigned records to
+`checkpoint_every` or more, and on `close()`, the log signs (log id, tree size, Merkle root, chain
+head, time) with the Ed25519 key at `signing_key_path` (created on first use). Records after the
+last checkpoint are protected by the hash chain only, until the next one. The Merkle tree covers
+every record ever appended, pruned ones included (see `_merkle` and `_retention`); the file
+layout is described in `_schema`, the id index in `_keyindex`.
+
+Duplicates. A record whose id is stored is dropped, so redelivered messages are harmless; once
+retention deleted a record, a late duplicate of it would be stored again.
+
+Threads. The log owns one SQLite connection, guarded by a lock: every method may be called from
+any thread and calls run one at a time. The async recorder should call `append_batch` through
+`anyio.to_thread.run_sync`. `verify` and `export` open their own read-only connection (a snapshot
+in WAL mode) so a long audit does not hold up appends; `prove` only takes the lock to sign a
+checkpoint when none covers the record yet.
+
+Opening an existing log replays the records after the last checkpoint and refuses
+(`DecisionLogDamaged`) when they do not chain, when records the checkpoint covers are gone, or
+when the key does not match the one that signed the checkpoints: the writer never signs over a
+log it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from ._errors import DecisionLogDamaged, DecisionLogError
+from ._keyindex import BLOCK_SIZE, candidate_ranges, key_digest, record_key_digests
+from ._keys import load_or_create_signing_key
+from ._proof import InclusionProof, build_inclusion_proof
+from ._record import DecisionRecord
+from ._redact import Redactor
+from ._replay import replay_leaves, start_state
+from ._retention import PruneResult, prune_log
+from ._schema import (
+    Checkpoint,
+    connect,
+    create_schema,
+    load_checkpoints,
+    load_retention,
+)
+from ._verify import VerifyReport, verify_log
+from ._writer import ChainState, rollback, sign_checkpoint, write_batch
+from .verifier import key_id
+
+__all__ = ["AppendResult", "DecisionLog", "LoggedRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one `append_batch` stored: `appended` new records, `duplicates` dropped by id."""
+
+    appended: int
+    duplicates: int
+    tree_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRecord:
+    """A stored record with its position (`seq`, 1-based) and chain hash."""
+
+    seq: int
+    hash: str
+    record: DecisionRecord
+
+
+class DecisionLog:
+    """Append-only decision log in one SQLite file; see the module docstring for guarantees."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        signing_key_path: Path | str,
+        checkpoint_every: int = 1000,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        redactor: Redactor | None = None,
+    ) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        self.path = Path(path)
+        self.checkpoint_every = checkpoint_every
+        self.redactor = redactor
+        self._key = load_or_create_signing_key(Path(signing_key_path))
+        self.public_key = self._key.public_key()
+        self.key_id = key_id(self.public_key)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conn = connect(self.path, synchronous=synchronous)
+        try:
+            self.log_id = create_schema(self._conn, uuid.uuid4().hex)
+            self._state = self._load_state()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _load_state(self) -> ChainState:
+        conn = self._conn
+        checkpoints = load_checkpoints(conn, self.log_id)
+        if checkpoints and checkpoints[-1].checkpoint.key_id != self.key_id:
+            raise DecisionLogError(
+                f"{self.path} was signed by key {checkpoints[-1].checkpoint.key_id}, but the"
+                f" signing key file holds {self.key_id}: restore the original key file"
+            )
+        retention = load_retention(conn)
+        pruned_to = 0 if retention is None else retention.pruned_to
+        (last,) = conn.execute("SELECT max(seq) FROM records").fetchone()
+        size = pruned_to if last is None else int(last)
+        latest = checkpoints[-1] if checkpoints else None
+        if latest is not None and latest.checkpoint.tree_size > size:
+            raise DecisionLogDamaged(
+                f"records {size + 1}..{latest.checkpoint.tree_size} are missing from {self.path}"
+                " although a checkpoint covers them (truncated)",
+                seq=size + 1,
+            )
+        frontier, chain = start_state(checkpoints, size, self.log_id, self.public_key, pruned_to)
+        for replayed in replay_leaves(conn, frontier.size, chain, size):
+            frontier.append(replayed.leaf)
+            chain = replayed.chain
+        checkpointed = 0 if latest is None else latest.checkpoint.tree_size
+        block_keys: set[int] = set()
+        for run_id, conversation_id, trace_id in conn.execute(
+            "SELECT run_id, conversation_id, trace_id FROM records WHERE seq > ?",
+            (size - size % BLOCK_SIZE,),
+        ):
+            block_keys.update(record_key_digests(run_id, conversation_id, trace_id))
+        return ChainState(frontier, chain, checkpointed, block_keys)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append_batch(self, records: Iterable[DecisionRecord]) -> AppendResult:
+        """Store records in one transaction; return once committed."""
+        batch = list(records)
+        if self.redactor is not None:
+            batch = [self.redactor.redact(r) for r in batch]
+        with self._lock:
+            self._check_open()
+            appended, duplicates = write_batch(
+                self._conn,
+                self._state,
+                batch,
+                sign=self._sign,
+                log_id=self.log_id,
+                checkpoint_every=self.checkpoint_every,
+            )
+            return AppendResult(appended, duplicates, self._state.frontier.size)
+
+    def append(self, record: DecisionRecord) -> AppendResult:
+        """Store one record (a batch of one)."""
+        return self.append_batch([record])
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign the current tree if records were added since the last checkpoint.
+
+        Returns the latest checkpoint (None while the log is empty).
+        """
+        with self._lock:
+            self._check_open()
+            return self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> Checkpoint | None:
+        state = self._state
+        if state.frontier.size > state.checkpointed:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cp = sign_checkpoint(
+                    self._conn, state.frontier, state.chain, self._sign, self.log_id
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                rollback(self._conn)
+                raise
+            state.checkpointed = cp.tree_size
+            return cp
+        checkpoints = load_checkpoints(self._conn, self.log_id)
+        return checkpoints[-1].checkpoint if checkpoints else None
+
+    def _sign(self, message: bytes) -> tuple[str, str]:
+        return self._key.sign(message).hex(), self.key_id
+
+    def prune(
+        self,
+        *,
+        max_age_s: float | None = None,
+        max_records: int | None = None,
+        now: float | None = None,
+    ) -> PruneResult:
+        """Delete the oldest records by age and/or count, keeping the log verifiable.
+
+        Cuts at the longest prefix of records that are all older than `max_age_s` (or that
+        leaves at most `max_records`), signs a checkpoint at exactly that size (its frontier is
+        where later verification starts) and a retention statement, then deletes the prefix.
+        """
+        with self._lock:
+            self._check_open()
+            return prune_log(
+                self._conn,
+                self._state,
+                self.log_id,
+                self.public_key,
+                self._sign,
+                max_age_s=max_age_s,
+                max_records=max_records,
+                now=time.time() if now is None else now,
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @property
+    def tree_size(self) -> int:
+        """Number of records ever appended (pruned ones included)."""
+        return self._state.frontier.size
+
+    def get(self, record_id: str) -> LoggedRecord | None:
+        """The stored record with this id, if it is (still) in the log."""
+        found = self._select("WHERE id = ?", (record_id,), limit=1)
+        return found[0] if found else None
+
+    def find(
+        self,
+        *,
+        run_id: str | None = None,
+        conversation_id: str | None = None,
+        trace_id: str | None = None,
+        agent: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[LoggedRecord]:
+        """Records matching every given filter (time as epoch seconds, `until` exclusive), oldest
+        first, at most `limit`.
+
+        Filters by run, conversation or trace id read the block key filters first and scan only
+        the blocks that may hold the ids (see `_keyindex`).
+        """
+        digests = [
+            key_digest(prefix, value)
+            for prefix, value in (("r", run_id), ("c", conversation_id), ("t", trace_id))
+            if value is not None
+        ]
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("run_id", run_id),
+            ("conversation_id", conversation_id),
+            ("trace_id", trace_id),
+            ("agent", agent),
+            ("kind", kind),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("ts >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("ts < ?")
+            params.append(until)
+        if not digests:
+            where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+            return self._select(where, tuple(params), limit=limit)
+        with self._lock:
+            self._check_open()
+            retention = load_retention(self._conn)
+            first = 1 if retention is None else retention.pruned_to + 1
+            ranges = candidate_ranges(self._conn, digests, first, self.tree_size)
+        found: list[LoggedRecord] = []
+        for lo, hi in ranges:
+            if len(found) >= limit:
+                break
+            where = " AND ".join(["seq BETWEEN ? AND ?", *clauses])
+            found += self._select(f"WHERE {where}", (lo, hi, *params), limit=limit - len(found))
+        return found
+
+    def _select(self, where: str, params: tuple[object, ...], *, limit: int) -> list[LoggedRecord]:
+        sql = f"SELECT seq, hash, body FROM records {where} ORDER BY seq LIMIT ?"
+        with self._lock:
+            self._check_open()
+            rows = self._conn.execute(sql, (*params, limit)).fetchall()
+        return [LoggedRecord(int(s), h, DecisionRecord.from_body(b)) for s, h, b in rows]
+
+    def export(self, since: float | None = None, until: float | None = None) -> Iterator[str]:
+        """JSON lines, oldest first: `{"body", "hash", "prev_hash", "seq"}` per record.
+
+        `body` is the stored record text as a JSON string, so an auditor can recompute every
+        leaf hash, and the chain across consecutive lines, from the export alone. `since` is
+        inclusive, `until` exclusive (epoch seconds). Reads a snapshot through its own
+        connection.
+        """
+        self._check_open()
+        return _export_lines(self.path, since, until)
+
+    def verify(self, from_seq: int | None = None, to_seq: int | None = None) -> VerifyReport:
+        """Verify the file against this log's key; see `verify_log`."""
+        self._check_open()
+        return verify_log(self.path, [self.public_key], from_seq=from_seq, to_seq=to_seq)
+
+    def prove(self, record_id: str, *, tree_size: int | None = None) -> InclusionProof:
+        """An inclusion proof of `record_id` against the latest (or the given) checkpoint.
+
+        Signs a checkpoint first when none covers the record yet.
+        """
+        with self._lock:
+            self._check_open()
+            row = self._conn.execute(
+                "SELECT seq FROM records WHERE id = ?", (record_id,)
+            ).fetchone()
+            if row is not None and tree_size is None and int(row[0]) > self._state.checkpointed:
+                self._checkpoint_locked()
+        reader = connect(self.path, read_only=True)
+        try:
+            return build_inclusion_proof(reader, self.log_id, self.public_key, record_id, tree_size)
+        finally:
+            reader.close()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sign a final checkpoint and close; safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._checkpoint_locked()
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DecisionLogError(f"the decision log {self.path} is closed")
+
+
+def _export_lines(path: Path, since: float | None, until: float | None) -> Iterator[str]:
+    clauses, params = [], []
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("ts < ?")
+        params.append(until)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    conn = connect(path, read_only=True)
+    try:
+        conn.execute("BEGIN")
+        sql = f"SELECT seq, prev_hash, hash, body FROM records {where} ORDER BY seq"
+        for seq, prev_hash, hash_hex, body in conn.execute(sql, params):
+            line = {"body": body, "hash": hash_hex, "prev_hash": prev_hash, "seq": seq}
+            yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    finally:
+        conn.close()

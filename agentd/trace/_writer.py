@@ -1,0 +1,166 @@
+"""The write path: chaining a batch of records and signing checkpoints, inside a transaction.
+
+Kept apart from `DecisionLog` so the hot loop stays small and visible: per record one
+serialization (cached on the record), two SHA-256 (leaf, chain), an amortized one for the Merkle
+frontier, up to three key digests for the block filter, and one row in a single `executemany`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ._errors import DecisionLogError
+from ._keyindex import BLOCK_SIZE, block_filter, record_key_digests
+from ._merkle import MerkleFrontier
+from ._record import DecisionRecord
+from ._schema import Checkpoint
+from .verifier import checkpoint_message
+
+__all__ = ["ChainState", "Signer", "rollback", "sign_checkpoint", "write_batch"]
+
+Signer = Callable[[bytes], tuple[str, str]]
+"""Signs a message; returns (signature hex, key id)."""
+
+_INSERT = (
+    "INSERT INTO records (seq, id, ts, kind, agent, run_id, conversation_id, trace_id, body,"
+    " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Below SQLite's historical limit of 999 bound parameters.
+_ID_CHUNK = 500
+
+
+@dataclass(slots=True)
+class ChainState:
+    """The writer's view of the log's head.
+
+    The Merkle frontier, the chain head, the last signed tree size, and the key digests of the
+    block still filling.
+    """
+
+    frontier: MerkleFrontier
+    chain: bytes
+    checkpointed: int
+    block_keys: set[int]
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (a failed COMMIT may have ended it already)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def write_batch(
+    conn: sqlite3.Connection,
+    state: ChainState,
+    batch: Sequence[DecisionRecord],
+    *,
+    sign: Signer,
+    log_id: str,
+    checkpoint_every: int,
+) -> tuple[int, int]:
+    """Insert the records not stored yet in one transaction; return (appended, duplicates).
+
+    `state` advances only when the transaction commits.
+    """
+    unique: dict[str, DecisionRecord] = {}
+    for record in batch:
+        unique.setdefault(record.id, record)
+    duplicates = len(batch) - len(unique)
+    if not unique:
+        return 0, duplicates
+    # Serialize before the transaction: a record that cannot be stored fails the batch here.
+    bodies = {record_id: record.body_json() for record_id, record in unique.items()}
+    frontier = state.frontier.copy()
+    block_keys = set(state.block_keys)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (last,) = conn.execute("SELECT max(seq) FROM records").fetchone()
+        if last is not None and last != frontier.size:
+            raise DecisionLogError(
+                f"the log holds {last} records but this writer expected {frontier.size}:"
+                " another process writes the same file"
+            )
+        stored = _stored_ids(conn, list(unique))
+        duplicates += len(stored)
+        rows = []
+        chain = state.chain
+        prev_hex = chain.hex()
+        sha256 = hashlib.sha256
+        for record_id, record in unique.items():
+            if record_id in stored:
+                continue
+            body = bodies[record_id]
+            leaf = sha256(b"\x00" + body.encode("utf-8")).digest()
+            chain = sha256(chain + leaf).digest()
+            frontier.append(leaf)
+            block_keys.update(
+                record_key_digests(record.run_id, record.conversation_id, record.trace_id)
+            )
+            if frontier.size % BLOCK_SIZE == 0:
+                conn.execute(
+                    "INSERT OR REPLACE INTO key_blocks (block, digests) VALUES (?, ?)",
+                    (frontier.size // BLOCK_SIZE - 1, block_filter(block_keys)),
+                )
+                block_keys = set()
+            chain_hex = chain.hex()
+            rows.append(
+                (
+                    frontier.size,
+                    record_id,
+                    record.ts,
+                    record.kind,
+                    record.agent,
+                    record.run_id,
+                    record.conversation_id,
+                    record.trace_id,
+                    body,
+                    prev_hex,
+                    chain_hex,
+                )
+            )
+            prev_hex = chain_hex
+        conn.executemany(_INSERT, rows)
+        checkpointed = state.checkpointed
+        if frontier.size - checkpointed >= checkpoint_every:
+            checkpointed = sign_checkpoint(conn, frontier, chain, sign, log_id).tree_size
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+    state.frontier, state.chain, state.checkpointed = frontier, chain, checkpointed
+    state.block_keys = block_keys
+    return len(rows), duplicates
+
+
+def sign_checkpoint(
+    conn: sqlite3.Connection,
+    frontier: MerkleFrontier,
+    chain: bytes,
+    sign: Signer,
+    log_id: str,
+) -> Checkpoint:
+    """Sign and insert the checkpoint for `frontier` (call inside a write transaction)."""
+    root, head = frontier.root().hex(), chain.hex()
+    signed_at_us = time.time_ns() // 1000
+    signature, key = sign(checkpoint_message(log_id, frontier.size, root, head, signed_at_us))
+    cp = Checkpoint(log_id, frontier.size, root, head, signed_at_us, key, signature)
+    conn.execute(
+        "INSERT INTO checkpoints (tree_size, root, chain_head, signed_at_us, key_id, signature,"
+        " frontier) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (cp.tree_size, root, head, signed_at_us, key, signature, frontier.encode()),
+    )
+    return cp
+
+
+def _stored_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT id FROM records WHERE id IN ({marks})", chunk)
+        found.update(r[0] for r in rows)
+    return found

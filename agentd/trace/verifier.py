@@ -1,0 +1,307 @@
+"""Standalone verifier for agentd decision-log inclusion proofs.
+
+This module depends on the Python standard library and `cryptography` only, so an auditor can
+copy this one file and check a proof without installing agentd::
+
+    python verifier.py proof.json --public-key decision-log.key.pub
+    python -m agentd.trace.verifier proof.json --public-key decision-log.key.pub
+
+It also defines the formats the log writes, so the log and every verifier agree on one source:
+
+- **Record body**: the exact UTF-8 JSON text the log stored for a record. It is hashed verbatim,
+  never re-serialized, so a verifier in any language needs no JSON canonicalization; a proof and
+  an export carry the body as a JSON string.
+- **Merkle tree**: RFC 6962 / RFC 9162 with SHA-256: leaf hash = SHA-256(0x00 || body),
+  node hash = SHA-256(0x01 || left || right), the empty tree's root = SHA-256("").
+- **Hash chain**: hash = SHA-256(prev_hash || leaf hash), the first prev_hash 32 zero bytes.
+- **Checkpoint**: an Ed25519 signature over the UTF-8 text built by `checkpoint_message`: a header
+  line, the log id, the tree size, the root (hex), the hash-chain head (hex) and the signing time
+  in integer microseconds since the epoch, one per line. Integers and hex only, so any language can
+  rebuild the exact bytes.
+- **Key id**: the first 16 hex digits of SHA-256 over the raw 32-byte public key.
+
+A proof is a JSON object: `{"version": 1, "log_id", "record_id", "record": "<body text>",
+"leaf_index", "tree_size", "audit_path": [hex...], "checkpoint": {...}, "public_key": hex}`. It
+verifies when the body's leaf hash and the audit path give the checkpoint's root for its tree
+size, and the checkpoint's signature verifies under the public key. Pin the public key
+(`--public-key`): a proof checked only against the key it carries shows consistency, not who
+signed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+__all__ = [
+    "CHECKPOINT_HEADER",
+    "EMPTY_ROOT",
+    "PROOF_VERSION",
+    "RETENTION_HEADER",
+    "ProofVerdict",
+    "checkpoint_message",
+    "key_id",
+    "leaf_hash",
+    "load_public_key",
+    "main",
+    "node_hash",
+    "retention_message",
+    "root_from_inclusion_path",
+    "verify_checkpoint_signature",
+    "verify_inclusion",
+]
+
+PROOF_VERSION = 1
+CHECKPOINT_HEADER = "agentd decision-log checkpoint v1"
+RETENTION_HEADER = "agentd decision-log retention v1"
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hash(body: bytes) -> bytes:
+    """RFC 6962 leaf hash of one record body (its exact stored bytes)."""
+    return hashlib.sha256(b"\x00" + body).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 6962 interior node hash."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_from_inclusion_path(
+    leaf_index: int, tree_size: int, leaf: bytes, path: Sequence[bytes]
+) -> bytes:
+    """Compute the root implied by an inclusion path (RFC 9162, section 2.1.3.2).
+
+    Raises ValueError when the path cannot belong to a tree of that size (wrong length, index
+    out of range); the caller compares the returned root with a signed one.
+    """
+    if not 0 <= leaf_index < tree_size:
+        raise ValueError(f"leaf index {leaf_index} is outside a tree of size {tree_size}")
+    fn, sn, r = leaf_index, tree_size - 1, leaf
+    for p in path:
+        if sn == 0:
+            raise ValueError("audit path is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ValueError("audit path is shorter than the tree is deep")
+    return r
+
+
+def checkpoint_message(
+    log_id: str, tree_size: int, root_hex: str, chain_head_hex: str, signed_at_us: int
+) -> bytes:
+    """The exact bytes a checkpoint's Ed25519 signature covers."""
+    lines = [CHECKPOINT_HEADER, log_id, str(int(tree_size)), root_hex, chain_head_hex]
+    lines.append(str(int(signed_at_us)))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def retention_message(log_id: str, pruned_to: int, signed_at_us: int) -> bytes:
+    """The bytes signed when records 1..pruned_to are removed by retention."""
+    lines = [RETENTION_HEADER, log_id, str(int(pruned_to)), str(int(signed_at_us))]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Short, stable name of a public key: 16 hex digits of SHA-256 over its raw bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_key(data: str | bytes) -> Ed25519PublicKey:
+    """Read an Ed25519 public key: PEM (SubjectPublicKeyInfo), 64 hex digits or 32 raw bytes."""
+    raw = data.encode("ascii") if isinstance(data, str) else bytes(data)
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        key = serialization.load_pem_public_key(raw)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("the PEM key is not an Ed25519 public key")
+        return key
+    if len(raw) == 32:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    try:
+        decoded = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("public key is neither PEM nor 64 hex digits") from exc
+    if len(decoded) != 32:
+        raise ValueError(f"an Ed25519 public key has 32 bytes, got {len(decoded)}")
+    return Ed25519PublicKey.from_public_bytes(decoded)
+
+
+def verify_checkpoint_signature(
+    checkpoint: dict[str, Any], log_id: str, public_key: Ed25519PublicKey
+) -> str | None:
+    """Check a checkpoint object's signature; return why it fails, or None when it verifies."""
+    try:
+        message = checkpoint_message(
+            log_id,
+            int(checkpoint["tree_size"]),
+            str(checkpoint["root"]),
+            str(checkpoint["chain_head"]),
+            int(checkpoint["signed_at_us"]),
+        )
+        signature = bytes.fromhex(str(checkpoint["signature"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"checkpoint is malformed: {exc!r}"
+    if checkpoint.get("key_id") != key_id(public_key):
+        signer = checkpoint.get("key_id")
+        return f"checkpoint was signed by key {signer!r}, not {key_id(public_key)}"
+    try:
+        public_key.verify(signature, message)
+    except InvalidSignature:
+        return "checkpoint signature does not verify"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProofVerdict:
+    """Outcome of checking one inclusion proof; `reason` says why it failed or what it showed."""
+
+    ok: bool
+    reason: str
+    record_id: str | None = None
+    leaf_index: int | None = None
+    tree_size: int | None = None
+    signed_at_us: int | None = None
+    key_id: str | None = None
+    key_pinned: bool = False
+
+
+def _as_object(value: str | bytes | dict[str, Any], what: str) -> dict[str, Any]:
+    parsed = json.loads(value) if isinstance(value, str | bytes) else value
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return parsed
+
+
+def _body_bytes(value: object) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    raise ValueError("the record must be given as its exact body text, not as parsed JSON")
+
+
+def verify_inclusion(
+    proof_json: str | bytes | dict[str, Any],
+    record_json: str | bytes | None = None,
+    public_key: Ed25519PublicKey | str | bytes | None = None,
+) -> ProofVerdict:
+    """Check that a record is in the log under a signed checkpoint.
+
+    `record_json` is the record's exact body text; it defaults to the body embedded in the proof.
+    Pass the copy you hold (an export line's `body`, say) to check that copy. `public_key` pins
+    the signer; without it the key embedded in the proof is used and the verdict says
+    `key_pinned=False`.
+    """
+    try:
+        proof = _as_object(proof_json, "proof")
+        body = _body_bytes(record_json if record_json is not None else proof["record"])
+        record = _as_object(body, "record")
+        if proof.get("version") != PROOF_VERSION:
+            return ProofVerdict(False, f"unsupported proof version {proof.get('version')!r}")
+        checkpoint = _as_object(proof["checkpoint"], "checkpoint")
+        leaf_index, tree_size = int(proof["leaf_index"]), int(proof["tree_size"])
+        signed_size = int(checkpoint["tree_size"])
+        path = [bytes.fromhex(h) for h in proof["audit_path"]]
+        log_id = str(proof["log_id"])
+        embedded = load_public_key(str(proof["public_key"]))
+        pinned = (
+            public_key
+            if isinstance(public_key, Ed25519PublicKey) or public_key is None
+            else load_public_key(public_key)
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return ProofVerdict(False, f"proof is malformed: {exc!r}")
+    record_id = record.get("id") if isinstance(record.get("id"), str) else None
+    signer = pinned if pinned is not None else embedded
+
+    def verdict(ok: bool, reason: str) -> ProofVerdict:
+        return ProofVerdict(
+            ok,
+            reason,
+            record_id=record_id,
+            leaf_index=leaf_index,
+            tree_size=tree_size,
+            signed_at_us=checkpoint.get("signed_at_us") if ok else None,
+            key_id=key_id(signer),
+            key_pinned=pinned is not None,
+        )
+
+    if key_id(signer) != key_id(embedded):
+        return verdict(False, "the proof carries a different public key than the pinned one")
+    if proof.get("record_id") not in (None, record_id):
+        return verdict(False, "the record's id differs from the proof's record_id")
+    if signed_size != tree_size or checkpoint.get("log_id", log_id) != log_id:
+        return verdict(False, "the proof's tree size or log id differs from its checkpoint's")
+    failure = verify_checkpoint_signature(checkpoint, log_id, signer)
+    if failure is not None:
+        return verdict(False, failure)
+    try:
+        leaf = leaf_hash(body)
+        root = root_from_inclusion_path(leaf_index, tree_size, leaf, path)
+    except ValueError as exc:
+        return verdict(False, f"audit path does not fit: {exc}")
+    if root.hex() != checkpoint["root"]:
+        return verdict(False, "the record and audit path do not give the signed root")
+    return verdict(
+        True,
+        f"record {record_id} is leaf {leaf_index} of the tree of size {tree_size} signed by"
+        f" key {key_id(signer)}",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: verify a proof file; exit 0 when it verifies, 1 when not, 2 on bad usage."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agentd.trace.verifier",
+        description="Verify an agentd decision-log inclusion proof against its signed checkpoint.",
+    )
+    parser.add_argument("proof", type=Path, help="proof JSON file (agentctl audit prove ID)")
+    parser.add_argument(
+        "--record", type=Path, help="file holding the exact record body to check instead"
+    )
+    parser.add_argument(
+        "--public-key", help="pinned signer: a PEM file, or the key as 64 hex digits"
+    )
+    args = parser.parse_args(argv)
+    try:
+        proof_text = args.proof.read_text(encoding="utf-8")
+        record_text = args.record.read_bytes().rstrip(b"\r\n") if args.record else None
+        pinned: Ed25519PublicKey | None = None
+        if args.public_key:
+            key_path = Path(args.public_key)
+            key_data = key_path.read_bytes() if key_path.is_file() else args.public_key
+            pinned = load_public_key(key_data)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verdict = verify_inclusion(proof_text, record_text, pinned)
+    if not verdict.ok:
+        print(f"FAILED: {verdict.reason}")
+        return 1
+    print(f"OK: {verdict.reason}")
+    if not verdict.key_pinned:
+        print("warning: the signer's key was taken from the proof itself; pin it with --public-key")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

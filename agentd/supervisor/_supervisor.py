@@ -201,9 +201,11 @@ class Supervisor:
     ) -> bool:
         stack, self._exit_stack = self._exit_stack, None
         self._shutdown_requested.set()
-        if stack is None:
-            return False
-        return bool(await stack.__aexit__(exc_type, exc, tb))
+        if stack is not None:
+            # Not handing the body's exception to the task group: run() stops the children in
+            # order either way, and the caller gets its own exception back, not a group of it.
+            await stack.aclose()
+        return False
 
     def _runner(self, name: str) -> ChildRunner:
         try:

@@ -48,12 +48,13 @@ async def test_registry_lists_live_children(
 
 
 async def test_orphans_of_a_sigkilled_daemon_are_reaped(
-    tmp_path: Path, extra_pids: list[int]
+    tmp_path: Path, extra_pids: list[int], anyio_backend: tuple[str, dict[str, object]]
 ) -> None:
     registry = tmp_path / "children.json"
     pidfile = tmp_path / "grandchild"
+    loop = ["uvloop"] if anyio_backend[1].get("use_uvloop") else []  # the daemon's loop too
     daemon = await anyio.open_process(
-        [sys.executable, str(CHILDREN / "daemon.py"), str(registry), str(pidfile)],
+        [sys.executable, str(CHILDREN / "daemon.py"), str(registry), str(pidfile), *loop],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdin=subprocess.DEVNULL,
     )

@@ -111,10 +111,12 @@ async def test_crash_loop_backs_off_then_fails_while_sibling_keeps_running(
     spawns = events.of(ChildEventKind.SPAWN, "loop")
     gaps = [spawn.at - exit.at for exit, spawn in zip(exits, spawns[1:], strict=False)]
     assert len(gaps) == 3
-    # 0.2, 0.4, 0.8 s: each at least its backoff, and growing.
-    for gap, backoff in zip(gaps, [0.2, 0.4, 0.8], strict=True):
-        assert backoff <= gap < backoff + 0.5, gaps
-    assert gaps[0] < gaps[1] < gaps[2]
+    # The backoff doubles, 0.2, 0.4, 0.8 s, and each restart really waited that long. (The upper
+    # bound is loose: on a loaded machine spawning alone can take a while.)
+    restarts = events.of(ChildEventKind.RESTART, "loop")
+    for gap, backoff, restart in zip(gaps, [0.2, 0.4, 0.8], restarts, strict=True):
+        assert f"after {backoff:.2f}s backoff" in restart.reason
+        assert backoff <= gap < backoff + 2.0, gaps
     # The sibling was never touched.
     now = supervisor.info("sibling")
     assert now.state is ChildState.RUNNING and now.pid == sibling.pid and now.restarts == 0

@@ -160,3 +160,35 @@ async def test_shutdown_twice_while_running(events: EventLog, extra_pids: list[i
         assert not pid_alive(info.pid)
         await supervisor.shutdown()
     assert events.kinds("a") == ["spawn", "ready", "stop"]
+
+
+async def test_stop_during_start_fails_the_start(
+    supervisor: Supervisor, events: EventLog, tmp_path: Path
+) -> None:
+    outcome: list[BaseException] = []
+
+    async def starting() -> None:
+        spec = ChildSpec(name="s", argv=child_argv(), ready=file_exists(tmp_path / "never"))
+        try:
+            await supervisor.start(spec)
+        except WorkerCrashed as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(starting)
+        (spawn,) = await events.wait_for(ChildEventKind.SPAWN, "s")
+        await supervisor.stop("s")
+    assert len(outcome) == 1 and "did not become ready: it was stopped" in str(outcome[0])
+    assert spawn.pid is not None and not pid_alive(spawn.pid)
+    assert supervisor.children() == []
+
+
+async def test_error_in_the_body_stops_children_and_propagates(
+    events: EventLog, extra_pids: list[int]
+) -> None:
+    with pytest.raises(LookupError, match="boom"):
+        async with Supervisor(on_event=events) as supervisor:
+            info = await supervisor.start(ChildSpec(name="a", argv=child_argv()))
+            raise LookupError("boom")
+    assert info.pid is not None and not pid_alive(info.pid)
+    assert events.kinds("a") == ["spawn", "ready", "stop"]

@@ -23,10 +23,15 @@ def main() -> None:
     parser.add_argument("--line-width", type=int, default=20)
     parser.add_argument("--ready-file", type=Path, help="create this file once set up")
     parser.add_argument("--say", help="print this line (no newline) once set up")
+    parser.add_argument("--term-touch", type=Path, help="on SIGTERM create this file, live on")
+    parser.add_argument("--exit-on-file", type=Path, help="exit 0 once this file exists")
     args = parser.parse_args()
 
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.term_touch is not None:
+        touch = args.term_touch
+        signal.signal(signal.SIGTERM, lambda signum, frame: touch.touch())
     if args.grandchild is not None:
         grandchild = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(600)"],
@@ -45,6 +50,10 @@ def main() -> None:
     if args.exit_after is not None:
         time.sleep(args.exit_after)
         sys.exit(args.code)
+    if args.exit_on_file is not None:
+        while not args.exit_on_file.exists():
+            time.sleep(0.01)
+        sys.exit(0)
     while True:
         signal.pause()
 

@@ -1,7 +1,7 @@
 """A minimal daemon for the orphan test: supervises one child that has a grandchild, then idles.
 
-Usage: daemon.py REGISTRY GRANDCHILD_PIDFILE. Prints "started <child pid>" once the child is ready;
-the test then SIGKILLs this process.
+Usage: daemon.py REGISTRY GRANDCHILD_PIDFILE [uvloop]. Prints "started <child pid>" once the child
+is ready; the test then SIGKILLs this process.
 """
 
 from __future__ import annotations
@@ -35,4 +35,11 @@ async def main(registry: Path, pidfile: Path) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, Path(sys.argv[1]), Path(sys.argv[2]))
+    use_uvloop = sys.argv[3:] == ["uvloop"]
+    anyio.run(
+        main,
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        backend="asyncio",
+        backend_options={"use_uvloop": use_uvloop},
+    )

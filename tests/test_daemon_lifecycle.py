@@ -106,5 +106,6 @@ def test_embedded_nats_killed_is_restarted_and_the_daemon_serves_again(tmp_path:
             "router": "running",
             "control": "running",
             "agents": "running",
+            "autoscaler": "running",
         }
         assert daemon.stop() == 0

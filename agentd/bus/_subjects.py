@@ -59,6 +59,10 @@ class Subjects:
     def command(self, agent: str) -> str:
         return f"{self.prefix}.cmd.{agent}"
 
+    # an agent asks the daemon for an instance of another agent (request/reply)
+    def spawn(self, agent: str) -> str:
+        return f"{self.prefix}.spawn.{agent}"
+
     def tool(self, agent: str, tool: str) -> str:
         return f"{self.prefix}.tool.{agent}.{tool}"
 

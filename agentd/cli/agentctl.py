@@ -12,7 +12,8 @@ import anyio
 
 from agentd.bus import new_id
 from agentd.cli._client import ControlClient, DaemonUnreachable, resolve_url
-from agentd.cli._table import render_table
+from agentd.cli._live import follow_logs, print_logs, top
+from agentd.cli._views import render_dlq, render_ps, render_status
 from agentd.errors import AgentdError, ConfigError, ControlError
 
 Command = Callable[[ControlClient, argparse.Namespace], Awaitable[Any]]
@@ -26,70 +27,54 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="daemon version, uptime, services")
-    sub.add_parser("ps", help="agents and their replicas")
-    send = sub.add_parser("send", help="send a JSON payload to an agent")
-    send.add_argument("agent")
-    send.add_argument("payload", help='JSON, e.g. \'{"text": "hi"}\'')
-    send.add_argument("--wait", action="store_true", help="wait for the run and print its output")
-    send.add_argument("--conversation", help="conversation id (default: a new one)")
-    send.add_argument("--wait-timeout", type=float, default=60.0, help="seconds --wait waits")
+    sub.add_parser("ps", help="agents, their replicas and backlog")
+    for name, text in (
+        ("send", "send a JSON payload to an agent"),
+        ("ask", "send a JSON payload and print the run's output (send --wait)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("agent")
+        p.add_argument("payload", help='JSON, e.g. \'{"text": "hi"}\'')
+        p.add_argument("--conversation", help="conversation id (default: a new one)")
+        p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait")
+        if name == "send":
+            p.add_argument("--wait", action="store_true", help="wait and print the run's output")
+    scale = sub.add_parser("scale", help="run N replicas of an agent")
+    scale.add_argument("agent")
+    scale.add_argument("replicas", type=int)
+    for verb, text in (
+        ("restart", "restart an agent's replicas one by one"),
+        ("stop", "stop an agent's replicas (they drain first)"),
+        ("start", "start a stopped agent, or resume a drained one"),
+        ("drain", "stop taking new work; runs in flight finish"),
+    ):
+        sub.add_parser(verb, help=text).add_argument("agent")
+    logs = sub.add_parser("logs", help="an agent's replica logs")
+    logs.add_argument("agent")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    top_p = sub.add_parser("top", help="a live view of agents and lifecycle events")
+    top_p.add_argument("--interval", type=float, default=1.0)
+    top_p.add_argument("--iterations", type=int, help="redraw this many times, then exit")
+    dlq = sub.add_parser("dlq", help="dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="messages whose runs kept failing")
+    dlq_list.add_argument("--agent")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_sub.add_parser("replay", help="put a dead letter back in its inbox").add_argument(
+        "seq", type=int
+    )
     return parser
 
 
 async def _status(ctl: ControlClient, args: argparse.Namespace) -> Any:
     result = await ctl.call("status")
-    if args.json:
-        return result
-    lines = [
-        f"agentd {result['version']}  pid {result['pid']}  up {result['uptime_s']:.0f}s",
-        f"nats   {result['nats_url']}{' (embedded)' if result['embedded_nats'] else ''}",
-        f"state  {result['state_dir']}",
-        f"config {result['config']}",
-        "",
-        render_table(["service", "state"], sorted(result["services"].items())),
-    ]
-    for err in result.get("spec_errors", []):
-        lines.append(f"\nagent spec error: {err}")
-    return "\n".join(lines)
+    return result if args.json else render_status(result)
 
 
 async def _ps(ctl: ControlClient, args: argparse.Namespace) -> Any:
     agents = await ctl.call("ps")
-    if args.json:
-        return agents
-    rows = []
-    for agent in agents:
-        if not agent["replicas"]:
-            state = "failed" if agent["failed"] else "stopped"
-            rows.append(
-                [agent["agent"], agent["version"], "-", "-", state, "-", 0, 0, agent["error"]]
-            )
-        for r in agent["replicas"]:
-            rows.append(
-                [
-                    agent["agent"],
-                    agent["version"],
-                    r["name"],
-                    r["pid"],
-                    r["state"],
-                    r["uptime_s"],
-                    r["restarts"],
-                    r["inflight"],
-                    r["last_error"],
-                ]
-            )
-    headers = [
-        "agent",
-        "version",
-        "replica",
-        "pid",
-        "state",
-        "uptime_s",
-        "restarts",
-        "runs",
-        "last_error",
-    ]
-    return render_table(headers, rows)
+    return agents if args.json else render_ps(agents)
 
 
 async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
@@ -100,7 +85,7 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
     request: dict[str, Any] = {"to": args.agent, "payload": payload}
     if args.conversation:
         request["conversation_id"] = args.conversation
-    if not args.wait:
+    if args.command == "send" and not args.wait:
         result = await ctl.call("send", request)
         return result if args.json else f"sent {result['message_id']} to {result['to']}"
     reply_subject = ctl.subjects.reply("ctl", new_id())
@@ -123,7 +108,62 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
     return json.dumps(result.get("output"), indent=2)
 
 
-COMMANDS: dict[str, Command] = {"status": _status, "ps": _ps, "send": _send}
+async def _scale(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    result = await ctl.call("scale", {"agent": args.agent, "replicas": args.replicas})
+    return (
+        result if args.json else f"{args.agent}: {result['before']} -> {result['after']} replicas"
+    )
+
+
+async def _agent_verb(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    result = await ctl.call(args.command, {"agent": args.agent})
+    if args.json:
+        return result
+    return f"{args.command}: " + ", ".join(f"{k}={v}" for k, v in result.items())
+
+
+async def _logs(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    if args.follow:
+        await follow_logs(ctl, args.agent, args.lines)
+        return None
+    result = await ctl.call("logs", {"agent": args.agent, "lines": args.lines})
+    if args.json:
+        return result
+    print_logs(result)
+    return None
+
+
+async def _top(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    await top(ctl, interval_s=args.interval, iterations=args.iterations)
+
+
+async def _dlq(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    if args.dlq_command == "list":
+        request: dict[str, Any] = {"limit": args.limit}
+        if args.agent:
+            request["agent"] = args.agent
+        entries = await ctl.call("dlq.list", request)
+        return entries if args.json else render_dlq(entries)
+    result = await ctl.call("dlq.replay", {"seq": args.seq})
+    if args.json:
+        return result
+    return f"replayed dead letter {result['seq']} ({result['message_id']}) into {result['to']}"
+
+
+COMMANDS: dict[str, Command] = {
+    "status": _status,
+    "ps": _ps,
+    "send": _send,
+    "ask": _send,
+    "scale": _scale,
+    "restart": _agent_verb,
+    "stop": _agent_verb,
+    "start": _agent_verb,
+    "drain": _agent_verb,
+    "logs": _logs,
+    "top": _top,
+    "dlq": _dlq,
+}
 
 
 async def _main(args: argparse.Namespace) -> Any:

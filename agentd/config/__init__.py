@@ -15,23 +15,27 @@ from agentd.config._agent_spec import (
 from agentd.config._load import DEFAULT_CONFIG_NAME, LoadedConfig, find_config, load_config
 from agentd.config._models import (
     AgentsConfig,
+    AutoscaleConfig,
     BusConfig,
     Config,
     DaemonConfig,
     EmbeddedNatsConfig,
     InboxConfig,
+    TraceConfig,
 )
 
 __all__ = [
     # agentd.toml
     "DEFAULT_CONFIG_NAME",
     "AgentsConfig",
+    "AutoscaleConfig",
     "BusConfig",
     "Config",
     "DaemonConfig",
     "EmbeddedNatsConfig",
     "InboxConfig",
     "LoadedConfig",
+    "TraceConfig",
     "find_config",
     "load_config",
     # agent specs

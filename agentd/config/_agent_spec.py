@@ -67,6 +67,10 @@ class AgentSpec(_Section):
     replicas: ReplicaBounds = ReplicaBounds()
     restart: RestartSpec = RestartSpec()
     env: dict[str, str] = {}
+    checkpoint: bool = Field(True, description="persist conversation state (LangGraph, SQLite)")
+    autoscale: bool = Field(True, description="scale between replicas.min and max on backlog")
+    spawn_quota: int = Field(4, ge=0, le=256, description="agents this one may spawn at once")
+    idle_timeout_s: float = Field(300.0, gt=0, description="a spawned instance ends when idle")
 
 
 class LoadedAgent:

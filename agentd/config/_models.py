@@ -10,15 +10,17 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "AgentsConfig",
+    "AutoscaleConfig",
     "BusConfig",
     "Config",
     "DaemonConfig",
     "EmbeddedNatsConfig",
     "InboxConfig",
+    "TraceConfig",
 ]
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -103,6 +105,48 @@ class AgentsConfig(_Section):
     enabled: list[str] | None = None
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     ready_timeout_s: float = Field(60.0, gt=0)
+    max_spawned: int = Field(32, ge=0, le=1024)
+
+
+class AutoscaleConfig(_Section):
+    """[autoscale]: scaling agents between their min and max replicas on their backlog."""
+
+    enabled: bool = True
+    interval_s: float = Field(2.0, gt=0)
+    cooldown_s: float = Field(10.0, ge=0)
+    scale_up_at: float = Field(1.0, gt=0)
+    scale_down_at: float = Field(0.3, ge=0)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AutoscaleConfig:
+        if self.scale_down_at >= self.scale_up_at:
+            raise ValueError("scale_down_at must be below scale_up_at (hysteresis)")
+        return self
+
+
+class TraceConfig(_Section):
+    """[trace]: the durable, hash-chained decision log under the state directory."""
+
+    log_file: str = "decisions.db"
+    signing_key_file: str = "decision-log.key"
+    checkpoint_every: int = Field(default=1000, ge=1)
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    redact_patterns: tuple[str, ...] = ()
+    max_inline_bytes: int = Field(default=16384, ge=64)
+    retention_max_age_s: float | None = Field(default=None, gt=0)
+    retention_max_records: int | None = Field(default=None, ge=1)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redact pattern {pattern!r} is not a regex: {exc}") from exc
+            if compiled.search(""):
+                raise ValueError(f"redact pattern {pattern!r} matches the empty string")
+        return patterns
 
 
 class Config(_Section):
@@ -112,3 +156,5 @@ class Config(_Section):
     bus: BusConfig = BusConfig()
     inbox: InboxConfig = InboxConfig()
     agents: AgentsConfig = AgentsConfig()
+    autoscale: AutoscaleConfig = AutoscaleConfig()
+    trace: TraceConfig = TraceConfig()

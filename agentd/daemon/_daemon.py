@@ -19,9 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
 
-import agentd
 from agentd.bus import (
-    Message,
     Subjects,
     connect,
     embedded_url,
@@ -31,21 +29,34 @@ from agentd.bus import (
     wait_until_listening,
 )
 from agentd.config import LoadedConfig, load_config
-from agentd.control import ControlPlane, ControlRequest
+from agentd.control import ControlPlane
+from agentd.daemon._autoscaler import Autoscaler
 from agentd.daemon._fleet import AgentFleet
-from agentd.daemon._journal import DecisionJournal
 from agentd.daemon._logging import setup_logging
+from agentd.daemon._recorder import Recorder
+from agentd.daemon._spawner import Spawner
 from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
-from agentd.errors import BusUnavailable, ConfigError, ControlError, WorkerCrashed
-from agentd.router import Router
+from agentd.daemon._verbs import ControlVerbs
+from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
+from agentd.trace import open_decision_log
 
 __all__ = ["Daemon"]
 
 log = logging.getLogger("agentd.daemon")
 
 NATS_CHILD = "nats-server"
+
+# supervisor events as decision-record kinds (agent replicas and the embedded nats-server alike)
+_CHILD_RECORD_KINDS = {
+    "spawn": "agent.spawned",
+    "exit": "agent.exited",
+    "stop": "agent.exited",
+    "restart": "agent.restarted",
+    "failed": "agent.failed",
+}
 
 
 class Daemon:
@@ -66,31 +77,34 @@ class Daemon:
         self._supervisor = Supervisor(
             on_event=self._on_child_event, registry_path=self.state_dir / "children.json"
         )
-        self._journal: DecisionJournal | None = None
+        self._recorder: Recorder | None = None
         self._router: Router | None = None
         self._control: ControlPlane | None = None
         self._fleet: AgentFleet | None = None
+        self._autoscaler: Autoscaler | None = None
+        self._spawner: Spawner | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
     # lifecycle
     async def run(self) -> int:
         with StateDirLock(self.state_dir):
-            self._journal = DecisionJournal(self.state_dir / "decisions.jsonl")
+            decision_log = open_decision_log(self.config.trace, self.state_dir)
+            self._recorder = Recorder(decision_log)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._handle_signals, tg)
+                    await tg.start(self._recorder.run)
                     await self._start(tg)
                     ready_after = time.time() - self.started_at
                     log.info("agentd ready in %.2fs; NATS at %s", ready_after, self.nats_url)
-                    self.notifier.ready(
-                        f"serving {len(self._fleet.names if self._fleet else [])} agents"
-                    )
+                    agents = len(self._fleet.names) if self._fleet else 0
+                    self.notifier.ready(f"serving {agents} agents")
                     if self.notifier.watchdog_interval_s:
                         tg.start_soon(self._watchdog)
                     await self._stop.wait()
                     await self._shutdown(tg)
             finally:
-                self._journal.close()
+                await self._recorder.close()
         return self.exit_code
 
     def request_stop(self) -> None:
@@ -115,23 +129,35 @@ class Daemon:
         js = nc.jetstream()
         await ensure_streams(js, self.subjects, self.config.inbox)
         self._step("bus", "connected")
-        self._fleet = AgentFleet(nc, js, self._supervisor, self.config, self.nats_url)
+        recorder = self._recorder
+        assert recorder is not None
+        self._fleet = fleet = AgentFleet(
+            nc, js, self._supervisor, self.config, self.nats_url, recorder
+        )
         self._router = Router(
-            nc,
-            js,
-            self.subjects,
-            known_agents=lambda: self._fleet.names if self._fleet else set(),
-            on_decision=self._record,
+            nc, js, self.subjects, known_agents=lambda: fleet.names, on_decision=recorder.record
         )
         await tg.start(self._router.run)
         self._step("router", "running")
         self._control = ControlPlane(nc, self.subjects)
-        self._register_verbs(self._control)
+        ControlVerbs(
+            status=self._status,
+            fleet=fleet,
+            router=self._router,
+            dead_letters=DeadLetters(js, self.subjects),
+            recorder=recorder,
+            logs_dir=self.state_dir / "logs",
+        ).register(self._control)
         await tg.start(self._control.run)
         self._step("control", "running")
         self._step("agents", "starting")
-        await tg.start(self._fleet.run)
+        await tg.start(fleet.run)
         self._step("agents", "running")
+        self._spawner = Spawner(nc, self.subjects, fleet, self.config.agents, recorder)
+        await tg.start(self._spawner.run)
+        self._autoscaler = Autoscaler(fleet, self.config.autoscale)
+        await tg.start(self._autoscaler.run)
+        self._step("autoscaler", "running" if self.config.autoscale.enabled else "disabled")
 
     async def _start_embedded_nats(self) -> None:
         cfg = self.config.bus.embedded
@@ -166,11 +192,14 @@ class Daemon:
         self.notifier.stopping("draining")
         log.info("draining (grace %.1fs)", grace)
         with anyio.move_on_after(grace + 5.0) as scope:
-            if self._fleet:
-                await self._fleet.shutdown()
-            for service in (self._control, self._router):
+            for service in (self._autoscaler, self._spawner):
                 if service:
                     await service.shutdown()
+            if self._fleet:
+                await self._fleet.shutdown()
+            for plane in (self._control, self._router):
+                if plane:
+                    await plane.shutdown()
             if self._nc is not None:
                 await self._nc.drain()
             if self.config.bus.url is None:
@@ -226,7 +255,10 @@ class Daemon:
         for section in restart_needed:
             log.warning("[%s] changed; it takes effect at the next restart", section)
         self.config = live
-        self._record({"kind": "config.reload", "restart_needed": restart_needed})
+        if self._recorder is not None:
+            self._recorder.record(
+                "x.config.reloaded", decision="reloaded", restart_needed=restart_needed
+            )
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 from the event loop itself, after a self-check; a wedged loop misses it."""
@@ -247,13 +279,8 @@ class Daemon:
         self.notifier.status(f"{service}: {state}")
         log.debug("%s: %s", service, state)
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        if self._journal is not None:
-            self._journal.record(entry)
-
     async def _on_child_event(self, event: ChildEvent) -> None:
         body = {
-            "kind": f"child.{event.kind}",
             "child": event.name,
             "pid": event.pid,
             "exit_code": event.exit_code,
@@ -262,34 +289,39 @@ class Daemon:
             "restarts": event.restarts,
             "ts": event.at,
         }
-        self._record(body)
+        kind = _CHILD_RECORD_KINDS.get(str(event.kind), f"x.child.{event.kind}")
+        agent = event.name.rsplit("-", 1)[0] if event.name != NATS_CHILD else None
+        if self._recorder is not None:
+            self._recorder.record(
+                kind,
+                agent=agent,
+                replica=event.name,
+                decision=str(event.kind),
+                reason=event.reason,
+                pid=event.pid,
+                exit_code=event.exit_code,
+                signal=event.signal,
+                restarts=event.restarts,
+            )
         nc = self._nc
         if nc is not None and nc.is_connected:
             try:
-                await nc.publish(self.subjects.event(event.kind), json.dumps(body).encode())
+                await nc.publish(self.subjects.event(str(event.kind)), json.dumps(body).encode())
             except Exception as exc:
                 log.debug("event not published: %s", exc)
 
     async def _bus_down(self) -> None:
         self._services["bus"] = "reconnecting"
         if self._fleet:
-            self._fleet.bus_down()
+            self._fleet.heartbeats.bus_down()
 
     async def _bus_up(self) -> None:
         self._services["bus"] = "connected"
         if self._fleet:
-            self._fleet.bus_up()
+            self._fleet.heartbeats.bus_up()
 
-    # control verbs
-    def _register_verbs(self, control: ControlPlane) -> None:
-        control.register("status", self._ctl_status)
-        control.register("ps", self._ctl_ps)
-        control.register("send", self._ctl_send)
-
-    async def _ctl_status(self, request: ControlRequest) -> dict[str, Any]:
+    def _status(self) -> dict[str, Any]:
         return {
-            "version": agentd.__version__,
-            "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "nats_url": self.nats_url,
             "embedded_nats": self.config.bus.url is None,
@@ -298,36 +330,6 @@ class Daemon:
             "services": dict(self._services),
             "agents": sorted(self._fleet.names) if self._fleet else [],
             "spec_errors": self._fleet.spec_errors if self._fleet else [],
-        }
-
-    async def _ctl_ps(self, request: ControlRequest) -> list[dict[str, Any]]:
-        return self._fleet.ps() if self._fleet else []
-
-    async def _ctl_send(self, request: ControlRequest) -> dict[str, Any]:
-        args = dict(request.args)
-        to = args.pop("to", None)
-        if not isinstance(to, str) or not to:
-            raise ControlError("bad_request", "send needs 'to', the name of an agent")
-        unknown = set(args) - {"payload", "conversation_id", "reply_to", "id"}
-        if unknown:
-            raise ControlError("bad_request", f"send does not take {sorted(unknown)}")
-        body: dict[str, Any] = {"from": f"operator:{request.operator}", "to": to, **args}
-        try:
-            message = Message.model_validate(body)
-        except ValueError as exc:
-            raise ControlError("bad_request", f"malformed message: {exc}") from None
-        if self._router is None:
-            raise ControlError("unavailable", "the router is not running yet")
-        routed = await self._router.route(message)
-        self._record(
-            {"kind": "ctl.send", "operator": request.operator, "message_id": message.id, "to": to}
-        )
-        return {
-            "message_id": routed.message_id,
-            "to": to,
-            "seq": routed.seq,
-            "duplicate": routed.duplicate,
-            "conversation_id": message.conversation_id,
         }
 
 

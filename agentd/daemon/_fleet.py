@@ -1,11 +1,14 @@
-"""The fleet: every configured agent's replicas, spawned through the generic supervisor.
+"""The fleet: every agent's replicas, spawned through the generic supervisor.
 
 The supervisor knows only processes; the fleet knows agents. It turns specs into child specs,
-tracks replicas' heartbeats (their readiness and liveness probes), and answers `ps`.
+scales agents (stopping a replica drains it first: SIGTERM, runs finish, the rest go back to the
+inbox), pauses and resumes them, spawns agents at run time for other agents, and answers `ps`.
+Every change is a decision record with its reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -16,40 +19,38 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from agentd.bus import Subjects, ensure_inbox_consumer
 from agentd.config import Config, LoadedAgent, load_agents
-from agentd.errors import AgentdError, WorkerCrashed
-from agentd.supervisor import ChildInfo, ChildSpec, RestartPolicy, RestartType, Supervisor
+from agentd.daemon._heartbeats import HeartbeatTracker
+from agentd.daemon._recorder import Recorder
+from agentd.errors import AgentdError, ControlError, WorkerCrashed
+from agentd.supervisor import ChildSpec, ChildState, RestartPolicy, RestartType, Supervisor
 from agentd.worker import WorkerSettings
 
-__all__ = ["AgentFleet"]
+__all__ = ["AgentFleet", "AgentRecord"]
 
 log = logging.getLogger("agentd.fleet")
 
-# a replica that misses this many heartbeats in a row is hung: killed and restarted
-MISSED_BEATS = 3
-
 
 @dataclass
-class _Beat:
-    pid: int
-    at: float
-    data: dict[str, Any]
+class AgentRecord:
+    """What the fleet knows about one agent."""
 
-
-@dataclass
-class _AgentState:
     agent: LoadedAgent
-    replicas: list[str] = field(default_factory=list)
-    failed: bool = False
+    name: str
+    desired: int
+    replicas: set[str] = field(default_factory=set)
+    state: str = "running"  # running | paused | stopped
     error: str | None = None
+    spawned_by: str | None = None
+    params: dict[str, Any] | None = None
 
 
 class AgentFleet:
-    """Spawns and tracks agent replicas. `run()` starts every enabled agent, then serves."""
+    """Spawns, scales and tracks agent replicas. `run()` starts every enabled agent."""
 
     def __init__(
         self,
@@ -58,40 +59,37 @@ class AgentFleet:
         supervisor: Supervisor,
         config: Config,
         nats_url: str,
+        recorder: Recorder,
     ) -> None:
         self._nc = nc
         self._js = js
         self._supervisor = supervisor
         self._config = config
         self._nats_url = nats_url
+        self._recorder = recorder
         self._subjects = Subjects(config.bus.prefix)
-        self._agents: dict[str, _AgentState] = {}
-        self._spec_errors: list[str] = []
-        self._beats: dict[str, _Beat] = {}
-        self._beat_arrived = anyio.Event()
+        self.heartbeats = HeartbeatTracker(config.agents.heartbeat_s)
+        self.agents: dict[str, AgentRecord] = {}
+        self.spec_errors: list[str] = []
+        self._locks: dict[str, anyio.Lock] = {}
         self._stopped = anyio.Event()
-        self._bus_up_since: float | None = time.monotonic()
 
     @property
     def names(self) -> set[str]:
-        return set(self._agents)
-
-    @property
-    def spec_errors(self) -> list[str]:
-        return list(self._spec_errors)
+        return set(self.agents)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        sub = await self._nc.subscribe(self._subjects.heartbeat_all, cb=self._on_beat)
+        sub = await self._nc.subscribe(self._subjects.heartbeat_all, cb=self.heartbeats.on_message)
         try:
             loaded, errors = load_agents(self._config.agents.dir, self._config.agents.enabled)
             for err in errors:
                 log.error("agent not started: %s", err)
-                self._spec_errors.append(str(err))
+                self.spec_errors.append(str(err))
             for agent in loaded:
-                self._agents[agent.name] = _AgentState(agent)
+                self.agents[agent.name] = AgentRecord(agent, agent.name, 0)
             async with anyio.create_task_group() as tg:
                 for agent in loaded:
-                    tg.start_soon(self._start_agent, agent)
+                    tg.start_soon(self.start_agent, agent.name, agent.spec.replicas.initial)
             task_status.started()
             await self._stopped.wait()
         finally:
@@ -99,55 +97,164 @@ class AgentFleet:
                 await sub.unsubscribe()
 
     async def shutdown(self) -> None:
-        """Stop every replica (drain, SIGTERM, SIGKILL after grace), all agents at once."""
+        """Stop every replica of every agent at once, each draining within its grace."""
         async with anyio.create_task_group() as tg:
-            for state in self._agents.values():
-                for replica in list(state.replicas):
-                    tg.start_soon(self._stop_replica, state, replica)
+            for record in self.agents.values():
+                for replica in list(record.replicas):
+                    tg.start_soon(self._stop_replica, record, replica)
         self._stopped.set()
 
-    async def _start_agent(self, agent: LoadedAgent) -> None:
-        state = self._agents[agent.name]
+    # operator and autoscaler actions
+    def get(self, name: str) -> AgentRecord:
+        record = self.agents.get(name)
+        if record is None:
+            raise ControlError(
+                "unknown_agent", f"no agent named {name!r}", agents=sorted(self.agents)
+            )
+        return record
+
+    async def scale(self, name: str, count: int, *, reason: str, **inputs: Any) -> int:
+        """Run `count` replicas of `name` (0..max). Returns the previous count."""
+        record = self.get(name)
+        bounds = record.agent.spec.replicas
+        if not 0 <= count <= bounds.max:
+            raise ControlError(
+                "out_of_bounds",
+                f"{name} runs 0 to {bounds.max} replicas (replicas.max); got {count}",
+            )
+        async with self._lock(name):
+            before = len(record.replicas)
+            record.desired = count
+            if count > before:
+                used = {self._index(r) for r in record.replicas}
+                free = [i for i in range(bounds.max) if i not in used][: count - before]
+                async with anyio.create_task_group() as tg:
+                    for index in free:
+                        tg.start_soon(self._start_replica, record, f"{name}-{index}")
+            elif count < before:
+                doomed = sorted(record.replicas, key=self._index)[count:]
+                async with anyio.create_task_group() as tg:
+                    for replica in doomed:
+                        tg.start_soon(self._stop_replica, record, replica)
+            if count != before:
+                if count == 0:
+                    record.state = "stopped"
+                elif record.state == "stopped":
+                    record.state = "running"
+                self._recorder.record(
+                    "agent.scaled",
+                    agent=name,
+                    decision=f"{before}->{count}",
+                    reason=reason,
+                    inputs=inputs or None,
+                    lineage={"agent_version": record.agent.version},
+                )
+                await self._event("scale", agent=name, before=before, after=count, reason=reason)
+        return before
+
+    async def restart(self, name: str) -> list[str]:
+        """Restart every replica of `name`, one after another, so the agent keeps serving."""
+        record = self.get(name)
+        restarted = []
+        async with self._lock(name):
+            for replica in sorted(record.replicas, key=self._index):
+                await self._supervisor.restart(replica)
+                restarted.append(replica)
+        return restarted
+
+    async def pause(self, name: str) -> None:
+        """Drain: replicas finish what they hold and take no new work until resumed."""
+        record = self.get(name)
+        record.state = "paused"
+        await self._nc.publish(self._subjects.command(name), json.dumps({"verb": "pause"}).encode())
+
+    async def resume(self, name: str) -> None:
+        record = self.get(name)
+        record.state = "running" if record.replicas else record.state
+        await self._nc.publish(
+            self._subjects.command(name), json.dumps({"verb": "resume"}).encode()
+        )
+
+    async def start(self, name: str) -> None:
+        record = self.get(name)
+        if record.state == "paused":
+            await self.resume(name)
+        if not record.replicas:
+            spec = record.agent.spec.replicas
+            await self.scale(name, max(spec.min, spec.initial, 1), reason="operator start")
+
+    async def backlog(self, name: str) -> dict[str, int]:
+        """Messages waiting (pending) and being worked on (unacked) in `name`'s inbox."""
+        try:
+            info = await self._js.consumer_info(
+                self._subjects.inbox_stream, self._subjects.inbox_consumer(name)
+            )
+        except NotFoundError:
+            return {"pending": 0, "unacked": 0}
+        return {"pending": info.num_pending or 0, "unacked": info.num_ack_pending or 0}
+
+    async def add(self, record: AgentRecord, count: int) -> None:
+        """Add an agent created at run time (a spawned instance) and start `count` replicas."""
+        self.agents[record.name] = record
+        await self.start_agent(record.name, count)
+
+    async def remove(self, name: str) -> None:
+        """Stop an agent's replicas, delete its inbox consumer and forget it."""
+        await self.scale(name, 0, reason="removed")
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(
+                self._subjects.inbox_stream, self._subjects.inbox_consumer(name)
+            )
+        self.agents.pop(name, None)
+
+    def inflight(self, name: str) -> int:
+        record = self.get(name)
+        return sum(
+            self.heartbeats.latest(r, self._pid(r)).get("inflight", 0) for r in record.replicas
+        )
+
+    # replicas
+    async def start_agent(self, name: str, count: int) -> None:
+        record = self.agents[name]
+        agent = record.agent
         try:
             await ensure_inbox_consumer(
                 self._js,
                 self._subjects,
-                agent.name,
+                name,
                 ack_wait_s=self._config.inbox.ack_wait_s,
                 max_deliver=agent.spec.max_deliveries or self._config.inbox.max_deliver,
             )
-            async with anyio.create_task_group() as tg:
-                for index in range(agent.spec.replicas.initial):
-                    tg.start_soon(self._start_replica, state, f"{agent.name}-{index}")
+            await self.scale(name, count, reason="startup")
         except (AgentdError, OSError) as exc:
-            state.failed, state.error = True, str(exc)
-            log.error("agent %s failed to start: %s", agent.name, exc)
+            record.error = str(exc)
+            log.error("agent %s failed to start: %s", name, exc)
 
-    async def _start_replica(self, state: _AgentState, replica: str) -> None:
-        spec = self._child_spec(state.agent, replica)
-        state.replicas.append(replica)
+    async def _start_replica(self, record: AgentRecord, replica: str) -> None:
+        record.replicas.add(replica)
         try:
-            info = await self._supervisor.start(spec)
+            info = await self._supervisor.start(self._child_spec(record, replica))
         except WorkerCrashed as exc:
-            state.replicas.remove(replica)
-            state.failed, state.error = True, str(exc)
+            record.replicas.discard(replica)
+            record.error = str(exc)
             log.error("replica %s did not start: %s", replica, exc)
             return
-        log.info("replica %s ready (pid %s, version %s)", replica, info.pid, state.agent.version)
+        log.info("replica %s ready (pid %s, version %s)", replica, info.pid, record.agent.version)
 
-    async def _stop_replica(self, state: _AgentState, replica: str) -> None:
+    async def _stop_replica(self, record: AgentRecord, replica: str) -> None:
         try:
             await self._supervisor.stop(replica, grace_s=self._config.daemon.drain_grace_s)
         except KeyError:
             pass
         finally:
-            if replica in state.replicas:
-                state.replicas.remove(replica)
+            record.replicas.discard(replica)
+            self.heartbeats.forget(replica)
 
-    def _child_spec(self, agent: LoadedAgent, replica: str) -> ChildSpec:
+    def _child_spec(self, record: AgentRecord, replica: str) -> ChildSpec:
         cfg = self._config
+        agent = record.agent
         settings = WorkerSettings(
-            agent=agent.name,
+            agent=record.name,
             replica=replica,
             agent_dir=agent.directory,
             nats_url=self._nats_url,
@@ -155,12 +262,14 @@ class AgentFleet:
             heartbeat_s=cfg.agents.heartbeat_s,
             drain_grace_s=cfg.daemon.drain_grace_s,
             state_dir=cfg.daemon.state_dir,
+            params=record.params,
         )
+        env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
         restart = agent.spec.restart
         return ChildSpec(
             name=replica,
-            argv=[sys.executable, "-m", "agentd.worker", "--agent", agent.name],
-            env={**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"},
+            argv=[sys.executable, "-m", "agentd.worker", "--agent", record.name],
+            env=env,
             cwd=agent.directory,
             restart=RestartPolicy(
                 type=RestartType(restart.type),
@@ -170,84 +279,80 @@ class AgentFleet:
                 backoff_max_s=restart.backoff_max_s,
             ),
             stop_grace_s=cfg.daemon.drain_grace_s,
-            ready=self._wait_ready,
+            ready=self.heartbeats.wait_ready,
             ready_timeout_s=cfg.agents.ready_timeout_s,
-            liveness=self._is_alive,
-            liveness_interval_s=cfg.agents.heartbeat_s,
+            liveness=self.heartbeats.is_alive,
+            liveness_interval_s=cfg.agents.heartbeat_s / 2,
             liveness_timeout_s=cfg.agents.heartbeat_s,
             liveness_failures=1,
             log_path=cfg.daemon.state_dir / "logs" / f"{replica}.log",
         )
 
-    # heartbeats: the replicas' readiness and liveness
-    async def _on_beat(self, msg: Msg) -> None:
-        try:
-            beat = json.loads(msg.data)
-            replica, pid = str(beat["replica"]), int(beat["pid"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed heartbeat on %s", msg.subject)
-            return
-        self._beats[replica] = _Beat(pid, time.monotonic(), beat)
-        self._beat_arrived.set()
-        self._beat_arrived = anyio.Event()
-
-    async def _wait_ready(self, info: ChildInfo) -> None:
-        while True:
-            beat = self._beats.get(info.name)
-            if beat is not None and beat.pid == info.pid:
-                return
-            await self._beat_arrived.wait()
-
-    def bus_down(self) -> None:
-        """Heartbeats travel over NATS: while it is down, silence proves nothing."""
-        self._bus_up_since = None
-
-    def bus_up(self) -> None:
-        self._bus_up_since = time.monotonic()
-
-    async def _is_alive(self, info: ChildInfo) -> bool:
-        window = self._config.agents.heartbeat_s * MISSED_BEATS
-        if self._bus_up_since is None or time.monotonic() - self._bus_up_since < window:
-            return True
-        beat = self._beats.get(info.name)
-        if beat is None or beat.pid != info.pid:
-            return False
-        return time.monotonic() - beat.at < window
-
     # views
-    def ps(self) -> list[dict[str, Any]]:
+    async def ps(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         now = time.time()
-        for name, state in sorted(self._agents.items()):
+        for name, record in sorted(self.agents.items()):
             replicas = []
-            for replica in state.replicas:
+            for replica in sorted(record.replicas, key=self._index):
                 try:
                     info = self._supervisor.info(replica)
                 except KeyError:
                     continue
-                beat = self._beats.get(replica)
-                live = beat.data if beat and beat.pid == info.pid else {}
+                live = self.heartbeats.latest(replica, info.pid)
+                state = str(info.state)
+                if info.state == ChildState.RUNNING and live.get("state") in {"paused", "draining"}:
+                    state = str(live["state"])
                 replicas.append(
                     {
                         "name": replica,
                         "pid": info.pid,
-                        "state": str(info.state),
+                        "state": state,
                         "uptime_s": round(now - info.started_at, 1) if info.started_at else None,
                         "restarts": info.restarts,
                         "inflight": live.get("inflight", 0),
                         "completed": live.get("completed", 0),
                         "last_error": live.get("last_error") or info.last_error,
+                        "version": live.get("version", record.agent.version),
                     }
                 )
             rows.append(
                 {
                     "agent": name,
-                    "version": state.agent.version,
-                    "description": state.agent.spec.description,
-                    "desired": state.agent.spec.replicas.initial,
-                    "failed": state.failed,
-                    "error": state.error,
+                    "version": record.agent.version,
+                    "description": record.agent.spec.description,
+                    "state": record.state,
+                    "desired": record.desired,
+                    "bounds": record.agent.spec.replicas.model_dump(),
+                    "concurrency": record.agent.spec.concurrency,
+                    "spawned_by": record.spawned_by,
+                    "error": record.error,
+                    "backlog": await self.backlog(name),
                     "replicas": replicas,
                 }
             )
         return rows
+
+    def logs_of(self, name: str) -> list[str]:
+        record = self.get(name)
+        return sorted(record.replicas, key=self._index)
+
+    async def _event(self, kind: str, **body: Any) -> None:
+        try:
+            await self._nc.publish(self._subjects.event(kind), json.dumps(body).encode())
+        except Exception as exc:
+            log.debug("event not published: %s", exc)
+
+    def _lock(self, name: str) -> anyio.Lock:
+        return self._locks.setdefault(name, anyio.Lock())
+
+    def _pid(self, replica: str) -> int | None:
+        try:
+            return self._supervisor.info(replica).pid
+        except KeyError:
+            return None
+
+    @staticmethod
+    def _index(replica: str) -> int:
+        tail = replica.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else 0

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -29,7 +28,11 @@ __all__ = ["Routed", "Router"]
 
 log = logging.getLogger("agentd.router")
 
-DecisionSink = Callable[[dict[str, Any]], None]
+
+class DecisionSink(Protocol):
+    def __call__(self, kind: str, **fields: Any) -> None: ...
+
+
 MAX_MESSAGE_BYTES = 1 << 20
 
 
@@ -144,19 +147,18 @@ class Router:
             )
             raise ControlError("bad_message", f"malformed message: {fields}") from None
 
-    def _decide(self, message: Message, decision: str, **fields: Any) -> None:
+    def _decide(self, message: Message, decision: str, *, rule: str, **fields: Any) -> None:
         if self._on_decision is None:
             return
-        record = {
-            "kind": f"message.{decision}",
-            "ts": time.time(),
-            "message_id": message.id,
-            "from": message.sender,
-            "to": message.to,
-            "conversation_id": message.conversation_id,
-            **fields,
-        }
         try:
-            self._on_decision(record)
+            self._on_decision(
+                f"message.{decision}",
+                agent=message.to,
+                conversation_id=message.conversation_id,
+                decision=decision,
+                rule=rule,
+                inputs={"message_id": message.id, "from": message.sender, "to": message.to},
+                **fields,
+            )
         except Exception:
             log.exception("recording a routing decision failed")

@@ -15,47 +15,23 @@ retention_max_records = 50000000
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from agentd.config import TraceConfig
 
 from ._log import DecisionLog
 from ._redact import Redactor
 from ._retention import PruneResult
 
-__all__ = ["DecisionLogConfig", "apply_retention", "open_decision_log"]
+__all__ = ["DecisionLogConfig", "apply_retention", "open_decision_log", "redactor_for"]
 
 
-class DecisionLogConfig(BaseModel):
-    """Settings of the decision log (the `[trace]` section)."""
+# The section's model lives in agentd.config with every other section; this is its name here.
+DecisionLogConfig = TraceConfig
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    log_file: str = "decisions.db"
-    signing_key_file: str = "decision-log.key"
-    checkpoint_every: int = Field(default=1000, ge=1)
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    redact_patterns: tuple[str, ...] = ()
-    max_inline_bytes: int = Field(default=16384, ge=64)
-    retention_max_age_s: float | None = Field(default=None, gt=0)
-    retention_max_records: int | None = Field(default=None, ge=1)
-
-    @field_validator("redact_patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"redact pattern {pattern!r} is not a regex: {exc}") from exc
-            if compiled.search(""):
-                raise ValueError(f"redact pattern {pattern!r} matches the empty string")
-        return patterns
-
-    def redactor(self) -> Redactor:
-        return Redactor(self.redact_patterns, max_inline_bytes=self.max_inline_bytes)
+def redactor_for(config: TraceConfig) -> Redactor:
+    return Redactor(config.redact_patterns, max_inline_bytes=config.max_inline_bytes)
 
 
 def open_decision_log(config: DecisionLogConfig, state_dir: Path) -> DecisionLog:
@@ -65,7 +41,7 @@ def open_decision_log(config: DecisionLogConfig, state_dir: Path) -> DecisionLog
         signing_key_path=state_dir / config.signing_key_file,
         checkpoint_every=config.checkpoint_every,
         synchronous=config.synchronous,
-        redactor=config.redactor(),
+        redactor=redactor_for(config),
     )
 
 

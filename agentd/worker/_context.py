@@ -29,12 +29,14 @@ class SendFailed(AgentdError):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunInfo:
     run_id: str
     message_id: str
     conversation_id: str
     sender: str
+    reply_to: str | None = None
+    replied: bool = False
 
 
 _current: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
@@ -45,11 +47,20 @@ _current: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
 class AgentContext:
     """Handed to graph factories; valid for the replica's lifetime."""
 
-    def __init__(self, nc: Client, subjects: Subjects, agent: str, replica: str) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        agent: str,
+        replica: str,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         self._nc = nc
         self._subjects = subjects
         self.agent = agent
         self.replica = replica
+        self.params: dict[str, Any] = params or {}
+        """What the agent that spawned this one passed to `spawn` (empty otherwise)."""
 
     # the current run (inside a graph node)
     @property
@@ -99,6 +110,40 @@ class AgentContext:
             err = answer.get("error", {})
             raise SendFailed(err.get("message", "refused"), code=err.get("code", "error"))
         return message.id
+
+    async def reply(self, payload: Any) -> bool:
+        """Answer the current message's sender now, before the run ends (the run's own output
+        is then not sent). Returns False when the sender asked for no reply."""
+        run = _current.get()
+        if run is None:
+            raise RuntimeError("reply() is only possible inside a run")
+        if not run.reply_to or run.replied:
+            return False
+        body = {
+            "ok": True,
+            "message_id": run.message_id,
+            "run_id": run.run_id,
+            "agent": self.agent,
+            "replica": self.replica,
+            "output": payload,
+        }
+        await self._nc.publish(run.reply_to, json.dumps(body, default=str).encode())
+        run.replied = True
+        return True
+
+    async def spawn(
+        self, agent: str, params: dict[str, Any] | None = None, *, timeout_s: float = 60.0
+    ) -> str:
+        """Start an instance of `agent` for this one (within its spawn quota); returns the
+        instance's name, to `ask` or `send`. It ends by itself once idle."""
+        request = json.dumps({"agent": agent, "params": params or {}}).encode()
+        reply = await self._nc.request(self._subjects.spawn(self.agent), request, timeout=timeout_s)
+        answer = json.loads(reply.data)
+        if not answer.get("ok"):
+            err = answer.get("error", {})
+            raise SendFailed(err.get("message", "spawn refused"), code=err.get("code", "error"))
+        name: str = answer["agent"]
+        return name
 
     async def ask(
         self, to: str, payload: Any, *, timeout_s: float = 30.0, conversation_id: str | None = None

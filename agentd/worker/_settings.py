@@ -6,9 +6,11 @@ hand (or on another host) behaves the same as one the daemon spawned.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentd.errors import ConfigError
 
@@ -25,6 +27,7 @@ class WorkerSettings:
     heartbeat_s: float = 1.0
     drain_grace_s: float = 10.0
     state_dir: Path | None = None
+    params: dict[str, Any] | None = None
 
     def to_env(self) -> dict[str, str]:
         env = {
@@ -38,6 +41,8 @@ class WorkerSettings:
         }
         if self.state_dir is not None:
             env["AGENTD_STATE_DIR"] = str(self.state_dir)
+        if self.params is not None:
+            env["AGENTD_PARAMS"] = json.dumps(self.params)
         return env
 
     @classmethod
@@ -67,7 +72,22 @@ class WorkerSettings:
             heartbeat_s=number("AGENTD_HEARTBEAT_S", 1.0),
             drain_grace_s=number("AGENTD_DRAIN_GRACE_S", 10.0),
             state_dir=Path(env["AGENTD_STATE_DIR"]) if env.get("AGENTD_STATE_DIR") else None,
+            params=_params(env.get("AGENTD_PARAMS"), problems),
         )
         if problems:
             raise ConfigError("the worker's environment", problems)
         return settings
+
+
+def _params(text: str | None, problems: list[str]) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        problems.append(f"AGENTD_PARAMS: not JSON ({exc})")
+        return None
+    if not isinstance(value, dict):
+        problems.append("AGENTD_PARAMS: must be a JSON object")
+        return None
+    return value

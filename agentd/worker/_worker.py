@@ -18,11 +18,13 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import nats.errors
 from anyio.abc import TaskGroup, TaskStatus
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -86,10 +88,12 @@ class AgentWorker:
             self._ledger = RunLedger(
                 kv, agent=self.agent.name, replica=self.settings.replica, lease_s=self._ack_wait_s
             )
-            self._context = AgentContext(nc, self.subjects, self.agent.name, self.settings.replica)
+            self._context = AgentContext(
+                nc, self.subjects, self.agent.name, self.settings.replica, self.settings.params
+            )
             self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
             commands = await nc.subscribe(self.subjects.command(self.agent.name), cb=self._command)
-            async with anyio.create_task_group() as service:
+            async with self._checkpoints(), anyio.create_task_group() as service:
                 service.start_soon(self._heartbeat)
                 service.start_soon(self._keep_in_progress)
                 async with anyio.create_task_group() as runs:
@@ -108,6 +112,24 @@ class AgentWorker:
                     await nc.flush(timeout=2)
                 await nc.close()
             log.info("%s stopped", self.settings.replica)
+
+    @contextlib.asynccontextmanager
+    async def _checkpoints(self) -> AsyncIterator[None]:
+        """Conversation state that survives restarts: a LangGraph SQLite checkpointer under the
+        state directory, shared by the agent's replicas, attached unless the graph has its own."""
+        graph = self._graph
+        wants = self.agent.spec.checkpoint and self.settings.state_dir is not None
+        if not wants or graph is None or getattr(graph, "checkpointer", None) is not None:
+            yield
+            return
+        assert self.settings.state_dir is not None
+        folder = self.settings.state_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(
+            str(folder / f"{self.agent.name}.sqlite")
+        ) as saver:
+            graph.checkpointer = saver  # type: ignore[attr-defined]
+            yield
 
     # pulling
     async def _pull(self, psub: Any, runs: TaskGroup) -> None:
@@ -184,7 +206,9 @@ class AgentWorker:
                 return
             attempt = msg.metadata.num_delivered if msg.metadata else 1
             while True:
-                run = RunInfo(new_id(), message.id, message.conversation_id, message.sender)
+                run = RunInfo(
+                    new_id(), message.id, message.conversation_id, message.sender, message.reply_to
+                )
                 started = time.monotonic()
                 try:
                     output = await self._invoke(run, message)
@@ -206,7 +230,10 @@ class AgentWorker:
                 result = self._result(message, run, started, ok=True, output=jsonable(output))
                 result, ours = await self._ledger.record_finished(message.id, result)
                 self._stats["completed" if ours else "duplicates"] += 1
-                await self._settle(msg, message, result)
+                if run.replied:  # the graph answered early through ctx.reply()
+                    await msg.ack()
+                else:
+                    await self._settle(msg, message, result)
                 settled = True
                 return
         finally:

@@ -1,0 +1,70 @@
+"""The daemon's recorder: every decision becomes a record in the durable decision log.
+
+Components call `record(kind, **fields)` from the event loop; records are buffered and written
+in batches from a worker thread (SQLite must not block the loop), and the log is closed with a
+final signed checkpoint on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from agentd.trace import DecisionLog, DecisionRecord
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger("agentd.trace")
+
+FLUSH_EVERY_S = 0.05
+_FIELDS = set(DecisionRecord.model_fields)
+
+
+class Recorder:
+    def __init__(self, decision_log: DecisionLog) -> None:
+        self.log = decision_log
+        self._pending: list[DecisionRecord] = []
+        self._wake = anyio.Event()
+        self._stopped = False
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Queue one decision. Unknown fields go to `attributes`; never raises."""
+        known = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
+        extra = {k: v for k, v in fields.items() if k not in _FIELDS and v is not None}
+        if extra:
+            known["attributes"] = {**known.get("attributes", {}), **extra}
+        try:
+            self._pending.append(DecisionRecord.model_validate({"kind": kind, **known}))
+        except ValueError as exc:
+            log.error("dropping a malformed decision record of kind %s: %s", kind, exc)
+            return
+        if len(self._pending) >= 100:
+            self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while not self._stopped:
+            with anyio.move_on_after(FLUSH_EVERY_S):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await anyio.to_thread.run_sync(self.log.append_batch, batch)
+        except Exception:
+            log.exception("writing %d decision records failed", len(batch))
+
+    async def close(self) -> None:
+        """Write what is pending, sign a final checkpoint and close the log (repeatable)."""
+        self._stopped = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await self.flush()
+            await anyio.to_thread.run_sync(self.log.close)

@@ -1,0 +1,181 @@
+"""The daemon's control verbs: what `agentctl` can ask on `agentd.ctl.<verb>`.
+
+Every verb that changes something is recorded as a `control.command` decision naming the
+operator who gave it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import agentd
+from agentd.bus import Message
+from agentd.control import ControlPlane, ControlRequest
+from agentd.daemon._fleet import AgentFleet
+from agentd.daemon._recorder import Recorder
+from agentd.errors import ControlError
+from agentd.router import DeadLetters, Router
+
+__all__ = ["ControlVerbs"]
+
+MAX_LOG_CHUNK_BYTES = 256 * 1024
+
+
+def _arg(request: ControlRequest, name: str, kind: type, default: Any = ...) -> Any:
+    value = request.args.get(name, default)
+    if value is ...:
+        raise ControlError("bad_request", f"missing argument {name!r}")
+    if value is default:
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ControlError("bad_request", f"argument {name!r} must be a {kind.__name__}")
+    return value
+
+
+def _read_log(path: Path, offset: int | None, lines: int) -> tuple[list[str], int]:
+    """The last `lines` lines of a log (offset None), or what follows `offset`."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return [], 0
+    with path.open("rb") as f:
+        if offset is None:
+            f.seek(max(0, size - MAX_LOG_CHUNK_BYTES))
+            return f.read().decode(errors="replace").splitlines()[-lines:], size
+        start = 0 if offset > size else offset  # a smaller file was rotated: read it all
+        f.seek(start)
+        data = f.read(MAX_LOG_CHUNK_BYTES)
+    return data.decode(errors="replace").splitlines(), start + len(data)
+
+
+class ControlVerbs:
+    def __init__(
+        self,
+        *,
+        status: Callable[[], dict[str, Any]],
+        fleet: AgentFleet,
+        router: Router,
+        dead_letters: DeadLetters,
+        recorder: Recorder,
+        logs_dir: Path,
+    ) -> None:
+        self._status = status
+        self._fleet = fleet
+        self._router = router
+        self._dead_letters = dead_letters
+        self._recorder = recorder
+        self._logs_dir = logs_dir
+
+    def register(self, control: ControlPlane) -> None:
+        verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
+            "status": self.status,
+            "ps": self.ps,
+            "send": self.send,
+            "scale": self.scale,
+            "restart": self.restart,
+            "stop": self.stop,
+            "start": self.start,
+            "drain": self.drain,
+            "logs": self.logs,
+            "dlq.list": self.dlq_list,
+            "dlq.replay": self.dlq_replay,
+        }
+        for verb, handler in verbs.items():
+            control.register(verb, handler)
+
+    def _command(self, request: ControlRequest, verb: str, **fields: Any) -> None:
+        self._recorder.record(
+            "control.command",
+            operator=request.operator,
+            decision=verb,
+            inputs=dict(request.args),
+            **fields,
+        )
+
+    async def status(self, request: ControlRequest) -> dict[str, Any]:
+        return {"version": agentd.__version__, "pid": os.getpid(), **self._status()}
+
+    async def ps(self, request: ControlRequest) -> list[dict[str, Any]]:
+        return await self._fleet.ps()
+
+    async def send(self, request: ControlRequest) -> dict[str, Any]:
+        args = dict(request.args)
+        to = args.pop("to", None)
+        if not isinstance(to, str) or not to:
+            raise ControlError("bad_request", "send needs 'to', the name of an agent")
+        unknown = set(args) - {"payload", "conversation_id", "reply_to", "id"}
+        if unknown:
+            raise ControlError("bad_request", f"send does not take {sorted(unknown)}")
+        body: dict[str, Any] = {"from": f"operator:{request.operator}", "to": to, **args}
+        try:
+            message = Message.model_validate(body)
+        except ValueError as exc:
+            raise ControlError("bad_request", f"malformed message: {exc}") from None
+        routed = await self._router.route(message)
+        self._command(request, "send", agent=to, conversation_id=message.conversation_id)
+        return {
+            "message_id": routed.message_id,
+            "to": to,
+            "seq": routed.seq,
+            "duplicate": routed.duplicate,
+            "conversation_id": message.conversation_id,
+        }
+
+    async def scale(self, request: ControlRequest) -> dict[str, Any]:
+        name, count = _arg(request, "agent", str), _arg(request, "replicas", int)
+        self._command(request, "scale", agent=name)
+        before = await self._fleet.scale(name, count, reason=f"operator {request.operator}")
+        return {"agent": name, "before": before, "after": len(self._fleet.get(name).replicas)}
+
+    async def restart(self, request: ControlRequest) -> dict[str, Any]:
+        name = _arg(request, "agent", str)
+        self._command(request, "restart", agent=name)
+        return {"agent": name, "restarted": await self._fleet.restart(name)}
+
+    async def stop(self, request: ControlRequest) -> dict[str, Any]:
+        name = _arg(request, "agent", str)
+        self._command(request, "stop", agent=name)
+        before = await self._fleet.scale(name, 0, reason=f"stopped by {request.operator}")
+        return {"agent": name, "stopped": before}
+
+    async def start(self, request: ControlRequest) -> dict[str, Any]:
+        name = _arg(request, "agent", str)
+        self._command(request, "start", agent=name)
+        await self._fleet.start(name)
+        return {"agent": name, "replicas": len(self._fleet.get(name).replicas)}
+
+    async def drain(self, request: ControlRequest) -> dict[str, Any]:
+        name = _arg(request, "agent", str)
+        self._command(request, "drain", agent=name)
+        await self._fleet.pause(name)
+        return {"agent": name, "state": "paused", "hint": f"agentctl start {name} resumes it"}
+
+    async def logs(self, request: ControlRequest) -> dict[str, Any]:
+        """Each replica's captured output: the last `lines`, or what came after `offsets`."""
+        name = _arg(request, "agent", str)
+        lines = _arg(request, "lines", int, 50)
+        offsets = _arg(request, "offsets", dict, None)
+        chunks: dict[str, Any] = {}
+        for replica in self._fleet.logs_of(name):
+            offset = None if offsets is None else int(offsets.get(replica, 0))
+            text, end = await anyio.to_thread.run_sync(
+                _read_log, self._logs_dir / f"{replica}.log", offset, lines
+            )
+            chunks[replica] = {"lines": text, "offset": end}
+        return {"agent": name, "replicas": chunks, "at": time.time()}
+
+    async def dlq_list(self, request: ControlRequest) -> list[dict[str, Any]]:
+        agent = _arg(request, "agent", str, None)
+        limit = _arg(request, "limit", int, 100)
+        return await self._dead_letters.list(agent=agent, limit=limit)
+
+    async def dlq_replay(self, request: ControlRequest) -> dict[str, Any]:
+        seq = _arg(request, "seq", int)
+        self._command(request, "dlq.replay")
+        return await self._dead_letters.replay(seq)

@@ -242,3 +242,79 @@ def nats_server(store: Path, port: int | None = None) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+TEST_AGENTS = REPO / "tests" / "agents"
+
+
+async def send_and_collect(
+    url: str,
+    agent: str,
+    payloads: list[dict[str, Any]],
+    *,
+    conversations: list[str] | None = None,
+    timeout_s: float = 60.0,
+) -> dict[str, dict[str, Any]]:
+    """Send each payload through the control plane with a reply subject; return the run
+    results by message id once every message has one (or raise on timeout)."""
+    import json as _json
+
+    import anyio
+
+    from agentd.bus import new_id
+    from agentd.cli._client import ControlClient
+
+    batch = new_id()[:8]
+    results: dict[str, dict[str, Any]] = {}
+    done = anyio.Event()
+    expected: set[str] = set()
+
+    async with ControlClient(url, timeout_s=30) as ctl:
+
+        async def on_reply(msg: Any) -> None:
+            result = _json.loads(msg.data)
+            results.setdefault(result["message_id"], result)
+            if expected and expected <= set(results):
+                done.set()
+
+        sub = await ctl.nc.subscribe(f"agentd.reply.t{batch}.*", cb=on_reply)
+        for i, payload in enumerate(payloads):
+            args: dict[str, Any] = {
+                "to": agent,
+                "payload": payload,
+                "reply_to": f"agentd.reply.t{batch}.{i}",
+                "id": f"{batch}-{i}",
+            }
+            if conversations:
+                args["conversation_id"] = conversations[i]
+            await ctl.call("send", args)
+            expected.add(f"{batch}-{i}")
+        if not expected <= set(results):
+            with anyio.fail_after(timeout_s):
+                await done.wait()
+        await sub.unsubscribe()
+    return results
+
+
+async def ledger_entries(url: str) -> dict[str, dict[str, Any]]:
+    """Every finished run in the run ledger (the `agentd_runs` bucket), by message id."""
+    import json as _json
+
+    import nats
+    from nats.js.errors import NoKeysError
+
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value("agentd_runs")
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return {}
+        entries = {}
+        for key in keys:
+            if key.startswith("run."):
+                entry = await kv.get(key)
+                entries[key[4:]] = _json.loads(entry.value or b"{}")
+        return entries
+    finally:
+        await nc.close()

@@ -231,15 +231,33 @@ class AgentFleet:
             log.error("agent %s failed to start: %s", name, exc)
 
     async def _start_replica(self, record: AgentRecord, replica: str) -> None:
+        """Start a replica; one that dies before it is ready is retried under the agent's
+        restart policy, and after max_restarts the agent is marked failed."""
+        policy = record.agent.spec.restart
         record.replicas.add(replica)
-        try:
-            info = await self._supervisor.start(self._child_spec(record, replica))
-        except WorkerCrashed as exc:
-            record.replicas.discard(replica)
-            record.error = str(exc)
-            log.error("replica %s did not start: %s", replica, exc)
+        for attempt in range(policy.max_restarts + 1):
+            try:
+                info = await self._supervisor.start(self._child_spec(record, replica))
+            except WorkerCrashed as exc:
+                record.error = str(exc)
+                log.error("replica %s did not start (attempt %d): %s", replica, attempt + 1, exc)
+                await anyio.sleep(min(policy.backoff_initial_s * 2**attempt, policy.backoff_max_s))
+                continue
+            log.info(
+                "replica %s ready (pid %s, version %s)", replica, info.pid, record.agent.version
+            )
             return
-        log.info("replica %s ready (pid %s, version %s)", replica, info.pid, record.agent.version)
+        record.replicas.discard(replica)
+        record.state = "failed"
+        self._recorder.record(
+            "agent.failed",
+            agent=record.name,
+            replica=replica,
+            decision="failed",
+            reason=f"did not start in {policy.max_restarts + 1} attempts: {record.error}",
+            lineage={"agent_version": record.agent.version},
+        )
+        await self._event("failed", agent=record.name, child=replica, reason=record.error)
 
     async def _stop_replica(self, record: AgentRecord, replica: str) -> None:
         try:
@@ -316,6 +334,8 @@ class AgentFleet:
                         "version": live.get("version", record.agent.version),
                     }
                 )
+            if replicas and all(r["state"] == "failed" for r in replicas):
+                record.state = "failed"
             rows.append(
                 {
                     "agent": name,

@@ -45,9 +45,23 @@ def main(argv: list[str] | None = None) -> int:
     except AgentdError as exc:
         print(f"agentd.worker: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # raised inside the task group
+        matched, _ = group.split(AgentdError)
+        if matched is None:
+            raise
+        for error in _leaves(matched):
+            print(f"agentd.worker: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[AgentdError]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 if __name__ == "__main__":

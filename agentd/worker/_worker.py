@@ -51,6 +51,9 @@ class AgentWorker:
     def __init__(self, settings: WorkerSettings, agent: LoadedAgent) -> None:
         self.settings = settings
         self.agent = agent
+        # the agent's name as the daemon knows it: a spawned instance runs its template's spec
+        # under its own name, inbox and leases
+        self.name = settings.agent
         self.subjects = Subjects(settings.prefix)
         self._draining = anyio.Event()
         self._resumed = anyio.Event()
@@ -79,20 +82,20 @@ class AgentWorker:
         nc = await connect(self.settings.nats_url, name=f"agentd-worker-{self.settings.replica}")
         try:
             self._nc, self._js = nc, nc.jetstream()
-            consumer = self.subjects.inbox_consumer(self.agent.name)
+            consumer = self.subjects.inbox_consumer(self.name)
             psub = await self._js.pull_subscribe_bind(consumer, stream=self.subjects.inbox_stream)
             info = await psub.consumer_info()
             self._max_deliver = info.config.max_deliver or 1
             self._ack_wait_s = info.config.ack_wait or 30.0
             kv = await self._js.key_value(self.subjects.runs_bucket)
             self._ledger = RunLedger(
-                kv, agent=self.agent.name, replica=self.settings.replica, lease_s=self._ack_wait_s
+                kv, agent=self.name, replica=self.settings.replica, lease_s=self._ack_wait_s
             )
             self._context = AgentContext(
-                nc, self.subjects, self.agent.name, self.settings.replica, self.settings.params
+                nc, self.subjects, self.name, self.settings.replica, self.settings.params
             )
             self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
-            commands = await nc.subscribe(self.subjects.command(self.agent.name), cb=self._command)
+            commands = await nc.subscribe(self.subjects.command(self.name), cb=self._command)
             async with self._checkpoints(), anyio.create_task_group() as service:
                 service.start_soon(self._heartbeat)
                 service.start_soon(self._keep_in_progress)
@@ -125,9 +128,7 @@ class AgentWorker:
         assert self.settings.state_dir is not None
         folder = self.settings.state_dir / "checkpoints"
         folder.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(
-            str(folder / f"{self.agent.name}.sqlite")
-        ) as saver:
+        async with AsyncSqliteSaver.from_conn_string(str(folder / f"{self.name}.sqlite")) as saver:
             graph.checkpointer = saver  # type: ignore[attr-defined]
             yield
 
@@ -219,7 +220,7 @@ class AgentWorker:
                     log.warning("run %s (attempt %d) failed: %s", run.run_id, attempt, error)
                     if attempt >= self._max_deliver:
                         with anyio.CancelScope(shield=True):
-                            await self._dead_letter(msg, message, error)
+                            await self._dead_letter(msg, message, error, attempts=attempt)
                             failure = self._result(message, run, started, ok=False, error=error)
                             await self._reply(message, failure)
                         settled = True
@@ -268,7 +269,7 @@ class AgentWorker:
             ok=ok,
             message_id=message.id,
             run_id=run.run_id,
-            agent=self.agent.name,
+            agent=self.name,
             replica=self.settings.replica,
             output=output,
             error=error,
@@ -299,18 +300,18 @@ class AgentWorker:
         with contextlib.suppress(Exception):
             await msg.in_progress()
 
-    async def _dead_letter(self, msg: Msg, message: Message | None, error: str) -> None:
+    async def _dead_letter(
+        self, msg: Msg, message: Message | None, error: str, *, attempts: int = 1
+    ) -> None:
         assert self._js is not None
         headers = {
             "Agentd-Error": error[:1000].replace("\n", " "),
-            "Agentd-Agent": self.agent.name,
-            "Agentd-Deliveries": str(msg.metadata.num_delivered if msg.metadata else 1),
+            "Agentd-Agent": self.name,
+            "Agentd-Deliveries": str(attempts),
         }
         if message is not None:
             headers["Nats-Msg-Id"] = f"dlq-{message.id}-{time.time_ns()}"
-        await self._js.publish(
-            self.subjects.dead_letter(self.agent.name), msg.data, headers=headers
-        )
+        await self._js.publish(self.subjects.dead_letter(self.name), msg.data, headers=headers)
         await msg.term()
         self._stats["dead_lettered"] += 1
 
@@ -362,7 +363,7 @@ class AgentWorker:
 
     async def _publish_heartbeat(self, state: str) -> None:
         beat = {
-            "agent": self.agent.name,
+            "agent": self.name,
             "replica": self.settings.replica,
             "pid": os.getpid(),
             "version": self.agent.version,
@@ -375,8 +376,6 @@ class AgentWorker:
         if self._nc is None:
             return
         try:
-            await self._nc.publish(
-                self.subjects.heartbeat(self.agent.name), json.dumps(beat).encode()
-            )
+            await self._nc.publish(self.subjects.heartbeat(self.name), json.dumps(beat).encode())
         except Exception as exc:  # reconnecting: the next beat will go through
             log.debug("heartbeat not sent: %s", exc)

@@ -318,3 +318,17 @@ async def ledger_entries(url: str) -> dict[str, dict[str, Any]]:
         return entries
     finally:
         await nc.close()
+
+
+def decision_records(state_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """Records in a daemon's decision log (read-only; the daemon may still be writing)."""
+    import json as _json
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{state_dir / 'decisions.db'}?mode=ro", uri=True)
+    try:
+        query = "SELECT body FROM records" + (" WHERE kind = ?" if kind else "") + " ORDER BY seq"
+        rows = db.execute(query, (kind,) if kind else ()).fetchall()
+    finally:
+        db.close()
+    return [_json.loads(body) for (body,) in rows]

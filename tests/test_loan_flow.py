@@ -75,6 +75,17 @@ def test_validation_uses_the_default_id_when_the_application_has_none() -> None:
     assert application is not None and application["application_id"] == "conv-9"
 
 
+def test_a_conversation_id_that_cannot_serve_as_an_application_id_is_named() -> None:
+    application, problems = intake_rules.validate_application(
+        {"applicant": "Ada", "amount": 1}, default_id="my loan"
+    )
+    assert application is None
+    assert problems == [
+        "application_id: required, as the conversation id 'my loan' cannot serve as one "
+        "(1-64 letters, digits, '_', '.' or '-', starting with a letter or digit)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("submitted", "expected"),
     [
@@ -85,7 +96,9 @@ def test_validation_uses_the_default_id_when_the_application_has_none() -> None:
         ({"applicant": "Ada", "amount": True}, ["amount: must be a number, got True"]),
         ({"applicant": "Ada", "amount": "lots"}, ["amount: must be a number, got 'lots'"]),
         ({"applicant": "Ada", "amount": "nan"}, ["amount: must be a finite number"]),
-        ({"applicant": "Ada", "amount": -5}, ["amount: must be above 0"]),
+        ({"applicant": "Ada", "amount": -5}, ["amount: must be from 0.01 to 10,000,000.00"]),
+        ({"applicant": "Ada", "amount": 0.004}, ["amount: must be from 0.01"]),
+        ({"applicant": "Ada", "amount": 2e7}, ["amount: must be from 0.01"]),
         ({"applicant": " ", "amount": 5}, ["applicant: must not be empty"]),
         ({"applicant": "Ada", "amount": 5, "income": -1}, ["income: must not be negative"]),
         ({"applicant": "Ada", "amount": 5, "term_months": 7.5}, ["term_months: must be a whole"]),
@@ -370,6 +383,16 @@ async def test_a_malformed_application_is_rejected_without_asking_anyone() -> No
     agents = InProcessAgents()
     result = await intake_graph.build(agents).ainvoke(["not", "an", "object"])
     assert result["status"] == "rejected" and result["decision"] is None
+    assert result["application_id"] is None and result["run_id"] == "run-intake"
+    assert agents.asked == []
+
+
+@pytest.mark.anyio
+async def test_a_rejection_names_the_application_id_it_was_sent_with() -> None:
+    agents = InProcessAgents()
+    result = await intake_graph.build(agents).ainvoke({"application_id": 4711, "amount": 0})
+    assert result["application_id"] == "4711" and result["status"] == "rejected"
+    assert [r["detail"].split(":")[0] for r in result["reasons"]] == ["applicant", "amount"]
     assert agents.asked == []
 
 

@@ -155,9 +155,12 @@ def _output(decision: Decision) -> DecisionOutput:
 
 
 def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None
-    return value if isinstance(value, str) else str(value) if isinstance(value, int) else None
+    """An application id as sent, for the reply to a rejected application."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 class IntakeGraph:

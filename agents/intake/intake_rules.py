@@ -105,15 +105,19 @@ def _number(value: Any, field: str, problems: list[str]) -> float | None:
 
 
 def _application_id(value: Any, default_id: str, problems: list[str]) -> str | None:
+    rule = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
     if value is None:
-        value = default_id
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if not APPLICATION_ID.match(default_id):
+            problems.append(
+                f"application_id: required, as the conversation id {default_id!r} cannot "
+                f"serve as one ({rule})"
+            )
+            return None
+        return default_id
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         value = str(value)
     if not isinstance(value, str) or not APPLICATION_ID.match(value.strip()):
-        problems.append(
-            "application_id: must be 1-64 letters, digits, '_', '.' or '-' "
-            f"(starting with a letter or digit), got {value!r}"
-        )
+        problems.append(f"application_id: must be {rule}, got {value!r}")
         return None
     return value.strip()
 
@@ -160,9 +164,10 @@ def validate_application(
         problems.append("amount: required (the amount to borrow)")
     else:
         amount = _number(submitted["amount"], "amount", problems)
-        if amount is not None and not 0 < amount <= AMOUNT_PLAUSIBLE_MAX:
+        # judged in cents, as lent: 0.004 would become a loan of 0.00
+        if amount is not None and not 0.01 <= round(amount, 2) <= AMOUNT_PLAUSIBLE_MAX:
             problems.append(
-                f"amount: must be above 0 and at most {AMOUNT_PLAUSIBLE_MAX:,.0f}, got {amount:g}"
+                f"amount: must be from 0.01 to {AMOUNT_PLAUSIBLE_MAX:,.2f}, got {amount:g}"
             )
             amount = None
 

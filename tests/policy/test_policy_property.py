@@ -52,24 +52,47 @@ VALUE_POOL: list[Any] = [
     "https://bad.example/", "https://good.example@bad.example/", "ftp://good.example/",
     "https://good.example\\@bad.example", "https://GOOD.example/", "https://good.example:99999/",
     "https://[::1]/", "https://good.example./", " https://good.example/", "short", "too long!",
+    "https://evil.example@good.example/", "https://api.creditbureau.example/v1",
+    "https://api.creditbureau.example.evil.example/", "http://rates.example.org:443/x",
     [], [1, 2], ["p1"], {}, {"note": "short"}, {"note": "much too long"}, {"note": 5},
     {"x": {"note": "n"}}, math.nan, math.inf, -math.inf,
 ]
 values = st.one_of(st.sampled_from(VALUE_POOL), st.integers(min_value=-5, max_value=2000),
                    st.floats(), st.text(max_size=10))
-arguments = st.one_of(
-    st.none(),
-    st.fixed_dictionaries({}, optional={key: values for key in
-                                        ("amount", "payee", "url", "q", "meta", "other")}),
-)
+# Per argument, values at the boundaries of the generated constraints, mixed with any value.
+by_argument = {
+    "amount": st.one_of(st.sampled_from([100, 101, 1000, 1000.0, 1001]),
+                        st.sampled_from([0, 1, 100.0, 1000.5, "100", 10000, 10001, 50000,
+                                         50000.0, 50001]), values),
+    "payee": st.one_of(st.sampled_from(["p1", "p2", 3, True, 3.0, "3", 1, False]),
+                       st.sampled_from(["acct-1001", "acct-2002", "acct-9999", "ACCT-1001"]),
+                       values),
+    "applicant_id": st.one_of(st.sampled_from(["A-1001", "A-12", "a-1001", "A-1001 ", "A-"]),
+                              values),
+    "query": st.one_of(st.sampled_from(["SELECT 1", "select a from b; drop table b",
+                                        "DELETE FROM x", "WITH a AS (SELECT 1) SELECT * FROM a",
+                                        "select * into t from x", "select 1;"]), values),
+    "url": st.one_of(st.sampled_from([v for v in VALUE_POOL if isinstance(v, str)]), values),
+    "q": st.one_of(st.sampled_from(["select a", "SELECT x y", "select drop", "select 1;"]),
+                   values),
+    "meta": st.one_of(st.sampled_from([{}, {"note": "short"}, {"note": "much too long"},
+                                       {"note": ["a"]}, "note"]), values),
+    "other": values,
+}
+arguments = st.one_of(st.none(), st.fixed_dictionaries({}, optional=by_argument))
 BATCH = 50  # requests per Hypothesis example: drawing a batch costs a fifth of single examples
 
 
-def _batches(subjects: list[str], objects: list[str],
-             actions: list[str]) -> st.SearchStrategy[list[Request]]:
+def _batches(subjects: list[str], objects: list[str], actions: list[str], tools: list[str],
+             callers: list[str]) -> st.SearchStrategy[list[Request]]:
     request = st.builds(Request, st.sampled_from(subjects), st.sampled_from(objects),
                         st.sampled_from(actions), arguments)
-    return st.lists(request, min_size=BATCH, max_size=BATCH)
+    # Half the requests are calls of the tools that have constraints, mostly by subjects that
+    # may call them, so that the arguments matter.
+    tool_call = st.builds(Request, st.sampled_from(callers) | st.sampled_from(subjects),
+                          st.sampled_from(tools), st.just("call"),
+                          st.fixed_dictionaries({}, optional=by_argument))
+    return st.lists(st.one_of(request, tool_call), min_size=BATCH, max_size=BATCH)
 
 
 def _checker(directory: Path) -> tuple[Callable[[Request], None], Counter[str]]:
@@ -112,6 +135,12 @@ def _checker(directory: Path) -> tuple[Callable[[Request], None], Counter[str]]:
     return check, seen
 
 
+def _callers(directory: Path, subjects: list[str], tools: list[str]) -> list[str]:
+    """The subjects the oracle lets call at least one of `tools`."""
+    oracle = Oracle(directory)
+    return [s for s in subjects if any(oracle.access(s, t, "call")[0] == "allow" for t in tools)]
+
+
 def _finite_json(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
@@ -129,8 +158,10 @@ def test_ten_thousand_random_requests_match_oracle_and_raw_casbin(tmp_path: Path
     objects = [*OBJECTS, *EDGE_OBJECTS]
     actions = [*ACTIONS, "*", "other"]
 
+    tools = ["tool:pay", "tool:fetch", "tool:query", "tool:grp.a"]
+
     @_profile(10_000 // BATCH)
-    @given(_batches(subjects, objects, actions))
+    @given(_batches(subjects, objects, actions, tools, _callers(tmp_path, subjects, tools)))
     def run(requests: list[Request]) -> None:
         for request in requests:
             check(request)
@@ -154,9 +185,10 @@ def test_random_requests_on_the_example_policy(policy_dir: Path) -> None:
                                                                       if "*" not in r[2]}
                      | {"tool:loanshark", "tool:loan.", "ctl:"})
     actions = sorted({r[3] for r in oracle.rules} - {"*"} | {"*", "other"})
+    tools = sorted({f"tool:{c['tool']}" for c in oracle.constraints})
 
     @_profile(2_000 // BATCH)
-    @given(_batches(subjects, objects, actions))
+    @given(_batches(subjects, objects, actions, tools, _callers(policy_dir, subjects, tools)))
     def run(requests: list[Request]) -> None:
         for request in requests:
             check(request)
@@ -184,3 +216,29 @@ def test_a_nine_link_chain_is_followed_like_casbin_and_a_tenth_is_rejected(
     with pytest.raises(PolicyError) as caught:
         point.reload(policy_dir)
     assert "policy.csv:1: role chain from 'agentx' is 10 links long" in caught.value.problems[0]
+
+
+def test_every_pooled_value_of_every_argument_alone(tmp_path: Path) -> None:
+    """Systematic complement of the random test: each pooled value as the only argument, for
+    every subject that may call a constrained tool, so no boundary depends on luck."""
+    write_random_policy(tmp_path, seed=7, rules=100, links=40)
+    point = DecisionPoint.from_dir(tmp_path)
+    oracle = Oracle(tmp_path)
+    subjects = [*AGENTS, *OPERATORS, *ROLES]
+    tools = ["tool:pay", "tool:fetch", "tool:query", "tool:grp.a"]
+    callers = _callers(tmp_path, subjects, tools)
+    pool = [*VALUE_POOL, 100, 101, 1000, 1000.0, 1001, 1000.5, "p1", "p2", 3, 3.0, True]
+    outcomes: Counter[str] = Counter()
+    for subject in callers:
+        for tool in tools:
+            for key in ("amount", "payee", "url", "q", "meta"):
+                for value in pool:
+                    args = {key: value}
+                    if key != "amount":  # `pay` requires an amount: give it a valid one
+                        args["amount"] = 5
+                    decision = point.decide(Request(subject, tool, "call", args))
+                    assert decision.effect == oracle.decide(subject, tool, "call", args), (
+                        subject, tool, args, decision)
+                    outcomes[decision.effect] += 1
+    assert len(callers) >= 5
+    assert min(outcomes.values()) >= 100 and len(outcomes) == 3, outcomes

@@ -21,10 +21,18 @@ from ._errors import PolicyError, PolicyProblem, fail
 
 _HEADER = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_-]+)\s*\]\]\s*(#.*)?$")
 _ANY_HEADER = re.compile(r"^\s*\[")
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*[\].]")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 
 M = TypeVar("M", bound=BaseModel)
+
+# Pydantic names one error per member of a union (int | float); say what is wanted instead.
+_EXPECTED = {
+    "int_type": "must be a number", "float_type": "must be a number",
+    "bool_type": "must be true or false", "string_type": "must be a string",
+    "list_type": "must be a list", "dict_type": "must be an inline table { ... }",
+}
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,17 @@ def read_toml_entries(
     headers: list[tuple[str, int, dict[str, int]]] = []
     current: dict[str, int] | None = None
     top_level: dict[str, int] = {}
+    table_lines: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(raw)
         if header:
             current = {}
             headers.append((header.group(1), number, current))
             continue
-        if _ANY_HEADER.match(raw):
+        table = _TABLE.match(raw)
+        if table:
+            table_lines.setdefault(table.group(1), number)
+        if table or _ANY_HEADER.match(raw):
             current = None
             continue
         key = _KEY.match(raw)
@@ -77,7 +89,8 @@ def read_toml_entries(
     problems: list[PolicyProblem] = []
     for name, value in data.items():
         if name not in tables:
-            line = top_level.get(name) or next((h[1] for h in headers if h[0] == name), 1)
+            line = (top_level.get(name) or table_lines.get(name)
+                    or next((h[1] for h in headers if h[0] == name), 1))
             allowed = ", ".join(f"[[{t}]]" for t in sorted(tables))
             problems.append(PolicyProblem(file, line, f"unknown table or key {name!r}; "
                                                       f"this file holds only {allowed}"))
@@ -119,8 +132,10 @@ def validate_entry(
             if key in reported:  # a union reports once per member type: keep the first
                 continue
             reported.add(key)
-            if error["type"] in ("int_type", "float_type", "bool_type", "string_type"):
-                loc = loc[:1]
+            expected = _EXPECTED.get(error["type"])
+            if expected is not None:
+                problems.append(PolicyProblem(file, entry.line_of(key), f"{key}: {expected}"))
+                continue
             where = ".".join(str(part) for part in loc) or f"[[{entry.table}]]"
             if error["type"] == "extra_forbidden":
                 message = f"unknown field {where!r} in [[{entry.table}]]"

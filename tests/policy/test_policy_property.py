@@ -24,13 +24,13 @@ from agentd.policy import DecisionPoint, PolicyError, Request
 from .policy_gen import (
     ACTIONS,
     AGENTS,
-    EXAMPLES,
     OBJECTS,
     OPERATORS,
     ROLES,
     write_random_policy,
 )
 from .policy_oracle import Oracle
+
 
 def _profile(examples: int) -> settings:
     """Deterministic (derandomized, no example database): CI runs the same requests each time."""

@@ -8,7 +8,8 @@ only decides: its only I/O is reading its own policy files. See README.md in thi
 """
 
 from ._approval import ApprovalBinding, args_digest, canonical_args
-from ._constraints import ApprovalCheck, ArgumentCheck, ConstraintSet, url_host
+from ._checks import url_host
+from ._constraints import ApprovalCheck, ArgumentCheck, ConstraintSet
 from ._decision import DecisionPoint, Explanation, RuleTrace
 from ._errors import PolicyError, PolicyProblem
 from ._golden import GoldenReport, GoldenResult, run_golden_tables

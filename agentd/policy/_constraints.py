@@ -28,15 +28,14 @@ Rule names are `constraints.toml:LINE [tool].arg CHECK`, LINE being the line of 
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from ._checks import CHECKS, MISSING, describe, is_number, lookup, same_value
 from ._errors import PolicyError, PolicyProblem
 from ._toml_entries import TomlEntry, read_toml_entries, validate_entry
 
@@ -45,7 +44,6 @@ Scalar = str | int | float | bool
 _TOOL = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _ARG = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-_MISSING: Any = object()
 
 
 class _ConstraintEntry(BaseModel):
@@ -72,125 +70,6 @@ class _ApprovalEntry(BaseModel):
     always: bool | None = None
 
 
-def _is_number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return not isinstance(value, float) or math.isfinite(value)
-
-
-def _same_value(a: object, b: object) -> bool:
-    """Equality by JSON type: `1` is not `true`, `"1"` is not `1`, `1` equals `1.0`."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if _is_number(a) and _is_number(b):
-        return a == b
-    return isinstance(a, str) and isinstance(b, str) and a == b
-
-
-def url_host(value: object) -> tuple[str | None, str]:
-    """The lower-case host of an http(s) URL, or None and why it is not acceptable."""
-    if not isinstance(value, str):
-        return None, "is not a string URL"
-    if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in value):
-        return None, "contains whitespace, control characters or backslashes"
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises ValueError on a malformed port
-    except ValueError as exc:
-        return None, f"is not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return None, f"has scheme {parts.scheme!r}, not http or https"
-    if "@" in parts.netloc:
-        return None, "carries user info (`user@host`)"
-    if not parts.hostname:
-        return None, "has no host"
-    return parts.hostname, ""
-
-
-def _describe(values: list[Any]) -> str:
-    return json.dumps(values)
-
-
-# Each check returns None when the value passes, else the reason it fails.
-Check = Callable[[Any, Any], str | None]
-
-
-def _check_required(value: Any, _: Any) -> str | None:
-    return "is required but absent" if value is _MISSING else None
-
-
-def _check_min(value: Any, bound: Any) -> str | None:
-    if not _is_number(value):
-        return f"= {json.dumps(value, default=repr)} is not a finite number"
-    return None if value >= bound else f"= {value} is below the minimum {bound}"
-
-
-def _check_max(value: Any, bound: Any) -> str | None:
-    if not _is_number(value):
-        return f"= {json.dumps(value, default=repr)} is not a finite number"
-    return None if value <= bound else f"= {value} exceeds the maximum {bound}"
-
-
-def _check_one_of(value: Any, allowed: Any) -> str | None:
-    if any(_same_value(value, a) for a in allowed):
-        return None
-    return f"= {json.dumps(value, default=repr)} is not one of {_describe(allowed)}"
-
-
-def _check_host_in(value: Any, hosts: Any) -> str | None:
-    host, why = url_host(value)
-    if host is None:
-        return f"= {json.dumps(value, default=repr)} {why}"
-    return None if host in hosts else f"host {host!r} is not in {_describe(sorted(hosts))}"
-
-
-def _check_regex(value: Any, pattern: Any) -> str | None:
-    if not isinstance(value, str):
-        return "is not a string"
-    return None if pattern.fullmatch(value) else f"does not match /{pattern.pattern}/"
-
-
-def _check_not_regex(value: Any, pattern: Any) -> str | None:
-    if not isinstance(value, str):
-        return "is not a string"
-    found = pattern.search(value)
-    if found is None:
-        return None
-    return f"contains {found.group(0)!r}, forbidden by /{pattern.pattern}/"
-
-
-def _check_max_length(value: Any, limit: Any) -> str | None:
-    if not isinstance(value, str | list):
-        return "is neither a string nor a list"
-    return None if len(value) <= limit else f"has length {len(value)}, more than {limit}"
-
-
-_CHECKS: dict[str, tuple[Check, Callable[[Any], str]]] = {
-    "required": (_check_required, lambda _: "is required"),
-    "min": (_check_min, lambda n: f">= {n}"),
-    "max": (_check_max, lambda n: f"<= {n}"),
-    "one_of": (_check_one_of, lambda v: f"in {_describe(v)}"),
-    "host_in": (_check_host_in, lambda v: f"host in {_describe(sorted(v))}"),
-    "regex": (_check_regex, lambda p: f"matches /{p.pattern}/"),
-    "not_regex": (_check_not_regex, lambda p: f"does not match /{p.pattern}/"),
-    "max_length": (_check_max_length, lambda n: f"length <= {n}"),
-}
-
-
-def lookup(args: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
-    """The value at a dotted path in the arguments, or the `_MISSING` sentinel."""
-    value: Any = args if args is not None else {}
-    for part in path:
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
-def is_missing(value: object) -> bool:
-    return value is _MISSING
-
-
 @dataclass(frozen=True)
 class ArgumentCheck:
     """One check of one argument of one tool; `rule` is its name in decisions."""
@@ -205,9 +84,9 @@ class ArgumentCheck:
     def failure(self, args: Mapping[str, Any] | None) -> str | None:
         """None when `args` pass this check, else why they fail."""
         value = lookup(args, tuple(self.arg.split(".")))
-        if value is _MISSING and self.op != "required":
+        if value is MISSING and self.op != "required":
             return None
-        reason = _CHECKS[self.op][0](value, self.operand)
+        reason = CHECKS[self.op][0](value, self.operand)
         return None if reason is None else f"argument {self.arg!r} {reason}"
 
 
@@ -230,17 +109,17 @@ class ApprovalCheck:
         value = lookup(args, tuple(self.arg.split(".")))
         name = f"argument {self.arg!r}"
         if self.op in ("above", "below"):
-            if value is _MISSING:
+            if value is MISSING:
                 return f"{name} is absent (needs approval when {self.op} {self.operand})"
-            if not _is_number(value):
+            if not is_number(value):
                 return (f"{name} = {json.dumps(value, default=repr)} is not a number (needs "
                         f"approval when {self.op} {self.operand})")
             if self.op == "above" and value > self.operand:
                 return f"{name} = {value} is above {self.operand}"
             if self.op == "below" and value < self.operand:
                 return f"{name} = {value} is below {self.operand}"
-        elif any(_same_value(value, a) for a in self.operand):
-            return f"{name} = {json.dumps(value)} is one of {_describe(list(self.operand))}"
+        elif any(same_value(value, a) for a in self.operand):
+            return f"{name} = {json.dumps(value)} is one of {describe(list(self.operand))}"
         return None
 
 
@@ -328,7 +207,7 @@ def _constraint_checks(file: str, entry: TomlEntry, c: _ConstraintEntry,
     for key in ("min", "max"):
         bound = getattr(c, key)
         if bound is not None:
-            if _is_number(bound):
+            if is_number(bound):
                 operands[key] = bound
             else:
                 bad(key, "must be a finite number")
@@ -359,13 +238,13 @@ def _constraint_checks(file: str, entry: TomlEntry, c: _ConstraintEntry,
             bad("max_length", "must be 0 or more")
     if not operands and len(problems) == before:
         problems.append(PolicyProblem(file, entry.line, f"[[constraint]] for {c.tool}.{c.arg} "
-                                      f"has no check; use one of {sorted(_CHECKS)}"))
+                                      f"has no check; use one of {sorted(CHECKS)}"))
     if len(problems) != before:
         return []
     result = []
     for op, operand in operands.items():
         line = entry.line_of(op)
-        summary = _CHECKS[op][1](operand)
+        summary = CHECKS[op][1](operand)
         result.append(ArgumentCheck(f"{file}:{line} [{c.tool}].{c.arg} {summary}", line,
                                     c.tool, c.arg, op, operand))
     return result
@@ -379,7 +258,7 @@ def _approval_checks(file: str, entry: TomlEntry, a: _ApprovalEntry,
     for key in ("above", "below"):
         bound = getattr(a, key)
         if bound is not None:
-            if not _is_number(bound):
+            if not is_number(bound):
                 problems.append(PolicyProblem(file, entry.line_of(key), f"{key}: must be a "
                                               "finite number"))
                 return []
@@ -403,7 +282,7 @@ def _approval_checks(file: str, entry: TomlEntry, a: _ApprovalEntry,
         return []
     line = entry.line_of(op)
     if op == "one_of":
-        summary = f"in {_describe(list(operand))}"
+        summary = f"in {describe(list(operand))}"
     else:
         summary = {"above": f"> {operand}", "below": f"< {operand}", "always": "always"}[op]
     target = f"[{a.tool}]" if a.arg is None else f"[{a.tool}].{a.arg}"

@@ -30,12 +30,14 @@ def test_example_golden_tables_pass() -> None:
 def test_golden_access_answers_agree_with_raw_casbin() -> None:
     point = DecisionPoint.from_dir(EXAMPLES)
     raw = casbin.Enforcer(str(EXAMPLES / "model.conf"), str(EXAMPLES / "policy.csv"))
+    snapshot = point.policy.casbin_enforcer()  # built from the loaded snapshot's text
     report = run_golden_tables(EXAMPLES / "tests", point)
     for result in report.results:
         r = result.request
         access_allowed = result.decision.stage in ("constraint", "approval") or (
             result.decision.effect == "allow")
         assert raw.enforce(r.subject, r.object, r.action) == access_allowed, result.describe()
+        assert snapshot.enforce(r.subject, r.object, r.action) == access_allowed
 
 
 def test_a_wrong_expectation_fails_with_file_and_line(policy_dir: Path) -> None:

@@ -42,9 +42,15 @@ def generate(directory: Path, *, rules: int, links: int, seed: int) -> dict[str,
     operators = [f"operator:op{i}" for i in range(20)]
     roles = [f"role:r{i}" for i in range(40)]
     tools = [f"tool:svc{i // 10}.op{i % 10}" for i in range(200)]
-    objects = [*tools, *(f"agent:{a}" for a in agents[:50]), "model:main", "model:large",
-               *(f"ctl:{v}" for v in ("status", "logs", "scale", "restart", "approve")),
-               "api:register", "api:heartbeat"]
+    objects = [
+        *tools,
+        *(f"agent:{a}" for a in agents[:50]),
+        "model:main",
+        "model:large",
+        *(f"ctl:{v}" for v in ("status", "logs", "scale", "restart", "approve")),
+        "api:register",
+        "api:heartbeat",
+    ]
     wildcards = [f"tool:svc{i}.*" for i in range(20)] + ["tool:*", "ctl:*", "agent:*", "model:*"]
     actions = ["call", "send", "infer", "spawn", "status", "logs", "scale", "register"]
 
@@ -76,9 +82,12 @@ def generate(directory: Path, *, rules: int, links: int, seed: int) -> dict[str,
     (directory / "policy.csv").write_text("\n".join(lines) + "\n")
     (directory / "constraints.toml").write_text("")
     (directory / "limits.toml").write_text("")
-    return {"subjects": agents + operators + roles, "objects": objects + ["tool:svc3.new",
-            "tool:unknown", "ctl:other"], "actions": actions,
-            "near_rules": _near_rules(lines, edges, actions)}
+    return {
+        "subjects": agents + operators + roles,
+        "objects": objects + ["tool:svc3.new", "tool:unknown", "ctl:other"],
+        "actions": actions,
+        "near_rules": _near_rules(lines, edges, actions),
+    }
 
 
 def _near_rules(lines: list[str], edges: set[tuple[str, str]], actions: list[str]) -> list[str]:
@@ -106,8 +115,13 @@ def make_requests(names: dict[str, list[str]], count: int, rng: random.Random) -
             subject, obj, action = rng.choice(names["near_rules"]).split("|")
             triples.add((subject, obj, action))
         else:
-            triples.add((rng.choice(names["subjects"]), rng.choice(names["objects"]),
-                         rng.choice(names["actions"])))
+            triples.add(
+                (
+                    rng.choice(names["subjects"]),
+                    rng.choice(names["objects"]),
+                    rng.choice(names["actions"]),
+                )
+            )
     requests = []
     for i, (subject, obj, action) in enumerate(sorted(triples)):
         args = {"id": i, "query": "status"} if obj.startswith("tool:") else None
@@ -131,9 +145,11 @@ def latencies_us(fn: Callable[[Request], object], requests: Sequence[Request]) -
         fn(request)
         samples.append(clock() - start)
     samples.sort()
-    return {"p50_us": round(samples[len(samples) // 2] / 1000, 2),
-            "p99_us": round(samples[int(len(samples) * 0.99)] / 1000, 2),
-            "mean_us": round(statistics.fmean(samples) / 1000, 2)}
+    return {
+        "p50_us": round(samples[len(samples) // 2] / 1000, 2),
+        "p99_us": round(samples[int(len(samples) * 0.99)] / 1000, 2),
+        "mean_us": round(statistics.fmean(samples) / 1000, 2),
+    }
 
 
 def access_allowed(decision: Decision) -> bool:
@@ -176,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         cold = make_requests(names, 40_000, rng)
         cold_point = DecisionPoint(load_policy(directory))  # a fresh, empty decision cache
         cold_decide = throughput(cold_point.decide, cold[: len(cold) // 2])
-        cold_decide_lat = latencies_us(cold_point.decide, cold[len(cold) // 2:])
+        cold_decide_lat = latencies_us(cold_point.decide, cold[len(cold) // 2 :])
         assert len(cold_point.policy.cache) == len(cold)  # every request was a miss
         sample = cold[: options.raw_samples]
         cold_raw_start = time.perf_counter()
@@ -192,17 +208,33 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "bench": "policy.decide vs raw pycasbin enforce",
         "python": sys.version.split()[0],
-        "rules": options.rules, "role_links": options.links, "policy_load_s": round(load_s, 4),
-        "warm": {"distinct_requests": len(distinct), "decide_per_s": round(warm_decide),
-                 "raw_per_s": round(warm_raw), "speedup": round(warm_decide / warm_raw, 1),
-                 "decide": warm_decide_lat, "raw": warm_raw_lat},
-        "cold": {"distinct_requests": len(cold), "decide_per_s": round(cold_decide),
-                 "raw_per_s": round(cold_raw), "speedup": round(cold_decide / cold_raw, 1),
-                 "decide": cold_decide_lat, "raw": cold_raw_lat},
-        "answers_compared_with_raw": compared, "answers_identical": True,
+        "rules": options.rules,
+        "role_links": options.links,
+        "policy_load_s": round(load_s, 4),
+        "warm": {
+            "distinct_requests": len(distinct),
+            "decide_per_s": round(warm_decide),
+            "raw_per_s": round(warm_raw),
+            "speedup": round(warm_decide / warm_raw, 1),
+            "decide": warm_decide_lat,
+            "raw": warm_raw_lat,
+        },
+        "cold": {
+            "distinct_requests": len(cold),
+            "decide_per_s": round(cold_decide),
+            "raw_per_s": round(cold_raw),
+            "speedup": round(cold_decide / cold_raw, 1),
+            "decide": cold_decide_lat,
+            "raw": cold_raw_lat,
+        },
+        "answers_compared_with_raw": compared,
+        "answers_identical": True,
         "raw_allowed_share_in_cold_sample": round(allowed / len(sample), 3),
-        "aim": {"warm_speedup_at_least": 200, "cold_speedup_at_least": 10,
-                "met": warm_decide / warm_raw >= 200 and cold_decide / cold_raw >= 10},
+        "aim": {
+            "warm_speedup_at_least": 200,
+            "cold_speedup_at_least": 10,
+            "met": warm_decide / warm_raw >= 200 and cold_decide / cold_raw >= 10,
+        },
     }
     print(json.dumps(result, indent=2))
     return 0

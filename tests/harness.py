@@ -6,6 +6,7 @@ datagram socket the test owns, so the test waits for READY=1 (an event), never a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -114,9 +115,16 @@ def write_config(
     agents_dir: Path | None = None,
     extra: str = "",
     drain_grace_s: float = 5.0,
+    enabled: list[str] | None = None,
 ) -> Path:
+    """A config for a test daemon: embedded NATS on a free port, state under `directory`.
+    Without `agents_dir` it runs the examples' echo agent only (or `enabled` of them)."""
     port = port or free_port()
     agents = agents_dir or REPO / "agents"
+    if agents_dir is None and enabled is None:
+        enabled = ["echo"]
+    if enabled is not None:
+        extra = f"enabled = {json.dumps(enabled)}\n{extra}"
     text = f"""
 [daemon]
 state_dir = "{directory / "state"}"

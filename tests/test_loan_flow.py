@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.harness import REPO, DaemonProcess, running_daemon, write_config
+from tests.harness import REPO, DaemonProcess, decision_records, running_daemon, write_config
 
 # Each agent's folder is its import root, as in its worker process (agentd.worker.load_graph).
 for _agent in ("intake", "underwriter", "compliance"):
@@ -408,7 +409,10 @@ async def test_an_agent_that_does_not_answer_fails_the_run_instead_of_deciding()
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    with running_daemon(write_config(tmp_path_factory.mktemp("loan"))) as d:
+    config = write_config(
+        tmp_path_factory.mktemp("loan"), enabled=["echo", "intake", "underwriter", "compliance"]
+    )
+    with running_daemon(config) as d:
         yield d
         assert d.stop() == 0
 
@@ -420,10 +424,16 @@ def _apply(daemon: DaemonProcess, application: Any, *options: str) -> dict[str, 
     return result
 
 
-def _routed(daemon: DaemonProcess) -> list[dict[str, Any]]:
-    journal = daemon.dir / "state" / "decisions.jsonl"
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
-    return [r for r in records if r["kind"] == "message.routed"]
+def _routed(daemon: DaemonProcess, *, at_least: int) -> list[dict[str, Any]]:
+    """The router's `message.routed` decisions, as {from, to, conversation_id}; the recorder
+    writes in batches, so wait briefly for the expected number."""
+    deadline = time.monotonic() + 5
+    while True:
+        records = decision_records(daemon.dir / "state", "message.routed")
+        routed = [{**r["inputs"], "conversation_id": r["conversation_id"]} for r in records]
+        if len(routed) >= at_least or time.monotonic() > deadline:
+            return routed
+        time.sleep(0.05)
 
 
 DECISION_KEYS = {
@@ -537,7 +547,7 @@ def test_loan_flow_through_the_daemon(daemon: DaemonProcess) -> None:
 
     # the router's journal: each application's asks travel under its id, one of each, and the
     # malformed application reached nobody
-    routed = _routed(daemon)
+    routed = _routed(daemon, at_least=10)
     from_intake = [r for r in routed if r["from"] == "intake"]
     assert len(from_intake) == 6
     for application_id in ("A-1001", "4711", "L-7"):

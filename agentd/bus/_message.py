@@ -46,6 +46,8 @@ class RunResult(BaseModel):
     output: JsonValue = None
     error: str | None = None
     duration_s: float = 0.0
+    received_at: float | None = None
+    """Wall-clock time the replica received the message (delivery latency = this - sent_at)."""
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

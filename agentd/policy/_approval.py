@@ -29,8 +29,9 @@ def canonical_args(args: Mapping[str, Any] | None) -> str:
     if not args:
         return "{}"
     try:
-        return json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        return json.dumps(
+            args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"arguments are not canonical JSON: {exc}") from None
 
@@ -57,27 +58,41 @@ class ApprovalBinding:
     expires_at: float
 
     @classmethod
-    def for_request(cls, request: Request, decision: Decision, *, ttl_s: float,
-                    now: float | None = None) -> ApprovalBinding:
+    def for_request(
+        cls, request: Request, decision: Decision, *, ttl_s: float, now: float | None = None
+    ) -> ApprovalBinding:
         """Bind an approval of `request`, which `decision` said needs approval, for `ttl_s`."""
         if decision.effect != "approval_required":
             raise ValueError(f"decision is {decision.effect!r}, not 'approval_required'")
         if not (ttl_s > 0 and math.isfinite(ttl_s)):
             raise ValueError("ttl_s must be a positive number of seconds")
         start = time.time() if now is None else now
-        return cls(request.subject, request.object, request.action, args_digest(request.args),
-                   decision.policy_version, decision.rule, start + ttl_s)
+        return cls(
+            request.subject,
+            request.object,
+            request.action,
+            args_digest(request.args),
+            decision.policy_version,
+            decision.rule,
+            start + ttl_s,
+        )
 
-    def mismatch(self, request: Request, *, policy_version: str,
-                 now: float | None = None) -> str | None:
+    def mismatch(
+        self, request: Request, *, policy_version: str, now: float | None = None
+    ) -> str | None:
         """None when this approval covers `request` now, else why it does not."""
         current = time.time() if now is None else now
         if current >= self.expires_at:
             return f"the approval expired {current - self.expires_at:.1f}s ago"
         if (request.subject, request.object, request.action) != (
-                self.subject, self.object, self.action):
-            return (f"the approval is for {self.subject} {self.action} {self.object}, not "
-                    f"{request.subject} {request.action} {request.object}")
+            self.subject,
+            self.object,
+            self.action,
+        ):
+            return (
+                f"the approval is for {self.subject} {self.action} {self.object}, not "
+                f"{request.subject} {request.action} {request.object}"
+            )
         if policy_version != self.policy_version:
             return "the policy changed since the approval"
         try:

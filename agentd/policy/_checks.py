@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 MISSING: Any = object()  # the value of an absent argument
 
+
 def is_number(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False

@@ -112,8 +112,10 @@ class ApprovalCheck:
             if value is MISSING:
                 return f"{name} is absent (needs approval when {self.op} {self.operand})"
             if not is_number(value):
-                return (f"{name} = {json.dumps(value, default=repr)} is not a number (needs "
-                        f"approval when {self.op} {self.operand})")
+                return (
+                    f"{name} = {json.dumps(value, default=repr)} is not a number (needs "
+                    f"approval when {self.op} {self.operand})"
+                )
             if self.op == "above" and value > self.operand:
                 return f"{name} = {value} is above {self.operand}"
             if self.op == "below" and value < self.operand:
@@ -171,26 +173,37 @@ def parse_constraints(file: str, text: str) -> ConstraintSet:
     by_approval: dict[str, list[ApprovalCheck]] = {}
     for approval_check in sorted(approvals, key=lambda c: c.line):
         by_approval.setdefault(f"tool:{approval_check.tool}", []).append(approval_check)
-    return ConstraintSet({k: tuple(v) for k, v in by_check.items()},
-                         {k: tuple(v) for k, v in by_approval.items()})
+    return ConstraintSet(
+        {k: tuple(v) for k, v in by_check.items()}, {k: tuple(v) for k, v in by_approval.items()}
+    )
 
 
-def _check_names(file: str, entry: TomlEntry, tool: str, arg: str | None,
-                 problems: list[PolicyProblem]) -> bool:
+def _check_names(
+    file: str, entry: TomlEntry, tool: str, arg: str | None, problems: list[PolicyProblem]
+) -> bool:
     ok = True
     if not _TOOL.fullmatch(tool):
-        problems.append(PolicyProblem(file, entry.line_of("tool"), f"tool {tool!r} is not a "
-                                      "tool name (letters, digits, _ - and dots; no wildcards)"))
+        problems.append(
+            PolicyProblem(
+                file,
+                entry.line_of("tool"),
+                f"tool {tool!r} is not a tool name (letters, digits, _ - and dots; no wildcards)",
+            )
+        )
         ok = False
     if arg is not None and not _ARG.fullmatch(arg):
-        problems.append(PolicyProblem(file, entry.line_of("arg"), f"arg {arg!r} is not an "
-                                      "argument name or dotted path"))
+        problems.append(
+            PolicyProblem(
+                file, entry.line_of("arg"), f"arg {arg!r} is not an argument name or dotted path"
+            )
+        )
         ok = False
     return ok
 
 
-def _constraint_checks(file: str, entry: TomlEntry, c: _ConstraintEntry,
-                       problems: list[PolicyProblem]) -> list[ArgumentCheck]:
+def _constraint_checks(
+    file: str, entry: TomlEntry, c: _ConstraintEntry, problems: list[PolicyProblem]
+) -> list[ArgumentCheck]:
     if not _check_names(file, entry, c.tool, c.arg, problems):
         return []
     operands: dict[str, Any] = {}
@@ -237,21 +250,30 @@ def _constraint_checks(file: str, entry: TomlEntry, c: _ConstraintEntry,
         else:
             bad("max_length", "must be 0 or more")
     if not operands and len(problems) == before:
-        problems.append(PolicyProblem(file, entry.line, f"[[constraint]] for {c.tool}.{c.arg} "
-                                      f"has no check; use one of {sorted(CHECKS)}"))
+        problems.append(
+            PolicyProblem(
+                file,
+                entry.line,
+                f"[[constraint]] for {c.tool}.{c.arg} has no check; use one of {sorted(CHECKS)}",
+            )
+        )
     if len(problems) != before:
         return []
     result = []
     for op, operand in operands.items():
         line = entry.line_of(op)
         summary = CHECKS[op][1](operand)
-        result.append(ArgumentCheck(f"{file}:{line} [{c.tool}].{c.arg} {summary}", line,
-                                    c.tool, c.arg, op, operand))
+        result.append(
+            ArgumentCheck(
+                f"{file}:{line} [{c.tool}].{c.arg} {summary}", line, c.tool, c.arg, op, operand
+            )
+        )
     return result
 
 
-def _approval_checks(file: str, entry: TomlEntry, a: _ApprovalEntry,
-                     problems: list[PolicyProblem]) -> list[ApprovalCheck]:
+def _approval_checks(
+    file: str, entry: TomlEntry, a: _ApprovalEntry, problems: list[PolicyProblem]
+) -> list[ApprovalCheck]:
     if not _check_names(file, entry, a.tool, a.arg, problems):
         return []
     conditions: dict[str, Any] = {}
@@ -259,26 +281,42 @@ def _approval_checks(file: str, entry: TomlEntry, a: _ApprovalEntry,
         bound = getattr(a, key)
         if bound is not None:
             if not is_number(bound):
-                problems.append(PolicyProblem(file, entry.line_of(key), f"{key}: must be a "
-                                              "finite number"))
+                problems.append(
+                    PolicyProblem(file, entry.line_of(key), f"{key}: must be a finite number")
+                )
                 return []
             conditions[key] = bound
     if a.one_of is not None:
         conditions["one_of"] = tuple(a.one_of)
     if a.always is not None:
         if not a.always:
-            problems.append(PolicyProblem(file, entry.line_of("always"), "always: `always = "
-                                          "false` asks for nothing; remove it"))
+            problems.append(
+                PolicyProblem(
+                    file,
+                    entry.line_of("always"),
+                    "always: `always = false` asks for nothing; remove it",
+                )
+            )
             return []
         conditions["always"] = True
     if len(conditions) != 1:
-        problems.append(PolicyProblem(file, entry.line, "an [[approval]] needs exactly one of "
-                                      "above, below, one_of, always"))
+        problems.append(
+            PolicyProblem(
+                file,
+                entry.line,
+                "an [[approval]] needs exactly one of above, below, one_of, always",
+            )
+        )
         return []
     op, operand = next(iter(conditions.items()))
     if (op == "always") != (a.arg is None):
-        problems.append(PolicyProblem(file, entry.line_of("arg"), "`arg` is needed with above, "
-                                      "below and one_of, and not allowed with always"))
+        problems.append(
+            PolicyProblem(
+                file,
+                entry.line_of("arg"),
+                "`arg` is needed with above, below and one_of, and not allowed with always",
+            )
+        )
         return []
     line = entry.line_of(op)
     if op == "one_of":

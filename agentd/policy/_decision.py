@@ -32,8 +32,13 @@ from ._request import Decision, Request
 class DecisionPoint:
     """Holds the current `Policy` and answers `decide()`; `limiter` enforces its rate limits."""
 
-    def __init__(self, policy: Policy, *, clock: Callable[[], float] = time.monotonic,
-                 cache_size: int = 100_000) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cache_size: int = 100_000,
+    ) -> None:
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         self._policy = policy
@@ -42,8 +47,13 @@ class DecisionPoint:
         self.limiter = RateLimiter(policy.limits, clock=clock)
 
     @classmethod
-    def from_dir(cls, directory: str | Path, *, clock: Callable[[], float] = time.monotonic,
-                 cache_size: int = 100_000) -> DecisionPoint:
+    def from_dir(
+        cls,
+        directory: str | Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cache_size: int = 100_000,
+    ) -> DecisionPoint:
         """Load the policy in `directory` (raising `PolicyError`) and serve it."""
         return cls(load_policy(directory), clock=clock, cache_size=cache_size)
 
@@ -96,8 +106,9 @@ class DecisionPoint:
         cache[key] = decision
         return decision
 
-    def explain(self, subject: str, object: str, action: str,
-                args: Mapping[str, Any] | None = None) -> Explanation:
+    def explain(
+        self, subject: str, object: str, action: str, args: Mapping[str, Any] | None = None
+    ) -> Explanation:
         """The decision for a request and every rule that bears on it, with why."""
         return explain_request(self._policy, Request(subject, object, action, args))
 
@@ -125,12 +136,18 @@ class Explanation:
 
     def render(self) -> str:
         r, d = self.request, self.decision
-        lines = [f"request: {r.subject} {r.action} {r.object} args={canonical_args(r.args)}",
-                 f"decision: {d.effect.upper()} by {d.rule}", f"  {d.reason}",
-                 f"policy version: {d.policy_version}"]
-        for title, traces in (("acts as", self.acts_as), ("access rules", self.access),
-                              ("argument constraints", self.constraints),
-                              ("approval rules", self.approvals)):
+        lines = [
+            f"request: {r.subject} {r.action} {r.object} args={canonical_args(r.args)}",
+            f"decision: {d.effect.upper()} by {d.rule}",
+            f"  {d.reason}",
+            f"policy version: {d.policy_version}",
+        ]
+        for title, traces in (
+            ("acts as", self.acts_as),
+            ("access rules", self.access),
+            ("argument constraints", self.constraints),
+            ("approval rules", self.approvals),
+        ):
             lines.append(f"{title}:" + ("" if traces else " none"))
             lines.extend(f"  {t.rule}  {t.text}  -> {t.outcome}" for t in traces)
         return "\n".join(lines)
@@ -147,12 +164,23 @@ def explain_request(policy: Policy, request: Request) -> Explanation:
     if decision.stage == "request":
         return Explanation(request, decision, (), (), (), ())
     acts_as = tuple(
-        RuleTrace(chain[-1].name if chain else "-", name, "the subject itself" if not chain
-                  else " -> ".join([request.subject, *(link.role for link in chain)]))
-        for name, chain in policy.access.role_paths(request.subject).items())
-    access = tuple(RuleTrace(rule.name, rule.text, rule.effect + (
-        "" if rule.subject == request.subject else f" (as {rule.subject})"))
-        for rule in policy.access.matching(request.subject, request.object, request.action))
+        RuleTrace(
+            chain[-1].name if chain else "-",
+            name,
+            "the subject itself"
+            if not chain
+            else " -> ".join([request.subject, *(link.role for link in chain)]),
+        )
+        for name, chain in policy.access.role_paths(request.subject).items()
+    )
+    access = tuple(
+        RuleTrace(
+            rule.name,
+            rule.text,
+            rule.effect + ("" if rule.subject == request.subject else f" (as {rule.subject})"),
+        )
+        for rule in policy.access.matching(request.subject, request.object, request.action)
+    )
     if not access:
         access = (RuleTrace(policy.model.default_deny_rule, "deny by default", "deny"),)
     constraints: list[RuleTrace] = []
@@ -164,6 +192,11 @@ def explain_request(policy: Policy, request: Request) -> Explanation:
             constraints.append(RuleTrace(check.rule, check.op, failure or "passes"))
         for approval in policy.constraints.approvals.get(request.object, ()):
             needed = approval.needed(args)
-            approvals.append(RuleTrace(approval.rule, approval.op,
-                                       f"approval required: {needed}" if needed else "not needed"))
+            approvals.append(
+                RuleTrace(
+                    approval.rule,
+                    approval.op,
+                    f"approval required: {needed}" if needed else "not needed",
+                )
+            )
     return Explanation(request, decision, acts_as, access, tuple(constraints), tuple(approvals))

@@ -57,7 +57,8 @@ class GoldenResult:
     def ok(self) -> bool:
         rule = self.decision.rule
         return self.decision.effect == self.expect and (
-            self.expect_rule is None or self.expect_rule in (rule, rule.split(" ", 1)[0]))
+            self.expect_rule is None or self.expect_rule in (rule, rule.split(" ", 1)[0])
+        )
 
     def describe(self) -> str:
         r, d = self.request, self.decision
@@ -85,8 +86,10 @@ class GoldenReport:
 
     def render(self) -> str:
         lines = [r.describe() for r in self.failures]
-        lines.append(f"{len(self.results) - len(self.failures)} of {len(self.results)} golden "
-                     f"cases pass (policy {self.policy_version[:12]})")
+        lines.append(
+            f"{len(self.results) - len(self.failures)} of {len(self.results)} golden "
+            f"cases pass (policy {self.policy_version[:12]})"
+        )
         return "\n".join(lines)
 
 
@@ -123,8 +126,9 @@ def run_golden_tables(directory: str | Path, point: DecisionPoint) -> GoldenRepo
             decision = point.decide(request)
             if decision.policy_version != version:
                 raise RuntimeError("the policy was reloaded while golden tables ran")
-            results.append(GoldenResult(name, entry.line, request, case.expect, case.rule,
-                                        case.note, decision))
+            results.append(
+                GoldenResult(name, entry.line, request, case.expect, case.rule, case.note, decision)
+            )
     if problems:
         raise PolicyError(problems)
     return GoldenReport(version, tuple(results))

@@ -114,30 +114,39 @@ def parse_limits(file: str, text: str) -> RateLimits:
         if (limit.tool is None) == (limit.model is None):
             bad("", "a [[limit]] names exactly one of tool or model")
         if limit.model is not None and limit.agent is None:
-            bad("model", "a model limit is per agent: add agent = NAME or agent = \"*\"")
+            bad("model", 'a model limit is per agent: add agent = NAME or agent = "*"')
         for key in ("agent", "tool", "model"):
             value = getattr(limit, key)
-            if value is not None and not (_NAME.fullmatch(value) or (key == "agent"
-                                                                        and value == "*")):
+            if value is not None and not (
+                _NAME.fullmatch(value) or (key == "agent" and value == "*")
+            ):
                 bad(key, f"{key} {value!r} is not a name")
         if (limit.per_second is None) == (limit.per_minute is None):
             bad("", "a [[limit]] has exactly one of per_second or per_minute")
         rate = limit.per_second if limit.per_second is not None else (limit.per_minute or 0) / 60
-        for key, value in (("per_second", limit.per_second), ("per_minute", limit.per_minute),
-                           ("burst", limit.burst)):
+        for key, value in (
+            ("per_second", limit.per_second),
+            ("per_minute", limit.per_minute),
+            ("burst", limit.burst),
+        ):
             if value is not None and not (math.isfinite(value) and value > 0):
                 bad(key, f"{key} must be a positive number, got {value}")
         if len(problems) != before:
             continue
-        kind: KeyKind = ("tool" if limit.agent is None else "agent_tool") if limit.tool else \
-            "agent_model"
+        kind: KeyKind = (
+            ("tool" if limit.agent is None else "agent_tool") if limit.tool else "agent_model"
+        )
         slot = (kind, limit.agent, limit.tool or limit.model or "")
         if slot in first_line:
             bad("", f"a limit for the same key is already at line {first_line[slot]}")
             continue
         first_line[slot] = entry.line
-        entries[slot] = RateLimit(f"{file}:{entry.line}", float(rate), float(limit.burst),
-                                  "tokens" if limit.model else "calls")
+        entries[slot] = RateLimit(
+            f"{file}:{entry.line}",
+            float(rate),
+            float(limit.burst),
+            "tokens" if limit.model else "calls",
+        )
     if problems:
         raise PolicyError(problems)
     return RateLimits(entries)
@@ -153,8 +162,9 @@ class _Bucket:
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
-            self.tokens = min(self.limit.burst,
-                              self.tokens + (now - self.stamp) * self.limit.rate_per_s)
+            self.tokens = min(
+                self.limit.burst, self.tokens + (now - self.stamp) * self.limit.rate_per_s
+            )
             self.stamp = now
 
 
@@ -199,8 +209,11 @@ class RateLimiter:
             worst: tuple[float, RateKey, _Bucket] | None = None
             for key, bucket in buckets:
                 if bucket.tokens < cost:
-                    wait = math.inf if cost > bucket.limit.burst else \
-                        (cost - bucket.tokens) / bucket.limit.rate_per_s
+                    wait = (
+                        math.inf
+                        if cost > bucket.limit.burst
+                        else (cost - bucket.tokens) / bucket.limit.rate_per_s
+                    )
                     if worst is None or wait > worst[0]:
                         worst = (wait, key, bucket)
             if worst is not None:
@@ -208,7 +221,8 @@ class RateLimiter:
                 raise RateLimited(
                     f"rate limit {bucket.limit.rule} for {key}: {cost:g} {bucket.limit.unit} "
                     f"needed, {max(bucket.tokens, 0):.3g} available; retry after {wait:.3f}s",
-                    retry_after_s=wait)
+                    retry_after_s=wait,
+                )
             for _, bucket in buckets:
                 bucket.tokens -= cost
 
@@ -236,7 +250,10 @@ class RateLimiter:
                     continue
                 bucket.refill(now)
                 if (new.rate_per_s, new.burst, new.unit) != (
-                        bucket.limit.rate_per_s, bucket.limit.burst, bucket.limit.unit):
+                    bucket.limit.rate_per_s,
+                    bucket.limit.burst,
+                    bucket.limit.unit,
+                ):
                     bucket.tokens = min(bucket.tokens, new.burst)
                 bucket.limit = new
                 kept[key] = bucket

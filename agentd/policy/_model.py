@@ -80,23 +80,39 @@ def parse_model(file: str, text: str) -> AccessModel:
             continue
         slot = (section, assign.group(1))
         if slot not in REQUIRED:
-            problems.append(PolicyProblem(file, number, f"unknown key {slot[1]!r} in [{section}]; "
-                                                        "agentd evaluates a single fixed model"))
+            problems.append(
+                PolicyProblem(
+                    file,
+                    number,
+                    f"unknown key {slot[1]!r} in [{section}]; "
+                    "agentd evaluates a single fixed model",
+                )
+            )
             continue
         if slot in seen:
-            problems.append(PolicyProblem(
-                file, number, f"{slot[1]!r} is defined twice in [{section}] (first at line "
-                              f"{seen[slot]})"))
+            problems.append(
+                PolicyProblem(
+                    file,
+                    number,
+                    f"{slot[1]!r} is defined twice in [{section}] (first at line {seen[slot]})",
+                )
+            )
             continue
         seen[slot] = number
         if _squash(assign.group(2)) != _squash(REQUIRED[slot]):
-            problems.append(PolicyProblem(
-                file, number, f"[{section}] {slot[1]} must be `{REQUIRED[slot]}`: decide() "
-                              "implements only this model (deny by default, deny wins)"))
+            problems.append(
+                PolicyProblem(
+                    file,
+                    number,
+                    f"[{section}] {slot[1]} must be `{REQUIRED[slot]}`: decide() "
+                    "implements only this model (deny by default, deny wins)",
+                )
+            )
     for slot in REQUIRED:
         if slot not in seen:
-            problems.append(PolicyProblem(file, 0, f"missing [{slot[0]}] {slot[1]} = "
-                                                   f"{REQUIRED[slot]}"))
+            problems.append(
+                PolicyProblem(file, 0, f"missing [{slot[0]}] {slot[1]} = {REQUIRED[slot]}")
+            )
     if problems:
         raise PolicyError(problems)
     return AccessModel(file, seen[("policy_effect", "e")])

@@ -16,7 +16,7 @@ from ._request import Decision
 from ._rules import AccessIndex, parse_rules
 
 if TYPE_CHECKING:
-    import casbin  # type: ignore[import-untyped]
+    import casbin
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,11 @@ class PolicyFiles:
             try:
                 contents[name] = (self.directory / name).read_bytes()
             except OSError as exc:
-                problems.append(PolicyProblem(name, 0, f"cannot read {self.directory / name}: "
-                                                       f"{exc.strerror or exc}"))
+                problems.append(
+                    PolicyProblem(
+                        name, 0, f"cannot read {self.directory / name}: {exc.strerror or exc}"
+                    )
+                )
         if problems:
             raise PolicyError(problems)
         return contents
@@ -113,16 +116,31 @@ class Policy:
         """
         version = self.version
         if not all(isinstance(x, str) and x for x in (subject, obj, action)):
-            return Decision("deny", "request", "subject, object and action must be non-empty "
-                            "strings", version, "request")
+            return Decision(
+                "deny",
+                "request",
+                "subject, object and action must be non-empty strings",
+                version,
+                "request",
+            )
         allow, deny = self.access.evaluate(subject, obj, action)
         if deny is not None:
             via = "" if deny.subject == subject else f" (as {deny.subject})"
-            return Decision("deny", deny.name, f"`{deny.text}` denies {subject}{via} {action} "
-                            f"{obj}", version, "access")
+            return Decision(
+                "deny",
+                deny.name,
+                f"`{deny.text}` denies {subject}{via} {action} {obj}",
+                version,
+                "access",
+            )
         if allow is None:
-            return Decision("deny", self.model.default_deny_rule, f"no rule in policy.csv lets "
-                            f"{subject} {action} {obj}: denied by default", version, "access")
+            return Decision(
+                "deny",
+                self.model.default_deny_rule,
+                f"no rule in policy.csv lets {subject} {action} {obj}: denied by default",
+                version,
+                "access",
+            )
         checks = self.constraints.checks.get(obj)
         approvals = self.constraints.approvals.get(obj)
         if checks or approvals:
@@ -134,11 +152,17 @@ class Policy:
             needed = self.constraints.first_approval(obj, args)
             if needed is not None:
                 approval, reason = needed
-                return Decision("approval_required", approval.rule, f"{obj}: {reason}", version,
-                                "approval")
+                return Decision(
+                    "approval_required", approval.rule, f"{obj}: {reason}", version, "approval"
+                )
         via = "" if allow.subject == subject else f" (as {allow.subject})"
-        return Decision("allow", allow.name, f"`{allow.text}` lets {subject}{via} {action} "
-                        f"{obj}", version, "access")
+        return Decision(
+            "allow",
+            allow.name,
+            f"`{allow.text}` lets {subject}{via} {action} {obj}",
+            version,
+            "access",
+        )
 
     def casbin_enforcer(self) -> casbin.Enforcer:
         """A raw pycasbin enforcer over this snapshot's model.conf and policy.csv.
@@ -146,7 +170,7 @@ class Policy:
         Not used by decide(); it is the reference decide() is tested and benchmarked against.
         """
         import casbin
-        from casbin.persist.adapter import (  # type: ignore[import-untyped]
+        from casbin.persist.adapter import (
             Adapter,
             load_policy_line,
         )
@@ -179,8 +203,12 @@ def load_policy(directory: str | Path) -> Policy:
         except PolicyError as exc:
             problems.extend(exc.located)
     parsed: dict[str, Any] = {}
-    parsers = {"model.conf": parse_model, "policy.csv": parse_rules,
-               "constraints.toml": parse_constraints, "limits.toml": parse_limits}
+    parsers = {
+        "model.conf": parse_model,
+        "policy.csv": parse_rules,
+        "constraints.toml": parse_constraints,
+        "limits.toml": parse_limits,
+    }
     for name, parser in parsers.items():
         if name in texts:
             try:
@@ -190,6 +218,12 @@ def load_policy(directory: str | Path) -> Policy:
     if problems:
         raise PolicyError(problems)
     rules, links = parsed["policy.csv"]
-    return Policy(files=files, version=policy_version(raw), sources=texts,
-                  model=parsed["model.conf"], access=AccessIndex(rules, links),
-                  constraints=parsed["constraints.toml"], limits=parsed["limits.toml"])
+    return Policy(
+        files=files,
+        version=policy_version(raw),
+        sources=texts,
+        model=parsed["model.conf"],
+        access=AccessIndex(rules, links),
+        constraints=parsed["constraints.toml"],
+        limits=parsed["limits.toml"],
+    )

@@ -50,8 +50,13 @@ class Decision:
 
     def to_dict(self) -> dict[str, str]:
         """A JSON-ready form, e.g. the structured error a graph receives for a denied call."""
-        return {"effect": self.effect, "rule": self.rule, "reason": self.reason,
-                "policy_version": self.policy_version, "stage": self.stage}
+        return {
+            "effect": self.effect,
+            "rule": self.rule,
+            "reason": self.reason,
+            "policy_version": self.policy_version,
+            "stage": self.stage,
+        }
 
     def raise_if_denied(self) -> None:
         """Raise `PolicyDenied` (naming the rule) when the effect is `deny`."""

@@ -109,14 +109,17 @@ def _check_tokens(tokens: list[str]) -> str | None:
     kind = tokens[0]
     if kind == "p":
         if len(tokens) != 5:
-            return ("a `p` line has 4 fields (subject, object, action, effect), got "
-                    f"{len(tokens) - 1}")
+            return (
+                f"a `p` line has 4 fields (subject, object, action, effect), got {len(tokens) - 1}"
+            )
         _, sub, obj, act, eft = tokens
         if not _NAME.fullmatch(sub):
             return f"subject {sub!r}: use only A-Z a-z 0-9 _ . : @ / - (no wildcards)"
         if not _OBJECT.fullmatch(obj):
-            return (f"object {obj!r}: use only A-Z a-z 0-9 _ . : @ / -, and `*` only at the end "
-                    "right after `:` or `.`")
+            return (
+                f"object {obj!r}: use only A-Z a-z 0-9 _ . : @ / -, and `*` only at the end "
+                "right after `:` or `.`"
+            )
         if act != "*" and not _NAME.fullmatch(act):
             return f"action {act!r}: use a name or `*`"
         if eft not in ("allow", "deny"):
@@ -151,7 +154,7 @@ def _check_links(file: str, links: list[RoleLink]) -> list[PolicyProblem]:
             if link.role in path:
                 if link.line not in reported:
                     reported.add(link.line)
-                    cycle = " -> ".join((*path[path.index(link.role):], link.role))
+                    cycle = " -> ".join((*path[path.index(link.role) :], link.role))
                     problems.append(PolicyProblem(file, link.line, f"role cycle: {cycle}"))
                 continue
             best = max(best, 1 + longest(link.role, (*path, link.role)))
@@ -164,9 +167,14 @@ def _check_links(file: str, links: list[RoleLink]) -> list[PolicyProblem]:
         for link in links:
             if depth[link.member] > MAX_ROLE_CHAIN and link.line not in reported:
                 reported.add(link.line)
-                problems.append(PolicyProblem(
-                    file, link.line, f"role chain from {link.member!r} is {depth[link.member]} "
-                                     f"links long; Casbin follows at most {MAX_ROLE_CHAIN}"))
+                problems.append(
+                    PolicyProblem(
+                        file,
+                        link.line,
+                        f"role chain from {link.member!r} is {depth[link.member]} "
+                        f"links long; Casbin follows at most {MAX_ROLE_CHAIN}",
+                    )
+                )
     return problems
 
 

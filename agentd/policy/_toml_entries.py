@@ -29,9 +29,12 @@ M = TypeVar("M", bound=BaseModel)
 
 # Pydantic names one error per member of a union (int | float); say what is wanted instead.
 _EXPECTED = {
-    "int_type": "must be a number", "float_type": "must be a number",
-    "bool_type": "must be true or false", "string_type": "must be a string",
-    "list_type": "must be a list", "dict_type": "must be an inline table { ... }",
+    "int_type": "must be a number",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be an inline table { ... }",
 }
 
 
@@ -49,9 +52,7 @@ class TomlEntry:
         return self.key_lines.get(key, self.line) if isinstance(key, str) else self.line
 
 
-def read_toml_entries(
-    file: str, text: str, tables: Collection[str]
-) -> dict[str, list[TomlEntry]]:
+def read_toml_entries(file: str, text: str, tables: Collection[str]) -> dict[str, list[TomlEntry]]:
     """Parse `text` as a file of `[[table]]` entries, one list per allowed table name.
 
     Raises `PolicyError` (file:line: reason) on a TOML syntax error, on a top-level key or table
@@ -89,15 +90,22 @@ def read_toml_entries(
     problems: list[PolicyProblem] = []
     for name, value in data.items():
         if name not in tables:
-            line = (top_level.get(name) or table_lines.get(name)
-                    or next((h[1] for h in headers if h[0] == name), 1))
+            line = (
+                top_level.get(name)
+                or table_lines.get(name)
+                or next((h[1] for h in headers if h[0] == name), 1)
+            )
             allowed = ", ".join(f"[[{t}]]" for t in sorted(tables))
-            problems.append(PolicyProblem(file, line, f"unknown table or key {name!r}; "
-                                                      f"this file holds only {allowed}"))
+            problems.append(
+                PolicyProblem(
+                    file, line, f"unknown table or key {name!r}; this file holds only {allowed}"
+                )
+            )
         elif not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             line = top_level.get(name, 1)
-            problems.append(PolicyProblem(file, line, f"{name!r} must be written as [[{name}]] "
-                                                      "tables"))
+            problems.append(
+                PolicyProblem(file, line, f"{name!r} must be written as [[{name}]] tables")
+            )
     if problems:
         raise PolicyError(problems)
 
@@ -106,14 +114,21 @@ def read_toml_entries(
         parsed: list[dict[str, Any]] = data.get(name, [])
         located = [(line, keys) for (table, line, keys) in headers if table == name]
         if len(located) != len(parsed):
-            raise fail(file, located[0][0] if located else 1,
-                       f"write each {name} as its own [[{name}]] block with one `key = value` per "
-                       "line (inline tables and dotted keys cannot be located)")
+            raise fail(
+                file,
+                located[0][0] if located else 1,
+                f"write each {name} as its own [[{name}]] block with one `key = value` per "
+                "line (inline tables and dotted keys cannot be located)",
+            )
         for (line, keys), values in zip(located, parsed, strict=True):
             if set(values) - set(keys):
                 missing = sorted(set(values) - set(keys))
-                raise fail(file, line, f"keys {missing} are not written as `key = value` lines "
-                                       f"in this [[{name}]] block")
+                raise fail(
+                    file,
+                    line,
+                    f"keys {missing} are not written as `key = value` lines "
+                    f"in this [[{name}]] block",
+                )
             result[name].append(TomlEntry(name, line, values, keys))
     return result
 

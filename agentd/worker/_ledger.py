@@ -4,8 +4,10 @@ key-value bucket.
 - Finished runs by message id: a redelivered message whose run already finished is acked with
   the stored result instead of running twice to completion (the first `create` wins).
 - Conversation leases: one replica at a time runs a conversation. A lease names its holder and
-  an expiry; the holder renews it while it works; a replica that died leaves a lease that expires,
-  and a restarted replica of the same name takes its own leases back at once.
+  an expiry; the holder renews it while it works and frees it (expiry 0) when the conversation's
+  queue is empty; a replica that died leaves a lease that expires, and a restarted replica of the
+  same name takes its own leases back at once. Every change is a compare-and-set on the key's
+  revision, so two replicas never both win.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class RunLedger:
         self._replica = replica
         self._lease_s = lease_s
         self._revisions: dict[str, int] = {}  # conversation -> revision of the lease we hold
+        self._free: dict[str, int] = {}  # conversation -> revision of the lease we last freed
 
     # finished runs
     async def finished(self, message_id: str) -> RunResult | None:
@@ -58,6 +61,13 @@ class RunLedger:
     async def acquire(self, conversation: str) -> bool:
         key = _lease_key(self._agent, conversation)
         value = self._lease_value()
+        free = self._free.pop(conversation, None)
+        if free is not None:  # we released it last: one compare-and-set takes it back
+            try:
+                self._revisions[conversation] = await self._kv.update(key, value, last=free)
+                return True
+            except KeyWrongLastSequenceError:
+                pass  # someone else has had it since
         try:
             self._revisions[conversation] = await self._kv.create(key, value)
             return True
@@ -65,13 +75,13 @@ class RunLedger:
             pass
         try:
             entry = await self._kv.get(key)
-        except KeyNotFoundError:  # released between our create and get: try again later
+        except KeyNotFoundError:  # deleted between our create and get: try again later
             return False
-        holder = json.loads(entry.value or b"{}") if entry.value else {}
+        holder = json.loads(entry.value) if entry.value else {}
         mine = holder.get("replica") == self._replica
         if not mine and holder.get("until", 0) > time.time():
             return False
-        try:  # expired, released (deleted), or ours from before a restart: take it over
+        try:  # free, expired, or ours from before a restart: take it over
             self._revisions[conversation] = await self._kv.update(key, value, last=entry.revision)
         except KeyWrongLastSequenceError:
             return False
@@ -90,11 +100,17 @@ class RunLedger:
             self._revisions.pop(conversation, None)
 
     async def release(self, conversation: str) -> None:
+        """Mark the lease free (an expired holder), remembering its revision so that the next
+        run of this conversation here takes it back in one round trip."""
         revision = self._revisions.pop(conversation, None)
         if revision is None:
             return
+        key = _lease_key(self._agent, conversation)
+        free = json.dumps({"replica": None, "until": 0}).encode()
         with contextlib.suppress(KeyWrongLastSequenceError):
-            await self._kv.delete(_lease_key(self._agent, conversation), last=revision)
+            self._free[conversation] = await self._kv.update(key, free, last=revision)
+        if len(self._free) > 10_000:  # bounded memory: forget the oldest
+            self._free.pop(next(iter(self._free)))
 
     @property
     def held(self) -> list[str]:

@@ -66,6 +66,8 @@ class AgentWorker:
         self._last_error: str | None = None
         self._max_deliver = 1
         self._ack_wait_s = 30.0
+        self._dedupe_window_s = 120.0
+        self._received: dict[str, float] = {}  # message id -> when it arrived
         # set in run()
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -87,6 +89,8 @@ class AgentWorker:
             info = await psub.consumer_info()
             self._max_deliver = info.config.max_deliver or 1
             self._ack_wait_s = info.config.ack_wait or 30.0
+            stream = await self._js.stream_info(self.subjects.inbox_stream)
+            self._dedupe_window_s = stream.config.duplicate_window or 120.0
             kv = await self._js.key_value(self.subjects.runs_bucket)
             self._ledger = RunLedger(
                 kv, agent=self.name, replica=self.settings.replica, lease_s=self._ack_wait_s
@@ -163,6 +167,7 @@ class AgentWorker:
             return
         self._inflight += 1
         self._held[message.id] = msg
+        self._received[message.id] = time.time()
         queue = self._queues.get(message.conversation_id)
         if queue is not None:  # this conversation is running here: wait behind it
             queue.append((msg, message))
@@ -198,14 +203,17 @@ class AgentWorker:
         assert self._ledger is not None and self._graph is not None and self._context is not None
         settled = False
         try:
-            finished = await self._ledger.finished(message.id)
+            attempt = msg.metadata.num_delivered if msg.metadata else 1
+            # A first delivery of a message younger than the inbox's dedupe window cannot have
+            # run before (JetStream stored its id once); anything else asks the ledger.
+            fresh = attempt == 1 and time.time() - message.sent_at < self._dedupe_window_s
+            finished = None if fresh else await self._ledger.finished(message.id)
             if finished is not None:  # an earlier delivery ran it to completion: do not rerun
                 self._stats["duplicates"] += 1
                 log.info("message %s already ran (run %s)", message.id, finished.run_id)
                 await self._settle(msg, message, finished)
                 settled = True
                 return
-            attempt = msg.metadata.num_delivered if msg.metadata else 1
             while True:
                 run = RunInfo(
                     new_id(), message.id, message.conversation_id, message.sender, message.reply_to
@@ -274,6 +282,7 @@ class AgentWorker:
             output=output,
             error=error,
             duration_s=time.monotonic() - started,
+            received_at=self._received.get(message.id),
         )
 
     # settling messages
@@ -291,6 +300,7 @@ class AgentWorker:
         self._forget(message)
 
     def _forget(self, message: Message) -> None:
+        self._received.pop(message.id, None)
         if self._held.pop(message.id, None) is not None:
             self._inflight -= 1
             self._settled.set()

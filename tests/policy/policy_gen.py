@@ -11,10 +11,27 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "policies"
 AGENTS = [f"agent{i}" for i in range(12)]
 OPERATORS = [f"operator:op{i}" for i in range(5)]
 ROLES = [f"role:r{i}" for i in range(15)]
-TOOLS = ["tool:pay", "tool:fetch", "tool:grp.a", "tool:grp.b", "tool:grp.b.c", "tool:grpx",
-         "tool:query", "tool:other"]
-OBJECTS = [*TOOLS, "agent:agent1", "agent:agent2", "agent:ops", "model:main", "model:big",
-           "ctl:scale", "ctl:status", "api:register"]
+TOOLS = [
+    "tool:pay",
+    "tool:fetch",
+    "tool:grp.a",
+    "tool:grp.b",
+    "tool:grp.b.c",
+    "tool:grpx",
+    "tool:query",
+    "tool:other",
+]
+OBJECTS = [
+    *TOOLS,
+    "agent:agent1",
+    "agent:agent2",
+    "agent:ops",
+    "model:main",
+    "model:big",
+    "ctl:scale",
+    "ctl:status",
+    "api:register",
+]
 PATTERNS = ["tool:grp.*", "tool:*", "ctl:*", "agent:*", "model:*", "*", "tool:grp.b.*"]
 ACTIONS = ["call", "send", "infer", "spawn", "scale", "status", "register"]
 

@@ -77,7 +77,7 @@ class Oracle:
         effect, _ = self.access(subject, obj, action)
         if effect == "deny" or not obj.startswith("tool:"):
             return effect
-        tool = obj[len("tool:"):]
+        tool = obj[len("tool:") :]
         for constraint in self.constraints:
             if constraint["tool"] != tool:
                 continue

@@ -155,9 +155,12 @@ def test_reload_keeps_buckets_of_unchanged_limits(policy_dir: Path) -> None:
     for _ in range(20):
         point.limiter.acquire(query)
     limits = policy_dir / "limits.toml"
-    limits.write_text(limits.read_text().replace(
-        'tool = "sql.query"\nper_second = 10\nburst = 20', 'tool = "sql.query"\n'
-        'per_second = 10\nburst = 50'))
+    limits.write_text(
+        limits.read_text().replace(
+            'tool = "sql.query"\nper_second = 10\nburst = 20',
+            'tool = "sql.query"\nper_second = 10\nburst = 50',
+        )
+    )
     point.reload()
     with pytest.raises(RateLimited):  # unchanged limit: still empty, a reload does not refill
         point.limiter.acquire(score)
@@ -166,25 +169,42 @@ def test_reload_keeps_buckets_of_unchanged_limits(policy_dir: Path) -> None:
     assert point.limiter.available(query) == 50  # and the new burst applies
 
 
-@pytest.mark.parametrize(("text", "line", "reason"), [
-    ('[[limit]]\ntool = "a"\nmodel = "m"\nagent = "x"\nper_second = 1\nburst = 1\n', 1,
-     "exactly one of tool or model"),
-    ('[[limit]]\ntool = "a"\nper_second = 1\n', 1, "needs 'burst'"),
-    ('[[limit]]\ntool = "a"\nper_second = -1\nburst = 1\n', 3, "per_second must be positive"),
-    ('[[limit]]\ntool = "a"\nper_second = 1\nburst = 1\n\n[[limit]]\ntool = "a"\n'
-     'per_minute = 5\nburst = 2\n', 6, "already at line 1"),
-    ('[[limit]]\ntool = "a"\nper_second = 1\nburst = "lots"\n', 4, "burst"),
-    ('[[limit]]\ntool = "a"\nper_second = 1\nburst = 1\nper_hour = 3\n', 5,
-     "unknown field 'per_hour'"),
-    ('[[limit]]\ntool = "a"\nper_second = 1\nburst = 1\n[[limit]\n', 5, "TOML syntax error"),
-    ('[[limit]]\nmodel = "main"\nper_minute = 1\nburst = 1\n', 2, "a model limit is per agent"),
-    ('[[limits]]\ntool = "a"\n', 1, "unknown table or key 'limits'"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        (
+            '[[limit]]\ntool = "a"\nmodel = "m"\nagent = "x"\nper_second = 1\nburst = 1\n',
+            1,
+            "exactly one of tool or model",
+        ),
+        ('[[limit]]\ntool = "a"\nper_second = 1\n', 1, "needs 'burst'"),
+        ('[[limit]]\ntool = "a"\nper_second = -1\nburst = 1\n', 3, "per_second must be positive"),
+        (
+            '[[limit]]\ntool = "a"\nper_second = 1\nburst = 1\n\n[[limit]]\ntool = "a"\n'
+            "per_minute = 5\nburst = 2\n",
+            6,
+            "already at line 1",
+        ),
+        ('[[limit]]\ntool = "a"\nper_second = 1\nburst = "lots"\n', 4, "burst"),
+        (
+            '[[limit]]\ntool = "a"\nper_second = 1\nburst = 1\nper_hour = 3\n',
+            5,
+            "unknown field 'per_hour'",
+        ),
+        ('[[limit]]\ntool = "a"\nper_second = 1\nburst = 1\n[[limit]\n', 5, "TOML syntax error"),
+        ('[[limit]]\nmodel = "main"\nper_minute = 1\nburst = 1\n', 2, "a model limit is per agent"),
+        ('[[limits]]\ntool = "a"\n', 1, "unknown table or key 'limits'"),
+    ],
+)
 def test_a_malformed_limits_file_is_rejected_with_line(
-        policy_dir: Path, text: str, line: int, reason: str) -> None:
+    policy_dir: Path, text: str, line: int, reason: str
+) -> None:
     (policy_dir / "limits.toml").write_text(text)
     with pytest.raises(PolicyError) as caught:
         load_policy(policy_dir)
     problems = caught.value.problems
-    assert any(p.startswith(f"limits.toml:{line}:") and reason.replace(
-        " must be positive", " must be a positive") in p for p in problems), problems
+    assert any(
+        p.startswith(f"limits.toml:{line}:")
+        and reason.replace(" must be positive", " must be a positive") in p
+        for p in problems
+    ), problems

@@ -13,55 +13,127 @@ CASES: list[tuple[str, str, str, str]] = [
     ("model.conf", "MATCHER", "model.conf:19", "must be `g(r.sub, p.sub)"),
     ("model.conf", "+[policy_extra]\n", "model.conf:20", "unknown section [policy_extra]"),
     ("model.conf", "+m2 = r.sub == p.sub\n", "model.conf:20", "unknown key 'm2'"),
-    ("model.conf", "[request_definition]\nr = sub, obj, act\n", "model.conf:0",
-     "missing [policy_definition]"),
+    (
+        "model.conf",
+        "[request_definition]\nr = sub, obj, act\n",
+        "model.conf:0",
+        "missing [policy_definition]",
+    ),
     ("policy.csv", "+p, intake, tool:x, call\n", "policy.csv:65", "4 fields"),
     ("policy.csv", "+p, intake, tool:x, call, allow, extra\n", "policy.csv:65", "4 fields"),
-    ("policy.csv", "+p, intake, tool:x, call, permit\n", "policy.csv:65",
-     "effect must be `allow` or `deny`"),
+    (
+        "policy.csv",
+        "+p, intake, tool:x, call, permit\n",
+        "policy.csv:65",
+        "effect must be `allow` or `deny`",
+    ),
     ("policy.csv", "+p, intake, tool:x, call, allow # why\n", "policy.csv:65", "effect"),
-    ("policy.csv", "+p, intake, tool:loan*, call, allow\n", "policy.csv:65",
-     "`*` only at the end right after `:` or `.`"),
+    (
+        "policy.csv",
+        "+p, intake, tool:loan*, call, allow\n",
+        "policy.csv:65",
+        "`*` only at the end right after `:` or `.`",
+    ),
     ("policy.csv", "+p, intake, tool:*.approve, call, allow\n", "policy.csv:65", "object"),
     ("policy.csv", "+p, *, tool:x, call, allow\n", "policy.csv:65", "no wildcards"),
     ("policy.csv", "+p, intake, tool:x, ca*ll, allow\n", "policy.csv:65", "action"),
     ("policy.csv", "+p, intake, keyMatch(tool:x), call, allow\n", "policy.csv:65", "object"),
     ("policy.csv", "+x, intake, tool:x\n", "policy.csv:65", "starts with `p` or `g`"),
-    ("policy.csv", "+p, intake, agent:underwriter, send, allow\n", "policy.csv:65",
-     "duplicate of line 30"),
+    (
+        "policy.csv",
+        "+p, intake, agent:underwriter, send, allow\n",
+        "policy.csv:65",
+        "duplicate of line 30",
+    ),
     ("policy.csv", "+g, role:agent, role:loan-agent\n", "policy.csv:65", "role cycle"),
     ("policy.csv", "+g, intake, intake\n", "policy.csv:65", "member of itself"),
     ("policy.csv", "+g, intake\n", "policy.csv:65", "2 fields"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a\"\nmaxx = 3\n",
-     "constraints.toml:57", "unknown field 'maxx'"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a\"\nmax = \"3\"\n",
-     "constraints.toml:57", "max"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a\"\nregex = \"(\"\n",
-     "constraints.toml:57", "invalid regular expression"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a\"\n", "constraints.toml:54",
-     "has no check"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a\"\nmin = 5\nmax = 1\n",
-     "constraints.toml:58", "max 1 is below min 5"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a\"\none_of = []\n",
-     "constraints.toml:57", "empty list"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a\"\nhost_in = [\"EVIL\"]\n",
-     "constraints.toml:57", "lower-case host names"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x.*\"\narg = \"a\"\nmax = 1\n",
-     "constraints.toml:55", "no wildcards"),
-    ("constraints.toml", "+[[constraint]]\ntool = \"x\"\narg = \"a b\"\nmax = 1\n",
-     "constraints.toml:56", "not an argument name"),
-    ("constraints.toml", "+[[approval]]\ntool = \"x\"\narg = \"a\"\nabove = 1\nbelow = 0\n",
-     "constraints.toml:54", "exactly one of above, below, one_of, always"),
-    ("constraints.toml", "+[[approval]]\ntool = \"x\"\nabove = 1\n", "constraints.toml:54",
-     "`arg` is needed"),
-    ("constraints.toml", "+[[approval]]\ntool = \"x\"\narg = \"a\"\nabove = 1\neval = \"1\"\n",
-     "constraints.toml:58", "unknown field 'eval'"),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a"\nmaxx = 3\n',
+        "constraints.toml:57",
+        "unknown field 'maxx'",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a"\nmax = "3"\n',
+        "constraints.toml:57",
+        "max",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a"\nregex = "("\n',
+        "constraints.toml:57",
+        "invalid regular expression",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a"\n',
+        "constraints.toml:54",
+        "has no check",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a"\nmin = 5\nmax = 1\n',
+        "constraints.toml:58",
+        "max 1 is below min 5",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a"\none_of = []\n',
+        "constraints.toml:57",
+        "empty list",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a"\nhost_in = ["EVIL"]\n',
+        "constraints.toml:57",
+        "lower-case host names",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x.*"\narg = "a"\nmax = 1\n',
+        "constraints.toml:55",
+        "no wildcards",
+    ),
+    (
+        "constraints.toml",
+        '+[[constraint]]\ntool = "x"\narg = "a b"\nmax = 1\n',
+        "constraints.toml:56",
+        "not an argument name",
+    ),
+    (
+        "constraints.toml",
+        '+[[approval]]\ntool = "x"\narg = "a"\nabove = 1\nbelow = 0\n',
+        "constraints.toml:54",
+        "exactly one of above, below, one_of, always",
+    ),
+    (
+        "constraints.toml",
+        '+[[approval]]\ntool = "x"\nabove = 1\n',
+        "constraints.toml:54",
+        "`arg` is needed",
+    ),
+    (
+        "constraints.toml",
+        '+[[approval]]\ntool = "x"\narg = "a"\nabove = 1\neval = "1"\n',
+        "constraints.toml:58",
+        "unknown field 'eval'",
+    ),
     ("constraints.toml", "+[[constraint]\n", "constraints.toml:54", "TOML syntax error"),
     ("constraints.toml", "+[rules]\nx = 1\n", "constraints.toml:54", "unknown table or key"),
-    ("constraints.toml", "constraint = [{ tool = \"x\", arg = \"a\", max = 1 }]\n",
-     "constraints.toml:1", "as its own [[constraint]] block"),
-    ("limits.toml", "+[[limit]]\ntool = \"a\"\nper_second = 0\nburst = 1\n", "limits.toml:47",
-     "per_second must be a positive number"),
+    (
+        "constraints.toml",
+        'constraint = [{ tool = "x", arg = "a", max = 1 }]\n',
+        "constraints.toml:1",
+        "as its own [[constraint]] block",
+    ),
+    (
+        "limits.toml",
+        '+[[limit]]\ntool = "a"\nper_second = 0\nburst = 1\n',
+        "limits.toml:47",
+        "per_second must be a positive number",
+    ),
 ]
 
 
@@ -75,15 +147,18 @@ def _edit(policy_dir: Path, file: str, text: str) -> None:
         path.write_text(text)
 
 
-@pytest.mark.parametrize(("file", "text", "where", "reason"), CASES,
-                         ids=[f"{i:02d}-{c[0]}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("file", "text", "where", "reason"), CASES, ids=[f"{i:02d}-{c[0]}" for i, c in enumerate(CASES)]
+)
 def test_malformed_file_is_rejected_with_file_and_line(
-        policy_dir: Path, file: str, text: str, where: str, reason: str) -> None:
+    policy_dir: Path, file: str, text: str, where: str, reason: str
+) -> None:
     _edit(policy_dir, file, text)
     with pytest.raises(PolicyError) as caught:
         load_policy(policy_dir)
     assert any(p.startswith(where + ":") and reason in p for p in caught.value.problems), (
-        caught.value.problems)
+        caught.value.problems
+    )
     assert file in caught.value.source
 
 
@@ -96,7 +171,8 @@ def test_every_file_is_checked_and_all_problems_reported(policy_dir: Path) -> No
     assert lines[:2] == ["policy.csv:65", "policy.csv:66"]
     assert "limits.toml:45" in lines
     assert "policy.csv, limits.toml" in str(caught.value) or "limits.toml, policy.csv" in str(
-        caught.value)
+        caught.value
+    )
 
 
 def test_a_missing_file_is_rejected(policy_dir: Path) -> None:

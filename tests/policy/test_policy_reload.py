@@ -29,9 +29,15 @@ def test_reload_race_no_allow_from_a_revoked_rule(policy_dir: Path) -> None:
     stop = threading.Event()
     records: list[list[tuple[int, str, str]]] = [[], []]
     errors: list[BaseException] = []
-    other = [Request("underwriter", "tool:loan.approve", "call",
-                     {"applicant_id": "A-1001", "amount": n, "payee": "acct-1001"})
-             for n in (5000, 20000, 60000)]
+    other = [
+        Request(
+            "underwriter",
+            "tool:loan.approve",
+            "call",
+            {"applicant_id": "A-1001", "amount": n, "payee": "acct-1001"},
+        )
+        for n in (5000, 20000, 60000)
+    ]
 
     def decide_loop(out: list[tuple[int, str, str]]) -> None:
         try:
@@ -86,12 +92,12 @@ def test_reload_race_no_allow_from_a_revoked_rule(policy_dir: Path) -> None:
 def test_a_broken_reload_keeps_the_old_policy(policy_dir: Path) -> None:
     point = DecisionPoint.from_dir(policy_dir)
     old = point.policy
-    (policy_dir / "constraints.toml").write_text('[[constraint]]\ntool = "x"\narg = "a"\n'
-                                                 'maxx = 3\n')
+    (policy_dir / "constraints.toml").write_text(
+        '[[constraint]]\ntool = "x"\narg = "a"\nmaxx = 3\n'
+    )
     with pytest.raises(PolicyError) as caught:
         point.reload()
-    assert caught.value.problems == [
-        "constraints.toml:4: unknown field 'maxx' in [[constraint]]"]
+    assert caught.value.problems == ["constraints.toml:4: unknown field 'maxx' in [[constraint]]"]
     assert point.policy is old
     assert point.decide(Request("intake", "agent:underwriter", "send")).effect == "allow"
 
@@ -112,7 +118,8 @@ def test_revoking_a_rule_takes_effect_when_reload_returns(policy_dir: Path) -> N
     assert point.decide(request).effect == "allow"  # now cached in the old snapshot
     text = (policy_dir / "policy.csv").read_text()
     (policy_dir / "policy.csv").write_text(
-        text.replace("p, intake, agent:underwriter, send, allow\n", ""))
+        text.replace("p, intake, agent:underwriter, send, allow\n", "")
+    )
     new = point.reload()
     decision = point.decide(request)
     assert decision.effect == "deny" and decision.policy_version == new.version
@@ -130,8 +137,9 @@ def test_the_cache_answers_repeats_and_stays_bounded(policy_dir: Path) -> None:
     args = {"applicant_id": "A-1001", "amount": 20000, "payee": "acct-1001"}
     first = point.decide(Request("underwriter", "tool:loan.approve", "call", args))
     # Same canonical arguments in another key order: the same cached decision.
-    again = point.decide(Request("underwriter", "tool:loan.approve", "call",
-                                 dict(reversed(list(args.items())))))
+    again = point.decide(
+        Request("underwriter", "tool:loan.approve", "call", dict(reversed(list(args.items()))))
+    )
     assert again is first and first.effect == "approval_required"
     for n in range(50):
         point.decide(Request(f"agent{n}", "model:main", "infer"))
@@ -140,9 +148,12 @@ def test_the_cache_answers_repeats_and_stays_bounded(policy_dir: Path) -> None:
 
 def test_malformed_requests_are_denied_not_raised(policy_dir: Path) -> None:
     point = DecisionPoint.from_dir(policy_dir)
-    for request in (Request("", "model:main", "infer"), Request("echo", "", "infer"),
-                    Request(["echo"], "model:main", "infer"),  # type: ignore[arg-type]
-                    Request("intake", "tool:credit.score", "call", {"x": float("nan")}),
-                    Request("intake", "tool:credit.score", "call", {"x": object()})):
+    for request in (
+        Request("", "model:main", "infer"),
+        Request("echo", "", "infer"),
+        Request(["echo"], "model:main", "infer"),  # type: ignore[arg-type]
+        Request("intake", "tool:credit.score", "call", {"x": float("nan")}),
+        Request("intake", "tool:credit.score", "call", {"x": object()}),
+    ):
         decision = point.decide(request)
         assert (decision.effect, decision.rule, decision.stage) == ("deny", "request", "request")

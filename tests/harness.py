@@ -304,25 +304,29 @@ async def send_and_collect(
     return results
 
 
-async def ledger_entries(url: str) -> dict[str, dict[str, Any]]:
-    """Every finished run in the run ledger (the `agentd_runs` bucket), by message id."""
+async def ledger_entries(url: str, ids: Any = None) -> dict[str, dict[str, Any]]:
+    """Finished runs in the run ledger (the `agentd_runs` bucket), by message id: the given ids
+    (read one by one, exactly) or every key the bucket lists."""
     import json as _json
 
     import nats
-    from nats.js.errors import NoKeysError
+    from nats.js.errors import KeyNotFoundError, NoKeysError
 
     nc = await nats.connect(url)
     try:
         kv = await nc.jetstream().key_value("agentd_runs")
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            return {}
+        if ids is None:
+            try:
+                ids = [k[4:] for k in await kv.keys() if k.startswith("run.")]
+            except NoKeysError:
+                return {}
         entries = {}
-        for key in keys:
-            if key.startswith("run."):
-                entry = await kv.get(key)
-                entries[key[4:]] = _json.loads(entry.value or b"{}")
+        for message_id in ids:
+            try:
+                entry = await kv.get(f"run.{message_id}")
+            except KeyNotFoundError:
+                continue
+            entries[message_id] = _json.loads(entry.value or b"{}")
         return entries
     finally:
         await nc.close()

@@ -79,7 +79,7 @@ def test_a_thousand_messages_while_replicas_are_killed_every_two_seconds(tmp_pat
             return results
 
         results = anyio.run(scenario)
-        ledger = anyio.run(ledger_entries, daemon.url)
+        ledger = anyio.run(ledger_entries, daemon.url, list(results))
         assert daemon.stop() == 0
 
     assert len(kills) >= 2, "the chaos loop must have killed replicas"
@@ -121,7 +121,7 @@ def test_the_daemon_sigkilled_leaves_no_child_and_the_next_one_processes_the_bac
         wanted = {m["message_id"] for m in sent}
 
         def processed() -> bool:
-            return wanted <= set(anyio.run(ledger_entries, second.url))
+            return wanted <= set(anyio.run(ledger_entries, second.url, wanted))
 
         deadline = time.monotonic() + 30
         while not processed():

@@ -140,7 +140,7 @@ def test_scale_1_to_4_to_1_under_load_loses_nothing(daemon: DaemonProcess) -> No
     results = anyio.run(scenario)
     assert len(results) == 200 and all(r["ok"] for r in results.values())
     assert len({r["replica"] for r in results.values()}) >= 3  # the new replicas took work
-    ledger = anyio.run(ledger_entries, daemon.url)
+    ledger = anyio.run(ledger_entries, daemon.url, list(results))
     assert set(results) <= set(ledger)
     assert len(ps(daemon)["slow"]["replicas"]) == 1
     out = daemon.agentctl("scale", "slow", "9")
@@ -164,11 +164,11 @@ def test_poison_message_goes_to_the_dead_letters_and_replays_after_the_fix(
     assert json.loads(replay.stdout)["message_id"] == failed["message_id"]
 
     def handled() -> bool:
-        ledger = anyio.run(ledger_entries, daemon.url)
-        return failed["message_id"] in ledger
+        return failed["message_id"] in anyio.run(ledger_entries, daemon.url, [failed["message_id"]])
 
     wait_until(handled, 20, "the replayed message to run")
-    assert anyio.run(ledger_entries, daemon.url)[failed["message_id"]]["output"]["handled"]
+    ledger = anyio.run(ledger_entries, daemon.url, [failed["message_id"]])
+    assert ledger[failed["message_id"]]["output"]["handled"]
     remaining = json.loads(daemon.agentctl("--json", "dlq", "list", "--agent", "poison").stdout)
     assert all(e["seq"] != entry["seq"] for e in remaining)
     again = daemon.agentctl("dlq", "replay", str(entry["seq"]))
@@ -216,6 +216,34 @@ def test_drain_stops_new_work_and_start_resumes(daemon: DaemonProcess) -> None:
     assert daemon.agentctl("start", "echo").returncode == 0
 
     def ran() -> bool:
-        return sent["message_id"] in anyio.run(ledger_entries, daemon.url)
+        return sent["message_id"] in anyio.run(ledger_entries, daemon.url, [sent["message_id"]])
 
     wait_until(ran, 10, "the queued message to run after start")
+
+
+def test_logs_show_each_replicas_output_and_top_draws_the_fleet(daemon: DaemonProcess) -> None:
+    logs = daemon.agentctl("logs", "ordered", "-n", "5")
+    assert logs.returncode == 0
+    assert "ordered-0 | " in logs.stdout and "ordered-0 ready (version" in logs.stdout
+    top = daemon.agentctl("top", "--iterations", "1", "--interval", "0.1")
+    assert top.returncode == 0
+    assert "agentd top:" in top.stdout and "ordered-0" in top.stdout
+    assert "recent events:" in top.stdout
+
+
+def test_every_lifecycle_decision_is_recorded_with_the_agent_version(
+    daemon: DaemonProcess,
+) -> None:
+    from tests.harness import decision_records
+
+    versions = {name: row["version"] for name, row in ps(daemon).items()}
+    spawned = [
+        r
+        for r in decision_records(daemon.dir / "state", "agent.spawned")
+        if r.get("agent") in versions
+    ]
+    assert spawned
+    for record in spawned:
+        assert record["lineage"]["agent_version"] == versions[record["agent"]]
+    failed = decision_records(daemon.dir / "state", "agent.failed")
+    assert any(r.get("agent") == "crashy" for r in failed)

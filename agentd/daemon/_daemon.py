@@ -291,6 +291,8 @@ class Daemon:
         }
         kind = _CHILD_RECORD_KINDS.get(str(event.kind), f"x.child.{event.kind}")
         agent = event.name.rsplit("-", 1)[0] if event.name != NATS_CHILD else None
+        record = self._fleet.agents.get(agent) if self._fleet and agent else None
+        lineage = {"agent_version": record.agent.version} if record else None
         if self._recorder is not None:
             self._recorder.record(
                 kind,
@@ -302,6 +304,7 @@ class Daemon:
                 exit_code=event.exit_code,
                 signal=event.signal,
                 restarts=event.restarts,
+                lineage=lineage,
             )
         nc = self._nc
         if nc is not None and nc.is_connected:

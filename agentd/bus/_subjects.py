@@ -66,6 +66,16 @@ class Subjects:
     def tool(self, agent: str, tool: str) -> str:
         return f"{self.prefix}.tool.{agent}.{tool}"
 
+    @property
+    def tool_all(self) -> str:
+        # tool names contain dots (loan.approve): everything after the agent is the tool
+        return f"{self.prefix}.tool.*.>"
+
+    @property
+    def tool_results_bucket(self) -> str:
+        """Key-value bucket of tool results by idempotency key: no second side effect."""
+        return f"{self.prefix.replace('.', '_')}_tool_results"
+
     def trace(self, agent: str) -> str:
         return f"{self.prefix}.trace.{agent}"
 

@@ -21,6 +21,8 @@ from agentd.config._models import (
     DaemonConfig,
     EmbeddedNatsConfig,
     InboxConfig,
+    PolicyConfig,
+    ToolsConfig,
     TraceConfig,
 )
 
@@ -35,6 +37,8 @@ __all__ = [
     "EmbeddedNatsConfig",
     "InboxConfig",
     "LoadedConfig",
+    "PolicyConfig",
+    "ToolsConfig",
     "TraceConfig",
     "find_config",
     "load_config",

@@ -90,4 +90,8 @@ def _resolve(config: Config, base: Path) -> Config:
     )
     bus = config.bus.model_copy(update={"embedded": embedded})
     agents = config.agents.model_copy(update={"dir": absolute(config.agents.dir)})
-    return config.model_copy(update={"daemon": daemon, "bus": bus, "agents": agents})
+    policy = config.policy.model_copy(update={"dir": absolute(config.policy.dir)})
+    tools = config.tools.model_copy(update={"dir": absolute(config.tools.dir)})
+    return config.model_copy(
+        update={"daemon": daemon, "bus": bus, "agents": agents, "policy": policy, "tools": tools}
+    )

@@ -20,6 +20,8 @@ __all__ = [
     "DaemonConfig",
     "EmbeddedNatsConfig",
     "InboxConfig",
+    "PolicyConfig",
+    "ToolsConfig",
     "TraceConfig",
 ]
 
@@ -149,6 +151,23 @@ class TraceConfig(_Section):
         return patterns
 
 
+class PolicyConfig(_Section):
+    """[policy]: the Casbin decision point every enforcement point asks."""
+
+    mode: Literal["enforce", "off"] = "enforce"
+    dir: Path = Path("policies")
+
+
+class ToolsConfig(_Section):
+    """[tools]: the tool gateway and the tools it runs for agents."""
+
+    dir: Path = Path("tools")
+    call_timeout_s: float = Field(30.0, gt=0)
+    approval_timeout_s: float = Field(300.0, gt=0)
+    approval_ttl_s: float = Field(600.0, gt=0)
+    results_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+
+
 class Config(_Section):
     """The whole of agentd.toml. `source` is the file it came from (not a TOML key)."""
 
@@ -158,3 +177,5 @@ class Config(_Section):
     agents: AgentsConfig = AgentsConfig()
     autoscale: AutoscaleConfig = AutoscaleConfig()
     trace: TraceConfig = TraceConfig()
+    policy: PolicyConfig = PolicyConfig()
+    tools: ToolsConfig = ToolsConfig()

@@ -116,6 +116,7 @@ def write_config(
     extra: str = "",
     drain_grace_s: float = 5.0,
     enabled: list[str] | None = None,
+    policy: str = "off",
 ) -> Path:
     """A config for a test daemon: embedded NATS on a free port, state under `directory`.
     Without `agents_dir` it runs the examples' echo agent only (or `enabled` of them)."""
@@ -133,6 +134,10 @@ log_level = "debug"
 
 [bus.embedded]
 port = {port}
+
+[policy]
+mode = "{policy}"
+dir = "{REPO / "policies"}"
 
 [agents]
 dir = "{agents}"

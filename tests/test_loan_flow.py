@@ -410,7 +410,9 @@ async def test_an_agent_that_does_not_answer_fails_the_run_instead_of_deciding()
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     config = write_config(
-        tmp_path_factory.mktemp("loan"), enabled=["echo", "intake", "underwriter", "compliance"]
+        tmp_path_factory.mktemp("loan"),
+        enabled=["echo", "intake", "underwriter", "compliance"],
+        policy="enforce",
     )
     with running_daemon(config) as d:
         yield d

@@ -40,7 +40,9 @@ class ControlClient:
         self.url = url
         self.subjects = Subjects(prefix)
         self.timeout_s = timeout_s
-        self.operator = operator or os.environ.get("USER", "operator") or "operator"
+        # who is asking, checked against policy (ctl:<verb>); operators get credentials of their
+        # own with identity (NATS users), until then the console on this host is `local`
+        self.operator = operator or os.environ.get("AGENTD_OPERATOR") or "local"
         self._nc: Client | None = None
 
     @property

@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="config file to read the URL from")
     parser.add_argument("--json", action="store_true", help="print raw JSON for scripts")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
+    parser.add_argument(
+        "--operator", help="who you are, for policy (default: $AGENTD_OPERATOR or 'local')"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="daemon version, uptime, services")
     sub.add_parser("ps", help="agents, their replicas and backlog")
@@ -64,7 +67,44 @@ def _parser() -> argparse.ArgumentParser:
     dlq_sub.add_parser("replay", help="put a dead letter back in its inbox").add_argument(
         "seq", type=int
     )
+    policy = sub.add_parser("policy", help="the policy in force")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    policy_sub.add_parser("reload", help="validate and load policies/ (the old one stays if bad)")
+    policy_sub.add_parser("test", help="run the golden decision tables (policies/tests)")
+    explain = policy_sub.add_parser("explain", help="which rule decides a request, and why")
+    explain.add_argument("subject", help="e.g. underwriter, operator:alice")
+    explain.add_argument("object", help="e.g. tool:loan.approve, agent:compliance, ctl:scale")
+    explain.add_argument("action", help="e.g. call, send, scale")
+    explain.add_argument("args", nargs="?", help="tool arguments as JSON")
     return parser
+
+
+async def _policy(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    if args.policy_command == "reload":
+        result = await ctl.call("policy.reload")
+        if args.json:
+            return result
+        state = "loaded" if result["changed"] else "unchanged"
+        return f"policy {state}: version {result['version'][:12]}"
+    if args.policy_command == "test":
+        result = await ctl.call("policy.test")
+        if args.json:
+            return result
+        if not result["ok"]:
+            raise ControlError("golden_failed", result["report"])
+        return result["report"]
+    request: dict[str, Any] = {
+        "subject": args.subject,
+        "object": args.object,
+        "action": args.action,
+    }
+    if args.args:
+        try:
+            request["args"] = json.loads(args.args)
+        except json.JSONDecodeError as exc:
+            raise ControlError("bad_request", f"the arguments are not valid JSON: {exc}") from None
+    result = await ctl.call("policy.explain", request)
+    return result if args.json else result["text"]
 
 
 async def _status(ctl: ControlClient, args: argparse.Namespace) -> Any:
@@ -163,12 +203,15 @@ COMMANDS: dict[str, Command] = {
     "logs": _logs,
     "top": _top,
     "dlq": _dlq,
+    "policy": _policy,
 }
 
 
 async def _main(args: argparse.Namespace) -> Any:
     url, prefix = resolve_url(args.url, args.config)
-    async with ControlClient(url, prefix=prefix, timeout_s=args.timeout) as ctl:
+    async with ControlClient(
+        url, prefix=prefix, timeout_s=args.timeout, operator=args.operator or ""
+    ) as ctl:
         return await COMMANDS[args.command](ctl, args)
 
 

@@ -15,11 +15,13 @@ from agentd.bus import Subjects
 from agentd.control._protocol import ControlRequest, decode_request, encode_error, encode_ok
 from agentd.errors import AgentdError, ControlError
 
-__all__ = ["ControlPlane", "Handler"]
+__all__ = ["Authorizer", "ControlPlane", "Handler"]
 
 log = logging.getLogger("agentd.control")
 
 Handler = Callable[[ControlRequest], Awaitable[Any]]
+# raises ControlError("forbidden", ...) when `operator` may not use `verb`
+Authorizer = Callable[[str, str], object]
 
 
 class ControlPlane:
@@ -30,9 +32,12 @@ class ControlPlane:
     in a handler becomes an `internal` error reply; the service keeps serving.
     """
 
-    def __init__(self, nc: Client, subjects: Subjects) -> None:
+    def __init__(
+        self, nc: Client, subjects: Subjects, *, authorize: Authorizer | None = None
+    ) -> None:
         self._nc = nc
         self._subjects = subjects
+        self._authorize = authorize
         self._handlers: dict[str, Handler] = {}
         self._stopped = anyio.Event()
 
@@ -86,4 +91,6 @@ class ControlPlane:
             raise ControlError("unknown_verb", f"unknown control verb {verb!r}", verbs=self.verbs)
         request = decode_request(data)
         log.debug("ctl %s by %s", verb, request.operator)
+        if self._authorize is not None:
+            self._authorize(request.operator, verb)
         return await handler(request)

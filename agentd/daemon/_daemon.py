@@ -30,6 +30,7 @@ from agentd.bus import (
 )
 from agentd.config import LoadedConfig, load_config
 from agentd.control import ControlPlane
+from agentd.daemon._authority import Authority
 from agentd.daemon._autoscaler import Autoscaler
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._logging import setup_logging
@@ -38,7 +39,7 @@ from agentd.daemon._spawner import Spawner
 from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
-from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.errors import BusUnavailable, ConfigError, ControlError, WorkerCrashed
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.trace import open_decision_log
@@ -77,6 +78,8 @@ class Daemon:
         self._supervisor = Supervisor(
             on_event=self._on_child_event, registry_path=self.state_dir / "children.json"
         )
+        # a broken policy stops the start here, before anything runs (PolicyError: file:line)
+        self.authority = Authority(self.config.policy)
         self._recorder: Recorder | None = None
         self._router: Router | None = None
         self._control: ControlPlane | None = None
@@ -135,11 +138,16 @@ class Daemon:
             nc, js, self._supervisor, self.config, self.nats_url, recorder
         )
         self._router = Router(
-            nc, js, self.subjects, known_agents=lambda: fleet.names, on_decision=recorder.record
+            nc,
+            js,
+            self.subjects,
+            known_agents=lambda: fleet.names,
+            policy=self.authority,
+            on_decision=recorder.record,
         )
         await tg.start(self._router.run)
         self._step("router", "running")
-        self._control = ControlPlane(nc, self.subjects)
+        self._control = ControlPlane(nc, self.subjects, authorize=self._authorize)
         ControlVerbs(
             status=self._status,
             fleet=fleet,
@@ -147,6 +155,8 @@ class Daemon:
             dead_letters=DeadLetters(js, self.subjects),
             recorder=recorder,
             logs_dir=self.state_dir / "logs",
+            authority=self.authority,
+            reload_policy=self.reload_policy,
         ).register(self._control)
         await tg.start(self._control.run)
         self._step("control", "running")
@@ -234,7 +244,12 @@ class Daemon:
                     self._stop.set()
 
     def _reload(self) -> None:
-        """SIGHUP: apply what can change live, log what needs a restart."""
+        """SIGHUP: apply what can change live (log level, the policy), log what needs a
+        restart."""
+        try:
+            self.reload_policy(operator=None)
+        except ConfigError as exc:
+            log.error("policy reload rejected, keeping the running policy:\n%s", exc)
         try:
             fresh = load_config(self._loaded.path)
         except ConfigError as exc:
@@ -323,6 +338,48 @@ class Daemon:
         if self._fleet:
             self._fleet.heartbeats.bus_up()
 
+    def reload_policy(self, *, operator: str | None) -> dict[str, Any]:
+        """Validate and swap in the policy on disk; a broken one is rejected (PolicyError, with
+        file and line) and recorded, and the running policy stays."""
+        before = self.authority.version
+        try:
+            result = self.authority.reload()
+        except ConfigError as exc:
+            if self._recorder is not None:
+                self._recorder.record(
+                    "policy.reloaded",
+                    operator=operator,
+                    decision="rejected",
+                    reason=str(exc),
+                    lineage={"policy_version": before},
+                )
+            raise
+        if self._recorder is not None:
+            self._recorder.record(
+                "policy.reloaded",
+                operator=operator,
+                decision="reloaded" if result["changed"] else "unchanged",
+                inputs={"previous_version": before},
+                lineage={"policy_version": result["version"]},
+            )
+        return result
+
+    def _authorize(self, operator: str, verb: str) -> None:
+        try:
+            self.authority.authorize_verb(operator, verb)
+        except ControlError as exc:
+            if self._recorder is not None:
+                self._recorder.record(
+                    "control.command",
+                    operator=operator,
+                    decision="denied",
+                    rule=str(exc.details.get("rule")),
+                    reason=str(exc),
+                    verb=verb,
+                    lineage={"policy_version": self.authority.version},
+                )
+            raise
+
     def _status(self) -> dict[str, Any]:
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -333,6 +390,7 @@ class Daemon:
             "services": dict(self._services),
             "agents": sorted(self._fleet.names) if self._fleet else [],
             "spec_errors": self._fleet.spec_errors if self._fleet else [],
+            "policy": {"mode": self.config.policy.mode, "version": self.authority.version},
         }
 
 

@@ -17,9 +17,10 @@ import anyio
 import agentd
 from agentd.bus import Message
 from agentd.control import ControlPlane, ControlRequest
+from agentd.daemon._authority import Authority
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._recorder import Recorder
-from agentd.errors import ControlError
+from agentd.errors import ConfigError, ControlError
 from agentd.router import DeadLetters, Router
 
 __all__ = ["ControlVerbs"]
@@ -64,6 +65,8 @@ class ControlVerbs:
         dead_letters: DeadLetters,
         recorder: Recorder,
         logs_dir: Path,
+        authority: Authority,
+        reload_policy: Callable[..., dict[str, Any]],
     ) -> None:
         self._status = status
         self._fleet = fleet
@@ -71,6 +74,8 @@ class ControlVerbs:
         self._dead_letters = dead_letters
         self._recorder = recorder
         self._logs_dir = logs_dir
+        self._authority = authority
+        self._reload_policy = reload_policy
 
     def register(self, control: ControlPlane) -> None:
         verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
@@ -85,6 +90,9 @@ class ControlVerbs:
             "logs": self.logs,
             "dlq.list": self.dlq_list,
             "dlq.replay": self.dlq_replay,
+            "policy.reload": self.policy_reload,
+            "policy.test": self.policy_test,
+            "policy.explain": self.policy_explain,
         }
         for verb, handler in verbs.items():
             control.register(verb, handler)
@@ -179,3 +187,25 @@ class ControlVerbs:
         seq = _arg(request, "seq", int)
         self._command(request, "dlq.replay")
         return await self._dead_letters.replay(seq)
+
+    async def policy_reload(self, request: ControlRequest) -> dict[str, Any]:
+        try:
+            return self._reload_policy(operator=request.operator)
+        except ConfigError as exc:
+            raise ControlError(
+                "policy_invalid",
+                f"the policy on disk is invalid; the running policy stays: {exc}",
+                problems=exc.problems,
+            ) from None
+
+    async def policy_test(self, request: ControlRequest) -> dict[str, Any]:
+        try:
+            return self._authority.test()
+        except ConfigError as exc:
+            raise ControlError("policy_invalid", str(exc), problems=exc.problems) from None
+
+    async def policy_explain(self, request: ControlRequest) -> dict[str, Any]:
+        subject, obj = _arg(request, "subject", str), _arg(request, "object", str)
+        action = _arg(request, "action", str)
+        args = _arg(request, "args", dict, None)
+        return self._authority.explain(subject, obj, action, args)

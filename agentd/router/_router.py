@@ -79,7 +79,13 @@ class Router:
             )
         answer = self._policy.check(message.sender, f"agent:{message.to}", "send")
         if not answer.allowed:
-            self._decide(message, "refused", rule=answer.rule, reason=answer.reason)
+            self._decide(
+                message,
+                "refused",
+                rule=answer.rule,
+                reason=answer.reason,
+                lineage={"policy_version": answer.policy_version},
+            )
             raise ControlError(
                 "policy_denied",
                 f"{message.sender} may not send to {message.to}: {answer.reason or answer.rule}",
@@ -90,7 +96,14 @@ class Router:
             message.to_json(),
             headers={"Nats-Msg-Id": message.id},
         )
-        self._decide(message, "routed", rule=answer.rule, seq=ack.seq, duplicate=ack.duplicate)
+        self._decide(
+            message,
+            "routed",
+            rule=answer.rule,
+            seq=ack.seq,
+            duplicate=ack.duplicate,
+            lineage={"policy_version": answer.policy_version},
+        )
         return Routed(message.id, message.to, ack.seq, bool(ack.duplicate))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

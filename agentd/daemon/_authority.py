@@ -1,0 +1,89 @@
+"""The daemon's side of policy: one decision point shared by every enforcement point it runs.
+
+`[policy].mode = "enforce"` loads policies/ at startup (a broken policy stops the start with
+file:line: reason); `"off"` allows everything and says so in every decision's rule. Reloads
+(SIGHUP, `agentctl policy reload`) validate first and keep the old policy when the new one is
+broken.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from agentd.config import PolicyConfig
+from agentd.errors import ControlError
+from agentd.policy import DecisionPoint, Request, run_golden_tables
+from agentd.router import HookDecision
+
+__all__ = ["Authority"]
+
+log = logging.getLogger("agentd.policy")
+
+OFF_RULE = "policy off ([policy].mode)"
+
+
+class Authority:
+    def __init__(self, cfg: PolicyConfig) -> None:
+        self.cfg = cfg
+        self.point: DecisionPoint | None = (
+            DecisionPoint.from_dir(cfg.dir) if cfg.mode == "enforce" else None
+        )
+
+    @property
+    def version(self) -> str:
+        return self.point.version if self.point else "off"
+
+    def check(
+        self, subject: str, obj: str, action: str, args: dict[str, Any] | None = None
+    ) -> HookDecision:
+        """The router's policy hook (and any other yes/no question)."""
+        if self.point is None:
+            return HookDecision(True, rule=OFF_RULE, policy_version="off")
+        decision = self.point.decide(Request(subject, obj, action, args))
+        return HookDecision(
+            decision.effect == "allow", decision.rule, decision.reason, decision.policy_version
+        )
+
+    def authorize_verb(self, operator: str, verb: str) -> HookDecision:
+        """May `operator` use control verb `verb`? Raises ControlError("forbidden") if not."""
+        answer = self.check(f"operator:{operator}", f"ctl:{verb}", verb)
+        if not answer.allowed:
+            raise ControlError(
+                "forbidden",
+                f"operator {operator!r} may not use {verb!r}: {answer.reason or 'denied'}",
+                rule=answer.rule,
+                policy_version=answer.policy_version,
+            )
+        return answer
+
+    def reload(self) -> dict[str, Any]:
+        """Validate and swap in the policy on disk; raises PolicyError and keeps the old one."""
+        if self.point is None:
+            return {"mode": "off", "version": "off", "changed": False}
+        before = self.point.version
+        policy = self.point.reload(self.cfg.dir)
+        log.info("policy %s (was %s)", policy.version[:12], before[:12])
+        return {"mode": "enforce", "version": policy.version, "changed": policy.version != before}
+
+    def test(self, directory: Path | None = None) -> dict[str, Any]:
+        """Run the golden decision tables (policies/tests/*.toml) against the live policy."""
+        if self.point is None:
+            raise ControlError("policy_off", "policy is off ([policy].mode); nothing to test")
+        report = run_golden_tables(directory or self.cfg.dir / "tests", self.point)
+        return {
+            "ok": report.ok,
+            "policy_version": report.policy_version,
+            "cases": len(report.results),
+            "failures": [r.describe() for r in report.failures],
+            "report": report.render(),
+        }
+
+    def explain(
+        self, subject: str, obj: str, action: str, args: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        if self.point is None:
+            raise ControlError("policy_off", "policy is off ([policy].mode): everything is allowed")
+        explanation = self.point.explain(subject, obj, action, args)
+        return {"decision": explanation.decision.to_dict(), "text": explanation.render()}

@@ -28,8 +28,9 @@ from agentd.config import ToolsConfig
 from agentd.errors import ControlError
 from agentd.policy import DecisionPoint
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
-from agentd.tools._pipeline import CallPipeline, ToolCall
+from agentd.tools._pipeline import CallPipeline
 from agentd.tools._protocol import ToolRefusal, ok_reply, parse_request, trace_id_of
+from agentd.tools._records import ToolCall
 from agentd.tools._registry import ToolRegistry
 from agentd.tools._results import ResultStore, ensure_results_bucket
 
@@ -165,7 +166,7 @@ class ToolGateway:
         try:
             request = parse_request(msg.data)
         except ToolRefusal as refusal:
-            self._calls.emit(
+            self._calls.records.emit(
                 "tool.denied",
                 agent=agent,
                 trace_id=trace_id,
@@ -185,13 +186,15 @@ class ToolGateway:
             request.conversation_id,
             trace_id,
         )
-        self._calls.record("tool.requested", call, inputs={"tool": tool, "args": call.args})
+        self._calls.records.record("tool.requested", call, inputs={"tool": tool, "args": call.args})
         try:
             result, replayed = await self._calls.serve(call)
         except ToolRefusal as refusal:
             return refusal.reply()
         except Exception as exc:
             log.exception("tool call %s by %s failed inside the gateway", tool, agent)
-            self._calls.record("tool.failed", call, decision="error", reason=f"internal: {exc}")
+            self._calls.records.record(
+                "tool.failed", call, decision="error", reason=f"internal: {exc}"
+            )
             return ToolRefusal("internal", f"the tool gateway failed: {exc}").reply()
         return ok_reply(result, replayed=replayed)

@@ -6,12 +6,15 @@
 The order matters: the spec and schema come before policy, so policy decides on exactly the
 arguments that will run (validated, in JSON form); policy comes before the stored result, so a
 revoked tool is not replayed either; the rate limit and approval come after it, so a replay costs
-no tokens and needs no second approval; the claim comes last, so a parked call holds no key.
+no tokens and needs no second approval. A call that needs no approval claims its key at once
+(one round trip that also finds a stored result) and gives the claim back if the rate limit
+refuses it; a call that needs approval looks for a stored result, parks, and claims only once
+approved, so a parked call holds no key.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,30 +29,15 @@ from agentd.policy import ApprovalBinding, Decision, DecisionPoint, RateKey, Req
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval, new_approval_id
 from agentd.tools._host import run_tool
 from agentd.tools._protocol import ErrorCode, ToolRefusal
+from agentd.tools._records import CallRecorder, ToolCall
 from agentd.tools._registry import InvalidArguments, ToolRegistry, ToolSpec
 from agentd.tools._results import CallRecord, ResultStore
 
-__all__ = ["CallPipeline", "ToolCall"]
-
-log = logging.getLogger("agentd.tools")
+__all__ = ["CallPipeline"]
 
 # how long past a tool's timeout its claim holds before another copy may take the call over
 CLAIM_GRACE_S = 5.0
 POLICY_OFF = "policy off"
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One request as the gateway received it; `agent` is the subject's (the caller)."""
-
-    agent: str
-    tool: str
-    args: dict[str, Any]
-    message_id: str
-    call_id: str
-    run_id: str | None
-    conversation_id: str | None
-    trace_id: str | None
 
 
 @dataclass
@@ -82,21 +70,25 @@ class CallPipeline:
         """Set by the gateway once the results bucket exists."""
         self._registry = registry
         self._allowed_tools = allowed_tools
-        self._sink = record
+        self.records = CallRecorder(record)
         self._config = config
         self._book = book
         self._shared: dict[str, _Shared] = {}
 
     async def serve(self, call: ToolCall) -> tuple[JsonValue, bool]:
+        """Run `call` through every step: its result and whether it was replayed, or a
+        `ToolRefusal` (already recorded)."""
         spec, args = self._admit(call)
         json_args = args.model_dump(mode="json")
         digest = args_digest(json_args)
         decision = self._decide(call, json_args)
         assert self.store is not None
         key = ResultStore.key(call.agent, call.message_id, call.call_id)
-        stored = await self.store.get(key)
-        if stored is not None and stored.state == "done":
-            return self._replay(call, stored, digest, decision), True
+        if decision.effect == "approval_required":
+            # a parked call holds no claim, so look for a stored result before parking
+            stored = await self.store.get(key)
+            if stored is not None and stored.state == "done":
+                return self._replay(call, stored, digest, decision), True
         shared = self._shared.get(key)
         if shared is not None:  # a copy of this call is in progress here: share its outcome
             return await self._follow(call, shared, digest, decision), True
@@ -117,13 +109,17 @@ class CallPipeline:
     def _admit(self, call: ToolCall) -> tuple[ToolSpec, BaseModel]:
         spec = self._registry.get(call.tool)
         if spec is None:
-            raise self.deny(call, "unknown_tool", f"no tool named {call.tool!r}", "tool registry")
+            raise self.records.deny(
+                call, "unknown_tool", f"no tool named {call.tool!r}", "tool registry"
+            )
         allowed = self._allowed_tools(call.agent)
         if allowed is None:
-            raise self.deny(call, "policy_denied", f"no agent named {call.agent!r}", "agent spec")
+            raise self.records.deny(
+                call, "policy_denied", f"no agent named {call.agent!r}", "agent spec"
+            )
         if call.tool not in allowed:
             listed = ", ".join(allowed) or "none"
-            raise self.deny(
+            raise self.records.deny(
                 call,
                 "policy_denied",
                 f"{call.tool} is not among {call.agent}'s tools ({listed})",
@@ -132,14 +128,14 @@ class CallPipeline:
         try:
             return spec, spec.validate(call.args)
         except InvalidArguments as exc:
-            raise self.deny(call, "invalid_args", str(exc), f"schema {call.tool}") from None
+            raise self.records.deny(call, "invalid_args", str(exc), f"schema {call.tool}") from None
 
     def _decide(self, call: ToolCall, args: dict[str, Any]) -> Decision:
         if self.point is None:
             return Decision("allow", POLICY_OFF, "policy is off", "off", "access")
         decision = self.point.decide(Request(call.agent, f"tool:{call.tool}", "call", args))
         if decision.effect == "deny":
-            raise self.deny(
+            raise self.records.deny(
                 call,
                 "policy_denied",
                 decision.reason,
@@ -152,7 +148,7 @@ class CallPipeline:
         self, call: ToolCall, stored: CallRecord, digest: str, decision: Decision
     ) -> JsonValue:
         self._same_call(call, stored.tool, stored.args_digest, digest, decision)
-        self.record(
+        self.records.record(
             "tool.executed",
             call,
             decision="replayed",
@@ -168,7 +164,7 @@ class CallPipeline:
     ) -> None:
         """A key is one call: a rerun that changed the tool or arguments is refused."""
         if (tool, stored_digest) != (call.tool, digest):
-            raise self.deny(
+            raise self.records.deny(
                 call,
                 "idempotency_conflict",
                 f"call {call.call_id} of message {call.message_id} was {tool} with other "
@@ -186,7 +182,7 @@ class CallPipeline:
             refusal = shared.refusal or ToolRefusal(
                 "unavailable", "the call was interrupted (the gateway stops)", retryable=True
             )
-            self.record(
+            self.records.record(
                 "tool.denied",
                 call,
                 decision=refusal.code,
@@ -209,19 +205,32 @@ class CallPipeline:
         key: str,
     ) -> tuple[JsonValue, bool]:
         version = decision.policy_version
-        self._rate_limit(call, version)
-        if decision.effect == "approval_required":
-            await self._park(call, json_args, digest, decision)
         assert self.store is not None
         timeout_s = spec.timeout_s or self._config.call_timeout_s
-        revision, done = await self.store.claim(
+        claim = functools.partial(
+            self.store.claim,
             key,
             tool=call.tool,
             args_digest=digest,
             run_id=call.run_id,
             hold_s=timeout_s + CLAIM_GRACE_S,
         )
-        if done is not None:  # another gateway finished it while we got here
+        if decision.effect == "approval_required":
+            self._rate_limit(call, version)
+            await self._park(call, json_args, digest, decision)
+            revision, done = await claim()
+        else:
+            # the common case in one round trip: the claim's create either wins or finds the
+            # stored result; a replay spends no rate-limit token, so the limit comes after it
+            revision, done = await claim()
+            if revision is not None:
+                try:
+                    self._rate_limit(call, version)
+                except ToolRefusal:
+                    with anyio.CancelScope(shield=True):
+                        await self.store.release(key, revision)
+                    raise
+        if done is not None:  # stored already (a rerun), or another gateway finished it
             return self._replay(call, done, digest, decision), True
         assert revision is not None
         started = time.monotonic()
@@ -230,7 +239,7 @@ class CallPipeline:
         except ToolError as exc:
             with anyio.CancelScope(shield=True):
                 await self.store.release(key, revision)
-            self.record(
+            self.records.record(
                 "tool.failed",
                 call,
                 decision="error",
@@ -243,7 +252,7 @@ class CallPipeline:
         stored, ours = await self.store.complete(
             key, revision, tool=call.tool, args_digest=digest, run_id=call.run_id, result=result
         )
-        self.record(
+        self.records.record(
             "tool.executed",
             call,
             decision="ok",
@@ -267,7 +276,7 @@ class CallPipeline:
                 if limit is not None and left is not None and left < 1:
                     rule = limit.rule
                     break
-            raise self.deny(
+            raise self.records.deny(
                 call,
                 "rate_limited",
                 str(exc),
@@ -303,7 +312,7 @@ class CallPipeline:
             binding,
         )
         self._book.add(pending)
-        self.record(
+        self.records.record(
             "tool.approval_requested",
             call,
             decision="approval_required",
@@ -326,10 +335,10 @@ class CallPipeline:
             "policy_version": decision.policy_version,
         }
         if outcome.granted:
-            self.record("tool.approved", call, decision="approve", **fields)
+            self.records.record("tool.approved", call, decision="approve", **fields)
             return
         kind = {"approval timeout": "timeout", "shutdown": "shutdown"}.get(outcome.rule, "reject")
-        self.record("tool.rejected", call, decision=kind, **fields)
+        self.records.record("tool.rejected", call, decision=kind, **fields)
         codes: dict[str, ErrorCode] = {"timeout": "approval_timeout", "shutdown": "unavailable"}
         raise ToolRefusal(
             codes.get(kind, "approval_denied"),
@@ -338,50 +347,3 @@ class CallPipeline:
             approval_id=pending.id,
             retryable=kind == "shutdown",
         )
-
-    # records
-    def deny(
-        self,
-        call: ToolCall,
-        code: ErrorCode,
-        message: str,
-        rule: str,
-        *,
-        policy_version: str | None = None,
-        retry_after_s: float | None = None,
-        retryable: bool = False,
-    ) -> ToolRefusal:
-        self.record(
-            "tool.denied",
-            call,
-            decision=code,
-            rule=rule,
-            reason=message,
-            policy_version=policy_version,
-            retry_after_s=retry_after_s,
-        )
-        return ToolRefusal(
-            code, message, rule=rule, retry_after_s=retry_after_s, retryable=retryable
-        )
-
-    def record(
-        self, kind: str, call: ToolCall, *, policy_version: str | None = None, **fields: Any
-    ) -> None:
-        self.emit(
-            kind,
-            agent=call.agent,
-            run_id=call.run_id,
-            conversation_id=call.conversation_id,
-            trace_id=call.trace_id,
-            tool=call.tool,
-            call_id=call.call_id,
-            message_id=call.message_id,
-            lineage={"policy_version": policy_version} if policy_version else None,
-            **fields,
-        )
-
-    def emit(self, kind: str, **fields: Any) -> None:
-        try:
-            self._sink(kind, **fields)
-        except Exception:
-            log.exception("recording a tool decision (%s) failed", kind)

@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,9 @@ __all__ = ["AgentContext", "RunInfo", "SendFailed", "ToolCallFailed"]
 # how long a tool call may take by default: long enough for a human approval; the daemon sets
 # AGENTD_TOOL_TIMEOUT_S from its [tools] config (a worker never reads agentd.toml)
 DEFAULT_TOOL_TIMEOUT_S = 330.0
+# a tool name is subject tokens: a space, `*` or `>` would change the subject (or the server
+# would close the connection), so such a name never leaves the replica
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
 class SendFailed(AgentdError):
@@ -216,6 +220,9 @@ class AgentContext:
         run = _current.get()
         if run is None:
             raise RuntimeError("call_tool() is only possible inside a run")
+        if not _TOOL_NAME.match(tool):
+            error = {"code": "bad_request", "message": f"{tool!r} is not a tool name"}
+            raise ToolCallFailed(tool, error)
         run.tool_calls += 1
         body = {
             "args": args or {},

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 
 from agentd.config import ToolsConfig
@@ -97,6 +98,10 @@ async def test_unknown_tools_bad_requests_and_calls_outside_a_run(nats_url: str)
         with in_run(ctx), pytest.raises(ToolCallFailed) as caught:
             await ctx.call_tool("shell.exec", {"cmd": "id"})
         assert (caught.value.code, caught.value.rule) == ("unknown_tool", "tool registry")
+        for name in ("credit.score >", "credit.*", "credit..score", ""):
+            with in_run(ctx), pytest.raises(ToolCallFailed) as bad_name:
+                await ctx.call_tool(name, {"applicant_id": "A-1001"})
+            assert bad_name.value.code == "bad_request"
         with pytest.raises(RuntimeError, match="inside a run"):
             await ctx.call_tool("credit.score", {"applicant_id": "A-1001"})
         answer = await env.raw_call("intake", "credit.score", {"args": {"applicant_id": "A-1"}})
@@ -128,7 +133,11 @@ async def test_rate_limit_returns_retry_after(nats_url: str) -> None:
             for _ in range(10):  # credit.score: burst 10 per agent
                 await ctx.call_tool("credit.score", {"applicant_id": "A-1001"})
             with pytest.raises(ToolCallFailed) as caught:
-                await ctx.call_tool("credit.score", {"applicant_id": "A-1001"})
+                await ctx.call_tool("credit.score", {"applicant_id": "A-1001"}, call_id="retry")
+            # the refused call gave its key back: after the wait, the same call runs
+            await anyio.sleep(caught.value.retry_after_s or 0)
+            score = await ctx.call_tool("credit.score", {"applicant_id": "A-1001"}, call_id="retry")
+        assert score["applicant_id"] == "A-1001"
         failure = caught.value
         assert failure.code == "rate_limited"
         assert failure.retryable

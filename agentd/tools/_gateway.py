@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import nats.errors
 from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -191,6 +192,13 @@ class ToolGateway:
             result, replayed = await self._calls.serve(call)
         except ToolRefusal as refusal:
             return refusal.reply()
+        except nats.errors.Error as exc:  # the results bucket is out of reach: try again later
+            self._calls.records.record(
+                "tool.failed", call, decision="error", reason=f"unavailable: {exc!r}"
+            )
+            return ToolRefusal(
+                "unavailable", f"tool results unreachable: {exc!r}", retryable=True
+            ).reply()
         except Exception as exc:
             log.exception("tool call %s by %s failed inside the gateway", tool, agent)
             self._calls.records.record(

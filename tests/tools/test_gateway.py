@@ -215,3 +215,19 @@ async def test_isolated_tools_run_in_another_process_killed_on_timeout(
     assert not failed.value.retryable
     assert "ValueError: the ledger is closed" in str(failed.value)
     assert [r["decision"] for r in env.records.of("tool.failed")] == ["error", "error"]
+
+
+async def test_without_its_results_bucket_a_call_is_refused_not_run(
+    nats_url: str, ledger: Path
+) -> None:
+    async with running_gateway(nats_url, point=DecisionPoint.from_dir(EXAMPLE_POLICY)) as env:
+        await env.nc.jetstream().delete_key_value(env.subjects.tool_results_bucket)
+        ctx = env.context("underwriter")
+        with in_run(ctx), pytest.raises(ToolCallFailed) as caught:
+            await ctx.call_tool(
+                "loan.approve", {"applicant_id": "A-1001", "amount": 5000, "payee": "acct-1001"}
+            )
+    assert caught.value.code == "unavailable"
+    assert caught.value.retryable
+    assert ledger_lines(ledger) == []  # no idempotency key, no side effect
+    assert env.records.of("tool.failed")[0]["reason"].startswith("unavailable")

@@ -1,9 +1,10 @@
 """The agent worker: one replica process serving one agent's inbox.
 
-Never imports supervisor, policy or daemon (STYLE.md): a worker knows only the bus and config.
+Never imports supervisor, policy, tools or daemon (STYLE.md): a worker knows only the bus and
+config; tool calls are requests to the gateway (`AgentContext.call_tool`).
 """
 
-from agentd.worker._context import AgentContext, RunInfo, SendFailed
+from agentd.worker._context import AgentContext, RunInfo, SendFailed, ToolCallFailed
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._settings import WorkerSettings
 from agentd.worker._worker import AgentWorker
@@ -14,6 +15,7 @@ __all__ = [
     "RunInfo",
     "Runnable",
     "SendFailed",
+    "ToolCallFailed",
     "WorkerSettings",
     "load_graph",
 ]

@@ -1,7 +1,7 @@
 """The agent's context: what graph code may use besides plain LangGraph.
 
-A graph never sees NATS: it calls `send`, `ask` and reads the ids of the current run. The ids
-live in context variables, so concurrent runs in one replica each see their own.
+A graph never sees NATS: it calls `send`, `ask`, `call_tool` and reads the ids of the current
+run. The ids live in context variables, so concurrent runs in one replica each see their own.
 """
 
 from __future__ import annotations
@@ -9,16 +9,26 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import nats.errors
 from nats.aio.client import Client
 
 from agentd.bus import Message, Subjects, new_id
 from agentd.errors import AgentdError
 
-__all__ = ["AgentContext", "RunInfo", "SendFailed"]
+__all__ = ["AgentContext", "RunInfo", "SendFailed", "ToolCallFailed"]
+
+# how long a tool call may take by default: long enough for a human approval; the daemon sets
+# AGENTD_TOOL_TIMEOUT_S from its [tools] config (a worker never reads agentd.toml)
+DEFAULT_TOOL_TIMEOUT_S = 330.0
+# a tool name is subject tokens: a space, `*` or `>` would change the subject (or the server
+# would close the connection), so such a name never leaves the replica
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
 class SendFailed(AgentdError):
@@ -29,6 +39,28 @@ class SendFailed(AgentdError):
         super().__init__(message)
 
 
+class ToolCallFailed(AgentdError):
+    """A tool call ended without a result: denied, rate limited, not approved, or failed.
+
+    `code` is the gateway's (`policy_denied`, `invalid_args`, `unknown_tool`, `rate_limited`,
+    `approval_denied`, `approval_timeout`, `idempotency_conflict`, `tool_failed`, or
+    `timeout` / `unavailable` when the gateway did not answer); `rule` names the rule that
+    decided; `retry_after_s` says when a rate-limited call may succeed; `error` is the whole
+    structured error, for graphs that route on it.
+    """
+
+    def __init__(self, tool: str, error: dict[str, Any]) -> None:
+        self.tool = tool
+        self.error = error
+        self.code: str = str(error.get("code") or "error")
+        self.rule: str | None = error.get("rule")
+        self.retry_after_s: float | None = error.get("retry_after_s")
+        self.approval_id: str | None = error.get("approval_id")
+        self.retryable = bool(error.get("retryable"))
+        rule = f" (rule {self.rule})" if self.rule else ""
+        super().__init__(f"{tool}: {self.code}{rule}: {error.get('message', '')}")
+
+
 @dataclass
 class RunInfo:
     run_id: str
@@ -37,6 +69,8 @@ class RunInfo:
     sender: str
     reply_to: str | None = None
     replied: bool = False
+    tool_calls: int = 0
+    """Tool calls made so far in this run: the default call ids are c1, c2, ..."""
 
 
 _current: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
@@ -61,6 +95,7 @@ class AgentContext:
         self.replica = replica
         self.params: dict[str, Any] = params or {}
         """What the agent that spawned this one passed to `spawn` (empty otherwise)."""
+        self.tool_timeout_s = _tool_timeout()
 
     # the current run (inside a graph node)
     @property
@@ -164,3 +199,57 @@ class AgentContext:
         if not result.get("ok"):
             raise SendFailed(f"{to} failed: {result.get('error')}", code="run_failed")
         return result.get("output")
+
+    async def call_tool(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Call `tool` through the tool gateway and return its result; raise `ToolCallFailed`.
+
+        The call's idempotency key is this run's message id plus `call_id`, which defaults to
+        the call's place in the run (c1, c2, ...): a rerun of the same message (after a crash)
+        makes the same calls with the same keys and gets the stored results back, so a side
+        effect happens once. Keep the order of tool calls deterministic, or pass call ids.
+        A call that needs human approval waits for it, up to `timeout_s` (default
+        $AGENTD_TOOL_TIMEOUT_S, else 330 s).
+        """
+        run = _current.get()
+        if run is None:
+            raise RuntimeError("call_tool() is only possible inside a run")
+        if not _TOOL_NAME.match(tool):
+            error = {"code": "bad_request", "message": f"{tool!r} is not a tool name"}
+            raise ToolCallFailed(tool, error)
+        run.tool_calls += 1
+        body = {
+            "args": args or {},
+            "message_id": run.message_id,
+            "call_id": call_id or f"c{run.tool_calls}",
+            "run_id": run.run_id,
+            "conversation_id": run.conversation_id,
+        }
+        wait_s = timeout_s if timeout_s is not None else self.tool_timeout_s
+        subject = self._subjects.tool(self.agent, tool)
+        try:
+            reply = await self._nc.request(subject, json.dumps(body).encode(), timeout=wait_s)
+        except nats.errors.NoRespondersError:
+            error = {"code": "unavailable", "message": "no tool gateway is running"}
+            raise ToolCallFailed(tool, {**error, "retryable": True}) from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            error = {"code": "timeout", "message": f"no answer within {wait_s:g}s"}
+            raise ToolCallFailed(tool, {**error, "retryable": True}) from None
+        answer = json.loads(reply.data)
+        if not answer.get("ok"):
+            raise ToolCallFailed(tool, answer.get("error") or {"code": "error"})
+        return answer.get("result")
+
+
+def _tool_timeout() -> float:
+    try:
+        value = float(os.environ.get("AGENTD_TOOL_TIMEOUT_S", DEFAULT_TOOL_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_TOOL_TIMEOUT_S
+    return value if value > 0 else DEFAULT_TOOL_TIMEOUT_S

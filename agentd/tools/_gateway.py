@@ -1,0 +1,208 @@
+"""The tool gateway: every tool call of every agent, checked, recorded and run in one place.
+
+A graph requests `agentd.tool.<agent>.<tool>`; the subject's agent is the caller (NATS
+permissions let a replica publish only under its own name). Each request runs in its own task
+(a call parked for approval blocks no other) through the steps of `CallPipeline`, each recorded
+as one decision. Operators list, approve and deny parked calls through `pending()`,
+`approve()` and `deny()`.
+
+Prompt injection cannot be trained out of a model; it is stopped here, by rules that never read
+a prompt. See README.md in this directory for the decisions behind each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import nats.errors
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from agentd.bus import Subjects
+from agentd.config import ToolsConfig
+from agentd.errors import ControlError
+from agentd.policy import DecisionPoint
+from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
+from agentd.tools._pipeline import CallPipeline
+from agentd.tools._protocol import ToolRefusal, ok_reply, parse_request, trace_id_of
+from agentd.tools._records import ToolCall
+from agentd.tools._registry import ToolRegistry
+from agentd.tools._results import ResultStore, ensure_results_bucket
+
+__all__ = ["ToolGateway"]
+
+log = logging.getLogger("agentd.tools")
+
+
+class ToolGateway:
+    """Serves `agentd.tool.>` (queue group "tools") until `shutdown()`."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        subjects: Subjects,
+        *,
+        point: DecisionPoint | None,
+        registry: ToolRegistry,
+        allowed_tools: Callable[[str], list[str] | None],
+        record: Callable[..., None],
+        config: ToolsConfig,
+        drain_grace_s: float = 10.0,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._subjects = subjects
+        self._point = point
+        self._config = config
+        self._drain_grace_s = drain_grace_s
+        self._book = ApprovalBook()
+        self._calls = CallPipeline(
+            point=point,
+            registry=registry,
+            allowed_tools=allowed_tools,
+            record=record,
+            config=config,
+            book=self._book,
+        )
+        self._stopped = anyio.Event()
+        self._active = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    # service lifecycle
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        bucket, ttl = self._subjects.tool_results_bucket, self._config.results_ttl_s
+        self._calls.store = ResultStore(await ensure_results_bucket(self._js, bucket, ttl))
+        async with anyio.create_task_group() as tg:
+
+            async def on_request(msg: Msg) -> None:
+                tg.start_soon(self._handle, msg)
+
+            sub = await self._nc.subscribe(self._subjects.tool_all, queue="tools", cb=on_request)
+            await self._nc.flush()
+            task_status.started()
+            try:
+                await self._stopped.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    for pending in self._book.pending():  # callers retry after the restart
+                        shutdown = "the tool gateway is shutting down"
+                        self._book.answer(
+                            pending, ApprovalOutcome(False, None, shutdown, "shutdown")
+                        )
+                    with anyio.move_on_after(self._drain_grace_s):
+                        await self._idle.wait()
+                tg.cancel_scope.cancel()
+
+    async def shutdown(self) -> None:
+        """Stop taking calls; parked calls are refused, running ones get the drain grace."""
+        self._stopped.set()
+
+    # operators
+    def pending(self) -> list[dict[str, Any]]:
+        """Calls waiting for approval, oldest first."""
+        return [p.to_dict() for p in self._book.pending()]
+
+    def approve(self, approval_id: str, operator: str) -> dict[str, Any]:
+        """Approve a parked call; it then runs. Raises `ControlError` ("not_found", or
+        "approval_invalid" when the binding no longer holds, e.g. the policy changed: the call
+        is then denied)."""
+        pending = self._waiting(approval_id)
+        version = self._point.version if self._point is not None else pending.policy_version
+        why = pending.binding.mismatch(pending.request, policy_version=version)
+        if why is not None:
+            reason = f"approval by {operator} no longer applies: {why}"
+            self._book.answer(pending, ApprovalOutcome(False, operator, reason, "approval binding"))
+            raise ControlError(
+                "approval_invalid",
+                f"approval {approval_id} no longer applies: {why}; the call was denied",
+                approval_id=approval_id,
+            )
+        granted = ApprovalOutcome(True, operator, f"approved by {operator}", pending.rule)
+        self._book.answer(pending, granted)
+        return {**pending.to_dict(), "status": "approved", "operator": operator}
+
+    def deny(self, approval_id: str, operator: str, reason: str) -> dict[str, Any]:
+        """Deny a parked call; the caller gets `approval_denied` with `reason`."""
+        pending = self._waiting(approval_id)
+        why = reason or "no reason given"
+        self._book.answer(pending, ApprovalOutcome(False, operator, why, f"operator:{operator}"))
+        return {**pending.to_dict(), "status": "denied", "operator": operator, "reason": why}
+
+    def _waiting(self, approval_id: str) -> PendingApproval:
+        pending = self._book.get(approval_id)
+        if pending is None:
+            raise ControlError(
+                "not_found", f"no call waits for approval {approval_id!r}", approval_id=approval_id
+            )
+        return pending
+
+    # one request
+    async def _handle(self, msg: Msg) -> None:
+        self._active += 1
+        self._idle = anyio.Event() if self._active == 1 else self._idle
+        try:
+            reply = await self._answer(msg)
+            if msg.reply:
+                with contextlib.suppress(Exception):  # the caller gave up; nothing to tell
+                    await msg.respond(reply)
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def _answer(self, msg: Msg) -> bytes:
+        # tool names contain dots: everything after the agent token is the tool
+        agent, _, tool = msg.subject[len(f"{self._subjects.prefix}.tool.") :].partition(".")
+        trace_id = trace_id_of(msg.headers)
+        try:
+            request = parse_request(msg.data)
+        except ToolRefusal as refusal:
+            self._calls.records.emit(
+                "tool.denied",
+                agent=agent,
+                trace_id=trace_id,
+                tool=tool,
+                decision="bad_request",
+                rule=refusal.rule,
+                reason=str(refusal),
+            )
+            return refusal.reply()
+        call = ToolCall(
+            agent,
+            tool,
+            dict(request.args),
+            request.message_id,
+            request.call_id,
+            request.run_id,
+            request.conversation_id,
+            trace_id,
+        )
+        self._calls.records.record("tool.requested", call, inputs={"tool": tool, "args": call.args})
+        try:
+            result, replayed = await self._calls.serve(call)
+        except ToolRefusal as refusal:
+            return refusal.reply()
+        except nats.errors.Error as exc:  # the results bucket is out of reach: try again later
+            self._calls.records.record(
+                "tool.failed", call, decision="error", reason=f"unavailable: {exc!r}"
+            )
+            return ToolRefusal(
+                "unavailable", f"tool results unreachable: {exc!r}", retryable=True
+            ).reply()
+        except Exception as exc:
+            log.exception("tool call %s by %s failed inside the gateway", tool, agent)
+            self._calls.records.record(
+                "tool.failed", call, decision="error", reason=f"internal: {exc}"
+            )
+            return ToolRefusal("internal", f"the tool gateway failed: {exc}").reply()
+        return ok_reply(result, replayed=replayed)

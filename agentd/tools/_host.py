@@ -1,0 +1,135 @@
+"""The tool host: runs one validated call with a timeout, in the daemon or in a child process.
+
+- async tools are awaited under `anyio.fail_after`;
+- sync tools run in a worker thread. A Python thread cannot be killed: on timeout the caller
+  gets its error at once, but the thread runs on until the function returns (and its side
+  effect may still happen). Tools that can hang or must be stoppable ask for isolation;
+- `isolated=True` tools run in a child process (`python -m agentd.tools.host`) in a process group
+  of their own, which is SIGKILLed on timeout or cancellation, with whatever it started.
+
+Timeouts and exceptions become `ToolError` (timeouts are `retryable`; a tool may raise
+`ToolError(..., retryable=True)` itself to say so). Results must be JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import ByteReceiveStream
+from pydantic import BaseModel, JsonValue
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from agentd.errors import ToolError
+from agentd.tools._registry import ToolSpec
+
+__all__ = ["invoke_in_process", "run_tool"]
+
+# what an isolated child may write on stdout (the result) and stderr (kept for errors)
+MAX_OUTPUT_BYTES = 16 << 20
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+async def run_tool(spec: ToolSpec, args: BaseModel, *, timeout_s: float) -> JsonValue:
+    """Run `spec` with validated `args` within `timeout_s`; the JSON result or `ToolError`."""
+    if spec.isolated:
+        return await _run_isolated(spec, args, timeout_s)
+    try:
+        with anyio.fail_after(timeout_s):
+            result = await invoke_in_process(spec, args)
+    except TimeoutError:
+        raise ToolError(f"{spec.name} timed out after {timeout_s:g}s", retryable=True) from None
+    except ToolError:
+        raise
+    except Exception as exc:
+        raise ToolError(f"{spec.name} failed: {type(exc).__name__}: {exc}") from exc
+    return as_json(spec.name, result)
+
+
+async def invoke_in_process(spec: ToolSpec, args: BaseModel) -> Any:
+    """Call the tool here and return what it returns (no timeout, no conversion)."""
+    if spec.kind == "langchain":
+        return await spec.target.ainvoke(args.model_dump())
+    kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+    if spec.is_async:
+        return await spec.target(**kwargs)
+    call = functools.partial(spec.target, **kwargs)
+    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+
+
+def as_json(name: str, result: Any) -> JsonValue:
+    """`result` as JSON values, or `ToolError` when it cannot be one."""
+    try:
+        value: JsonValue = to_jsonable_python(result)
+        json.dumps(value, allow_nan=False)
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise ToolError(f"{name} returned something that is not JSON: {exc}") from None
+    return value
+
+
+async def _run_isolated(spec: ToolSpec, args: BaseModel, timeout_s: float) -> JsonValue:
+    request = {
+        "file": str(spec.file),
+        "attr": spec.attr,
+        "tool": spec.name,
+        "args": args.model_dump(mode="json"),
+    }
+    env = dict(os.environ)
+    # the child imports agentd from wherever this process did
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+    out, err = bytearray(), bytearray()
+    process = await anyio.open_process(
+        [sys.executable, "-m", "agentd.tools.host"], env=env, start_new_session=True
+    )
+    finished = False
+    try:
+        assert process.stdin and process.stdout and process.stderr
+        with anyio.fail_after(timeout_s):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_collect, process.stdout, out)
+                tg.start_soon(_collect, process.stderr, err)
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await process.stdin.send(json.dumps(request).encode())
+                await process.stdin.aclose()
+            code = await process.wait()
+        finished = True
+    except TimeoutError:
+        raise ToolError(
+            f"{spec.name} timed out after {timeout_s:g}s (its process was killed)", retryable=True
+        ) from None
+    finally:
+        if not finished:  # timed out or cancelled: nothing it started may outlive the call
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+    return _answer(spec.name, code, bytes(out), bytes(err))
+
+
+async def _collect(stream: ByteReceiveStream, into: bytearray) -> None:
+    async for chunk in stream:
+        if len(into) + len(chunk) > MAX_OUTPUT_BYTES:
+            raise ToolError(f"the tool wrote more than {MAX_OUTPUT_BYTES} bytes")
+        into.extend(chunk)
+
+
+def _answer(name: str, code: int, out: bytes, err: bytes) -> JsonValue:
+    tail = err.decode(errors="replace").strip()[-800:]
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        detail = f": {tail}" if tail else ""
+        raise ToolError(f"{name}'s process exited with code {code} and no result{detail}") from None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise ToolError(f"{name}'s process answered something else than a result")
+    if not answer["ok"]:
+        raise ToolError(str(answer.get("error")), retryable=bool(answer.get("retryable")))
+    result: JsonValue = answer.get("result")
+    return result

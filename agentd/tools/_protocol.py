@@ -1,0 +1,115 @@
+"""The wire format of a tool call: the request on `agentd.tool.<agent>.<tool>` and its reply.
+
+Request: `{"args": {...}, "message_id", "call_id", "run_id", "conversation_id"}`; the agent is
+the subject's, never a field. Reply: `{"ok": true, "result": ..., "replayed": bool}` or
+`{"ok": false, "error": {"code", "message", "rule", "retry_after_s", "approval_id",
+"retryable"}}`, every error key present (null when it does not apply).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from agentd.errors import AgentdError
+
+__all__ = ["ErrorCode", "ToolCallRequest", "ToolRefusal", "ok_reply", "parse_request"]
+
+ErrorCode = Literal[
+    "bad_request",
+    "unknown_tool",
+    "invalid_args",
+    "policy_denied",
+    "rate_limited",
+    "approval_denied",
+    "approval_timeout",
+    "idempotency_conflict",
+    "tool_failed",
+    "unavailable",
+    "internal",
+]
+
+MAX_REQUEST_BYTES = 1 << 20
+
+
+class ToolCallRequest(BaseModel):
+    """What a caller sends. `message_id` + `call_id` make the idempotency key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    args: dict[str, JsonValue] = {}
+    message_id: str = Field(min_length=1, max_length=200)
+    call_id: str = Field(min_length=1, max_length=200)
+    run_id: str | None = Field(None, max_length=200)
+    conversation_id: str | None = Field(None, max_length=200)
+
+
+class ToolRefusal(AgentdError):
+    """A call that ends without running the tool (or with the tool failing): its error reply."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        rule: str | None = None,
+        retry_after_s: float | None = None,
+        approval_id: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.code = code
+        self.rule = rule
+        # an infinite wait (a cost above the burst) is no wait at all: JSON cannot carry inf
+        finite = retry_after_s is not None and math.isfinite(retry_after_s)
+        self.retry_after_s = retry_after_s if finite else None
+        self.approval_id = approval_id
+        self.retryable = retryable
+        super().__init__(message)
+
+    def to_error(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": str(self),
+            "rule": self.rule,
+            "retry_after_s": self.retry_after_s,
+            "approval_id": self.approval_id,
+            "retryable": self.retryable,
+        }
+
+    def reply(self) -> bytes:
+        return json.dumps({"ok": False, "error": self.to_error()}).encode()
+
+
+def ok_reply(result: JsonValue, *, replayed: bool) -> bytes:
+    return json.dumps({"ok": True, "result": result, "replayed": replayed}).encode()
+
+
+def parse_request(data: bytes) -> ToolCallRequest:
+    """The request, or `ToolRefusal("bad_request")` naming what is wrong."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ToolRefusal("bad_request", f"request is {len(data)} bytes; the limit is 1 MiB")
+    try:
+        return ToolCallRequest.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(request)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ToolRefusal(
+            "bad_request", f"malformed tool call: {problems}", rule="request"
+        ) from None
+
+
+def trace_id_of(headers: dict[str, str] | None) -> str | None:
+    """The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if any."""
+    value = (headers or {}).get("traceparent", "")
+    parts = value.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        try:
+            int(parts[1], 16)
+        except ValueError:
+            return None
+        return parts[1]
+    return None

@@ -1,0 +1,82 @@
+"""Decision records of tool calls: one per step, each naming the call it is about."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agentd.tools._protocol import ErrorCode, ToolRefusal
+
+__all__ = ["CallRecorder", "ToolCall"]
+
+log = logging.getLogger("agentd.tools")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One request as the gateway received it; `agent` is the subject's (the caller)."""
+
+    agent: str
+    tool: str
+    args: dict[str, Any]
+    message_id: str
+    call_id: str
+    run_id: str | None
+    conversation_id: str | None
+    trace_id: str | None
+
+
+class CallRecorder:
+    """Writes `tool.*` records through the daemon's `record(kind, **fields)`; never raises."""
+
+    def __init__(self, sink: Callable[..., None]) -> None:
+        self._sink = sink
+
+    def deny(
+        self,
+        call: ToolCall,
+        code: ErrorCode,
+        message: str,
+        rule: str,
+        *,
+        policy_version: str | None = None,
+        retry_after_s: float | None = None,
+        retryable: bool = False,
+    ) -> ToolRefusal:
+        """Record a `tool.denied` step and return the refusal to raise."""
+        self.record(
+            "tool.denied",
+            call,
+            decision=code,
+            rule=rule,
+            reason=message,
+            policy_version=policy_version,
+            retry_after_s=retry_after_s,
+        )
+        return ToolRefusal(
+            code, message, rule=rule, retry_after_s=retry_after_s, retryable=retryable
+        )
+
+    def record(
+        self, kind: str, call: ToolCall, *, policy_version: str | None = None, **fields: Any
+    ) -> None:
+        self.emit(
+            kind,
+            agent=call.agent,
+            run_id=call.run_id,
+            conversation_id=call.conversation_id,
+            trace_id=call.trace_id,
+            tool=call.tool,
+            call_id=call.call_id,
+            message_id=call.message_id,
+            lineage={"policy_version": policy_version} if policy_version else None,
+            **fields,
+        )
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        try:
+            self._sink(kind, **fields)
+        except Exception:
+            log.exception("recording a tool decision (%s) failed", kind)

@@ -1,0 +1,163 @@
+"""The tool gateway, measured against raw NATS request/reply in the same run.
+
+One nats-server; the gateway runs in this process with the policy enforced (a small policy:
+one allow rule, no limits), a `bench.echo` async tool and a list-collecting recorder. Paths:
+
+- raw: request/reply to a plain responder on its own connection (the floor of any tool call);
+- executed: a new call (new call id): spec, schema, decide(), stored-result lookup, rate limit,
+  claim (KV create), run, store (KV update), two records;
+- replayed: the same call again: decide() and one KV get;
+- denied: a call policy denies (no KV at all);
+- thread: the same as executed, with a sync tool (a worker thread);
+- throughput: executed calls with 64 in flight, against raw request/reply with 64 in flight.
+
+Run: PYTHONPATH=. .venv/bin/python bench/tools.py [--calls 400]   (prints JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import anyio  # noqa: E402
+import nats  # noqa: E402
+from _common import nats_server, percentiles  # noqa: E402
+
+from agentd.bus import Subjects  # noqa: E402
+from agentd.config import ToolsConfig  # noqa: E402
+from agentd.policy import DecisionPoint  # noqa: E402
+from agentd.tools import ToolGateway, ToolRegistry  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = """
+from agentd.tools import tool
+
+@tool("bench.echo")
+async def echo(text: str, n: int = 0) -> dict:
+    return {"text": text, "n": n}
+
+@tool("bench.echo_sync")
+def echo_sync(text: str, n: int = 0) -> dict:
+    return {"text": text, "n": n}
+"""
+POLICY = "p, bench, tool:bench.echo, call, allow\np, bench, tool:bench.echo_sync, call, allow\n"
+
+
+async def timed(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:
+    samples = []
+    for i in range(calls):
+        started = time.perf_counter()
+        await one(i)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def throughput(calls: int, one: Callable[[int], Awaitable[Any]], inflight: int) -> float:
+    started = time.perf_counter()
+    sem = anyio.Semaphore(inflight)
+
+    async def bounded(i: int) -> None:
+        async with sem:
+            await one(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(calls):
+            tg.start_soon(bounded, i)
+    return round(calls / (time.perf_counter() - started), 1)
+
+
+async def main(calls: int, directory: Path) -> dict[str, Any]:
+    policy_dir = directory / "policies"
+    policy_dir.mkdir()
+    shutil.copy(REPO / "policies" / "model.conf", policy_dir)
+    (policy_dir / "policy.csv").write_text(POLICY)
+    (policy_dir / "constraints.toml").write_text("")
+    (policy_dir / "limits.toml").write_text("")
+    tools_dir = directory / "tools"
+    tools_dir.mkdir()
+    (tools_dir / "bench.py").write_text(TOOLS)
+
+    with nats_server(directory / "nats") as url:
+        caller, server = await nats.connect(url), await nats.connect(url)
+
+        async def echo(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await server.subscribe("bench.raw", cb=echo)
+        await server.flush()
+        subjects = Subjects("bench")
+        records: list[str] = []
+        gateway = ToolGateway(
+            server,
+            server.jetstream(),
+            subjects,
+            point=DecisionPoint.from_dir(policy_dir),
+            registry=ToolRegistry.load(tools_dir),
+            allowed_tools=lambda agent: ["bench.echo", "bench.echo_sync", "bench.nope"],
+            record=lambda kind, **fields: records.append(kind),
+            config=ToolsConfig(),
+        )
+        body = {"args": {"text": "hello", "n": 1}, "message_id": "m", "run_id": "r"}
+        raw = json.dumps(body).encode()
+
+        async def raw_call(i: int) -> None:
+            await caller.request("bench.raw", raw, timeout=10)
+
+        def gateway_call(tool: str, key: str, expect_ok: bool = True) -> Callable[[int], Any]:
+            async def one(i: int) -> None:
+                data = json.dumps({**body, "call_id": key.format(i=i)}).encode()
+                reply = await caller.request(subjects.tool("bench", tool), data, timeout=10)
+                assert json.loads(reply.data)["ok"] is expect_ok, reply.data
+
+            return one
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(gateway.run)
+            await timed(50, raw_call)  # warm both paths
+            await timed(50, gateway_call("bench.echo", "warm-{i}"))
+            results = {
+                "raw": percentiles(await timed(calls, raw_call)),
+                "executed": percentiles(await timed(calls, gateway_call("bench.echo", "e-{i}"))),
+                "replayed": percentiles(await timed(calls, gateway_call("bench.echo", "e-0"))),
+                "denied": percentiles(
+                    await timed(calls, gateway_call("bench.nope", "d-{i}", expect_ok=False))
+                ),
+                "thread": percentiles(await timed(calls, gateway_call("bench.echo_sync", "s-{i}"))),
+            }
+            raw_rps = await throughput(calls * 4, raw_call, 64)
+            tool_rps = await throughput(calls * 4, gateway_call("bench.echo", "t-{i}"), 64)
+            await gateway.shutdown()
+        await caller.close()
+        await server.close()
+    p50 = {k: v["p50_us"] for k, v in results.items()}
+    return {
+        "calls_per_path": calls,
+        "latency": results,
+        "ratio_p50_vs_raw": {k: round(p50[k] / p50["raw"], 2) for k in p50 if k != "raw"},
+        "throughput_64_inflight": {
+            "raw_req_per_s": raw_rps,
+            "executed_calls_per_s": tool_rps,
+            "ratio": round(raw_rps / tool_rps, 2),
+        },
+        "records": len(records),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=400)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = asyncio.run(main(options.calls, Path(tmp)))
+    print(json.dumps(figures, indent=2))

@@ -19,8 +19,8 @@ run: setup
 	$(VENV)/bin/agentd --config agentd.toml run
 
 lint: setup
-	$(VENV)/bin/ruff check agentd tests bench agents
-	$(VENV)/bin/ruff format --check agentd tests bench agents
+	$(VENV)/bin/ruff check agentd tests bench agents tools
+	$(VENV)/bin/ruff format --check agentd tests bench agents tools
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -107,5 +107,6 @@ def test_embedded_nats_killed_is_restarted_and_the_daemon_serves_again(tmp_path:
             "control": "running",
             "agents": "running",
             "autoscaler": "running",
+            "tools": "running",
         }
         assert daemon.stop() == 0

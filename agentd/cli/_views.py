@@ -7,7 +7,7 @@ from typing import Any
 
 from agentd.cli._table import render_table
 
-__all__ = ["render_dlq", "render_ps", "render_status"]
+__all__ = ["render_approvals", "render_dlq", "render_ps", "render_status"]
 
 
 def render_status(result: dict[str, Any]) -> str:
@@ -91,6 +91,24 @@ def render_dlq(entries: list[dict[str, Any]]) -> str:
         for e in entries
     ]
     return render_table(["seq", "agent", "message", "tries", "error", "payload"], rows)
+
+
+def render_approvals(waiting: list[dict[str, Any]]) -> str:
+    if not waiting:
+        return "no tool calls are waiting for approval"
+    rows = [
+        [
+            w["id"],
+            w["agent"],
+            w["tool"],
+            _short(json.dumps(w["args"]), 50),
+            w.get("run_id"),
+            w.get("trace_id"),
+            w.get("rule"),
+        ]
+        for w in waiting
+    ]
+    return render_table(["id", "agent", "tool", "args", "run", "trace", "rule"], rows)
 
 
 def _short(text: str | None, width: int = 60) -> str | None:

@@ -13,7 +13,7 @@ import anyio
 from agentd.bus import new_id
 from agentd.cli._client import ControlClient, DaemonUnreachable, resolve_url
 from agentd.cli._live import follow_logs, print_logs, top
-from agentd.cli._views import render_dlq, render_ps, render_status
+from agentd.cli._views import render_approvals, render_dlq, render_ps, render_status
 from agentd.errors import AgentdError, ConfigError, ControlError
 
 Command = Callable[[ControlClient, argparse.Namespace], Awaitable[Any]]
@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     dlq_sub.add_parser("replay", help="put a dead letter back in its inbox").add_argument(
         "seq", type=int
     )
+    sub.add_parser("approvals", help="tool calls waiting for a person's approval")
+    approve = sub.add_parser("approve", help="let one waiting tool call through, once")
+    approve.add_argument("id")
+    deny = sub.add_parser("deny", help="refuse one waiting tool call")
+    deny.add_argument("id")
+    deny.add_argument("--reason", default="denied by an operator")
     policy = sub.add_parser("policy", help="the policy in force")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     policy_sub.add_parser("reload", help="validate and load policies/ (the old one stays if bad)")
@@ -105,6 +111,19 @@ async def _policy(ctl: ControlClient, args: argparse.Namespace) -> Any:
             raise ControlError("bad_request", f"the arguments are not valid JSON: {exc}") from None
     result = await ctl.call("policy.explain", request)
     return result if args.json else result["text"]
+
+
+async def _approvals(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    if args.command == "approvals":
+        waiting = await ctl.call("approvals")
+        return waiting if args.json else render_approvals(waiting)
+    if args.command == "approve":
+        result = await ctl.call("approve", {"id": args.id})
+    else:
+        result = await ctl.call("deny", {"id": args.id, "reason": args.reason})
+    if args.json:
+        return result
+    return f"{args.command}d {args.id}: " + ", ".join(f"{k}={v}" for k, v in result.items())
 
 
 async def _status(ctl: ControlClient, args: argparse.Namespace) -> Any:
@@ -204,6 +223,9 @@ COMMANDS: dict[str, Command] = {
     "top": _top,
     "dlq": _dlq,
     "policy": _policy,
+    "approvals": _approvals,
+    "approve": _approvals,
+    "deny": _approvals,
 }
 
 

@@ -42,6 +42,7 @@ from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, ControlError, WorkerCrashed
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
+from agentd.tools import ToolGateway, ToolRegistry
 from agentd.trace import open_decision_log
 
 __all__ = ["Daemon"]
@@ -85,6 +86,7 @@ class Daemon:
         self._control: ControlPlane | None = None
         self._fleet: AgentFleet | None = None
         self._autoscaler: Autoscaler | None = None
+        self._tools: ToolGateway | None = None
         self._spawner: Spawner | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
@@ -147,6 +149,21 @@ class Daemon:
         )
         await tg.start(self._router.run)
         self._step("router", "running")
+        self._tools = ToolGateway(
+            nc,
+            js,
+            self.subjects,
+            point=self.authority.point,
+            registry=self._load_tools(),
+            allowed_tools=lambda agent: (
+                list(fleet.agents[agent].agent.spec.tools) if agent in fleet.agents else None
+            ),
+            record=recorder.record,
+            config=self.config.tools,
+            drain_grace_s=self.config.daemon.drain_grace_s,
+        )
+        await tg.start(self._tools.run)
+        self._step("tools", "running")
         self._control = ControlPlane(nc, self.subjects, authorize=self._authorize)
         ControlVerbs(
             status=self._status,
@@ -157,6 +174,7 @@ class Daemon:
             logs_dir=self.state_dir / "logs",
             authority=self.authority,
             reload_policy=self.reload_policy,
+            tools=self._tools,
         ).register(self._control)
         await tg.start(self._control.run)
         self._step("control", "running")
@@ -168,6 +186,18 @@ class Daemon:
         self._autoscaler = Autoscaler(fleet, self.config.autoscale)
         await tg.start(self._autoscaler.run)
         self._step("autoscaler", "running" if self.config.autoscale.enabled else "disabled")
+
+    def _load_tools(self) -> ToolRegistry:
+        """The tools in [tools].dir (none when the folder does not exist). They run in this
+        process and find their files through AGENTD_STATE_DIR, as replicas do."""
+        os.environ.setdefault("AGENTD_STATE_DIR", str(self.state_dir))
+        directory = self.config.tools.dir
+        if not directory.is_dir():
+            log.info("no tools: %s does not exist", directory)
+            return ToolRegistry()
+        registry = ToolRegistry.load(directory)
+        log.info("tools from %s: %s", directory, ", ".join(sorted(registry.names)) or "none")
+        return registry
 
     async def _start_embedded_nats(self) -> None:
         cfg = self.config.bus.embedded
@@ -207,7 +237,7 @@ class Daemon:
                     await service.shutdown()
             if self._fleet:
                 await self._fleet.shutdown()
-            for plane in (self._control, self._router):
+            for plane in (self._tools, self._control, self._router):
                 if plane:
                     await plane.shutdown()
             if self._nc is not None:

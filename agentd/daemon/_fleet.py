@@ -283,6 +283,9 @@ class AgentFleet:
             params=record.params,
         )
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        # a tool call may wait for a person's approval, then run: the worker waits that long
+        tools = cfg.tools
+        env["AGENTD_TOOL_TIMEOUT_S"] = str(tools.approval_timeout_s + tools.call_timeout_s + 30)
         restart = agent.spec.restart
         return ChildSpec(
             name=replica,

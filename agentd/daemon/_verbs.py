@@ -22,6 +22,7 @@ from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._recorder import Recorder
 from agentd.errors import ConfigError, ControlError
 from agentd.router import DeadLetters, Router
+from agentd.tools import ToolGateway
 
 __all__ = ["ControlVerbs"]
 
@@ -67,6 +68,7 @@ class ControlVerbs:
         logs_dir: Path,
         authority: Authority,
         reload_policy: Callable[..., dict[str, Any]],
+        tools: ToolGateway,
     ) -> None:
         self._status = status
         self._fleet = fleet
@@ -76,6 +78,7 @@ class ControlVerbs:
         self._logs_dir = logs_dir
         self._authority = authority
         self._reload_policy = reload_policy
+        self._tools = tools
 
     def register(self, control: ControlPlane) -> None:
         verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
@@ -93,6 +96,9 @@ class ControlVerbs:
             "policy.reload": self.policy_reload,
             "policy.test": self.policy_test,
             "policy.explain": self.policy_explain,
+            "approvals": self.approvals,
+            "approve": self.approve,
+            "deny": self.deny,
         }
         for verb, handler in verbs.items():
             control.register(verb, handler)
@@ -209,3 +215,18 @@ class ControlVerbs:
         action = _arg(request, "action", str)
         args = _arg(request, "args", dict, None)
         return self._authority.explain(subject, obj, action, args)
+
+    async def approvals(self, request: ControlRequest) -> list[dict[str, Any]]:
+        """Tool calls parked for a person's approval, oldest first."""
+        return self._tools.pending()
+
+    async def approve(self, request: ControlRequest) -> dict[str, Any]:
+        approval_id = _arg(request, "id", str)
+        self._command(request, "approve", approval_id=approval_id)
+        return self._tools.approve(approval_id, request.operator)
+
+    async def deny(self, request: ControlRequest) -> dict[str, Any]:
+        approval_id = _arg(request, "id", str)
+        reason = _arg(request, "reason", str, "denied by an operator")
+        self._command(request, "deny", approval_id=approval_id)
+        return self._tools.deny(approval_id, request.operator, reason)

@@ -141,7 +141,7 @@ dir = "{REPO / "policies"}"
 
 [agents]
 dir = "{agents}"
-heartbeat_s = 0.5
+heartbeat_s = 1.0
 {extra}
 """
     path = directory / "agentd.toml"

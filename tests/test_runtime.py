@@ -176,7 +176,7 @@ def test_poison_message_goes_to_the_dead_letters_and_replays_after_the_fix(
 
 
 def test_a_hung_replica_is_replaced_within_three_heartbeat_periods(daemon: DaemonProcess) -> None:
-    period = 0.5  # [agents].heartbeat_s in write_config
+    period = 1.0  # [agents].heartbeat_s in write_config
     old = ps(daemon)["echo"]["replicas"][0]["pid"]
     os.kill(old, signal.SIGSTOP)
     stopped_at = time.monotonic()

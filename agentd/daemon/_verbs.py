@@ -104,11 +104,15 @@ class ControlVerbs:
             control.register(verb, handler)
 
     def _command(self, request: ControlRequest, verb: str, **fields: Any) -> None:
+        # the policy answer that let it through (memoised by the decision point: cheap)
+        answer = self._authority.check(f"operator:{request.operator}", f"ctl:{verb}", verb)
         self._recorder.record(
             "control.command",
             operator=request.operator,
             decision=verb,
+            rule=answer.rule,
             inputs=dict(request.args),
+            lineage={"policy_version": answer.policy_version},
             **fields,
         )
 

@@ -12,12 +12,14 @@ from agentd.bus._embedded import (
     wait_until_listening,
 )
 from agentd.bus._message import Message, RunResult, jsonable, new_id
+from agentd.bus._serve import serve_each
 from agentd.bus._streams import ensure_inbox_consumer, ensure_streams
 from agentd.bus._subjects import Subjects
 
 __all__ = [
-    # connections
+    # connections and services
     "connect",
+    "serve_each",
     "Subjects",
     # envelopes
     "Message",

@@ -11,7 +11,7 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from agentd.bus import Subjects
+from agentd.bus import Subjects, serve_each
 from agentd.control._protocol import ControlRequest, decode_request, encode_error, encode_ok
 from agentd.errors import AgentdError, ControlError
 
@@ -49,27 +49,16 @@ class ControlPlane:
         return sorted(self._handlers)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        prefix_len = len(self._subjects.ctl(""))
-        async with anyio.create_task_group() as tg:
-
-            async def on_request(msg: Msg) -> None:
-                # each request in its own task so a slow verb does not hold up `status`
-                tg.start_soon(self._answer, msg, msg.subject[prefix_len:])
-
-            sub = await self._nc.subscribe(self._subjects.ctl_all, cb=on_request)
-            await self._nc.flush()
+        # each request in its own task, so a slow verb does not hold up `status`
+        async with serve_each(self._nc, self._subjects.ctl_all, self._answer):
             task_status.started()
-            try:
-                await self._stopped.wait()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await sub.unsubscribe()
-                tg.cancel_scope.cancel()
+            await self._stopped.wait()
 
     async def shutdown(self) -> None:
         self._stopped.set()
 
-    async def _answer(self, msg: Msg, verb: str) -> None:
+    async def _answer(self, msg: Msg) -> None:
+        verb = msg.subject[len(self._subjects.ctl("")) :]
         try:
             reply = encode_ok(await self._dispatch(verb, msg.data))
         except ControlError as exc:

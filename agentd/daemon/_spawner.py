@@ -18,7 +18,7 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from agentd.bus import Subjects
+from agentd.bus import Subjects, serve_each
 from agentd.config import AgentsConfig
 from agentd.daemon._fleet import AgentFleet, AgentRecord
 from agentd.daemon._recorder import Recorder
@@ -50,22 +50,12 @@ class Spawner:
         self._stopped = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def on_request(msg: Msg) -> None:
-                tg.start_soon(self._answer, msg)
-
-            sub = await self._nc.subscribe(self._subjects.spawn("*"), cb=on_request)
+        async with serve_each(self._nc, self._subjects.spawn("*"), self._answer):
             task_status.started()
-            try:
-                while not self._stopped.is_set():
-                    with anyio.move_on_after(self._reap_every_s):
-                        await self._stopped.wait()
-                    await self.reap_idle()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await sub.unsubscribe()
-                tg.cancel_scope.cancel()
+            while not self._stopped.is_set():
+                with anyio.move_on_after(self._reap_every_s):
+                    await self._stopped.wait()
+                await self.reap_idle()
 
     async def shutdown(self) -> None:
         self._stopped.set()

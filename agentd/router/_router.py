@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from agentd.bus import Message, Subjects
+from agentd.bus import Message, Subjects, serve_each
 from agentd.errors import ControlError
 from agentd.router._policy_hook import AllowAll, PolicyHook
 
@@ -107,20 +107,9 @@ class Router:
         return Routed(message.id, message.to, ack.seq, bool(ack.duplicate))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def on_message(msg: Msg) -> None:
-                tg.start_soon(self._handle, msg)
-
-            sub = await self._nc.subscribe(self._subjects.out_all, queue="router", cb=on_message)
-            await self._nc.flush()
+        async with serve_each(self._nc, self._subjects.out_all, self._handle, queue="router"):
             task_status.started()
-            try:
-                await self._stopped.wait()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await sub.unsubscribe()
-                tg.cancel_scope.cancel()
+            await self._stopped.wait()
 
     async def shutdown(self) -> None:
         self._stopped.set()

@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from agentd.bus import Subjects
+from agentd.bus import Subjects, serve_each
 from agentd.config import ToolsConfig
 from agentd.errors import ControlError
 from agentd.policy import DecisionPoint
@@ -80,13 +80,9 @@ class ToolGateway:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         bucket, ttl = self._subjects.tool_results_bucket, self._config.results_ttl_s
         self._calls.store = ResultStore(await ensure_results_bucket(self._js, bucket, ttl))
-        async with anyio.create_task_group() as tg:
-
-            async def on_request(msg: Msg) -> None:
-                tg.start_soon(self._handle, msg)
-
-            sub = await self._nc.subscribe(self._subjects.tool_all, queue="tools", cb=on_request)
-            await self._nc.flush()
+        async with serve_each(
+            self._nc, self._subjects.tool_all, self._handle, queue="tools"
+        ) as sub:
             task_status.started()
             try:
                 await self._stopped.wait()
@@ -101,7 +97,6 @@ class ToolGateway:
                         )
                     with anyio.move_on_after(self._drain_grace_s):
                         await self._idle.wait()
-                tg.cancel_scope.cancel()
 
     async def shutdown(self) -> None:
         """Stop taking calls; parked calls are refused, running ones get the drain grace."""

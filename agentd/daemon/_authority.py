@@ -9,11 +9,12 @@ broken.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agentd.config import PolicyConfig
-from agentd.errors import ControlError
+from agentd.errors import ConfigError, ControlError
 from agentd.policy import DecisionPoint, Request, run_golden_tables
 from agentd.router import HookDecision
 
@@ -27,6 +28,7 @@ OFF_RULE = "policy off ([policy].mode)"
 class Authority:
     def __init__(self, cfg: PolicyConfig) -> None:
         self.cfg = cfg
+        self.record: Callable[..., None] | None = None  # the daemon's recorder, once it runs
         self.point: DecisionPoint | None = (
             DecisionPoint.from_dir(cfg.dir) if cfg.mode == "enforce" else None
         )
@@ -50,6 +52,16 @@ class Authority:
         """May `operator` use control verb `verb`? Raises ControlError("forbidden") if not."""
         answer = self.check(f"operator:{operator}", f"ctl:{verb}", verb)
         if not answer.allowed:
+            if self.record is not None:
+                self.record(
+                    "control.command",
+                    operator=operator,
+                    decision="denied",
+                    rule=answer.rule,
+                    reason=answer.reason,
+                    verb=verb,
+                    lineage={"policy_version": answer.policy_version},
+                )
             raise ControlError(
                 "forbidden",
                 f"operator {operator!r} may not use {verb!r}: {answer.reason or 'denied'}",
@@ -58,14 +70,35 @@ class Authority:
             )
         return answer
 
-    def reload(self) -> dict[str, Any]:
-        """Validate and swap in the policy on disk; raises PolicyError and keeps the old one."""
+    def reload(self, *, operator: str | None = None) -> dict[str, Any]:
+        """Validate and swap in the policy on disk. A broken one raises PolicyError (file:line:
+        reason) and the running policy stays; either way the attempt is recorded."""
         if self.point is None:
             return {"mode": "off", "version": "off", "changed": False}
         before = self.point.version
-        policy = self.point.reload(self.cfg.dir)
+        try:
+            policy = self.point.reload(self.cfg.dir)
+        except ConfigError as exc:
+            self._record_reload(operator, "rejected", before, reason=str(exc))
+            raise
+        changed = policy.version != before
         log.info("policy %s (was %s)", policy.version[:12], before[:12])
-        return {"mode": "enforce", "version": policy.version, "changed": policy.version != before}
+        self._record_reload(
+            operator, "reloaded" if changed else "unchanged", policy.version, previous=before
+        )
+        return {"mode": "enforce", "version": policy.version, "changed": changed}
+
+    def _record_reload(
+        self, operator: str | None, decision: str, version: str, **fields: Any
+    ) -> None:
+        if self.record is not None:
+            self.record(
+                "policy.reloaded",
+                operator=operator,
+                decision=decision,
+                lineage={"policy_version": version},
+                **fields,
+            )
 
     def test(self, directory: Path | None = None) -> dict[str, Any]:
         """Run the golden decision tables (policies/tests/*.toml) against the live policy."""

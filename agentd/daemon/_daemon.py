@@ -8,7 +8,6 @@ SIGINT forces at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ from agentd.config import LoadedConfig, load_config
 from agentd.control import ControlPlane
 from agentd.daemon._authority import Authority
 from agentd.daemon._autoscaler import Autoscaler
+from agentd.daemon._child_events import NATS_CHILD, report_child_event
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._logging import setup_logging
 from agentd.daemon._recorder import Recorder
@@ -39,7 +39,7 @@ from agentd.daemon._spawner import Spawner
 from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
-from agentd.errors import BusUnavailable, ConfigError, ControlError, WorkerCrashed
+from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
@@ -48,17 +48,6 @@ from agentd.trace import open_decision_log
 __all__ = ["Daemon"]
 
 log = logging.getLogger("agentd.daemon")
-
-NATS_CHILD = "nats-server"
-
-# supervisor events as decision-record kinds (agent replicas and the embedded nats-server alike)
-_CHILD_RECORD_KINDS = {
-    "spawn": "agent.spawned",
-    "exit": "agent.exited",
-    "stop": "agent.exited",
-    "restart": "agent.restarted",
-    "failed": "agent.failed",
-}
 
 
 class Daemon:
@@ -164,7 +153,8 @@ class Daemon:
         )
         await tg.start(self._tools.run)
         self._step("tools", "running")
-        self._control = ControlPlane(nc, self.subjects, authorize=self._authorize)
+        self.authority.record = recorder.record
+        self._control = ControlPlane(nc, self.subjects, authorize=self.authority.authorize_verb)
         ControlVerbs(
             status=self._status,
             fleet=fleet,
@@ -173,7 +163,7 @@ class Daemon:
             recorder=recorder,
             logs_dir=self.state_dir / "logs",
             authority=self.authority,
-            reload_policy=self.reload_policy,
+            reload_policy=self.authority.reload,
             tools=self._tools,
         ).register(self._control)
         await tg.start(self._control.run)
@@ -277,7 +267,7 @@ class Daemon:
         """SIGHUP: apply what can change live (log level, the policy), log what needs a
         restart."""
         try:
-            self.reload_policy(operator=None)
+            self.authority.reload(operator=None)
         except ConfigError as exc:
             log.error("policy reload rejected, keeping the running policy:\n%s", exc)
         try:
@@ -325,38 +315,14 @@ class Daemon:
         log.debug("%s: %s", service, state)
 
     async def _on_child_event(self, event: ChildEvent) -> None:
-        body = {
-            "child": event.name,
-            "pid": event.pid,
-            "exit_code": event.exit_code,
-            "signal": event.signal,
-            "reason": event.reason,
-            "restarts": event.restarts,
-            "ts": event.at,
-        }
-        kind = _CHILD_RECORD_KINDS.get(str(event.kind), f"x.child.{event.kind}")
-        agent = event.name.rsplit("-", 1)[0] if event.name != NATS_CHILD else None
-        record = self._fleet.agents.get(agent) if self._fleet and agent else None
-        lineage = {"agent_version": record.agent.version} if record else None
-        if self._recorder is not None:
-            self._recorder.record(
-                kind,
-                agent=agent,
-                replica=event.name,
-                decision=str(event.kind),
-                reason=event.reason,
-                pid=event.pid,
-                exit_code=event.exit_code,
-                signal=event.signal,
-                restarts=event.restarts,
-                lineage=lineage,
-            )
-        nc = self._nc
-        if nc is not None and nc.is_connected:
-            try:
-                await nc.publish(self.subjects.event(str(event.kind)), json.dumps(body).encode())
-            except Exception as exc:
-                log.debug("event not published: %s", exc)
+        fleet = self._fleet
+        await report_child_event(
+            event,
+            agents=fleet.agents if fleet else {},
+            recorder=self._recorder,
+            nc=self._nc,
+            subjects=self.subjects,
+        )
 
     async def _bus_down(self) -> None:
         self._services["bus"] = "reconnecting"
@@ -367,48 +333,6 @@ class Daemon:
         self._services["bus"] = "connected"
         if self._fleet:
             self._fleet.heartbeats.bus_up()
-
-    def reload_policy(self, *, operator: str | None) -> dict[str, Any]:
-        """Validate and swap in the policy on disk; a broken one is rejected (PolicyError, with
-        file and line) and recorded, and the running policy stays."""
-        before = self.authority.version
-        try:
-            result = self.authority.reload()
-        except ConfigError as exc:
-            if self._recorder is not None:
-                self._recorder.record(
-                    "policy.reloaded",
-                    operator=operator,
-                    decision="rejected",
-                    reason=str(exc),
-                    lineage={"policy_version": before},
-                )
-            raise
-        if self._recorder is not None:
-            self._recorder.record(
-                "policy.reloaded",
-                operator=operator,
-                decision="reloaded" if result["changed"] else "unchanged",
-                inputs={"previous_version": before},
-                lineage={"policy_version": result["version"]},
-            )
-        return result
-
-    def _authorize(self, operator: str, verb: str) -> None:
-        try:
-            self.authority.authorize_verb(operator, verb)
-        except ControlError as exc:
-            if self._recorder is not None:
-                self._recorder.record(
-                    "control.command",
-                    operator=operator,
-                    decision="denied",
-                    rule=str(exc.details.get("rule")),
-                    reason=str(exc),
-                    verb=verb,
-                    lineage={"policy_version": self.authority.version},
-                )
-            raise
 
     def _status(self) -> dict[str, Any]:
         return {

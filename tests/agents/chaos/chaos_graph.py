@@ -1,4 +1,5 @@
-"""Notes every run it starts in $CHAOS_LOG (one line per start), then works for 50 ms."""
+"""Notes every run it starts in $CHAOS_LOG (one line per start), then works for 200 ms: long
+enough that every kill cuts runs short."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from langgraph.graph import END, START, StateGraph
 
 async def work(state: dict[str, Any]) -> dict[str, Any]:
     await asyncio.to_thread(_append, os.environ["CHAOS_LOG"], f"{state['n']}\n")
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
     return {"n": state["n"], "done": True}
 
 

@@ -181,12 +181,12 @@ def test_a_hung_replica_is_replaced_within_three_heartbeat_periods(daemon: Daemo
     os.kill(old, signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
-        wait_until(lambda: not pid_alive(old), 3 * period + 1.0, "the hung replica to be killed")
+        wait_until(lambda: not pid_alive(old), 3 * period + 2.0, "the hung replica to be killed")
         detected_after = time.monotonic() - stopped_at
     finally:
         if pid_alive(old):
             os.kill(old, signal.SIGCONT)
-    assert detected_after <= 3 * period + 0.5, detected_after
+    assert detected_after <= 3 * period + 1.0, detected_after  # + polling and scheduling
 
     def replaced() -> bool:
         (replica,) = ps(daemon)["echo"]["replicas"]

@@ -163,7 +163,7 @@ class AgentWorker:
             runs.start_soon(self._dead_letter, msg, None, f"malformed message: {exc}")
             return
         if message.id in self._held:  # a redelivery of a message we still hold: keep ours
-            runs.start_soon(self._ack_quietly, msg)
+            runs.start_soon(self._keep_holding, msg)
             return
         self._inflight += 1
         self._held[message.id] = msg
@@ -306,7 +306,9 @@ class AgentWorker:
             self._settled.set()
             self._settled = anyio.Event()
 
-    async def _ack_quietly(self, msg: Msg) -> None:
+    async def _keep_holding(self, msg: Msg) -> None:
+        """JetStream redelivered a message this replica still works on (its ack_wait ran out):
+        say so, and let the run in hand settle it."""
         with contextlib.suppress(Exception):
             await msg.in_progress()
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from agentd.bus import new_id
-from agentd.cli._client import ControlClient, DaemonUnreachable, resolve_url
+from agentd.cli._client import ControlClient, resolve_url
 from agentd.cli._live import follow_logs, print_logs, top
 from agentd.cli._views import render_approvals, render_dlq, render_ps, render_status
 from agentd.errors import AgentdError, ConfigError, ControlError
@@ -241,9 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         out = anyio.run(_main, args)
-    except DaemonUnreachable as exc:
-        print(f"agentctl: {exc}", file=sys.stderr)
-        return 1
     except ControlError as exc:
         print(f"agentctl: {exc} [{exc.code}]", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import agentd
-from agentd.config import find_config, load_agent, load_config
+from agentd.config import find_config, load_agents, load_config
 from agentd.errors import AgentdError, ConfigError
 
 
@@ -57,19 +57,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_agents(root: Path, names: list[str]) -> int:
-    folders = (
-        [root / n for n in names] if names else sorted(p.parent for p in root.glob("*/agent.toml"))
-    )
-    failed = 0
-    for folder in folders:
-        try:
-            agent = load_agent(folder)
-        except ConfigError as exc:
-            failed += 1
-            print(f"FAIL {exc}", file=sys.stderr)
-        else:
-            print(f"ok   {agent.name} (version {agent.version})")
-    return 1 if failed else 0
+    agents, errors = load_agents(root, names or None)
+    for agent in agents:
+        print(f"ok   {agent.name} (version {agent.version})")
+    for error in errors:
+        print(f"FAIL {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

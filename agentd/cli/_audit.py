@@ -85,7 +85,10 @@ def _when(text: str | None) -> float | None:
 
 def _verify_text(report: dict[str, Any]) -> str:
     if report["ok"]:
-        return f"OK: {report['reason']} (signed through record {report['signed_through']})"
+        text = f"OK: {report['reason']} (signed through record {report['signed_through']})"
+        if report["signed_through"] == 0 and report["checked"]:
+            text += "\nno checkpoint is signed yet: the hash chain alone protects these records"
+        return text
     where = ""
     if report.get("first_bad_seq") is not None:
         where = f" at record {report['first_bad_seq']}"

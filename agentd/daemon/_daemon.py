@@ -196,8 +196,7 @@ class Daemon:
                 runs_bucket=self.subjects.runs_bucket,
             )
             await tg.start(self._metrics_service.run)
-            port = self._metrics_service.port
-            self._step("metrics", f"serving on port {port}" if port else "not serving (see log)")
+
         self._spawner = Spawner(nc, self.subjects, fleet, self.config.agents, recorder)
         await tg.start(self._spawner.run)
         self._autoscaler = Autoscaler(fleet, self.config.autoscale)
@@ -364,6 +363,12 @@ class Daemon:
         if self._fleet:
             self._fleet.heartbeats.bus_up()
 
+    def _metrics_url(self) -> str | None:
+        service = self._metrics_service
+        if service is None or service.port is None:
+            return None  # disabled, or the port was taken (logged)
+        return f"http://{self.config.metrics.host}:{service.port}/metrics"
+
     def _status(self) -> dict[str, Any]:
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -375,6 +380,7 @@ class Daemon:
             "agents": sorted(self._fleet.names) if self._fleet else [],
             "spec_errors": self._fleet.spec_errors if self._fleet else [],
             "policy": {"mode": self.config.policy.mode, "version": self.authority.version},
+            "metrics_url": self._metrics_url(),
         }
 
 

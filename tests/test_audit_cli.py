@@ -146,6 +146,14 @@ def test_export_streams_every_record_in_chain_order(daemon: DaemonProcess, tmp_p
     ids = [json.loads(line["body"])["id"] for line in lines]
     stored = [r["id"] for r in decision_records(daemon.dir / "state")]
     assert ids == stored[: len(ids)]
+    # small pages stream the same lines, page after page
+    paged_file = tmp_path / "paged.jsonl"
+    paged = daemon.agentctl("audit", "export", "--out", str(paged_file), "--page-bytes", "2000")
+    assert paged.returncode == 0, paged.stderr
+    pages = int(paged.stderr.split(" in ")[1].split()[0])
+    assert pages >= 3, paged.stderr
+    paged_lines = [json.loads(line) for line in paged_file.read_text().splitlines()]
+    assert paged_lines[: len(lines)] == lines
     # a time window: only records at or after the middle record's time, none before
     middle = json.loads(lines[len(lines) // 2]["body"])
     window = daemon.agentctl("audit", "export", "--since", repr(middle["ts"]))

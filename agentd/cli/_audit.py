@@ -58,6 +58,7 @@ def add_log_commands(sub: Any) -> None:
     export.add_argument("--since", help="from (epoch s, ISO 8601 or an age: 2h, 7d)")
     export.add_argument("--until", help="before (same forms)")
     export.add_argument("--out", type=Path, help="write here (default: stdout)")
+    export.add_argument("--page-bytes", type=int, help=argparse.SUPPRESS)  # tests: small pages
     trace_p = sub.add_parser("trace", help="the decisions of a run, trace or conversation")
     trace_p.add_argument("id", nargs="?", help="run, trace, conversation or record id")
     trace_p.add_argument("--follow", "-f", action="store_true", help="tail decisions live")
@@ -191,8 +192,10 @@ async def _export(ctl: ControlClient, args: argparse.Namespace) -> Any:
         value = _when(getattr(args, name))
         if value is not None:
             request[name] = value
+    if args.page_bytes:
+        request["page_bytes"] = args.page_bytes
     target = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
-    count = 0
+    count = pages = 0
     try:
         after = 0
         while True:
@@ -200,6 +203,7 @@ async def _export(ctl: ControlClient, args: argparse.Namespace) -> Any:
             for line in page["lines"]:
                 target.write(line + "\n")
             count += len(page["lines"])
+            pages += 1
             if page["next_after"] is None:
                 break
             after = int(page["next_after"])
@@ -209,7 +213,7 @@ async def _export(ctl: ControlClient, args: argparse.Namespace) -> Any:
         else:
             target.flush()
     where = str(args.out) if args.out else "stdout"
-    print(f"exported {count} records to {where}", file=sys.stderr)
+    print(f"exported {count} records to {where} in {pages} pages", file=sys.stderr)
     return None
 
 

@@ -34,6 +34,8 @@ from agentd.trace import DecisionLog, DecisionRecord, public_key_path
 __all__ = ["AuditVerbs"]
 
 MAX_TRACE_RECORDS = 5000
+# a page stays well under NATS's default 1 MiB payload limit, JSON escaping included
+MAX_PAGE_BYTES = 512 * 1024
 RUN_KINDS = ("message.routed", "message.dead_lettered", "agent.run")
 
 
@@ -126,10 +128,13 @@ class AuditVerbs:
         since = _opt(request, "since", (int, float))
         until = _opt(request, "until", (int, float))
         after = _opt(request, "after_seq", int) or 0
+        page_bytes = min(_opt(request, "page_bytes", int) or MAX_PAGE_BYTES, MAX_PAGE_BYTES)
         if after == 0:
             self._command(request, "audit.export")
         page = await anyio.to_thread.run_sync(
-            lambda: export_page(self._log.path, since=since, until=until, after_seq=after)
+            lambda: export_page(
+                self._log.path, since=since, until=until, after_seq=after, max_bytes=page_bytes
+            )
         )
         return {"lines": page.lines, "next_after": page.next_after}
 

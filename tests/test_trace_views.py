@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agentd.trace import REDACTED
 from tests.harness import REPO, TEST_AGENTS, DaemonProcess, free_port, running_daemon, write_config
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         extra=(
             f'[tools]\ndir = "{REPO / "tools"}"\n'
             f"[metrics]\nport = {free_port()}\n"
+            "[trace]\nredact_patterns = ['sk-[A-Za-z0-9]{20,}']\n"
             "[autoscale]\nenabled = false\n"
         ),
     )
@@ -166,3 +168,28 @@ def test_follow_tails_live_decisions_of_one_agent(daemon: DaemonProcess) -> None
     assert {r["agent"] for r in records} == {"underwriter"}
     assert any(r.get("conversation_id") == "conv-follow" for r in records)
     assert all("inputs" not in r and "outputs" not in r for r in records)  # summaries only
+
+
+def test_the_live_feed_redacts_configured_secrets(daemon: DaemonProcess) -> None:
+    secret = "sk-" + "Q" * 24
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "agentd.cli.agentctl", "--url", daemon.url, "--json", "trace"]
+        + ["--follow", "--agent", "echo", "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stderr is not None
+        assert follower.stderr.readline().startswith("following decisions of echo")
+        ask(daemon, "echo", {"text": "hi"}, f"conv-{secret}")
+        out, err = follower.communicate(timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(5)
+    assert follower.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 2
+    assert secret not in out
+    assert any(REDACTED in r.get("conversation_id", "") for r in records), records

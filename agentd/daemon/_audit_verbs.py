@@ -165,10 +165,13 @@ class AuditVerbs:
     ) -> tuple[dict[str, tuple[int, DecisionRecord]], list[str]]:
         found: dict[str, tuple[int, DecisionRecord]] = {}
         matched: list[str] = []
-        for name in ("run_id", "trace_id", "conversation_id"):
-            hits = self._log.find(**{name: key}, limit=limit)  # type: ignore[arg-type]
+        for name, hits in (
+            ("run", self._log.find(run_id=key, limit=limit)),
+            ("trace", self._log.find(trace_id=key, limit=limit)),
+            ("conversation", self._log.find(conversation_id=key, limit=limit)),
+        ):
             if hits:
-                matched.append(name.removesuffix("_id"))
+                matched.append(name)
             found.update({h.record.id: (h.seq, h.record) for h in hits})
         single = self._log.get(key)
         if single is not None:
@@ -217,7 +220,7 @@ class AuditVerbs:
         if self._ledger is None:
             try:
                 self._ledger = await self._js.key_value(self._subjects.runs_bucket)
-            except Exception:
+            except Exception:  # no ledger (yet): runs show what the log alone says
                 return {}
         entries: dict[str, dict[str, Any]] = {}
         for message_id in message_ids:

@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 
+VERIFY_WAIT_S = 600.0
+
+
 class AuditFailed(AgentdError):
     """The log (or a proof) did not verify; the message names the first bad record."""
 
@@ -144,7 +147,9 @@ def run_offline(args: argparse.Namespace) -> str | None:
 async def audit(ctl: ControlClient, args: argparse.Namespace) -> Any:
     if args.audit_command == "verify":
         request = {k: v for k in ("from_seq", "to_seq") if (v := getattr(args, k)) is not None}
-        return _finish_verify(await ctl.call("audit.verify", request), args.json)
+        # a whole log takes a while (about a minute per million records here): wait for it
+        report = await ctl.call("audit.verify", request, timeout_s=max(args.timeout, VERIFY_WAIT_S))
+        return _finish_verify(report, args.json)
     if args.audit_command == "prove":
         return await _prove(ctl, args)
     return await _export(ctl, args)

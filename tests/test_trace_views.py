@@ -112,11 +112,17 @@ def test_trace_of_a_run_holds_only_that_run(daemon: DaemonProcess) -> None:
     assert {r["run_id"] for r in found["records"]} == {first["run_id"]}
     seqs = [r["seq"] for r in found["records"]]
     assert seqs == sorted(seqs)
+    # the message id `agentctl send` prints stands for the run that handled it
+    by_message = daemon.agentctl("--json", "trace", first["message_id"])
+    assert by_message.returncode == 0, by_message.stderr
+    answer = json.loads(by_message.stdout)
+    assert answer["matched"] == ["message"]
+    assert {r["run_id"] for r in answer["records"]} == {first["run_id"]}
 
 
 def test_trace_of_an_unknown_id_says_so(daemon: DaemonProcess) -> None:
     out = daemon.agentctl("trace", "no-such-id")
-    assert out.returncode == 1 and "no run, trace, conversation or record" in out.stderr
+    assert out.returncode == 1 and "no run, trace, conversation, message or record" in out.stderr
 
 
 def test_runs_lists_finished_runs_from_the_ledger_with_filters(daemon: DaemonProcess) -> None:

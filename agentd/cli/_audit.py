@@ -63,7 +63,7 @@ def add_log_commands(sub: Any) -> None:
     export.add_argument("--out", type=Path, help="write here (default: stdout)")
     export.add_argument("--page-bytes", type=int, help=argparse.SUPPRESS)  # tests: small pages
     trace_p = sub.add_parser("trace", help="the decisions of a run, trace or conversation")
-    trace_p.add_argument("id", nargs="?", help="run, trace, conversation or record id")
+    trace_p.add_argument("id", nargs="?", help="run, trace, conversation, message or record id")
     trace_p.add_argument("--follow", "-f", action="store_true", help="tail decisions live")
     trace_p.add_argument("--agent", help="with --follow: only this agent's decisions")
     trace_p.add_argument("--count", type=int, help="with --follow: stop after this many")

@@ -139,16 +139,26 @@ class AuditVerbs:
         return {"lines": page.lines, "next_after": page.next_after}
 
     async def trace(self, request: ControlRequest) -> dict[str, Any]:
-        """Every record of a run, a trace or a conversation (or one record) with this id."""
+        """Every record of a run, a trace or a conversation (or one record) with this id; a
+        message id stands for the run that handled it."""
         key = request.args.get("id")
         if not isinstance(key, str) or not key:
             raise ControlError("bad_request", "trace needs 'id': a run, trace or conversation id")
         limit = min(_opt(request, "limit", int) or MAX_TRACE_RECORDS, MAX_TRACE_RECORDS)
         found, matched = await anyio.to_thread.run_sync(self._find_all, key, limit)
+        if not found:  # a message id (what `agentctl send` prints): its run, from the ledger
+            entry = (await self._ledger_entries({key})).get(key)
+            run_id = entry.get("run_id") if entry else None
+            if isinstance(run_id, str):
+                hits = await anyio.to_thread.run_sync(
+                    lambda: self._log.find(run_id=run_id, limit=limit)
+                )
+                found = {h.record.id: (h.seq, h.record) for h in hits}
+                matched = ["message"] if found else []
         if not found:
             raise ControlError(
                 "not_found",
-                f"no run, trace, conversation or record {key!r} in the decision log",
+                f"no run, trace, conversation, message or record {key!r} in the decision log",
             )
         records = sorted(found.values(), key=lambda pair: pair[0])[:limit]
         return {

@@ -28,6 +28,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     agents.mkdir()
     (agents / "underwriter").symlink_to(TEST_AGENTS / "toolrunner")
     (agents / "echo").symlink_to(REPO / "agents" / "echo")
+    (agents / "poison").symlink_to(TEST_AGENTS / "poison")
     config = write_config(
         directory,
         agents_dir=agents,
@@ -39,7 +40,11 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
             "[autoscale]\nenabled = false\n"
         ),
     )
-    with running_daemon(config, env={"AGENTD_LOAN_LEDGER": str(directory / "ledger.jsonl")}) as d:
+    env = {
+        "AGENTD_LOAN_LEDGER": str(directory / "ledger.jsonl"),
+        "POISON_FIX": str(directory / "no-fix-yet"),
+    }
+    with running_daemon(config, env=env) as d:
         yield d
         assert d.stop() == 0
 
@@ -199,3 +204,18 @@ def test_the_live_feed_redacts_configured_secrets(daemon: DaemonProcess) -> None
     assert len(records) == 2
     assert secret not in out
     assert any(REDACTED in r.get("conversation_id", "") for r in records), records
+
+
+def test_a_run_that_kept_failing_is_listed_dead_with_its_error(daemon: DaemonProcess) -> None:
+    out = daemon.agentctl(
+        "--json", "send", "poison", json.dumps({"poison": True}), "--wait", timeout_s=90
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["ok"] is False  # given up after max_deliveries attempts
+    out = daemon.agentctl("--json", "runs", "--agent", "poison", "--status", "dead")
+    assert out.returncode == 0, out.stderr
+    (dead,) = [r for r in json.loads(out.stdout) if r["message_id"] == result["message_id"]]
+    assert "cannot digest poison" in dead["error"]
+    ok = daemon.agentctl("--json", "runs", "--agent", "poison", "--status", "ok")
+    assert result["message_id"] not in {r["message_id"] for r in json.loads(ok.stdout)}

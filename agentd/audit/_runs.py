@@ -12,8 +12,9 @@ A run is one inbox message handled by one agent. Two sources describe runs:
 
 Both may describe the same run; `agent.run` records win field by field where they say
 something, and the routed record supplies when the message was accepted. A message that was
-routed and has neither a ledger entry nor a run record is `pending` (queued or in progress); a
-dead-lettered one is `dead`.
+routed and has neither a ledger entry nor a run record is `pending` (queued or in progress); one
+whose runs kept failing until it went to the dead-letter stream is `dead` (workers record only
+successes in the ledger; the dead-letter stream says which messages gave up, and why).
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ def message_id_of(record: DecisionRecord) -> str | None:
 
 
 def derive_runs(
-    records: Iterable[DecisionRecord], ledger: Mapping[str, Mapping[str, Any]]
+    records: Iterable[DecisionRecord],
+    ledger: Mapping[str, Mapping[str, Any]],
+    dead_letters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[RunSummary]:
-    """Runs described by `records` (routed, dead-lettered and `agent.run` records, any order)
-    and `ledger` (finished runs by message id: the worker's `RunResult` objects), newest first."""
+    """Runs described by `records` (routed, dead-lettered and `agent.run` records, any order),
+    `ledger` (finished runs by message id: the worker's `RunResult` objects) and `dead_letters`
+    (entries of the dead-letter stream by message id: `error`, `deliveries`), newest first."""
     runs: dict[str, RunSummary] = {}
 
     def run_for(key: str, record: DecisionRecord) -> RunSummary:
@@ -103,6 +107,10 @@ def derive_runs(
         entry = ledger.get(key)
         if entry is not None and run.status != "dead":
             _apply_ledger(run, entry)
+        dead = (dead_letters or {}).get(key)
+        if dead is not None and run.status in ("pending", "running"):
+            run.status = "dead"
+            run.error = dead.get("error") or run.error
     for record in run_records:
         key = message_id_of(record) or record.run_id or record.id
         _apply_run_record(run_for(key, record), record)

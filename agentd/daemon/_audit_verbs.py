@@ -29,6 +29,7 @@ from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.daemon._recorder import Recorder
 from agentd.errors import ControlError
+from agentd.router import DeadLetters
 from agentd.trace import DecisionLog, DecisionRecord, public_key_path
 
 __all__ = ["AuditVerbs"]
@@ -36,6 +37,8 @@ __all__ = ["AuditVerbs"]
 MAX_TRACE_RECORDS = 5000
 # a page stays well under NATS's default 1 MiB payload limit, JSON escaping included
 MAX_PAGE_BYTES = 512 * 1024
+# the newest dead letters read per `runs` request (one stream read each)
+MAX_DEAD_LETTERS = 500
 RUN_KINDS = ("message.routed", "message.dead_lettered", "agent.run")
 
 
@@ -60,6 +63,7 @@ class AuditVerbs:
         authority: Authority,
         js: JetStreamContext,
         subjects: Subjects,
+        dead_letters: DeadLetters,
     ) -> None:
         self._log = decision_log
         self._public_key_file = public_key_path(signing_key_file)
@@ -68,6 +72,7 @@ class AuditVerbs:
         self._js = js
         self._subjects = subjects
         self._ledger: KeyValue | None = None
+        self._dead_letters = dead_letters
 
     def register(self, control: ControlPlane) -> None:
         verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
@@ -202,7 +207,12 @@ class AuditVerbs:
         ledger = await self._ledger_entries(
             {message_id_of(r) for r in records if r.kind == "message.routed"} - {None}
         )
-        runs = derive_runs(records, ledger)
+        try:
+            dead_entries = await self._dead_letters.list(agent=agent, limit=MAX_DEAD_LETTERS)
+        except Exception:  # no dead-letter stream (yet): nothing has died
+            dead_entries = []
+        dead = {e["message_id"]: e for e in dead_entries if e.get("message_id")}
+        runs = derive_runs(records, ledger, dead)
         if status is not None:
             runs = [r for r in runs if r.status == status]
         return [r.to_dict() for r in runs[:limit]]

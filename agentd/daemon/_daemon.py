@@ -162,11 +162,12 @@ class Daemon:
         self._step("tools", "running")
         self.authority.record = recorder.record
         self._control = ControlPlane(nc, self.subjects, authorize=self.authority.authorize_verb)
+        dead_letters = DeadLetters(js, self.subjects)
         ControlVerbs(
             status=self._status,
             fleet=fleet,
             router=self._router,
-            dead_letters=DeadLetters(js, self.subjects),
+            dead_letters=dead_letters,
             recorder=recorder,
             logs_dir=self.state_dir / "logs",
             authority=self.authority,
@@ -180,6 +181,7 @@ class Daemon:
             authority=self.authority,
             js=js,
             subjects=self.subjects,
+            dead_letters=dead_letters,
         ).register(self._control)
         recorder.add_observer(DecisionFeed(nc, self.subjects, recorder.log.redactor or Redactor()))
         await tg.start(self._control.run)

@@ -151,6 +151,11 @@ def test_runs_from_routed_messages_and_the_ledger() -> None:
     assert runs["m2"].status == "pending" and runs["m2"].run_id is None
     assert runs["m3"].status == "dead" and runs["m3"].error == "max_deliver"
     assert [r.message_id for r in derive_runs(log_records, ledger)] == ["m3", "m2", "m1"]
+    # the dead-letter stream says which pending message gave up, and why; finished runs stay
+    dead = {"m2": {"error": "ValueError: nope"}, "m1": {"error": "late"}}
+    again = {r.message_id: r for r in derive_runs(log_records, ledger, dead)}
+    assert again["m2"].status == "dead" and again["m2"].error == "ValueError: nope"
+    assert again["m1"].status == "ok"
 
 
 def test_agent_run_records_win_and_merge_with_the_routed_message() -> None:

@@ -267,22 +267,24 @@ def test_tampering_is_caught_and_the_first_bad_record_named(
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
+def state_copy(stopped_log: StoppedLog, directory: Path) -> Path:
+    """A copy of the stopped daemon's log and keys in `directory/state`; returns the config of
+    a daemon that reopens it."""
+    state = directory / "state"
+    state.mkdir()
+    shutil.copy(stopped_log.db, state / "decisions.db")
+    for name in ("decision-log.key", "decision-log.key.pub"):
+        shutil.copy2(stopped_log.db.parent / name, state / name)
+    return write_config(directory, policy="enforce", extra=CONFIG.format(port=free_port()))
+
+
 def test_a_record_taken_from_a_tampered_log_fails_its_proof(
     stopped_log: StoppedLog, tmp_path: Path
 ) -> None:
-    """Prove a record with the daemon, then check the copy of it a tampered file holds."""
-    db = tmp_path / "decisions.db"
-    shutil.copy(stopped_log.db, db)
-    state = tmp_path / "state"
-    state.mkdir()
-    # the daemon that wrote the log proves its record 5 again: start one on a copy of its state
-    shutil.copy(db, state / "decisions.db")
-    key_dir = stopped_log.db.parent
-    for name in ("decision-log.key", "decision-log.key.pub"):
-        shutil.copy2(key_dir / name, state / name)
-    (state / "decision-log.key").chmod(0o600)
-    config = write_config(tmp_path, policy="enforce", extra=CONFIG.format(port=free_port()))
-    record_id, body = row(db, 5)
+    """The daemon that wrote the log proves its record 5; the copy of that record a tampered
+    file holds does not verify against the proof's signed root."""
+    config = state_copy(stopped_log, tmp_path)
+    record_id, body = row(tmp_path / "state" / "decisions.db", 5)
     proof_file = tmp_path / "proof.json"
     with running_daemon(config) as d:
         out = d.agentctl("audit", "prove", record_id, "--out", str(proof_file))
@@ -297,3 +299,26 @@ def test_a_record_taken_from_a_tampered_log_fails_its_proof(
         [*verify, *key, "--record", str(tampered)], capture_output=True, text=True, timeout=30
     )
     assert bad.returncode == 1 and "do not give the signed root" in bad.stdout, bad.stdout
+
+
+def test_a_daemon_on_a_tampered_log_reports_it_and_refuses_proofs(
+    stopped_log: StoppedLog, tmp_path: Path
+) -> None:
+    """Tampering inside a signed range does not stop the daemon (it replays only what follows
+    its last checkpoint), but its verify names the record and it proves nothing over it."""
+    config = state_copy(stopped_log, tmp_path)
+    db = tmp_path / "state" / "decisions.db"
+    record_id, body = row(db, 3)
+    later_id, _ = row(db, 5)
+    changed = body.replace('"kind":"', '"kind":"X', 1)
+    tamper(db, ("UPDATE records SET body = ? WHERE seq = 3", (changed,)))
+    assert row(db, 3)[1] != body
+    with running_daemon(config) as d:
+        out = d.agentctl("--json", "audit", "verify")
+        assert out.returncode == VERIFY_FAILED, out.stdout + out.stderr
+        report = json.loads(out.stdout)
+        assert (report["first_bad_seq"], report["first_bad_id"]) == (3, record_id)
+        assert f"record 3 (id {record_id})" in out.stderr
+        proof = d.agentctl("audit", "prove", later_id)
+        assert proof.returncode == 1 and "DecisionLogDamaged" in proof.stderr, proof.stderr
+        assert d.stop() == 0

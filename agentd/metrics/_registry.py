@@ -143,37 +143,50 @@ class AgentdMetrics:
         r.register(self._fleet)
         self._committed = 0
         self._last_sample: tuple[float, int] | None = None
+        # labels() validates and locks on every call; the recorder calls observe() for every
+        # record on the event loop, so labelled children are looked up once and kept
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
+
+    def _child(self, counter: Counter, *labels: str) -> Counter:
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
 
     def observe(self, records: Iterable[DecisionRecord]) -> None:
         """Count committed records (call once per record, after commit)."""
         for record in records:
             self._committed += 1
-            self.decisions.labels(record.kind, record.decision or _NONE).inc()
+            self._child(self.decisions, record.kind, record.decision or _NONE).inc()
             kind = record.kind
             attributes = record.attributes or {}
             if kind.startswith("tool."):
                 tool = attributes.get("tool")
-                self.tool_calls.labels(
-                    record.agent or _NONE, tool if isinstance(tool, str) else _NONE, kind[5:]
+                self._child(
+                    self.tool_calls,
+                    record.agent or _NONE,
+                    tool if isinstance(tool, str) else _NONE,
+                    kind[5:],
                 ).inc()
             elif kind == "llm.call":
                 self._observe_llm(record, attributes)
             elif kind.startswith("message."):
-                self.messages.labels(record.agent or _NONE, kind[8:]).inc()
+                self._child(self.messages, record.agent or _NONE, kind[8:]).inc()
             elif kind == "agent.restarted":
-                self.restarts.labels(record.agent or _NONE).inc()
+                self._child(self.restarts, record.agent or _NONE).inc()
 
     def _observe_llm(self, record: DecisionRecord, attributes: Mapping[str, Any]) -> None:
         pool = attributes.get("pool")
         agent = record.agent or _NONE
         pool_label = pool if isinstance(pool, str) else _NONE
-        self.llm_calls.labels(agent, pool_label).inc()
+        self._child(self.llm_calls, agent, pool_label).inc()
         tokens_in = _first_int(attributes, _TOKENS_IN)
         tokens_out = _first_int(attributes, _TOKENS_OUT)
         if tokens_in:
-            self.llm_tokens.labels(agent, pool_label, "input").inc(tokens_in)
+            self._child(self.llm_tokens, agent, pool_label, "input").inc(tokens_in)
         if tokens_out:
-            self.llm_tokens.labels(agent, pool_label, "output").inc(tokens_out)
+            self._child(self.llm_tokens, agent, pool_label, "output").inc(tokens_out)
 
     def observe_run(self, agent: str, *, ok: bool, duration_s: float | None) -> None:
         """Count one finished run (once per message: the run ledger's first completion)."""

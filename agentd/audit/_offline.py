@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentd.trace import VerifyReport, public_key_path, read_public_key, verify_log
+from agentd.trace import (
+    DecisionLogError,
+    VerifyReport,
+    public_key_path,
+    read_public_key,
+    verify_log,
+)
 
 __all__ = ["verify_log_file"]
 
@@ -19,6 +25,8 @@ def verify_log_file(
     """Verify `log_path` against the public key at `key_path` (default: the `.pub` file beside
     the log's default signing key, which only shows the log is consistent with itself: pin a
     copy kept elsewhere). Returns the report and the key file used. Never writes the file."""
+    if not Path(log_path).is_file():
+        raise DecisionLogError(f"no decision log at {log_path}")
     key_file = key_path or public_key_path(Path(log_path).with_name("decision-log.key"))
     key = read_public_key(key_file)
     report = verify_log(Path(log_path), [key], from_seq=from_seq, to_seq=to_seq)

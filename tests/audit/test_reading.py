@@ -105,6 +105,8 @@ def test_offline_verify_uses_the_pub_file_beside_the_log_by_default(log: Decisio
     report, key_file = verify_log_file(log.path)
     assert report.ok and report.checked == 20 and report.signed_through == 20
     assert key_file.name == "decision-log.key.pub"
+    with pytest.raises(DecisionLogError, match="no decision log"):
+        verify_log_file(log.path.with_name("elsewhere.db"))
 
 
 # -- runs --------------------------------------------------------------------------------------

@@ -71,11 +71,15 @@ class ControlClient:
             await self._nc.close()
             self._nc = None
 
-    async def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
+    async def call(
+        self, verb: str, args: dict[str, Any] | None = None, *, timeout_s: float | None = None
+    ) -> Any:
+        """Ask the daemon; `timeout_s` overrides the client's timeout for a slow verb."""
         subject = self.subjects.ctl(verb)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
             reply = await self.nc.request(
-                subject, encode_request(args, operator=self.operator), timeout=self.timeout_s
+                subject, encode_request(args, operator=self.operator), timeout=timeout
             )
         except nats.errors.NoRespondersError:
             raise DaemonUnreachable(
@@ -84,6 +88,6 @@ class ControlClient:
             ) from None
         except nats.errors.TimeoutError:
             raise DaemonUnreachable(
-                f"agentd did not answer {verb!r} within {self.timeout_s:.0f}s at {self.url}"
+                f"agentd did not answer {verb!r} within {timeout:.0f}s at {self.url}"
             ) from None
         return decode_reply(reply.data)

@@ -47,6 +47,8 @@ async def top(
         except ValueError:
             return
         kind = msg.subject.rsplit(".", 1)[-1]
+        if kind == "decision":  # every decision record: `agentctl trace --follow` shows those
+            return
         who = body.get("child") or body.get("agent") or ""
         detail = body.get("reason") or ""
         events.append(f"{time.strftime('%H:%M:%S')} {kind:<9} {who} {detail}")

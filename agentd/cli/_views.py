@@ -16,6 +16,7 @@ def render_status(result: dict[str, Any]) -> str:
         f"nats   {result['nats_url']}{' (embedded)' if result['embedded_nats'] else ''}",
         f"state  {result['state_dir']}",
         f"config {result['config']}",
+        f"metrics {result.get('metrics_url') or 'off'}",
         "",
         render_table(["service", "state"], sorted(result["services"].items())),
     ]

@@ -11,6 +11,15 @@ from typing import Any
 import anyio
 
 from agentd.bus import new_id
+from agentd.cli._audit import (
+    AuditFailed,
+    add_log_commands,
+    audit,
+    is_offline,
+    run_offline,
+    runs,
+    trace,
+)
 from agentd.cli._client import ControlClient, resolve_url
 from agentd.cli._live import follow_logs, print_logs, top
 from agentd.cli._views import render_approvals, render_dlq, render_ps, render_status
@@ -82,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("object", help="e.g. tool:loan.approve, agent:compliance, ctl:scale")
     explain.add_argument("action", help="e.g. call, send, scale")
     explain.add_argument("args", nargs="?", help="tool arguments as JSON")
+    add_log_commands(sub)
     return parser
 
 
@@ -226,6 +236,9 @@ COMMANDS: dict[str, Command] = {
     "approvals": _approvals,
     "approve": _approvals,
     "deny": _approvals,
+    "audit": audit,
+    "trace": trace,
+    "runs": runs,
 }
 
 
@@ -240,7 +253,10 @@ async def _main(args: argparse.Namespace) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        out = anyio.run(_main, args)
+        out = run_offline(args) if is_offline(args) else anyio.run(_main, args)
+    except AuditFailed as exc:
+        print(f"agentctl: {exc}", file=sys.stderr)
+        return 3
     except ControlError as exc:
         print(f"agentctl: {exc} [{exc.code}]", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ __all__ = [
     "DaemonConfig",
     "EmbeddedNatsConfig",
     "InboxConfig",
+    "MetricsConfig",
     "PolicyConfig",
     "ToolsConfig",
     "TraceConfig",
@@ -168,6 +169,17 @@ class ToolsConfig(_Section):
     results_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
 
 
+class MetricsConfig(_Section):
+    """[metrics]: agentd's own Prometheus endpoint (http://host:port/metrics)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    """0 picks a free port (logged at startup)."""
+    sample_interval_s: float = Field(2.0, gt=0, le=300)
+    """How often replicas by state and inbox backlog are sampled."""
+
+
 class Config(_Section):
     """The whole of agentd.toml. `source` is the file it came from (not a TOML key)."""
 
@@ -179,3 +191,4 @@ class Config(_Section):
     trace: TraceConfig = TraceConfig()
     policy: PolicyConfig = PolicyConfig()
     tools: ToolsConfig = ToolsConfig()
+    metrics: MetricsConfig = MetricsConfig()

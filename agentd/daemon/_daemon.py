@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -29,9 +30,11 @@ from agentd.bus import (
 )
 from agentd.config import LoadedConfig, load_config
 from agentd.control import ControlPlane
+from agentd.daemon._audit_verbs import AuditVerbs
 from agentd.daemon._authority import Authority
 from agentd.daemon._autoscaler import Autoscaler
 from agentd.daemon._child_events import NATS_CHILD, report_child_event
+from agentd.daemon._decision_feed import DecisionFeed
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._logging import setup_logging
 from agentd.daemon._recorder import Recorder
@@ -40,10 +43,11 @@ from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
-from agentd.trace import open_decision_log
+from agentd.trace import DecisionRecord, Redactor, open_decision_log
 
 __all__ = ["Daemon"]
 
@@ -77,6 +81,8 @@ class Daemon:
         self._autoscaler: Autoscaler | None = None
         self._tools: ToolGateway | None = None
         self._spawner: Spawner | None = None
+        self.metrics = AgentdMetrics()
+        self._metrics_service: MetricsService | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
     # lifecycle
@@ -84,6 +90,7 @@ class Daemon:
         with StateDirLock(self.state_dir):
             decision_log = open_decision_log(self.config.trace, self.state_dir)
             self._recorder = Recorder(decision_log)
+            self._recorder.add_observer(self._observe_records)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._handle_signals, tg)
@@ -155,22 +162,43 @@ class Daemon:
         self._step("tools", "running")
         self.authority.record = recorder.record
         self._control = ControlPlane(nc, self.subjects, authorize=self.authority.authorize_verb)
+        dead_letters = DeadLetters(js, self.subjects)
         ControlVerbs(
             status=self._status,
             fleet=fleet,
             router=self._router,
-            dead_letters=DeadLetters(js, self.subjects),
+            dead_letters=dead_letters,
             recorder=recorder,
             logs_dir=self.state_dir / "logs",
             authority=self.authority,
             reload_policy=self.authority.reload,
             tools=self._tools,
         ).register(self._control)
+        AuditVerbs(
+            decision_log=recorder.log,
+            signing_key_file=self.state_dir / self.config.trace.signing_key_file,
+            recorder=recorder,
+            authority=self.authority,
+            js=js,
+            subjects=self.subjects,
+            dead_letters=dead_letters,
+        ).register(self._control)
+        recorder.add_observer(DecisionFeed(nc, self.subjects, recorder.log.redactor or Redactor()))
         await tg.start(self._control.run)
         self._step("control", "running")
         self._step("agents", "starting")
         await tg.start(fleet.run)
         self._step("agents", "running")
+        if self.config.metrics.enabled:
+            self._metrics_service = MetricsService(
+                self.config.metrics,
+                self.metrics,
+                sample=fleet.ps,
+                js=js,
+                runs_bucket=self.subjects.runs_bucket,
+            )
+            await tg.start(self._metrics_service.run)
+
         self._spawner = Spawner(nc, self.subjects, fleet, self.config.agents, recorder)
         await tg.start(self._spawner.run)
         self._autoscaler = Autoscaler(fleet, self.config.autoscale)
@@ -222,7 +250,7 @@ class Daemon:
         self.notifier.stopping("draining")
         log.info("draining (grace %.1fs)", grace)
         with anyio.move_on_after(grace + 5.0) as scope:
-            for service in (self._autoscaler, self._spawner):
+            for service in (self._autoscaler, self._spawner, self._metrics_service):
                 if service:
                     await service.shutdown()
             if self._fleet:
@@ -309,6 +337,9 @@ class Daemon:
         return self._nc is not None and not self._nc.is_closed
 
     # events and decisions
+    async def _observe_records(self, records: Sequence[DecisionRecord]) -> None:
+        self.metrics.observe(records)
+
     def _step(self, service: str, state: str) -> None:
         self._services[service] = state
         self.notifier.status(f"{service}: {state}")
@@ -334,6 +365,12 @@ class Daemon:
         if self._fleet:
             self._fleet.heartbeats.bus_up()
 
+    def _metrics_url(self) -> str | None:
+        service = self._metrics_service
+        if service is None or service.port is None:
+            return None  # disabled, or the port was taken (logged)
+        return f"http://{self.config.metrics.host}:{service.port}/metrics"
+
     def _status(self) -> dict[str, Any]:
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -345,6 +382,7 @@ class Daemon:
             "agents": sorted(self._fleet.names) if self._fleet else [],
             "spec_errors": self._fleet.spec_errors if self._fleet else [],
             "policy": {"mode": self.config.policy.mode, "version": self.authority.version},
+            "metrics_url": self._metrics_url(),
         }
 
 

@@ -2,12 +2,14 @@
 
 Components call `record(kind, **fields)` from the event loop; records are buffered and written
 in batches from a worker thread (SQLite must not block the loop), and the log is closed with a
-final signed checkpoint on shutdown.
+final signed checkpoint on shutdown. After each commit the batch goes to the observers (metrics,
+the live decision feed), in the event loop; an observer's failure is logged, never raised.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -22,6 +24,9 @@ log = logging.getLogger("agentd.trace")
 FLUSH_EVERY_S = 0.05
 _FIELDS = set(DecisionRecord.model_fields)
 
+# called with each committed batch (as given to the log: before redaction)
+CommitObserver = Callable[[Sequence[DecisionRecord]], Awaitable[None]]
+
 
 class Recorder:
     def __init__(self, decision_log: DecisionLog) -> None:
@@ -29,6 +34,11 @@ class Recorder:
         self._pending: list[DecisionRecord] = []
         self._wake = anyio.Event()
         self._stopped = False
+        self._observers: list[CommitObserver] = []
+
+    def add_observer(self, observer: CommitObserver) -> None:
+        """Call `observer` with every batch once it is committed."""
+        self._observers.append(observer)
 
     def record(self, kind: str, **fields: Any) -> None:
         """Queue one decision. Unknown fields go to `attributes`; never raises."""
@@ -60,6 +70,12 @@ class Recorder:
             await anyio.to_thread.run_sync(self.log.append_batch, batch)
         except Exception:
             log.exception("writing %d decision records failed", len(batch))
+            return
+        for observer in self._observers:
+            try:
+                await observer(batch)
+            except Exception:
+                log.exception("a decision-record observer failed")
 
     async def close(self) -> None:
         """Write what is pending, sign a final checkpoint and close the log (repeatable)."""

@@ -17,10 +17,10 @@ Duplicates. A record whose id is stored is dropped, so redelivered messages are 
 retention deleted a record, a late duplicate of it would be stored again.
 
 Threads. The log owns one SQLite connection, guarded by a lock: every method may be called from
-any thread and calls run one at a time. The async recorder should call `append_batch` through
-`anyio.to_thread.run_sync`. `verify` and `export` open their own read-only connection (a snapshot
-in WAL mode) so a long audit does not hold up appends; `prove` only takes the lock to sign a
-checkpoint when none covers the record yet.
+any thread and writes run one at a time. The async recorder should call `append_batch` through
+`anyio.to_thread.run_sync`. `get`, `find`, `verify` and `export` open their own read-only
+connection (a snapshot in WAL mode) so a long query or audit does not hold up appends; `prove`
+only takes the lock to sign a checkpoint when none covers the record yet.
 
 Opening an existing log replays the records after the last checkpoint and refuses
 (`DecisionLogDamaged`) when they do not chain, when records the checkpoint covers are gone, or
@@ -278,11 +278,15 @@ class DecisionLog:
         if not digests:
             where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
             return self._select(where, tuple(params), limit=limit)
-        with self._lock:
-            self._check_open()
-            retention = load_retention(self._conn)
+        self._check_open()
+        size = self.tree_size
+        reader = connect(self.path, read_only=True)
+        try:
+            retention = load_retention(reader)
             first = 1 if retention is None else retention.pruned_to + 1
-            ranges = candidate_ranges(self._conn, digests, first, self.tree_size)
+            ranges = candidate_ranges(reader, digests, first, size)
+        finally:
+            reader.close()
         found: list[LoggedRecord] = []
         for lo, hi in ranges:
             if len(found) >= limit:
@@ -293,9 +297,13 @@ class DecisionLog:
 
     def _select(self, where: str, params: tuple[object, ...], *, limit: int) -> list[LoggedRecord]:
         sql = f"SELECT seq, hash, body FROM records {where} ORDER BY seq LIMIT ?"
-        with self._lock:
-            self._check_open()
-            rows = self._conn.execute(sql, (*params, limit)).fetchall()
+        self._check_open()
+        # A read-only connection of its own: a query never waits for, or holds up, a commit.
+        reader = connect(self.path, read_only=True)
+        try:
+            rows = reader.execute(sql, (*params, limit)).fetchall()
+        finally:
+            reader.close()
         return [LoggedRecord(int(s), h, DecisionRecord.from_body(b)) for s, h, b in rows]
 
     def export(self, since: float | None = None, until: float | None = None) -> Iterator[str]:

@@ -59,6 +59,8 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "agent.restarted",
         "agent.failed",
         "agent.scaled",
+        # workers: one run of an agent (decision started, then ok or error), read by `runs`
+        "agent.run",
         # registration API (external agents)
         "agent.registered",
         "agent.deregistered",

@@ -1,0 +1,155 @@
+"""Runs, derived from the decision log (and the run ledger while workers do not log runs).
+
+A run is one inbox message handled by one agent. Two sources describe runs:
+
+- `agent.run` records, which workers publish through `agentd.trace.<agent>` once trace ingest
+  runs: `decision` "started" opens a run, and "ok" / "finished" / "error" / "failed" closes it,
+  with `run_id`, `conversation_id`, `trace_id`, and the message id in `inputs` or
+  `attributes` (`message_id`), the duration in `attributes.duration_s` when known.
+- `message.routed` records (written by the router for every accepted message) joined by message
+  id with the worker's run ledger (the `agentd_runs` key-value bucket: one entry per finished
+  run, the first completion wins), which gives the outcome, run id, replica and duration.
+
+Both may describe the same run; `agent.run` records win field by field where they say
+something, and the routed record supplies when the message was accepted. A message that was
+routed and has neither a ledger entry nor a run record is `pending` (queued or in progress); one
+whose runs kept failing until it went to the dead-letter stream is `dead` (workers record only
+successes in the ledger; the dead-letter stream says which messages gave up, and why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agentd.trace import DecisionRecord
+
+__all__ = ["RUN_STATUSES", "RunSummary", "derive_runs", "message_id_of"]
+
+RUN_STATUSES = ("pending", "running", "ok", "failed", "dead")
+_FINISHED_OK = {"ok", "finished", "succeeded"}
+_FINISHED_BAD = {"error", "failed"}
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """One run as `agentctl runs` lists it; times are epoch seconds."""
+
+    message_id: str
+    agent: str | None
+    status: str
+    run_id: str | None = None
+    conversation_id: str | None = None
+    trace_id: str | None = None
+    replica: str | None = None
+    sender: str | None = None
+    routed_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    source: str = "log"
+
+    @property
+    def at(self) -> float:
+        """When the run first showed up (for ordering and `--since`)."""
+        return self.routed_at or self.started_at or self.finished_at or 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def message_id_of(record: DecisionRecord) -> str | None:
+    """The inbox message a record is about (`inputs.message_id` or `attributes.message_id`)."""
+    for holder in (record.inputs, record.attributes):
+        if isinstance(holder, dict):
+            value = holder.get("message_id")
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def derive_runs(
+    records: Iterable[DecisionRecord],
+    ledger: Mapping[str, Mapping[str, Any]],
+    dead_letters: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[RunSummary]:
+    """Runs described by `records` (routed, dead-lettered and `agent.run` records, any order),
+    `ledger` (finished runs by message id: the worker's `RunResult` objects) and `dead_letters`
+    (entries of the dead-letter stream by message id: `error`, `deliveries`), newest first."""
+    runs: dict[str, RunSummary] = {}
+
+    def run_for(key: str, record: DecisionRecord) -> RunSummary:
+        run = runs.get(key)
+        if run is None:
+            run = runs[key] = RunSummary(message_id=key, agent=record.agent, status="pending")
+        run.agent = run.agent or record.agent
+        run.conversation_id = run.conversation_id or record.conversation_id
+        run.trace_id = run.trace_id or record.trace_id
+        return run
+
+    run_records: list[DecisionRecord] = []
+    for record in sorted(records, key=lambda r: r.ts):
+        key = message_id_of(record)
+        if record.kind == "agent.run":
+            run_records.append(record)
+        elif key is not None and record.kind == "message.routed":
+            run = run_for(key, record)
+            run.routed_at = record.ts if run.routed_at is None else min(run.routed_at, record.ts)
+            sender = record.inputs.get("from") if isinstance(record.inputs, dict) else None
+            run.sender = sender if isinstance(sender, str) else run.sender
+        elif key is not None and record.kind == "message.dead_lettered":
+            run = run_for(key, record)
+            run.status, run.finished_at = "dead", record.ts
+            run.error = record.reason or run.error
+    for key, run in runs.items():
+        entry = ledger.get(key)
+        if entry is not None and run.status != "dead":
+            _apply_ledger(run, entry)
+        dead = (dead_letters or {}).get(key)
+        if dead is not None and run.status in ("pending", "running"):
+            run.status = "dead"
+            run.error = dead.get("error") or run.error
+    for record in run_records:
+        key = message_id_of(record) or record.run_id or record.id
+        _apply_run_record(run_for(key, record), record)
+    return sorted(runs.values(), key=lambda r: r.at, reverse=True)
+
+
+def _apply_ledger(run: RunSummary, entry: Mapping[str, Any]) -> None:
+    run.source = "ledger"
+    run.status = "ok" if entry.get("ok") else "failed"
+    run.run_id = entry.get("run_id") or run.run_id
+    run.replica = entry.get("replica") or run.replica
+    run.error = entry.get("error") or run.error
+    duration = entry.get("duration_s")
+    received = entry.get("received_at")
+    if isinstance(duration, int | float):
+        run.duration_s = float(duration)
+    if isinstance(received, int | float):
+        run.started_at = float(received)
+        if run.duration_s is not None:
+            run.finished_at = run.started_at + run.duration_s
+
+
+def _apply_run_record(run: RunSummary, record: DecisionRecord) -> None:
+    run.source = "log"
+    run.run_id = record.run_id or run.run_id
+    run.replica = record.replica or run.replica
+    decision = (record.decision or "").lower()
+    attributes = record.attributes or {}
+    if decision == "started":
+        run.started_at = record.ts if run.started_at is None else min(run.started_at, record.ts)
+        if run.status in ("pending",):
+            run.status = "running"
+        return
+    if decision in _FINISHED_OK or decision in _FINISHED_BAD:
+        run.status = "ok" if decision in _FINISHED_OK else "failed"
+        run.finished_at = record.ts
+        run.error = record.reason if run.status == "failed" else run.error
+        duration = attributes.get("duration_s")
+        if isinstance(duration, int | float):
+            run.duration_s = float(duration)
+        elif run.started_at is not None:
+            run.duration_s = round(record.ts - run.started_at, 6)

@@ -1,0 +1,255 @@
+"""Read verbs over the decision log: `audit.verify`, `audit.prove`, `audit.export`, `trace`,
+`runs`.
+
+They go through the daemon, which holds the log and its key. Every read runs in a worker thread
+on a read-only SQLite connection (WAL readers neither wait for nor block the writer), so a long
+audit holds up neither the event loop nor the recorder. `audit.export` answers in pages of about
+512 KiB with a cursor (`next_after`); agentctl asks for page after page and streams the lines,
+so no reply nears NATS's 1 MiB limit and the daemon never holds a whole range in memory.
+`audit.prove` and `audit.export` are recorded as `control.command` decisions (who took what out
+of the log); verification and views are not.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from agentd.audit import RUN_STATUSES, derive_runs, export_page, message_id_of, open_reader
+from agentd.bus import Subjects
+from agentd.control import ControlPlane, ControlRequest
+from agentd.daemon._authority import Authority
+from agentd.daemon._recorder import Recorder
+from agentd.errors import ControlError
+from agentd.router import DeadLetters
+from agentd.trace import DecisionLog, DecisionRecord, public_key_path
+
+__all__ = ["AuditVerbs"]
+
+MAX_TRACE_RECORDS = 5000
+# a page stays well under NATS's default 1 MiB payload limit, JSON escaping included
+MAX_PAGE_BYTES = 512 * 1024
+# the newest dead letters read per `runs` request (one stream read each)
+MAX_DEAD_LETTERS = 500
+RUN_KINDS = ("message.routed", "message.dead_lettered", "agent.run")
+
+
+def _opt(request: ControlRequest, name: str, kind: type | tuple[type, ...]) -> Any:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ControlError("bad_request", f"argument {name!r} has the wrong type")
+    return value
+
+
+class AuditVerbs:
+    """The decision log's read verbs, registered on the control plane."""
+
+    def __init__(
+        self,
+        *,
+        decision_log: DecisionLog,
+        signing_key_file: Path,
+        recorder: Recorder,
+        authority: Authority,
+        js: JetStreamContext,
+        subjects: Subjects,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self._log = decision_log
+        self._public_key_file = public_key_path(signing_key_file)
+        self._recorder = recorder
+        self._authority = authority
+        self._js = js
+        self._subjects = subjects
+        self._ledger: KeyValue | None = None
+        self._dead_letters = dead_letters
+
+    def register(self, control: ControlPlane) -> None:
+        verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
+            "audit.verify": self.verify,
+            "audit.prove": self.prove,
+            "audit.export": self.export,
+            "trace": self.trace,
+            "runs": self.runs,
+        }
+        for verb, handler in verbs.items():
+            control.register(verb, handler)
+
+    def _command(self, request: ControlRequest, verb: str, **fields: Any) -> None:
+        answer = self._authority.check(f"operator:{request.operator}", f"ctl:{verb}", verb)
+        self._recorder.record(
+            "control.command",
+            operator=request.operator,
+            decision=verb,
+            rule=answer.rule,
+            inputs=dict(request.args),
+            lineage={"policy_version": answer.policy_version},
+            **fields,
+        )
+
+    async def verify(self, request: ControlRequest) -> dict[str, Any]:
+        """Verify the whole log (or `from_seq`..`to_seq`) against the daemon's key."""
+        from_seq, to_seq = _opt(request, "from_seq", int), _opt(request, "to_seq", int)
+        report = await anyio.to_thread.run_sync(self._log.verify, from_seq, to_seq)
+        return {
+            "ok": report.ok,
+            "reason": report.reason,
+            "checked": report.checked,
+            "checkpoints_checked": report.checkpoints_checked,
+            "first_bad_seq": report.first_bad_seq,
+            "first_bad_id": report.first_bad_id,
+            "bad_checkpoint": report.bad_checkpoint,
+            "signed_through": report.signed_through,
+            "key_id": self._log.key_id,
+            "log": str(self._log.path),
+            "public_key_file": str(self._public_key_file),
+        }
+
+    async def prove(self, request: ControlRequest) -> dict[str, Any]:
+        """An inclusion proof of record `id` under the latest signed checkpoint."""
+        record_id = request.args.get("id")
+        if not isinstance(record_id, str) or not record_id:
+            raise ControlError("bad_request", "audit.prove needs 'id', a record id")
+        self._command(request, "audit.prove")
+        proof = await anyio.to_thread.run_sync(self._log.prove, record_id)
+        return {
+            "proof": proof.model_dump(mode="json"),
+            "key_id": self._log.key_id,
+            "public_key_file": str(self._public_key_file),
+        }
+
+    async def export(self, request: ControlRequest) -> dict[str, Any]:
+        """One page of JSON lines with `since <= ts < until`, after seq `after_seq`."""
+        since = _opt(request, "since", (int, float))
+        until = _opt(request, "until", (int, float))
+        after = _opt(request, "after_seq", int) or 0
+        page_bytes = min(_opt(request, "page_bytes", int) or MAX_PAGE_BYTES, MAX_PAGE_BYTES)
+        if after == 0:
+            self._command(request, "audit.export")
+        page = await anyio.to_thread.run_sync(
+            lambda: export_page(
+                self._log.path, since=since, until=until, after_seq=after, max_bytes=page_bytes
+            )
+        )
+        return {"lines": page.lines, "next_after": page.next_after}
+
+    async def trace(self, request: ControlRequest) -> dict[str, Any]:
+        """Every record of a run, a trace or a conversation (or one record) with this id; a
+        message id stands for the run that handled it."""
+        key = request.args.get("id")
+        if not isinstance(key, str) or not key:
+            raise ControlError("bad_request", "trace needs 'id': a run, trace or conversation id")
+        limit = min(_opt(request, "limit", int) or MAX_TRACE_RECORDS, MAX_TRACE_RECORDS)
+        found, matched = await anyio.to_thread.run_sync(self._find_all, key, limit)
+        if not found:  # a message id (what `agentctl send` prints): its run, from the ledger
+            entry = (await self._ledger_entries({key})).get(key)
+            run_id = entry.get("run_id") if entry else None
+            if isinstance(run_id, str):
+                hits = await anyio.to_thread.run_sync(
+                    lambda: self._log.find(run_id=run_id, limit=limit)
+                )
+                found = {h.record.id: (h.seq, h.record) for h in hits}
+                matched = ["message"] if found else []
+        if not found:
+            raise ControlError(
+                "not_found",
+                f"no run, trace, conversation, message or record {key!r} in the decision log",
+            )
+        records = sorted(found.values(), key=lambda pair: pair[0])[:limit]
+        return {
+            "id": key,
+            "matched": matched,
+            "truncated": len(found) > limit,
+            "records": [
+                {"seq": seq, **r.model_dump(mode="json", exclude_none=True)} for seq, r in records
+            ],
+        }
+
+    def _find_all(
+        self, key: str, limit: int
+    ) -> tuple[dict[str, tuple[int, DecisionRecord]], list[str]]:
+        found: dict[str, tuple[int, DecisionRecord]] = {}
+        matched: list[str] = []
+        for name, hits in (
+            ("run", self._log.find(run_id=key, limit=limit)),
+            ("trace", self._log.find(trace_id=key, limit=limit)),
+            ("conversation", self._log.find(conversation_id=key, limit=limit)),
+        ):
+            if hits:
+                matched.append(name)
+            found.update({h.record.id: (h.seq, h.record) for h in hits})
+        single = self._log.get(key)
+        if single is not None:
+            matched.append("record")
+            found[single.record.id] = (single.seq, single.record)
+        return found, matched
+
+    async def runs(self, request: ControlRequest) -> list[dict[str, Any]]:
+        """Runs, newest first: from `agent.run` records, else routed messages and the ledger."""
+        agent = _opt(request, "agent", str)
+        since = _opt(request, "since", (int, float))
+        status = _opt(request, "status", str)
+        limit = _opt(request, "limit", int) or 50
+        if status is not None and status not in RUN_STATUSES:
+            raise ControlError("bad_request", f"status must be one of {', '.join(RUN_STATUSES)}")
+        scan = max(limit * 4, 2000)
+        records = await anyio.to_thread.run_sync(self._run_records, agent, since, scan)
+        ledger = await self._ledger_entries(
+            {message_id_of(r) for r in records if r.kind == "message.routed"} - {None}
+        )
+        try:
+            dead_entries = await self._dead_letters.list(agent=agent, limit=MAX_DEAD_LETTERS)
+        except Exception:  # no dead-letter stream (yet): nothing has died
+            dead_entries = []
+        dead = {e["message_id"]: e for e in dead_entries if e.get("message_id")}
+        runs = derive_runs(records, ledger, dead)
+        if status is not None:
+            runs = [r for r in runs if r.status == status]
+        return [r.to_dict() for r in runs[:limit]]
+
+    def _run_records(
+        self, agent: str | None, since: float | None, scan: int
+    ) -> list[DecisionRecord]:
+        clauses = [f"kind IN ({', '.join('?' for _ in RUN_KINDS)})"]
+        params: list[object] = list(RUN_KINDS)
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        if since is not None:
+            clauses.append("ts >= ?")
+            params.append(since)
+        sql = f"SELECT body FROM records WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
+        try:
+            with open_reader(self._log.path) as conn:
+                rows = conn.execute(sql, (*params, scan)).fetchall()
+        except sqlite3.Error as exc:
+            raise ControlError("log_unreadable", f"cannot read the decision log: {exc}") from None
+        return [DecisionRecord.from_body(body) for (body,) in rows]
+
+    async def _ledger_entries(self, message_ids: set[str | None]) -> dict[str, dict[str, Any]]:
+        if self._ledger is None:
+            try:
+                self._ledger = await self._js.key_value(self._subjects.runs_bucket)
+            except Exception:  # no ledger (yet): runs show what the log alone says
+                return {}
+        entries: dict[str, dict[str, Any]] = {}
+        for message_id in message_ids:
+            if message_id is None:
+                continue
+            try:
+                entry = await self._ledger.get(f"run.{message_id}")
+            except KeyNotFoundError:
+                continue
+            if entry.value:
+                entries[message_id] = json.loads(entry.value)
+        return entries

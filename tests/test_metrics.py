@@ -1,0 +1,232 @@
+"""agentd's Prometheus endpoint, scraped from a real daemon and parsed with prometheus_client:
+runs and their latency, tool calls by effect, decisions, replicas by state, restarts, backlog."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentd.metrics import AgentdMetrics
+from agentd.trace import DecisionRecord
+from tests.harness import REPO, TEST_AGENTS, DaemonProcess, free_port, running_daemon, write_config
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def until(port: int, check: Callable[[Samples], bool], timeout_s: float = 10.0) -> Samples:
+    """Scrape until `check` holds: counters move when records commit and samples are taken."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples = scrape(port)
+        if check(samples):
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"metrics never satisfied the check; last scrape: {samples}")
+        time.sleep(0.1)
+
+
+class Daemon:
+    def __init__(self, process: DaemonProcess, port: int) -> None:
+        self.process, self.port = process, port
+
+    def ctl(self, *args: str) -> Any:
+        out = self.process.agentctl("--json", *args, timeout_s=90)
+        assert out.returncode == 0, f"{out.stderr}\n{self.process.log()}"
+        return json.loads(out.stdout) if out.stdout.strip() else None
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    directory = tmp_path_factory.mktemp("metrics")
+    agents = directory / "agents"
+    agents.mkdir()
+    (agents / "underwriter").symlink_to(TEST_AGENTS / "toolrunner")
+    (agents / "echo").symlink_to(REPO / "agents" / "echo")
+    port = free_port()
+    config = write_config(
+        directory,
+        agents_dir=agents,
+        policy="enforce",
+        extra=(
+            f'[tools]\ndir = "{REPO / "tools"}"\n'
+            f"[metrics]\nport = {port}\nsample_interval_s = 0.2\n"
+            "[autoscale]\nenabled = false\n"
+        ),
+    )
+    with running_daemon(config, env={"AGENTD_LOAN_LEDGER": str(directory / "ledger.jsonl")}) as d:
+        yield Daemon(d, port)
+        assert d.stop() == 0
+
+
+@pytest.mark.integration
+def test_runs_and_their_latency_are_counted_once_each(daemon: Daemon) -> None:
+    status = daemon.ctl("status")
+    assert status["metrics_url"] == f"http://127.0.0.1:{daemon.port}/metrics"
+    before = value(scrape(daemon.port), "agentd_runs_total", agent="echo", status="ok") or 0
+    for i in range(3):
+        assert daemon.ctl("ask", "echo", json.dumps({"text": f"m{i}"}))["ok"]
+    samples = until(
+        daemon.port,
+        lambda s: (value(s, "agentd_runs_total", agent="echo", status="ok") or 0) >= before + 3,
+    )
+    assert value(samples, "agentd_runs_total", agent="echo", status="ok") == before + 3
+    count = value(samples, "agentd_run_duration_seconds_count", agent="echo")
+    total = value(samples, "agentd_run_duration_seconds_sum", agent="echo")
+    assert count is not None and count >= 3 and total is not None and total > 0
+    routed = value(samples, "agentd_decisions_total", kind="message.routed", decision="routed")
+    assert routed is not None and routed >= 3
+    assert (value(samples, "agentd_messages_total", agent="echo", outcome="routed") or 0) >= 3
+    rate = value(samples, "agentd_decisions_per_second")
+    assert rate is not None and rate >= 0
+
+
+@pytest.mark.integration
+def test_tool_calls_are_counted_by_effect(daemon: Daemon) -> None:
+    args = {"applicant_id": "A-4711"}
+    assert daemon.ctl("ask", "underwriter", json.dumps({"tool": "credit.score", "args": args}))
+    denied = {"tool": "sql.query", "args": {"query": "DELETE FROM loans"}}
+    assert daemon.ctl("ask", "underwriter", json.dumps(denied))["output"]["error"]
+
+    def counted(s: Samples) -> bool:
+        executed = value(
+            s,
+            "agentd_tool_calls_total",
+            agent="underwriter",
+            tool="credit.score",
+            effect="executed",
+        )
+        refused = value(
+            s, "agentd_tool_calls_total", agent="underwriter", tool="sql.query", effect="denied"
+        )
+        return (executed or 0) >= 1 and (refused or 0) >= 1
+
+    samples = until(daemon.port, counted)
+    requested = value(
+        samples,
+        "agentd_tool_calls_total",
+        agent="underwriter",
+        tool="credit.score",
+        effect="requested",
+    )
+    assert requested is not None and requested >= 1
+
+
+@pytest.mark.integration
+def test_backlog_replicas_and_restarts_follow_the_fleet(daemon: Daemon) -> None:
+    samples = until(
+        daemon.port, lambda s: value(s, "agentd_replicas", agent="echo", state="running") == 1
+    )
+    assert value(samples, "agentd_replicas_desired", agent="echo") == 1
+    # a paused agent's inbox fills: the backlog gauge shows the waiting messages
+    daemon.ctl("drain", "echo")
+    for i in range(2):
+        daemon.ctl("send", "echo", json.dumps({"text": f"queued {i}"}))
+    until(
+        daemon.port,
+        lambda s: (
+            (value(s, "agentd_inbox_backlog_messages", agent="echo", state="pending") or 0)
+            + (value(s, "agentd_inbox_backlog_messages", agent="echo", state="unacked") or 0)
+            >= 2
+        ),
+    )
+    daemon.ctl("start", "echo")
+    until(
+        daemon.port,
+        lambda s: (
+            value(s, "agentd_inbox_backlog_messages", agent="echo", state="pending") == 0
+            and value(s, "agentd_inbox_backlog_messages", agent="echo", state="unacked") == 0
+        ),
+        timeout_s=20,
+    )
+    # a killed replica is restarted by the supervisor, and counted
+    before = value(scrape(daemon.port), "agentd_replica_restarts_total", agent="echo") or 0
+    (echo,) = [a for a in daemon.ctl("ps") if a["agent"] == "echo"]
+    os.kill(echo["replicas"][0]["pid"], signal.SIGKILL)
+    until(
+        daemon.port,
+        lambda s: (
+            (value(s, "agentd_replica_restarts_total", agent="echo") or 0) >= before + 1
+            and value(s, "agentd_replicas", agent="echo", state="running") == 1
+        ),
+        timeout_s=20,
+    )
+
+
+def test_llm_calls_count_tokens_by_agent_and_pool() -> None:
+    """The gateway's `llm.call` records (not merged here yet) feed the token counters; the path
+    from the recorder to `observe` is the one the daemon tests above exercise."""
+    metrics = AgentdMetrics()
+    metrics.observe(
+        [
+            DecisionRecord(
+                kind="llm.call",
+                agent="intake",
+                decision="ok",
+                attributes={"pool": "main", "tokens_in": 120, "tokens_out": 30},
+            ),
+            DecisionRecord(
+                kind="llm.call",
+                agent="intake",
+                attributes={"pool": "main", "gen_ai.usage.input_tokens": 5},
+            ),
+        ]
+    )
+    samples = _exposition(metrics)
+    assert (
+        value(samples, "agentd_llm_tokens_total", agent="intake", pool="main", direction="input")
+        == 125
+    )
+    assert (
+        value(samples, "agentd_llm_tokens_total", agent="intake", pool="main", direction="output")
+        == 30
+    )
+    assert value(samples, "agentd_llm_calls_total", agent="intake", pool="main") == 2
+
+
+def _exposition(metrics: AgentdMetrics) -> Samples:
+    from prometheus_client import generate_latest
+
+    samples: Samples = {}
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+@pytest.mark.integration
+def test_a_port_in_use_does_not_stop_the_daemon(tmp_path: Any) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, extra=f"[metrics]\nport = {port}\n")
+        with running_daemon(config) as d:
+            status = d.agentctl("--json", "status")
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["metrics_url"] is None
+            assert "metrics endpoint not started" in d.log()
+            assert d.stop() == 0

@@ -126,6 +126,8 @@ def write_config(
         enabled = ["echo"]
     if enabled is not None:
         extra = f"enabled = {json.dumps(enabled)}\n{extra}"
+    # metrics on a free port unless the test sets [metrics]: many daemons run at once
+    metrics = "" if "[metrics]" in extra else "\n[metrics]\nport = 0\n"
     text = f"""
 [daemon]
 state_dir = "{directory / "state"}"
@@ -134,7 +136,7 @@ log_level = "debug"
 
 [bus.embedded]
 port = {port}
-
+{metrics}
 [policy]
 mode = "{policy}"
 dir = "{REPO / "policies"}"
@@ -280,14 +282,15 @@ async def send_and_collect(
     batch = new_id()[:8]
     results: dict[str, dict[str, Any]] = {}
     done = anyio.Event()
-    expected: set[str] = set()
+    # the whole set up front: a partial set could be "complete" while messages are still going out
+    expected = {f"{batch}-{i}" for i in range(len(payloads))}
 
     async with ControlClient(url, timeout_s=30) as ctl:
 
         async def on_reply(msg: Any) -> None:
             result = _json.loads(msg.data)
             results.setdefault(result["message_id"], result)
-            if expected and expected <= set(results):
+            if expected <= set(results):
                 done.set()
 
         sub = await ctl.nc.subscribe(f"agentd.reply.t{batch}.*", cb=on_reply)
@@ -301,7 +304,6 @@ async def send_and_collect(
             if conversations:
                 args["conversation_id"] = conversations[i]
             await ctl.call("send", args)
-            expected.add(f"{batch}-{i}")
         if not expected <= set(results):
             with anyio.fail_after(timeout_s):
                 await done.wait()

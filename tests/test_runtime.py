@@ -204,7 +204,7 @@ def test_an_agent_spawns_another_and_it_ends_when_idle(daemon: DaemonProcess) ->
     assert result["answer"] == {"text": "hello, ada", "agent": result["child"]}
     assert result["child"].startswith("child-s")
     assert result["child"] in ps(daemon)
-    wait_until(lambda: result["child"] not in ps(daemon), 15, "the idle child to end")
+    wait_until(lambda: result["child"] not in ps(daemon), 25, "the idle child to end")
 
 
 def test_drain_stops_new_work_and_start_resumes(daemon: DaemonProcess) -> None:

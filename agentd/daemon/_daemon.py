@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -42,6 +43,7 @@ from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
+from agentd.telemetry import TelemetrySettings, setup_telemetry
 from agentd.tools import ToolGateway, ToolRegistry
 from agentd.trace import open_decision_log
 
@@ -84,6 +86,11 @@ class Daemon:
         with StateDirLock(self.state_dir):
             decision_log = open_decision_log(self.config.trace, self.state_dir)
             self._recorder = Recorder(decision_log)
+            telemetry = setup_telemetry(
+                TelemetrySettings.from_config(self.config.trace),
+                service_name="agentd",
+                attributes={"service.instance.id": f"{socket.gethostname()}-{os.getpid()}"},
+            )
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._handle_signals, tg)
@@ -99,6 +106,9 @@ class Daemon:
                     await self._shutdown(tg)
             finally:
                 await self._recorder.close()
+                # export what is buffered; off the loop, an unreachable collector takes time
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(telemetry.shutdown)
         return self.exit_code
 
     def request_stop(self) -> None:

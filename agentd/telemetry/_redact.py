@@ -86,7 +86,7 @@ class RedactingSpanProcessor(SpanProcessor):
         if isinstance(value, str):
             return text(value)
         if isinstance(value, Sequence) and value and isinstance(value[0], str):
-            return [text(str(v)) for v in value]
+            return tuple(text(str(v)) for v in value)
         return value
 
 

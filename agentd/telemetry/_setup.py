@@ -3,9 +3,11 @@
 
 Spans are always made, export or not: their ids go into decision records and travel in
 `traceparent` headers, so a trace is whole in the decision log even when nothing is exported.
-With export off the provider has no span processor at all (a span costs its ids and its
-attributes, a few microseconds); with export on, spans go through the `RedactingSpanProcessor`
-into a `BatchSpanProcessor` and the OTLP/HTTP exporter, and `Telemetry.shutdown()` flushes them.
+With export off the sampler records nothing: a span is a non-recording one that still gets its
+own ids and carries its parent's trace (bench/telemetry.py: about a third of a recording span's
+cost, and attributes are never built). With export on, spans are recorded (parent-based: a
+caller's "not sampled" is obeyed) and go through the `RedactingSpanProcessor` into a
+`BatchSpanProcessor` and the OTLP/HTTP exporter; `Telemetry.shutdown()` flushes them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
 from agentd.telemetry._redact import RedactingSpanProcessor
 from agentd.telemetry._settings import TelemetrySettings
@@ -87,8 +89,9 @@ def setup_telemetry(
     """
     global _tracer, _settings, _redactor
     resource = Resource.create({"service.name": service_name, **(attributes or {})})
-    # ParentBased: a caller that chose not to sample is obeyed; ratio 1.0 samples every root
-    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(1.0)))
+    # export on: a caller that chose not to sample is obeyed, every root is sampled
+    sampler = ParentBased(TraceIdRatioBased(1.0)) if settings.export else ALWAYS_OFF
+    provider = TracerProvider(resource=resource, sampler=sampler)
     redactor = Redactor(settings.redact_patterns)
     if settings.export:
         if exporter is None:

@@ -15,6 +15,7 @@ truncation, so a cut can never leave half a secret), and again by the exporting 
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from agentd.telemetry._setup import current_settings, tracer
@@ -72,14 +73,26 @@ def _messages(role: str, value: Any) -> str | None:
     return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}])
 
 
+# (span id, its parent's context) of the innermost span started here: a non-recording span
+# (export off) does not know its parent, and decision records name it
+_parent_of: contextvars.ContextVar[tuple[int, SpanContext] | None] = contextvars.ContextVar(
+    "agentd_span_parent", default=None
+)
+
+
 @contextmanager
 def _current(
     name: str, kind: SpanKind, attributes: dict[str, AttributeValue], parent: Context | None
 ) -> Iterator[Span]:
+    parent_context = trace.get_current_span(parent).get_span_context()
     with tracer().start_as_current_span(
         name, context=parent, kind=kind, attributes=attributes
     ) as span:
-        yield span
+        token = _parent_of.set((span.get_span_context().span_id, parent_context))
+        try:
+            yield span
+        finally:
+            _parent_of.reset(token)
 
 
 @contextmanager
@@ -323,7 +336,10 @@ def current_span_ids() -> dict[str, str]:
         "trace_id": trace.format_trace_id(context.trace_id),
         "span_id": trace.format_span_id(context.span_id),
     }
-    parent = getattr(span, "parent", None)
+    parent: SpanContext | None = getattr(span, "parent", None)
+    known = _parent_of.get()
+    if parent is None and known is not None and known[0] == context.span_id:
+        parent = known[1]
     if parent is not None and parent.is_valid:
         ids["parent_span_id"] = trace.format_span_id(parent.span_id)
     return ids

@@ -30,6 +30,7 @@ from agentd.telemetry import (
     inject_nats_headers,
     invoke_agent_span,
     note_tool_decision,
+    setup_telemetry,
     trace_headers_of,
     tracer,
 )
@@ -277,3 +278,21 @@ def test_tool_steps_become_events_and_policy_attributes(traced: Callable[..., Tr
     assert denied.attributes["agentd.policy.decision"] == "deny"
     assert denied.attributes["error.type"] == "rate_limited"
     assert denied.status.status_code == trace.StatusCode.ERROR
+
+
+def test_with_export_off_spans_are_not_recorded_but_ids_and_parents_flow() -> None:
+    telemetry = setup_telemetry(TelemetrySettings(), service_name="agentd-test")
+    try:
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        with execute_tool_span(
+            "credit.score", agent="a", parent=extract_context({"traceparent": parent})
+        ) as span:
+            ids = current_span_ids()
+            headers = inject_nats_headers()
+        assert not span.is_recording()
+        assert ids["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert ids["parent_span_id"] == "b7ad6b7169203331"
+        assert ids["span_id"] != ids["parent_span_id"] and len(ids["span_id"]) == 16
+        assert headers is not None and ids["span_id"] in headers["traceparent"]
+    finally:
+        telemetry.shutdown()

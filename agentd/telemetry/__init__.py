@@ -23,6 +23,7 @@ from agentd.telemetry._setup import Telemetry, current_settings, setup_telemetry
 from agentd.telemetry._spans import (
     AGENT_PROVIDER,
     ChatSpan,
+    SpanScope,
     chat_span,
     content_text,
     current_span_ids,
@@ -46,6 +47,7 @@ __all__ = [
     # spans
     "AGENT_PROVIDER",
     "ChatSpan",
+    "SpanScope",
     "chat_span",
     "content_text",
     "current_span_ids",

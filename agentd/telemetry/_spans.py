@@ -20,8 +20,10 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
@@ -32,6 +34,7 @@ from agentd.telemetry._setup import current_settings, tracer
 __all__ = [
     "AGENT_PROVIDER",
     "ChatSpan",
+    "SpanScope",
     "chat_span",
     "content_text",
     "current_span_ids",
@@ -80,22 +83,49 @@ _parent_of: contextvars.ContextVar[tuple[int, SpanContext] | None] = contextvars
 )
 
 
-@contextmanager
+class SpanScope:
+    """A started span, current from `__enter__` to `__exit__` (which ends it, marking it failed
+    on an exception). One plain object instead of OpenTelemetry's three nested context
+    managers: this is on every run's path."""
+
+    __slots__ = ("_parent", "_parent_token", "_span", "_token")
+
+    def __init__(self, span: Span, parent: SpanContext) -> None:
+        self._span = span
+        self._parent = parent
+
+    def __enter__(self) -> Span:
+        span = self._span
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        self._parent_token = _parent_of.set((span.get_span_context().span_id, self._parent))
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        span = self._span
+        try:
+            if exc is not None and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            _parent_of.reset(self._parent_token)
+            otel_context.detach(self._token)
+            span.end()
+
+
 def _current(
     name: str, kind: SpanKind, attributes: dict[str, AttributeValue], parent: Context | None
-) -> Iterator[Span]:
-    parent_context = trace.get_current_span(parent).get_span_context()
-    with tracer().start_as_current_span(
-        name, context=parent, kind=kind, attributes=attributes
-    ) as span:
-        token = _parent_of.set((span.get_span_context().span_id, parent_context))
-        try:
-            yield span
-        finally:
-            _parent_of.reset(token)
+) -> SpanScope:
+    """A span child of `parent` (a remote context), else of the current span."""
+    parent_span = trace.get_current_span(parent)
+    span = tracer().start_span(name, context=parent, kind=kind, attributes=attributes)
+    return SpanScope(span, parent_span.get_span_context())
 
 
-@contextmanager
 def invoke_agent_span(
     agent: str,
     *,
@@ -107,7 +137,7 @@ def invoke_agent_span(
     parent: Context | None = None,
     agent_version: str | None = None,
     payload: Any = None,
-) -> Iterator[Span]:
+) -> SpanScope:
     """The span of one run, current inside the block (its sends and tool calls are its
     children). `parent` is the context extracted from the inbox message's headers."""
     attributes: dict[str, AttributeValue] = {
@@ -125,8 +155,7 @@ def invoke_agent_span(
         attributes["gen_ai.agent.version"] = agent_version
     if (messages := _messages("user", payload)) is not None:
         attributes["gen_ai.input.messages"] = messages
-    with _current(f"invoke_agent {agent}", SpanKind.INTERNAL, attributes, parent) as span:
-        yield span
+    return _current(f"invoke_agent {agent}", SpanKind.INTERNAL, attributes, parent)
 
 
 def set_agent_output(span: Span, output: Any) -> None:
@@ -135,7 +164,6 @@ def set_agent_output(span: Span, output: Any) -> None:
         span.set_attribute("gen_ai.output.messages", messages)
 
 
-@contextmanager
 def execute_tool_span(
     tool: str,
     *,
@@ -145,7 +173,7 @@ def execute_tool_span(
     run_id: str | None = None,
     parent: Context | None = None,
     args: Any = None,
-) -> Iterator[Span]:
+) -> SpanScope:
     """The span of one tool call in the gateway; `note_tool_decision` fills in each step."""
     attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "execute_tool",
@@ -161,8 +189,7 @@ def execute_tool_span(
         attributes["agentd.run.id"] = run_id
     if (text := content_text(args)) is not None:
         attributes["gen_ai.tool.call.arguments"] = text
-    with _current(f"execute_tool {tool}", SpanKind.INTERNAL, attributes, parent) as span:
-        yield span
+    return _current(f"execute_tool {tool}", SpanKind.INTERNAL, attributes, parent)
 
 
 def note_tool_decision(
@@ -204,7 +231,6 @@ def note_tool_decision(
         span.set_attribute("gen_ai.tool.call.result", text)
 
 
-@contextmanager
 def route_span(
     sender: str,
     to: str,
@@ -213,7 +239,7 @@ def route_span(
     conversation_id: str,
     subject: str,
     parent: Context | None = None,
-) -> Iterator[Span]:
+) -> SpanScope:
     """The router's span for one message (`note_route_decision` adds the verdict)."""
     attributes: dict[str, AttributeValue] = {
         "messaging.system": "nats",
@@ -224,8 +250,7 @@ def route_span(
         "agentd.message.from": sender,
         "agentd.message.to": to,
     }
-    with _current(f"route {to}", SpanKind.PRODUCER, attributes, parent) as span:
-        yield span
+    return _current(f"route {to}", SpanKind.PRODUCER, attributes, parent)
 
 
 def note_route_decision(

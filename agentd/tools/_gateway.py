@@ -165,27 +165,31 @@ class ToolGateway:
     async def _answer(self, msg: Msg) -> bytes:
         # tool names contain dots: everything after the agent token is the tool
         agent, _, tool = msg.subject[len(f"{self._subjects.prefix}.tool.") :].partition(".")
-        request: ToolCallRequest | None = None
-        with contextlib.suppress(ToolRefusal):  # refused below, inside the span
+        request: ToolCallRequest | ToolRefusal
+        try:
             request = parse_request(msg.data)
+        except ToolRefusal as refusal:  # recorded in _steps, inside the span
+            request = refusal
+        parsed = request if isinstance(request, ToolCallRequest) else None
         # the calling run's span (from the request's headers) is this call's parent; every
         # step's record carries this span's ids (CallRecorder)
         with execute_tool_span(
             tool,
             agent=agent,
-            call_id=request.call_id if request else None,
-            conversation_id=request.conversation_id if request else None,
-            run_id=request.run_id if request else None,
+            call_id=parsed.call_id if parsed else None,
+            conversation_id=parsed.conversation_id if parsed else None,
+            run_id=parsed.run_id if parsed else None,
             parent=extract_context(msg.headers),
-            args=request.args if request else None,
+            args=parsed.args if parsed else None,
         ):
-            return await self._steps(msg, agent, tool)
+            return await self._steps(msg, agent, tool, request)
 
-    async def _steps(self, msg: Msg, agent: str, tool: str) -> bytes:
+    async def _steps(
+        self, msg: Msg, agent: str, tool: str, request: ToolCallRequest | ToolRefusal
+    ) -> bytes:
         trace_id = trace_id_of(msg.headers)
-        try:
-            request = parse_request(msg.data)
-        except ToolRefusal as refusal:
+        if isinstance(request, ToolRefusal):
+            refusal = request
             self._calls.records.emit(
                 "tool.denied",
                 agent=agent,

@@ -296,3 +296,16 @@ def test_with_export_off_spans_are_not_recorded_but_ids_and_parents_flow() -> No
         assert headers is not None and ids["span_id"] in headers["traceparent"]
     finally:
         telemetry.shutdown()
+
+
+def test_an_anchored_pattern_is_checked_against_each_string_alone() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    redactor = Redactor([r"^acct-[0-9]+$"])
+    provider.add_span_processor(RedactingSpanProcessor(SimpleSpanProcessor(exporter), redactor))
+    with provider.get_tracer("t").start_as_current_span("call") as span:
+        span.set_attribute("payee", "acct-1001")  # the whole value: a secret
+        span.set_attribute("note", "paid to acct-1001")  # not anchored at its start: kept
+    provider.shutdown()
+    (exported,) = exporter.get_finished_spans()
+    assert exported.attributes == {"payee": "[REDACTED]", "note": "paid to acct-1001"}

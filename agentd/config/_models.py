@@ -21,6 +21,7 @@ __all__ = [
     "EmbeddedNatsConfig",
     "InboxConfig",
     "MetricsConfig",
+    "OtlpConfig",
     "PolicyConfig",
     "ToolsConfig",
     "TraceConfig",
@@ -127,8 +128,45 @@ class AutoscaleConfig(_Section):
         return self
 
 
+class OtlpConfig(_Section):
+    """[trace.otlp]: OpenTelemetry span export over OTLP/HTTP (protobuf); off by default.
+
+    `endpoint` is the collector's base URL (`/v1/traces` is appended unless it is already
+    there); `headers` go with every export (e.g. an API key); `export_interval_s` is the batch
+    processor's delay between exports; `capture_content` adds the opt-in GenAI content
+    attributes (messages, tool arguments and results), redacted with [trace].redact_patterns.
+    """
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318"
+    protocol: str = "http/protobuf"
+    headers: dict[str, str] = {}
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    export_interval_s: float = Field(5.0, gt=0, le=300)
+    capture_content: bool = False
+
+    @field_validator("protocol")
+    @classmethod
+    def _http_protobuf_only(cls, protocol: str) -> str:
+        if protocol != "http/protobuf":
+            raise ValueError(
+                f"protocol {protocol!r} is not supported: agentd exports OTLP over HTTP with "
+                'protobuf only (protocol = "http/protobuf", a collector\'s port 4318); gRPC '
+                "would need opentelemetry-exporter-otlp-proto-grpc, which agentd does not ship"
+            )
+        return protocol
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, endpoint: str) -> str:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"{endpoint!r} is not an http:// or https:// URL")
+        return endpoint
+
+
 class TraceConfig(_Section):
-    """[trace]: the durable, hash-chained decision log under the state directory."""
+    """[trace]: the durable, hash-chained decision log under the state directory, and the
+    OpenTelemetry export ([trace.otlp])."""
 
     log_file: str = "decisions.db"
     signing_key_file: str = "decision-log.key"
@@ -138,6 +176,7 @@ class TraceConfig(_Section):
     max_inline_bytes: int = Field(default=16384, ge=64)
     retention_max_age_s: float | None = Field(default=None, gt=0)
     retention_max_records: int | None = Field(default=None, ge=1)
+    otlp: OtlpConfig = OtlpConfig()
 
     @field_validator("redact_patterns")
     @classmethod

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,7 @@ from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
+from agentd.telemetry import TelemetrySettings, setup_telemetry
 from agentd.tools import ToolGateway, ToolRegistry
 from agentd.trace import DecisionRecord, Redactor, open_decision_log
 
@@ -91,6 +93,11 @@ class Daemon:
             decision_log = open_decision_log(self.config.trace, self.state_dir)
             self._recorder = Recorder(decision_log)
             self._recorder.add_observer(self._observe_records)
+            telemetry = setup_telemetry(
+                TelemetrySettings.from_config(self.config.trace),
+                service_name="agentd",
+                attributes={"service.instance.id": f"{socket.gethostname()}-{os.getpid()}"},
+            )
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._handle_signals, tg)
@@ -106,6 +113,9 @@ class Daemon:
                     await self._shutdown(tg)
             finally:
                 await self._recorder.close()
+                # export what is buffered; off the loop, an unreachable collector takes time
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(telemetry.shutdown)
         return self.exit_code
 
     def request_stop(self) -> None:

@@ -28,6 +28,7 @@ from agentd.daemon._heartbeats import HeartbeatTracker
 from agentd.daemon._recorder import Recorder
 from agentd.errors import AgentdError, ControlError, WorkerCrashed
 from agentd.supervisor import ChildSpec, ChildState, RestartPolicy, RestartType, Supervisor
+from agentd.telemetry import TelemetrySettings
 from agentd.worker import WorkerSettings
 
 __all__ = ["AgentFleet", "AgentRecord"]
@@ -283,6 +284,8 @@ class AgentFleet:
             params=record.params,
         )
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        # the replica traces as the daemon does: same export, redaction and content settings
+        env.update(TelemetrySettings.from_config(cfg.trace).to_env())
         # a tool call may wait for a person's approval, then run: the worker waits that long
         tools = cfg.tools
         env["AGENTD_TOOL_TIMEOUT_S"] = str(tools.approval_timeout_s + tools.call_timeout_s + 30)

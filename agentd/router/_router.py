@@ -23,6 +23,14 @@ from pydantic import ValidationError
 from agentd.bus import Message, Subjects, serve_each
 from agentd.errors import ControlError
 from agentd.router._policy_hook import AllowAll, PolicyHook
+from agentd.telemetry import (
+    current_span_ids,
+    extract_context,
+    inject_nats_headers,
+    note_route_decision,
+    route_span,
+    trace_headers_of,
+)
 
 __all__ = ["Routed", "Router"]
 
@@ -68,8 +76,26 @@ class Router:
     def set_policy(self, policy: PolicyHook) -> None:
         self._policy = policy
 
-    async def route(self, message: Message) -> Routed:
-        """Store `message` in its recipient's inbox, or raise ControlError saying why not."""
+    async def route(self, message: Message, headers: dict[str, str] | None = None) -> Routed:
+        """Store `message` in its recipient's inbox, or raise ControlError saying why not.
+
+        `headers` are the sender's: its W3C trace context goes into the inbox message as it
+        is, so the recipient's run is a child of the sender's run; a message without one (an
+        operator's `agentctl send`) starts a trace at this router's `route` span.
+        """
+        subject = self._subjects.inbox(message.to)
+        with route_span(
+            message.sender,
+            message.to,
+            message_id=message.id,
+            conversation_id=message.conversation_id,
+            subject=subject,
+            parent=extract_context(headers),
+        ):
+            carried = trace_headers_of(headers) or inject_nats_headers() or {}
+            return await self._route(message, subject, carried)
+
+    async def _route(self, message: Message, subject: str, carried: dict[str, str]) -> Routed:
         if message.to not in self._known_agents():
             self._decide(message, "refused", rule="unknown recipient")
             raise ControlError(
@@ -92,9 +118,7 @@ class Router:
                 rule=answer.rule,
             )
         ack = await self._js.publish(
-            self._subjects.inbox(message.to),
-            message.to_json(),
-            headers={"Nats-Msg-Id": message.id},
+            subject, message.to_json(), headers={**carried, "Nats-Msg-Id": message.id}
         )
         self._decide(
             message,
@@ -118,7 +142,7 @@ class Router:
         _, _, sender, to = msg.subject.rsplit(".", 3)
         try:
             message = self._parse(msg.data, sender, to)
-            routed = await self.route(message)
+            routed = await self.route(message, msg.headers)
             reply: dict[str, Any] = {"ok": True, "id": routed.message_id, "seq": routed.seq}
             reply["duplicate"] = routed.duplicate
         except ControlError as exc:
@@ -150,11 +174,19 @@ class Router:
             raise ControlError("bad_message", f"malformed message: {fields}") from None
 
     def _decide(self, message: Message, decision: str, *, rule: str, **fields: Any) -> None:
+        lineage = fields.get("lineage") or {}
+        note_route_decision(
+            decision,
+            rule=rule,
+            policy_version=lineage.get("policy_version"),
+            reason=fields.get("reason"),
+        )
         if self._on_decision is None:
             return
         try:
             self._on_decision(
                 f"message.{decision}",
+                **current_span_ids(),
                 agent=message.to,
                 conversation_id=message.conversation_id,
                 decision=decision,

@@ -28,9 +28,16 @@ from agentd.bus import Subjects, serve_each
 from agentd.config import ToolsConfig
 from agentd.errors import ControlError
 from agentd.policy import DecisionPoint
+from agentd.telemetry import execute_tool_span, extract_context
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
 from agentd.tools._pipeline import CallPipeline
-from agentd.tools._protocol import ToolRefusal, ok_reply, parse_request, trace_id_of
+from agentd.tools._protocol import (
+    ToolCallRequest,
+    ToolRefusal,
+    ok_reply,
+    parse_request,
+    trace_id_of,
+)
 from agentd.tools._records import ToolCall
 from agentd.tools._registry import ToolRegistry
 from agentd.tools._results import ResultStore, ensure_results_bucket
@@ -158,10 +165,31 @@ class ToolGateway:
     async def _answer(self, msg: Msg) -> bytes:
         # tool names contain dots: everything after the agent token is the tool
         agent, _, tool = msg.subject[len(f"{self._subjects.prefix}.tool.") :].partition(".")
-        trace_id = trace_id_of(msg.headers)
+        request: ToolCallRequest | ToolRefusal
         try:
             request = parse_request(msg.data)
-        except ToolRefusal as refusal:
+        except ToolRefusal as refusal:  # recorded in _steps, inside the span
+            request = refusal
+        parsed = request if isinstance(request, ToolCallRequest) else None
+        # the calling run's span (from the request's headers) is this call's parent; every
+        # step's record carries this span's ids (CallRecorder)
+        with execute_tool_span(
+            tool,
+            agent=agent,
+            call_id=parsed.call_id if parsed else None,
+            conversation_id=parsed.conversation_id if parsed else None,
+            run_id=parsed.run_id if parsed else None,
+            parent=extract_context(msg.headers),
+            args=parsed.args if parsed else None,
+        ):
+            return await self._steps(msg, agent, tool, request)
+
+    async def _steps(
+        self, msg: Msg, agent: str, tool: str, request: ToolCallRequest | ToolRefusal
+    ) -> bytes:
+        trace_id = trace_id_of(msg.headers)
+        if isinstance(request, ToolRefusal):
+            refusal = request
             self._calls.records.emit(
                 "tool.denied",
                 agent=agent,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agentd.telemetry import current_span_ids, note_tool_decision
 from agentd.tools._protocol import ErrorCode, ToolRefusal
 
 __all__ = ["CallRecorder", "ToolCall"]
@@ -76,6 +77,21 @@ class CallRecorder:
         )
 
     def emit(self, kind: str, **fields: Any) -> None:
+        """Record one step; it also becomes an event (and the policy's answer attributes) of
+        the call's `execute_tool` span, whose ids the record carries."""
+        lineage = fields.get("lineage") or {}
+        try:
+            note_tool_decision(
+                kind,
+                decision=fields.get("decision"),
+                rule=fields.get("rule"),
+                policy_version=lineage.get("policy_version"),
+                reason=fields.get("reason"),
+                outputs=fields.get("outputs"),
+            )
+        except Exception:
+            log.exception("adding a tool decision (%s) to its span failed", kind)
+        fields.update(current_span_ids())
         try:
             self._sink(kind, **fields)
         except Exception:

@@ -11,6 +11,7 @@ import anyio
 
 from agentd.config import load_agent
 from agentd.errors import AgentdError
+from agentd.telemetry import TelemetrySettings, setup_telemetry
 from agentd.worker._settings import WorkerSettings
 from agentd.worker._worker import AgentWorker
 
@@ -40,8 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = WorkerSettings.from_env(args.agent)
         agent = load_agent(settings.agent_dir)
+        telemetry = setup_telemetry(
+            TelemetrySettings.from_env(),
+            service_name="agentd-worker",
+            attributes={
+                "service.instance.id": settings.replica,
+                "gen_ai.agent.name": settings.agent,
+                "agentd.agent.version": agent.version,
+            },
+        )
         worker = AgentWorker(settings, agent)
-        anyio.run(_serve, worker, backend_options={"use_uvloop": True})
+        try:
+            anyio.run(_serve, worker, backend_options={"use_uvloop": True})
+        finally:
+            telemetry.shutdown()  # export what is buffered
     except AgentdError as exc:
         print(f"agentd.worker: {exc}", file=sys.stderr)
         return 2

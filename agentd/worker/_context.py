@@ -20,6 +20,7 @@ from nats.aio.client import Client
 
 from agentd.bus import Message, Subjects, new_id
 from agentd.errors import AgentdError
+from agentd.telemetry import inject_nats_headers
 
 __all__ = ["AgentContext", "RunInfo", "SendFailed", "ToolCallFailed"]
 
@@ -138,7 +139,10 @@ class AgentContext:
             }
         )
         reply = await self._nc.request(
-            self._subjects.out(self.agent, to), message.to_json(), timeout=timeout_s
+            self._subjects.out(self.agent, to),
+            message.to_json(),
+            timeout=timeout_s,
+            headers=inject_nats_headers(),  # the run's span: the receiving run's parent
         )
         answer = json.loads(reply.data)
         if not answer.get("ok"):
@@ -234,7 +238,9 @@ class AgentContext:
         wait_s = timeout_s if timeout_s is not None else self.tool_timeout_s
         subject = self._subjects.tool(self.agent, tool)
         try:
-            reply = await self._nc.request(subject, json.dumps(body).encode(), timeout=wait_s)
+            reply = await self._nc.request(
+                subject, json.dumps(body).encode(), timeout=wait_s, headers=inject_nats_headers()
+            )
         except nats.errors.NoRespondersError:
             error = {"code": "unavailable", "message": "no tool gateway is running"}
             raise ToolCallFailed(tool, {**error, "retryable": True}) from None

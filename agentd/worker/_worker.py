@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from agentd.bus import Message, RunResult, Subjects, connect, jsonable, new_id
 from agentd.config import LoadedAgent
+from agentd.telemetry import extract_context, invoke_agent_span, set_agent_output
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger
@@ -220,7 +221,7 @@ class AgentWorker:
                 )
                 started = time.monotonic()
                 try:
-                    output = await self._invoke(run, message)
+                    output = await self._invoke(run, message, msg.headers)
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}"
                     self._last_error = error
@@ -252,14 +253,28 @@ class AgentWorker:
             else:
                 self._forget(message)
 
-    async def _invoke(self, run: RunInfo, message: Message) -> Any:
+    async def _invoke(self, run: RunInfo, message: Message, headers: dict[str, str] | None) -> Any:
         assert self._graph is not None and self._context is not None
         token = self._context._enter(run)
         try:
-            with anyio.fail_after(self.agent.spec.run_timeout_s):
-                return await self._graph.ainvoke(
-                    message.payload, {"configurable": {"thread_id": message.conversation_id}}
-                )
+            # the sender's span (kept by the router in the inbox message) is this run's parent
+            with invoke_agent_span(
+                self.name,
+                conversation_id=message.conversation_id,
+                run_id=run.run_id,
+                message_id=message.id,
+                sender=message.sender,
+                replica=self.settings.replica,
+                parent=extract_context(headers),
+                agent_version=self.agent.version,
+                payload=message.payload,
+            ) as span:
+                with anyio.fail_after(self.agent.spec.run_timeout_s):
+                    output = await self._graph.ainvoke(
+                        message.payload, {"configurable": {"thread_id": message.conversation_id}}
+                    )
+                set_agent_output(span, output)
+                return output
         finally:
             self._context._exit(token)
 

@@ -168,9 +168,11 @@ class ModelPools:
                 anyio.create_task_group() as tg,
             ):
                 self._client, self._supervisor, self._task_group = client, supervisor, tg
-                task_status.started()
                 for entry in self._pools.values():
-                    tg.start_soon(self._run_pool, entry)
+                    # Only places them and starts their servers in the background.
+                    await self.scale(entry.name, entry.config.replicas.min, reason="startup")
+                    tg.start_soon(self._autoscale_pool, entry)
+                task_status.started()
                 await self._stop.wait()
                 with anyio.CancelScope(shield=True):
                     await self._stop_all(supervisor)
@@ -304,17 +306,17 @@ class ModelPools:
         )
 
     async def _remove_replica(self, entry: _Pool, name: str) -> None:
-        replica = entry.replicas.pop(name)
+        replica = entry.replicas[name]
         replica.request_probe("scaled down")  # out of endpoints while it stops
         assert self._supervisor is not None
-        with contextlib.suppress(KeyError):
-            await self._supervisor.stop(name)
-
-    async def _run_pool(self, entry: _Pool) -> None:
         try:
-            await self.scale(entry.name, entry.config.replicas.min, reason="startup")
-        except PlacementError as exc:
-            log.error("%s", exc)
+            with contextlib.suppress(KeyError):
+                await self._supervisor.stop(name)
+        finally:
+            # Forgotten only now, so that its stop is recorded and shown while it drains.
+            del entry.replicas[name]
+
+    async def _autoscale_pool(self, entry: _Pool) -> None:
         rule = entry.config.autoscale
         while True:
             await anyio.sleep(rule.interval_s)

@@ -427,10 +427,11 @@ class ModelPools:
                 signal=event.signal,
                 **common,
             )
-        elif event.kind in (ChildEventKind.UNHEALTHY, ChildEventKind.FAILED):
-            self._record(
-                "model.health_changed", decision=str(event.kind), reason=event.reason, **common
-            )
+        elif event.kind is ChildEventKind.UNHEALTHY:
+            self._record("model.health_changed", decision="killed", reason=event.reason, **common)
+        elif event.kind is ChildEventKind.FAILED:
+            replica.error = event.reason
+            self._record("model.health_changed", decision="failed", reason=event.reason, **common)
 
     async def _stop_all(self, supervisor: Supervisor) -> None:
         """Every replica at once: each has its own grace, and they share no state."""

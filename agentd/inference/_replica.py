@@ -13,6 +13,7 @@ import anyio
 import httpx
 
 from agentd.config import ModelPoolConfig
+from agentd.errors import InferenceUnavailable
 from agentd.inference._load import ReplicaLoad
 from agentd.inference._placement import ReplicaPlacement, format_cores
 from agentd.inference._replica_command import replica_command
@@ -165,7 +166,10 @@ class PoolReplica:
         )
 
     async def alive(self, info: ChildInfo) -> bool:
-        """The supervisor's liveness probe, asked every tick; probes the server when due."""
+        """The supervisor's liveness probe, asked every tick; probes the server when due.
+
+        Raises InferenceUnavailable once `liveness.failures` probes in a row failed.
+        """
         liveness = self.pool.liveness
         now = anyio.current_time()
         if not self._probe_now and now - self._last_probe < liveness.interval_s:
@@ -195,7 +199,10 @@ class PoolReplica:
         )
         if was_healthy:
             self._on_health(self, False, problem)
-        return self._failures < liveness.failures
+        if self._failures >= liveness.failures:
+            # Raised rather than False, so that the supervisor's reason for the kill says why.
+            raise InferenceUnavailable(f"{self._failures} probes failed in a row, last: {problem}")
+        return True
 
     def describe(self, info: ChildInfo | None, now: float) -> dict[str, Any]:
         """One row of `agentctl models`."""

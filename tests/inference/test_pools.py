@@ -72,6 +72,8 @@ async def test_a_stopped_engine_fails_liveness_and_is_replaced(tmp_path: Path) -
         unhealthy = await records.wait("model.health_changed", decision="unhealthy")
         assert "no answer within 1s" in unhealthy["reason"]
         assert pools.endpoints("tiny") == []
+        killed = await records.wait("model.health_changed", decision="killed")
+        assert "2 probes failed in a row, last: no answer within 1s" in killed["reason"]
         await records.wait("model.started", replica="tiny-0", count=2)
         assert records.of("model.stopped", replica="tiny-0", decision="exit")
         row = pools.snapshot()[0]["members"][0]

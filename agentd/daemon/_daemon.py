@@ -40,6 +40,7 @@ from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.inference import ModelPools
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
@@ -77,6 +78,10 @@ class Daemon:
         self._autoscaler: Autoscaler | None = None
         self._tools: ToolGateway | None = None
         self._spawner: Spawner | None = None
+        # The model pools ([models.*]); the LLM gateway reads endpoints from it.
+        self.pools = ModelPools(
+            self.config.models, state_dir=self.state_dir, record=self._record_decision
+        )
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
     # lifecycle
@@ -123,6 +128,11 @@ class Daemon:
         js = nc.jetstream()
         await ensure_streams(js, self.subjects, self.config.inbox)
         self._step("bus", "connected")
+        # Before the agents, which call the models. Replicas load in the background (tens of
+        # seconds for vLLM): READY does not wait for them; `agentctl models` shows them loading.
+        self._step("models", "placing")
+        await tg.start(self.pools.run)
+        self._step("models", f"{len(self.pools.pool_names())} pools")
         recorder = self._recorder
         assert recorder is not None
         self._fleet = fleet = AgentFleet(
@@ -165,6 +175,7 @@ class Daemon:
             authority=self.authority,
             reload_policy=self.authority.reload,
             tools=self._tools,
+            pools=self.pools,
         ).register(self._control)
         await tg.start(self._control.run)
         self._step("control", "running")
@@ -230,6 +241,7 @@ class Daemon:
             for plane in (self._tools, self._control, self._router):
                 if plane:
                     await plane.shutdown()
+            await self.pools.shutdown()
             if self._nc is not None:
                 await self._nc.drain()
             if self.config.bus.url is None:
@@ -242,6 +254,7 @@ class Daemon:
         log.info("stopped")
 
     def _force_kill(self) -> None:
+        self.pools.force_kill()
         for child in self._supervisor.children():
             if child.pid:
                 with contextlib.suppress(OSError):
@@ -284,7 +297,7 @@ class Daemon:
         )
         restart_needed = [
             section
-            for section in ("daemon", "bus", "inbox", "agents")
+            for section in ("daemon", "bus", "inbox", "agents", "models")
             if getattr(new, section) != getattr(live, section)
         ]
         for section in restart_needed:
@@ -323,6 +336,10 @@ class Daemon:
             nc=self._nc,
             subjects=self.subjects,
         )
+
+    def _record_decision(self, kind: str, **fields: Any) -> None:
+        if self._recorder is not None:
+            self._recorder.record(kind, **fields)
 
     async def _bus_down(self) -> None:
         self._services["bus"] = "reconnecting"

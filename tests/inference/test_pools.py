@@ -25,7 +25,9 @@ def anyio_backend() -> str:
 
 
 def set_gauges(tmp: Path, *, running: float = 0, waiting: float = 0, kv: float = 0.0) -> None:
-    (tmp / "metrics.json").write_text(json.dumps({"running": running, "waiting": waiting, "kv": kv}))
+    (tmp / "metrics.json").write_text(
+        json.dumps({"running": running, "waiting": waiting, "kv": kv})
+    )
 
 
 async def test_replicas_load_in_the_background_with_visible_progress(tmp_path: Path) -> None:

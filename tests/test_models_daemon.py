@@ -1,0 +1,97 @@
+"""Model pools in the running daemon: started after the bus without holding READY back, shown
+by `agentctl models` (table and --json) while loading and once ready, scaled by an operator,
+recorded in the decision log, and stopped with the daemon (no server process survives).
+
+The pool's servers are fake_vllm.py (quick); tests/inference/test_pools_vllm.py runs the same
+pool manager against the real vLLM CPU build.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import DaemonProcess, decision_records, descendants, pid_alive, running_daemon
+from tests.harness import write_config as write_daemon_config
+from tests.inference.pool_helpers import FAKE_VLLM
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def models(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    result = daemon.agentctl("--json", "models")
+    assert result.returncode == 0, result.stderr
+    pools: list[dict[str, Any]] = json.loads(result.stdout)
+    return pools
+
+
+def wait_for_state(daemon: DaemonProcess, states: list[str], timeout_s: float = 20.0) -> Any:
+    """Poll `agentctl models` (the daemon announces nothing else for pools) until the fake
+    pool's replicas are in `states`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        members = models(daemon)[0]["members"]
+        if [m["state"] for m in members] == states:
+            return members
+        time.sleep(0.2)
+    raise AssertionError(f"replicas not {states}: {models(daemon)}")
+
+
+def test_pools_run_in_the_daemon_and_stop_with_it(tmp_path: Path) -> None:
+    pool = f"""
+[models.fake]
+model = "fake-org/fake-model"
+launcher = {{ command = {json.dumps([sys.executable, str(FAKE_VLLM)])}, env = {{ FAKE_VLLM_STARTUP_S = "3" }} }}
+device = "cpu"
+replicas = {{ min = 1, max = 2 }}
+liveness = {{ interval_s = 0.5, timeout_s = 2.0 }}
+autoscale = {{ enabled = false }}
+stop_grace_s = 3.0
+"""
+    config = write_daemon_config(tmp_path, extra=pool)
+    state_dir = tmp_path / "state"
+    with running_daemon(config) as daemon:
+        # READY came while the replica still loads (3 s here, 40 s for vLLM on a CPU)
+        [loading] = wait_for_state(daemon, ["loading"])
+        assert loading["loading"]["timeout_s"] == 300.0
+        table = daemon.agentctl("models")
+        assert table.returncode == 0, table.stderr
+        assert "fake-0" in table.stdout and "loading" in table.stdout
+        [ready] = wait_for_state(daemon, ["ready"])
+        assert ready["placement"]["device"] == "cpu"
+        table = daemon.agentctl("models").stdout
+        header, row = table.splitlines()[:2]
+        assert header.split()[:4] == ["POOL", "REPLICA", "STATE", "PLACEMENT"]
+        assert row.split()[:4] == ["fake", "(1/1..2)", "fake-0", "ready"]
+        assert "fake: serves fake-org/fake-model as 'fake'" in table
+
+        scaled = daemon.agentctl("models", "scale", "fake", "2")
+        assert scaled.returncode == 0, scaled.stderr
+        assert scaled.stdout.strip() == "fake: 1 -> 2"
+        members = wait_for_state(daemon, ["ready", "ready"])
+        assert members[0]["placement"]["cores"] != members[1]["placement"]["cores"]
+        refused = daemon.agentctl("models", "scale", "fake", "3")
+        assert refused.returncode == 1 and "out_of_bounds" in refused.stderr
+
+        status = json.loads(daemon.agentctl("--json", "status").stdout)
+        assert status["services"]["models"] == "1 pools"
+        servers = [m["pid"] for m in members]
+        processes = {*servers, *(p for pid in servers for p in descendants(pid))}
+        assert daemon.stop(signal.SIGTERM) == 0
+    assert [pid for pid in processes if pid_alive(pid)] == []
+    started = decision_records(state_dir, "model.started")
+    assert sorted(r["replica"] for r in started) == ["fake-0", "fake-1"]
+    assert {r["decision"] for r in decision_records(state_dir, "model.scaled")} == {
+        "0->1",
+        "1->2",
+    }
+    stopped = decision_records(state_dir, "model.stopped")
+    assert sorted(r["replica"] for r in stopped) == ["fake-0", "fake-1"]
+    commands = decision_records(state_dir, "control.command")
+    assert any(r["decision"] == "models.scale" for r in commands)

@@ -44,10 +44,11 @@ def wait_for_state(daemon: DaemonProcess, states: list[str], timeout_s: float = 
 
 
 def test_pools_run_in_the_daemon_and_stop_with_it(tmp_path: Path) -> None:
+    command = json.dumps([sys.executable, str(FAKE_VLLM)])
     pool = f"""
 [models.fake]
 model = "fake-org/fake-model"
-launcher = {{ command = {json.dumps([sys.executable, str(FAKE_VLLM)])}, env = {{ FAKE_VLLM_STARTUP_S = "3" }} }}
+launcher = {{ command = {command}, env = {{ FAKE_VLLM_STARTUP_S = "3" }} }}
 device = "cpu"
 replicas = {{ min = 1, max = 2 }}
 liveness = {{ interval_s = 0.5, timeout_s = 2.0 }}
@@ -65,11 +66,11 @@ stop_grace_s = 3.0
         assert "fake-0" in table.stdout and "loading" in table.stdout
         [ready] = wait_for_state(daemon, ["ready"])
         assert ready["placement"]["device"] == "cpu"
-        table = daemon.agentctl("models").stdout
-        header, row = table.splitlines()[:2]
+        text = daemon.agentctl("models").stdout
+        header, row = text.splitlines()[:2]
         assert header.split()[:4] == ["POOL", "REPLICA", "STATE", "PLACEMENT"]
         assert row.split()[:4] == ["fake", "(1/1..2)", "fake-0", "ready"]
-        assert "fake: serves fake-org/fake-model as 'fake'" in table
+        assert "fake: serves fake-org/fake-model as 'fake'" in text
 
         scaled = daemon.agentctl("models", "scale", "fake", "2")
         assert scaled.returncode == 0, scaled.stderr

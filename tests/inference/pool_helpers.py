@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,13 @@ async def running_pools(
         finally:
             with anyio.CancelScope(shield=True):
                 await manager.shutdown()
+
+
+async def poll(predicate: Callable[[], object], *, timeout_s: float, every_s: float = 0.05) -> None:
+    """Return once `predicate()` is true. For views (snapshots, endpoints) that announce no
+    change; records, which do, are awaited with `Records.wait`."""
+    with anyio.fail_after(timeout_s):
+        for _ in itertools.count():
+            if predicate():
+                return
+            await anyio.sleep(every_s)

@@ -14,7 +14,7 @@ import pytest
 
 from agentd.inference import GpuInfo, ModelPools, PlacementError, ReplicaEndpoint
 from tests.harness import pid_alive
-from tests.inference.pool_helpers import fake_pool, running_pools
+from tests.inference.pool_helpers import fake_pool, poll, running_pools
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -35,11 +35,13 @@ async def test_replicas_load_in_the_background_with_visible_progress(tmp_path: P
     async with running_pools({"tiny": pool}, tmp_path / "state") as (pools, records):
         assert pools.pool_names() == ["tiny"]
         assert pools.endpoints("tiny") == []  # run() reported started before the replica
-        with anyio.fail_after(10):
-            while (member := pools.snapshot()[0]["members"][0])["loading"] is None or (
-                member["loading"]["last_line"] is None
-            ):
-                await anyio.sleep(0.05)
+
+        def loading_line() -> object:
+            loading = pools.snapshot()[0]["members"][0]["loading"]
+            return loading and loading["last_line"]
+
+        await poll(loading_line, timeout_s=10)
+        member = pools.snapshot()[0]["members"][0]
         assert member["state"] == "loading"
         assert "loading weights of fake-org/fake-model" in member["loading"]["last_line"]
         assert member["loading"]["elapsed_s"] >= 0
@@ -92,9 +94,7 @@ async def test_a_reported_failure_takes_the_replica_out_until_a_probe_passes(
         await records.wait("model.started", replica="tiny-0")
         pools.report_failure("tiny-0", "connect error")
         assert pools.endpoints("tiny") == []  # at once, before any probe
-        with anyio.fail_after(5):
-            while not pools.endpoints("tiny"):
-                await anyio.sleep(0.05)
+        await poll(lambda: pools.endpoints("tiny"), timeout_s=5)
         # the probe passed: the same process serves again, nothing was restarted
         assert pools.snapshot()[0]["members"][0]["restarts"] == 0
         pid = pools.snapshot()[0]["members"][0]["pid"]

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
 from agentd.config import ModelPoolConfig
 from agentd.inference import ModelPools
 from tests.harness import descendants, pid_alive
-from tests.inference.pool_helpers import Records, running_pools
+from tests.inference.pool_helpers import Records, poll, running_pools
 from tests.inference.vllm_server import vllm_python
 
 pytestmark = [
@@ -101,9 +100,8 @@ async def complete(pools: ModelPools) -> str:
 
 async def test_a_replica_loads_with_visible_progress_then_serves(pool: Pool) -> None:
     # The module's first test: the server was spawned moments ago and is loading.
-    with anyio.fail_after(30):
-        while (member := pool.member())["loading"] is None or not member["loading"]["last_line"]:
-            await anyio.sleep(0.2)
+    await poll(lambda: (pool.member()["loading"] or {}).get("last_line"), timeout_s=30)
+    member = pool.member()
     assert member["state"] == "loading"
     assert member["placement"] == {"device": "cpu", "cores": "1", "kv_cache_bytes": 64 * 2**20}
     first_line = member["loading"]["last_line"]
@@ -113,9 +111,8 @@ async def test_a_replica_loads_with_visible_progress_then_serves(pool: Pool) -> 
     log = (pool.state_dir / "logs" / "models" / "tiny-0.log").read_text()
     assert first_line in log
     assert isinstance(await complete(pool.pools), str)
-    with anyio.fail_after(10):  # the autoscaler reads /metrics every second
-        while pool.member()["load"] is None:
-            await anyio.sleep(0.2)
+    # the autoscaler reads /metrics every second
+    await poll(lambda: pool.member()["load"] is not None, timeout_s=10)
     assert set(pool.member()["load"]) == {"running", "waiting", "kv_cache_pct"}
     pool.remember_processes()
 

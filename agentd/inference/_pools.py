@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,11 +22,12 @@ from anyio.abc import TaskGroup, TaskStatus
 from agentd.config import ModelPoolConfig
 from agentd.errors import ControlError, WorkerCrashed
 from agentd.inference._devices import GpuInfo, cpu_cores, discover_gpus
-from agentd.inference._placement import PlacementError, PoolRequest, ReplicaPlacement, place_pool
+from agentd.inference._placement import PlacementError, ReplicaPlacement, place_pool
+from agentd.inference._pool import Pool, free_port, record_child_event
 from agentd.inference._replica import PoolReplica, ReplicaEndpoint
 from agentd.inference._scaling import decide_scale
 from agentd.inference._server_http import read_load
-from agentd.supervisor import ChildEvent, ChildEventKind, ChildInfo, Supervisor
+from agentd.supervisor import ChildEvent, ChildInfo, Supervisor
 
 __all__ = ["ModelPools", "RecordDecision"]
 
@@ -35,31 +35,6 @@ log = logging.getLogger("agentd.inference")
 
 RecordDecision = Callable[..., None]
 """``record(kind, **fields)``: the daemon's recorder (decision log); must not raise."""
-
-
-class _Pool:
-    """One pool's config and its replicas, by index order."""
-
-    def __init__(self, name: str, config: ModelPoolConfig) -> None:
-        self.name = name
-        self.config = config
-        self.replicas: dict[str, PoolReplica] = {}
-        self.lock = anyio.Lock()
-        self.last_change: float | None = None
-        self.last_decision: dict[str, Any] | None = None
-
-    def request(self, replicas: int) -> PoolRequest:
-        cfg = self.config
-        return PoolRequest(
-            name=self.name,
-            replicas=replicas,
-            device=cfg.device,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            share_gpus=cfg.share_gpus,
-            cpu_cores_per_replica=cfg.cpu_cores_per_replica,
-            kv_cache_bytes=cfg.kv_cache_bytes,
-        )
 
 
 class ModelPools:
@@ -85,7 +60,7 @@ class ModelPools:
         host: str = "127.0.0.1",
         base_env: Mapping[str, str] | None = None,
     ) -> None:
-        self._pools = {name: _Pool(name, cfg) for name, cfg in pools.items()}
+        self._pools = {name: Pool(name, cfg) for name, cfg in pools.items()}
         self._state_dir = state_dir
         self._record = record or (lambda kind, **fields: None)
         self._gpus = gpus
@@ -124,27 +99,7 @@ class ModelPools:
     def snapshot(self) -> list[dict[str, Any]]:
         """Every pool and its replicas, for `agentctl models`."""
         now = time.time()
-        rows = []
-        for name in self.pool_names():
-            entry = self._pools[name]
-            cfg = entry.config
-            rows.append(
-                {
-                    "pool": name,
-                    "model": cfg.model,
-                    "revision": cfg.revision,
-                    "served_name": cfg.served_name or name,
-                    "device": cfg.device,
-                    "replicas": {"min": cfg.replicas.min, "max": cfg.replicas.max},
-                    "desired": len(entry.replicas),
-                    "autoscale": cfg.autoscale.enabled,
-                    "last_decision": entry.last_decision,
-                    "members": [
-                        r.describe(self._info(r.name), now) for r in entry.replicas.values()
-                    ],
-                }
-            )
-        return rows
+        return [self._pools[name].describe(self._info, now) for name in self.pool_names()]
 
     def pids(self) -> list[int]:
         """Process-group leaders of every running replica (for a forced exit)."""
@@ -247,39 +202,30 @@ class ModelPools:
             self._cores = cpu_cores()
         return self._gpus, self._cores
 
-    def _place(self, entry: _Pool, count: int) -> list[ReplicaPlacement]:
+    def _place(self, entry: Pool, count: int) -> list[ReplicaPlacement]:
         taken = [
             r.placement
             for other in self._pools.values()
             if other is not entry
             for r in other.replicas.values()
         ]
-        placements = place_pool(entry.request(count), *self._devices(), taken)
-        for current, fresh in zip(entry.replicas.values(), placements, strict=False):
-            if current.placement != fresh:
-                # `auto` would move the pool to other devices: that is a redeploy, not a scale.
-                raise PlacementError(
-                    entry.name,
-                    f"{count} replicas where its {len(entry.replicas)} run now",
-                    f"not without moving replica {current.name}",
-                )
-        return placements
+        return entry.place(count, *self._devices(), taken)
 
-    def _add_replica(self, entry: _Pool, placement: ReplicaPlacement) -> None:
+    def _add_replica(self, entry: Pool, placement: ReplicaPlacement) -> None:
         assert self._client is not None and self._task_group is not None
         replica = PoolReplica(
             entry.name,
             entry.config,
             placement,
             host=self._host,
-            port=_free_port(self._host),
+            port=free_port(self._host),
             client=self._client,
             on_health=self._on_health,
         )
         entry.replicas[replica.name] = replica
         self._task_group.start_soon(self._start_replica, entry, replica)
 
-    async def _start_replica(self, entry: _Pool, replica: PoolReplica) -> None:
+    async def _start_replica(self, entry: Pool, replica: PoolReplica) -> None:
         """Start one server; one that does not come up is retried (with backoff) up to the
         pool's max_restarts, then left failed for an operator."""
         assert self._supervisor is not None
@@ -305,7 +251,7 @@ class ModelPools:
             pool=entry.name,
         )
 
-    async def _remove_replica(self, entry: _Pool, name: str) -> None:
+    async def _remove_replica(self, entry: Pool, name: str) -> None:
         replica = entry.replicas[name]
         replica.request_probe("scaled down")  # out of endpoints while it stops
         assert self._supervisor is not None
@@ -316,13 +262,13 @@ class ModelPools:
             # Forgotten only now, so that its stop is recorded and shown while it drains.
             del entry.replicas[name]
 
-    async def _autoscale_pool(self, entry: _Pool) -> None:
+    async def _autoscale_pool(self, entry: Pool) -> None:
         rule = entry.config.autoscale
         while True:
             await anyio.sleep(rule.interval_s)
             await self._autoscale(entry)
 
-    async def _autoscale(self, entry: _Pool) -> None:
+    async def _autoscale(self, entry: Pool) -> None:
         """Read every ready replica's /metrics, then take at most one step."""
         assert self._client is not None
         client = self._client
@@ -367,7 +313,7 @@ class ModelPools:
             )
 
     # supervisor events
-    def _find(self, name: str) -> tuple[_Pool, PoolReplica] | None:
+    def _find(self, name: str) -> tuple[Pool, PoolReplica] | None:
         for entry in self._pools.values():
             replica = entry.replicas.get(name)
             if replica is not None:
@@ -393,45 +339,9 @@ class ModelPools:
 
     def _on_child_event(self, event: ChildEvent) -> None:
         found = self._find(event.name)
-        if found is None:
-            return
-        entry, replica = found
-        common: dict[str, Any] = {
-            "replica": event.name,
-            "pool": entry.name,
-            "pid": event.pid,
-            "restarts": event.restarts,
-            "lineage": {"model_id": entry.config.model, "model_revision": entry.config.revision},
-        }
-        if event.kind is ChildEventKind.READY:
-            replica.mark_started()
-            info = self._info(event.name)
-            startup_s = event.at - info.started_at if info and info.started_at else None
-            self._record(
-                "model.started",
-                decision="ready",
-                reason=f"serving at {replica.base_url}",
-                startup_s=None if startup_s is None else round(startup_s, 2),
-                placement=replica.describe(info, time.time())["placement"],
-                **common,
-            )
-        elif event.kind in (ChildEventKind.EXIT, ChildEventKind.STOP):
-            replica.mark_down()
-            if event.kind is ChildEventKind.EXIT:
-                replica.error = event.reason
-            self._record(
-                "model.stopped",
-                decision=str(event.kind),
-                reason=event.reason,
-                exit_code=event.exit_code,
-                signal=event.signal,
-                **common,
-            )
-        elif event.kind is ChildEventKind.UNHEALTHY:
-            self._record("model.health_changed", decision="killed", reason=event.reason, **common)
-        elif event.kind is ChildEventKind.FAILED:
-            replica.error = event.reason
-            self._record("model.health_changed", decision="failed", reason=event.reason, **common)
+        if found is not None:
+            entry, replica = found
+            record_child_event(self._record, entry, replica, event, self._info(event.name))
 
     async def _stop_all(self, supervisor: Supervisor) -> None:
         """Every replica at once: each has its own grace, and they share no state."""
@@ -443,12 +353,3 @@ class ModelPools:
 async def _stop_quietly(supervisor: Supervisor, name: str) -> None:
     with contextlib.suppress(KeyError):
         await supervisor.stop(name)
-
-
-def _free_port(host: str) -> int:
-    # The server binds it a moment later; a race with another process is possible, and then
-    # the replica fails to start and is retried on the same port by the supervisor.
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port

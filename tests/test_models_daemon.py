@@ -21,7 +21,7 @@ from tests.harness import DaemonProcess, decision_records, descendants, pid_aliv
 from tests.harness import write_config as write_daemon_config
 from tests.inference.pool_helpers import FAKE_VLLM
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def models(daemon: DaemonProcess) -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ def models(daemon: DaemonProcess) -> list[dict[str, Any]]:
     return pools
 
 
-def wait_for_state(daemon: DaemonProcess, states: list[str], timeout_s: float = 20.0) -> Any:
+def wait_for_state(daemon: DaemonProcess, states: list[str], timeout_s: float = 40.0) -> Any:
     """Poll `agentctl models` (the daemon announces nothing else for pools) until the fake
     pool's replicas are in `states`."""
     deadline = time.monotonic() + timeout_s
@@ -48,7 +48,7 @@ def test_pools_run_in_the_daemon_and_stop_with_it(tmp_path: Path) -> None:
     pool = f"""
 [models.fake]
 model = "fake-org/fake-model"
-launcher = {{ command = {command}, env = {{ FAKE_VLLM_STARTUP_S = "3" }} }}
+launcher = {{ command = {command}, env = {{ FAKE_VLLM_STARTUP_S = "10" }} }}
 device = "cpu"
 replicas = {{ min = 1, max = 2 }}
 liveness = {{ interval_s = 0.5, timeout_s = 2.0 }}
@@ -58,7 +58,7 @@ stop_grace_s = 3.0
     config = write_daemon_config(tmp_path, extra=pool)
     state_dir = tmp_path / "state"
     with running_daemon(config) as daemon:
-        # READY came while the replica still loads (3 s here, 40 s for vLLM on a CPU)
+        # READY came while the replica still loads (10 s here, 40 s for vLLM on a CPU)
         [loading] = wait_for_state(daemon, ["loading"])
         assert loading["loading"]["timeout_s"] == 300.0
         table = daemon.agentctl("models")

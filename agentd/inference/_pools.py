@@ -118,7 +118,9 @@ class ModelPools:
                 self._check_placement()
             registry = self._state_dir / "models" / "children.json"
             async with (
-                httpx.AsyncClient() as client,
+                # trust_env off: a proxy from the environment must not sit between agentd and
+                # its own loopback servers.
+                httpx.AsyncClient(trust_env=False) as client,
                 Supervisor(on_event=self._on_child_event, registry_path=registry) as supervisor,
                 anyio.create_task_group() as tg,
             ):
@@ -218,12 +220,19 @@ class ModelPools:
             entry.config,
             placement,
             host=self._host,
-            port=free_port(self._host),
+            port=self._new_port(),
             client=self._client,
             on_health=self._on_health,
         )
         entry.replicas[replica.name] = replica
         self._task_group.start_soon(self._start_replica, entry, replica)
+
+    def _new_port(self) -> int:
+        """A free port that no other replica of these pools was given."""
+        taken = {r.port for entry in self._pools.values() for r in entry.replicas.values()}
+        while (port := free_port(self._host)) in taken:
+            pass
+        return port
 
     async def _start_replica(self, entry: Pool, replica: PoolReplica) -> None:
         """Start one server; one that does not come up is retried (with backoff) up to the
@@ -232,8 +241,8 @@ class ModelPools:
         spec = replica.child_spec(self._state_dir, self._base_env)
         attempts = entry.config.max_restarts + 1
         for attempt in range(attempts):
-            if entry.replicas.get(replica.name) is not replica:
-                return  # scaled away meanwhile
+            if entry.replicas.get(replica.name) is not replica or self._stop.is_set():
+                return  # scaled away or shutting down meanwhile
             try:
                 await self._supervisor.start(spec)
                 return

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -68,17 +69,17 @@ async def pool(
             "model": str(tiny_model_dir),
             "launcher": {"python": str(vllm_python())},
             "device": "cpu",
-            "replicas": {"min": 1, "max": 1},
+            "replicas": {"min": 1, "max": 2},
             "kv_cache_bytes": 64 * 2**20,
             "max_num_seqs": 4,
             "startup_timeout_s": START_S,
             "stop_grace_s": 10.0,
             "liveness": {"interval_s": 2.0, "timeout_s": 5.0, "failures": 2},
-            "autoscale": {"interval_s": 1.0},
+            "autoscale": {"interval_s": 1.0, "cooldown_s": 5.0, "up_waiting": 2.0},
         }
     )
-    # Core 1: the other core stays free for the test process and the daemon's own work.
-    async with running_pools({"tiny": config}, state_dir, cores=[1]) as (pools, records):
+    # One replica per core; the second one exists only in the scale-up test.
+    async with running_pools({"tiny": config}, state_dir, cores=[0, 1]) as (pools, records):
         handle = Pool(pools, records, state_dir, set())
         yield handle
         handle.remember_processes()
@@ -103,7 +104,7 @@ async def test_a_replica_loads_with_visible_progress_then_serves(pool: Pool) -> 
     await poll(lambda: (pool.member()["loading"] or {}).get("last_line"), timeout_s=30)
     member = pool.member()
     assert member["state"] == "loading"
-    assert member["placement"] == {"device": "cpu", "cores": "1", "kv_cache_bytes": 64 * 2**20}
+    assert member["placement"] == {"device": "cpu", "cores": "0", "kv_cache_bytes": 64 * 2**20}
     first_line = member["loading"]["last_line"]
     started = await pool.records.wait("model.started", replica="tiny-0", timeout_s=START_S)
     assert started["startup_s"] > 1.0
@@ -157,3 +158,31 @@ async def test_a_stopped_engine_is_detected_and_replaced(pool: Pool) -> None:
     await pool.records.wait("model.started", replica="tiny-0", count=3, timeout_s=START_S)
     assert not pid_alive(core) and not pid_alive(api_pid)
     assert isinstance(await complete(pool.pools), str)
+
+
+async def test_a_queue_scales_the_pool_up_to_a_second_replica(pool: Pool) -> None:
+    await poll(lambda: pool.pools.endpoints("tiny"), timeout_s=START_S, every_s=0.5)
+    [endpoint] = pool.pools.endpoints("tiny")
+    body = {
+        "model": endpoint.served_name,
+        "prompt": "import os",
+        "max_tokens": 512,
+        "ignore_eos": True,  # every request runs its full length: the queue stays
+    }
+
+    async def ask(client: httpx.AsyncClient) -> None:
+        await client.post(f"{endpoint.base_url}/v1/completions", json=body)
+
+    # max_num_seqs 4: of 48 requests, 44 wait, well over up_waiting 2 per replica.
+    async with httpx.AsyncClient(timeout=120.0) as client, anyio.create_task_group() as tg:
+        for _ in range(48):
+            tg.start_soon(ask, client)
+        up = await pool.records.wait("model.scaled", decision="1->2", timeout_s=60)
+        tg.cancel_scope.cancel()  # the queue did its work; vLLM aborts what is left
+    assert up["inputs"]["waiting_per_replica"] >= 2.0
+    assert up["inputs"]["running_per_replica"] <= 4.0  # max_num_seqs
+    await pool.records.wait("model.started", replica="tiny-1", timeout_s=START_S)
+    members = pool.pools.snapshot()[0]["members"]
+    assert [m["placement"]["cores"] for m in members] == ["0", "1"]
+    assert [e.replica for e in pool.pools.endpoints("tiny")] == ["tiny-0", "tiny-1"]
+    pool.remember_processes()

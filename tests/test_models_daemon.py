@@ -9,7 +9,9 @@ pool manager against the real vLLM CPU build.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,3 +98,24 @@ stop_grace_s = 3.0
     assert sorted(r["replica"] for r in stopped) == ["fake-0", "fake-1"]
     commands = decision_records(state_dir, "control.command")
     assert any(r["decision"] == "models.scale" for r in commands)
+
+
+def test_a_pool_that_does_not_fit_stops_the_daemon_before_it_starts(tmp_path: Path) -> None:
+    pool = '[models.big]\nmodel = "org/big"\nlauncher = { command = ["vllm", "serve"] }\n'
+    cores = len(os.sched_getaffinity(0))
+    config = write_daemon_config(
+        tmp_path, extra=pool + f"device = 'cpu'\ncpu_cores_per_replica = {cores + 1}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agentd.cli.agentd", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"agentd: pool 'big' needs 1 replica x {cores + 1} CPU cores (1 GiB KV cache each); "
+        f"free: {cores} CPU core"
+    )
+    assert not (tmp_path / "state" / "nats").exists()  # nothing was started

@@ -82,6 +82,8 @@ class Daemon:
         self.pools = ModelPools(
             self.config.models, state_dir=self.state_dir, record=self._record_decision
         )
+        # like the policy: a pool that cannot be placed stops the start before anything runs
+        self.pools.check_placement()
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
     # lifecycle

@@ -114,8 +114,7 @@ class ModelPools:
             raise RuntimeError("ModelPools.run() can only be called once")
         self._started = True
         try:
-            if self._pools:
-                self._check_placement()
+            self.check_placement()
             registry = self._state_dir / "models" / "children.json"
             async with (
                 # trust_env off: a proxy from the environment must not sit between agentd and
@@ -178,8 +177,8 @@ class ModelPools:
                     await self._remove_replica(entry, name)
             if count != before:
                 entry.last_change = anyio.current_time()
-                entry.last_decision = {"at": time.time(), "change": f"{before}->{count}"}
-                entry.last_decision["reason"] = reason
+                change = f"{before}->{count}"
+                entry.last_decision = {"at": time.time(), "change": change, "reason": reason}
                 self._record(
                     "model.scaled",
                     replica=None,
@@ -191,8 +190,13 @@ class ModelPools:
                 )
         return before
 
-    def _check_placement(self) -> None:
-        """Place every pool's minimum before anything starts, so a misfit stops the start."""
+    def check_placement(self) -> None:
+        """Raise PlacementError if some pool's minimum does not fit on this host's devices.
+
+        `run()` checks this first; call it earlier to fail before anything else starts.
+        """
+        if not self._pools:
+            return
         taken: list[ReplicaPlacement] = []
         for entry in self._pools.values():
             taken += place_pool(entry.request(entry.config.replicas.min), *self._devices(), taken)

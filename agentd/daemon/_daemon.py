@@ -132,9 +132,9 @@ class Daemon:
         self._step("bus", "connected")
         # Before the agents, which call the models. Replicas load in the background (tens of
         # seconds for vLLM): READY does not wait for them; `agentctl models` shows them loading.
-        self._step("models", "placing")
         await tg.start(self.pools.run)
-        self._step("models", f"{len(self.pools.pool_names())} pools")
+        if self.config.models:  # a service line only where pools are configured
+            self._step("models", f"{len(self.config.models)} pools")
         recorder = self._recorder
         assert recorder is not None
         self._fleet = fleet = AgentFleet(

@@ -119,3 +119,34 @@ def test_a_pool_that_does_not_fit_stops_the_daemon_before_it_starts(tmp_path: Pa
         f"free: {cores} CPU core"
     )
     assert not (tmp_path / "state" / "nats").exists()  # nothing was started
+
+
+def test_a_killed_daemon_leaves_no_server_behind_once_restarted(tmp_path: Path) -> None:
+    """SIGKILL: the server dies with the daemon (PDEATHSIG), its engine-core child is orphaned;
+    the next daemon on the same state directory kills it before it starts anything."""
+    command = json.dumps([sys.executable, str(FAKE_VLLM)])
+    pool = f"""
+[models.fake]
+model = "fake-org/fake-model"
+launcher = {{ command = {command}, env = {{ FAKE_VLLM_ENGINE = "1" }} }}
+device = "cpu"
+autoscale = {{ enabled = false }}
+"""
+    config = write_daemon_config(tmp_path, extra=pool)
+    log = tmp_path / "state" / "logs" / "models" / "fake-0.log"
+    with running_daemon(config) as daemon:
+        [ready] = wait_for_state(daemon, ["ready"])
+        engine = int(log.read_text().split("INFO engine core pid ", 1)[1].split()[0])
+        assert pid_alive(engine)
+        daemon.proc.kill()  # SIGKILL the daemon alone, not its process group
+        daemon.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while pid_alive(ready["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(ready["pid"])  # PDEATHSIG
+    assert pid_alive(engine)  # orphaned, as vLLM's engine core would be
+    with running_daemon(config) as daemon:
+        assert not pid_alive(engine)  # reaped before READY
+        [again] = wait_for_state(daemon, ["ready"])
+        assert again["pid"] != ready["pid"]
+        assert daemon.stop(signal.SIGTERM) == 0

@@ -4,7 +4,8 @@ each path exists in test_pools_vllm.py).
 Started like the CUDA package's ``vllm serve MODEL --port P ...`` (unknown options are ignored).
 It prints a few loading lines, waits $FAKE_VLLM_STARTUP_S, then serves /health,
 /v1/completions and /metrics; the gauges on /metrics come from the JSON file
-$FAKE_VLLM_METRICS (``{"running": 0, "waiting": 0, "kv": 0.0}``), read at each request.
+$FAKE_VLLM_METRICS (``{"running": 0, "waiting": 0, "kv": 0.0}``), read at each request. With
+$FAKE_VLLM_ENGINE set it starts a child process first, as vLLM starts its engine core.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args, _unknown = parser.parse_known_args()
     print(f"INFO loading weights of {args.model}", flush=True)
+    if os.environ.get("FAKE_VLLM_ENGINE"):
+        # Like vLLM's engine core: a child process in the server's process group.
+        engine = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import time; time.sleep(600)"
+        )
+        print(f"INFO engine core pid {engine.pid}", flush=True)
     await asyncio.sleep(float(os.environ.get("FAKE_VLLM_STARTUP_S", "0")))
     app = web.Application()
     app["served_name"] = args.served_model_name

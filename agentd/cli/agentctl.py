@@ -22,6 +22,7 @@ from agentd.cli._audit import (
 )
 from agentd.cli._client import ControlClient, resolve_url
 from agentd.cli._live import follow_logs, print_logs, top
+from agentd.cli._models_view import render_models
 from agentd.cli._views import render_approvals, render_dlq, render_ps, render_status
 from agentd.errors import AgentdError, ConfigError, ControlError
 
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="daemon version, uptime, services")
     sub.add_parser("ps", help="agents, their replicas and backlog")
+    models = sub.add_parser("models", help="model pools: replicas, placement, state, load")
+    models_sub = models.add_subparsers(dest="models_command")
+    models_scale = models_sub.add_parser("scale", help="run N replicas of a model pool")
+    models_scale.add_argument("pool")
+    models_scale.add_argument("replicas", type=int)
     for name, text in (
         ("send", "send a JSON payload to an agent"),
         ("ask", "send a JSON payload and print the run's output (send --wait)"),
@@ -146,6 +152,14 @@ async def _ps(ctl: ControlClient, args: argparse.Namespace) -> Any:
     return agents if args.json else render_ps(agents)
 
 
+async def _models(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    if args.models_command == "scale":
+        result = await ctl.call("models.scale", {"pool": args.pool, "replicas": args.replicas})
+        return result if args.json else f"{result['pool']}: {result['before']} -> {result['after']}"
+    pools = await ctl.call("models")
+    return pools if args.json else render_models(pools)
+
+
 async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
     try:
         payload = json.loads(args.payload)
@@ -222,6 +236,7 @@ async def _dlq(ctl: ControlClient, args: argparse.Namespace) -> Any:
 COMMANDS: dict[str, Command] = {
     "status": _status,
     "ps": _ps,
+    "models": _models,
     "send": _send,
     "ask": _send,
     "scale": _scale,

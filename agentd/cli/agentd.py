@@ -25,11 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)
     check = agents_sub.add_parser("check", help="validate agent specs")
     check.add_argument("names", nargs="*", help="agents to check (default: all)")
+    models = sub.add_parser("models", help="model commands")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    tiny = models_sub.add_parser(
+        "build-tiny",
+        help="build a tiny random-weight Llama model offline (seconds, deterministic)",
+    )
+    tiny.add_argument("dir", type=Path, help="directory to write the model into")
+    tiny.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "models":  # needs no configuration
+        return _build_tiny(args.dir, args.seed)
     try:
         loaded = load_config(find_config(args.config))
         if args.command == "config":
@@ -54,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _build_tiny(directory: Path, seed: int) -> int:
+    from agentd.inference import MODEL_FILES, build_tiny_model  # numpy etc. only when asked
+
+    try:
+        out = build_tiny_model(directory, seed=seed)
+    except OSError as exc:
+        print(f"agentd: cannot write the tiny model to {directory}: {exc}", file=sys.stderr)
+        return 1
+    print(f"tiny model in {out}: {', '.join(MODEL_FILES)}")
+    print(f'serve it with [models.tiny] model = "{out}" (see agentd.toml)')
+    return 0
 
 
 def _check_agents(root: Path, names: list[str]) -> int:

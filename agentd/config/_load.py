@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentd.config._errors import describe_validation_error
-from agentd.config._models import Config
+from agentd.config._models import Config, ModelPoolConfig
 from agentd.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_NAME", "LoadedConfig", "find_config", "load_config"]
@@ -92,6 +92,29 @@ def _resolve(config: Config, base: Path) -> Config:
     agents = config.agents.model_copy(update={"dir": absolute(config.agents.dir)})
     policy = config.policy.model_copy(update={"dir": absolute(config.policy.dir)})
     tools = config.tools.model_copy(update={"dir": absolute(config.tools.dir)})
+    models = {name: _resolve_pool(pool, base) for name, pool in config.models.items()}
     return config.model_copy(
-        update={"daemon": daemon, "bus": bus, "agents": agents, "policy": policy, "tools": tools}
+        update={
+            "daemon": daemon,
+            "bus": bus,
+            "agents": agents,
+            "policy": policy,
+            "tools": tools,
+            "models": models,
+        }
     )
+
+
+def _resolve_pool(pool: ModelPoolConfig, base: Path) -> ModelPoolConfig:
+    """A pool's model directory and launcher interpreter, made absolute against `base`.
+
+    A model is a path when it starts with ``.`` or ``/`` or names something under `base`;
+    otherwise it is a hub id (``org/name``) and stays as written.
+    """
+    model = pool.model
+    if model.startswith((".", "/", "~")) or (base / model).exists():
+        model = str((base / Path(model).expanduser()).resolve())
+    launcher = pool.launcher
+    if launcher.python is not None and not launcher.python.is_absolute():
+        launcher = launcher.model_copy(update={"python": (base / launcher.python).absolute()})
+    return pool.model_copy(update={"model": model, "launcher": launcher})

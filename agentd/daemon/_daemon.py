@@ -44,6 +44,7 @@ from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.inference import ModelPools
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
@@ -85,6 +86,12 @@ class Daemon:
         self._spawner: Spawner | None = None
         self.metrics = AgentdMetrics()
         self._metrics_service: MetricsService | None = None
+        # The model pools ([models.*]); the LLM gateway reads endpoints from it.
+        self.pools = ModelPools(
+            self.config.models, state_dir=self.state_dir, record=self._record_decision
+        )
+        # like the policy: a pool that cannot be placed stops the start before anything runs
+        self.pools.check_placement()
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
     # lifecycle
@@ -140,6 +147,11 @@ class Daemon:
         js = nc.jetstream()
         await ensure_streams(js, self.subjects, self.config.inbox)
         self._step("bus", "connected")
+        # Before the agents, which call the models. Replicas load in the background (tens of
+        # seconds for vLLM): READY does not wait for them; `agentctl models` shows them loading.
+        await tg.start(self.pools.run)
+        if self.config.models:  # a service line only where pools are configured
+            self._step("models", f"{len(self.config.models)} pools")
         recorder = self._recorder
         assert recorder is not None
         self._fleet = fleet = AgentFleet(
@@ -183,6 +195,7 @@ class Daemon:
             authority=self.authority,
             reload_policy=self.authority.reload,
             tools=self._tools,
+            pools=self.pools,
         ).register(self._control)
         AuditVerbs(
             decision_log=recorder.log,
@@ -268,6 +281,7 @@ class Daemon:
             for plane in (self._tools, self._control, self._router):
                 if plane:
                     await plane.shutdown()
+            await self.pools.shutdown()
             if self._nc is not None:
                 await self._nc.drain()
             if self.config.bus.url is None:
@@ -280,6 +294,7 @@ class Daemon:
         log.info("stopped")
 
     def _force_kill(self) -> None:
+        self.pools.force_kill()
         for child in self._supervisor.children():
             if child.pid:
                 with contextlib.suppress(OSError):
@@ -322,7 +337,7 @@ class Daemon:
         )
         restart_needed = [
             section
-            for section in ("daemon", "bus", "inbox", "agents")
+            for section in ("daemon", "bus", "inbox", "agents", "models")
             if getattr(new, section) != getattr(live, section)
         ]
         for section in restart_needed:
@@ -364,6 +379,10 @@ class Daemon:
             nc=self._nc,
             subjects=self.subjects,
         )
+
+    def _record_decision(self, kind: str, **fields: Any) -> None:
+        if self._recorder is not None:
+            self._recorder.record(kind, **fields)
 
     async def _bus_down(self) -> None:
         self._services["bus"] = "reconnecting"

@@ -21,6 +21,7 @@ from agentd.daemon._authority import Authority
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._recorder import Recorder
 from agentd.errors import ConfigError, ControlError
+from agentd.inference import ModelPools, PlacementError
 from agentd.router import DeadLetters, Router
 from agentd.tools import ToolGateway
 
@@ -69,6 +70,7 @@ class ControlVerbs:
         authority: Authority,
         reload_policy: Callable[..., dict[str, Any]],
         tools: ToolGateway,
+        pools: ModelPools | None = None,
     ) -> None:
         self._status = status
         self._fleet = fleet
@@ -79,6 +81,7 @@ class ControlVerbs:
         self._authority = authority
         self._reload_policy = reload_policy
         self._tools = tools
+        self._pools = pools
 
     def register(self, control: ControlPlane) -> None:
         verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
@@ -99,6 +102,8 @@ class ControlVerbs:
             "approvals": self.approvals,
             "approve": self.approve,
             "deny": self.deny,
+            "models": self.models,
+            "models.scale": self.models_scale,
         }
         for verb, handler in verbs.items():
             control.register(verb, handler)
@@ -234,3 +239,18 @@ class ControlVerbs:
         reason = _arg(request, "reason", str, "denied by an operator")
         self._command(request, "deny", approval_id=approval_id)
         return self._tools.deny(approval_id, request.operator, reason)
+
+    async def models(self, request: ControlRequest) -> list[dict[str, Any]]:
+        """Model pools: replicas, placement, state, load, restarts, loading progress."""
+        return self._pools.snapshot() if self._pools else []
+
+    async def models_scale(self, request: ControlRequest) -> dict[str, Any]:
+        pool, count = _arg(request, "pool", str), _arg(request, "replicas", int)
+        if self._pools is None:
+            raise ControlError("unknown_pool", f"no model pool {pool!r}", pools=[])
+        self._command(request, "models.scale", pool=pool)
+        try:
+            before = await self._pools.scale(pool, count, reason=f"operator {request.operator}")
+        except PlacementError as exc:
+            raise ControlError("placement", str(exc), needs=exc.needs, free=exc.free) from None
+        return {"pool": pool, "before": before, "after": count}

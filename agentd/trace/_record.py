@@ -68,6 +68,7 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "model.started",
         "model.stopped",
         "model.health_changed",
+        "model.scaled",
         # control plane: every operator command, with `operator` set
         "control.command",
     }

@@ -79,6 +79,18 @@ class Subjects:
     def trace(self, agent: str) -> str:
         return f"{self.prefix}.trace.{agent}"
 
+    @property
+    def trace_all(self) -> str:
+        return f"{self.prefix}.trace.*"
+
+    def trace_agent(self, subject: str) -> str | None:
+        """The agent a trace subject names (its publisher's identity), None if not one."""
+        head = f"{self.prefix}.trace."
+        if not subject.startswith(head):
+            return None
+        agent = subject[len(head) :]
+        return agent if agent and "." not in agent else None
+
     def event(self, kind: str) -> str:
         return f"{self.prefix}.evt.{kind}"
 
@@ -90,6 +102,15 @@ class Subjects:
     @property
     def dead_letter_stream(self) -> str:
         return f"{self.prefix.replace('.', '_').upper()}_DLQ"
+
+    @property
+    def trace_stream(self) -> str:
+        """Decision records from workers, waiting for the daemon to write them to the log."""
+        return f"{self.prefix.replace('.', '_').upper()}_TRACE"
+
+    @property
+    def trace_consumer(self) -> str:
+        return "trace-ingest"
 
     @property
     def runs_bucket(self) -> str:

@@ -137,6 +137,15 @@ class TraceConfig(_Section):
     max_inline_bytes: int = Field(default=16384, ge=64)
     retention_max_age_s: float | None = Field(default=None, gt=0)
     retention_max_records: int | None = Field(default=None, ge=1)
+    # the durable path from workers: the AGENTD_TRACE stream and the daemon's ingest of it
+    ingest_batch: int = Field(default=1000, ge=1, le=10000)
+    """Records fetched (and written in one transaction) at a time."""
+    ingest_ack_wait_s: float = Field(default=30.0, gt=0)
+    """A fetched record not acked by then (the daemon died) is delivered again."""
+    stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    """Backlog the stream holds while the daemon is behind; publishers retry when it is full."""
+    stream_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    stream_duplicate_window_s: float = Field(default=120.0, gt=0)
 
     @field_validator("redact_patterns")
     @classmethod

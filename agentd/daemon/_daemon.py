@@ -43,7 +43,7 @@ from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
-from agentd.trace import open_decision_log
+from agentd.trace import LogWriter, TraceIngest, open_decision_log
 
 __all__ = ["Daemon"]
 
@@ -77,16 +77,20 @@ class Daemon:
         self._autoscaler: Autoscaler | None = None
         self._tools: ToolGateway | None = None
         self._spawner: Spawner | None = None
+        self._ingest: TraceIngest | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
     # lifecycle
     async def run(self) -> int:
         with StateDirLock(self.state_dir):
             decision_log = open_decision_log(self.config.trace, self.state_dir)
-            self._recorder = Recorder(decision_log)
+            # one writer for the log: the daemon's own records and those ingested from workers
+            writer = LogWriter(decision_log)
+            self._recorder = Recorder(writer)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._handle_signals, tg)
+                    await tg.start(writer.run)
                     await tg.start(self._recorder.run)
                     await self._start(tg)
                     ready_after = time.time() - self.started_at
@@ -125,6 +129,12 @@ class Daemon:
         self._step("bus", "connected")
         recorder = self._recorder
         assert recorder is not None
+        # before any replica starts: workers publish their records to the trace stream
+        self._ingest = TraceIngest(
+            nc, self.subjects, recorder.writer, self.config.trace, on_rejected=recorder.record
+        )
+        await tg.start(self._ingest.run)
+        self._step("trace", "ingesting")
         self._fleet = fleet = AgentFleet(
             nc, js, self._supervisor, self.config, self.nats_url, recorder
         )
@@ -227,7 +237,8 @@ class Daemon:
                     await service.shutdown()
             if self._fleet:
                 await self._fleet.shutdown()
-            for plane in (self._tools, self._control, self._router):
+            # the ingest after the fleet: replicas flush their last records as they stop
+            for plane in (self._tools, self._control, self._router, self._ingest):
                 if plane:
                     await plane.shutdown()
             if self._nc is not None:

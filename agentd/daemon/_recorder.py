@@ -1,8 +1,9 @@
 """The daemon's recorder: every decision becomes a record in the durable decision log.
 
-Components call `record(kind, **fields)` from the event loop; records are buffered and written
-in batches from a worker thread (SQLite must not block the loop), and the log is closed with a
-final signed checkpoint on shutdown.
+Components call `record(kind, **fields)` from the event loop; records are buffered and handed in
+batches to the `LogWriter`, the log's only writer, which the trace ingest shares (SQLite must not
+block the loop, and one file has one writer). The log is closed with a final signed checkpoint on
+shutdown.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from agentd.trace import DecisionLog, DecisionRecord
+from agentd.trace import DecisionRecord, LogWriter
 
 __all__ = ["Recorder"]
 
@@ -24,8 +25,9 @@ _FIELDS = set(DecisionRecord.model_fields)
 
 
 class Recorder:
-    def __init__(self, decision_log: DecisionLog) -> None:
-        self.log = decision_log
+    def __init__(self, writer: LogWriter) -> None:
+        self.writer = writer
+        self.log = writer.log
         self._pending: list[DecisionRecord] = []
         self._wake = anyio.Event()
         self._stopped = False
@@ -57,7 +59,7 @@ class Recorder:
             return
         batch, self._pending = self._pending, []
         try:
-            await anyio.to_thread.run_sync(self.log.append_batch, batch)
+            await self.writer.append(batch)
         except Exception:
             log.exception("writing %d decision records failed", len(batch))
 
@@ -67,4 +69,4 @@ class Recorder:
         self._wake.set()
         with anyio.CancelScope(shield=True):
             await self.flush()
-            await anyio.to_thread.run_sync(self.log.close)
+            await self.writer.close()

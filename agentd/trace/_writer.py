@@ -18,6 +18,7 @@ from ._keyindex import BLOCK_SIZE, block_filter, record_key_digests
 from ._merkle import MerkleFrontier
 from ._record import DecisionRecord
 from ._schema import Checkpoint
+from ._wire import WireRecord
 from .verifier import checkpoint_message
 
 __all__ = ["ChainState", "Signer", "rollback", "sign_checkpoint", "write_batch"]
@@ -56,7 +57,7 @@ def rollback(conn: sqlite3.Connection) -> None:
 def write_batch(
     conn: sqlite3.Connection,
     state: ChainState,
-    batch: Sequence[DecisionRecord],
+    batch: Sequence[DecisionRecord | WireRecord],
     *,
     sign: Signer,
     log_id: str,
@@ -66,7 +67,7 @@ def write_batch(
 
     `state` advances only when the transaction commits.
     """
-    unique: dict[str, DecisionRecord] = {}
+    unique: dict[str, DecisionRecord | WireRecord] = {}
     for record in batch:
         unique.setdefault(record.id, record)
     duplicates = len(batch) - len(unique)

@@ -20,6 +20,7 @@ from nats.aio.client import Client
 
 from agentd.bus import Message, Subjects, new_id
 from agentd.errors import AgentdError
+from agentd.trace import DecisionRecord, TracePublisher
 
 __all__ = ["AgentContext", "RunInfo", "SendFailed", "ToolCallFailed"]
 
@@ -88,8 +89,11 @@ class AgentContext:
         agent: str,
         replica: str,
         params: dict[str, Any] | None = None,
+        *,
+        recorder: TracePublisher | None = None,
     ) -> None:
         self._nc = nc
+        self._recorder = recorder
         self._subjects = subjects
         self.agent = agent
         self.replica = replica
@@ -111,6 +115,24 @@ class AgentContext:
     def conversation_id(self) -> str | None:
         run = _current.get()
         return run.conversation_id if run else None
+
+    def record(self, kind: str, **fields: Any) -> DecisionRecord | None:
+        """Record a decision in the decision log (through the agent's trace stream).
+
+        `kind` is one of `agentd.trace.RECORD_KINDS` or an extension `x.<name>`; fields are
+        `DecisionRecord` fields (`inputs`, `outputs`, `decision`, `reason`, `rule`, `trace_id`,
+        `parent_span_id`, ...), anything else goes to `attributes`. The run and conversation
+        ids default to the current run's; agent, replica and lineage are the replica's. Never
+        blocks and never raises: returns the record queued for publishing, or None when it was
+        invalid or the replica's trace queue was full (logged either way).
+        """
+        if self._recorder is None:
+            return None
+        run = _current.get()
+        if run is not None:
+            fields.setdefault("run_id", run.run_id)
+            fields.setdefault("conversation_id", run.conversation_id)
+        return self._recorder.record(kind, **fields)
 
     def _enter(self, info: RunInfo) -> contextvars.Token[RunInfo | None]:
         return _current.set(info)

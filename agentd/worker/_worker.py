@@ -13,12 +13,14 @@ Delivery guarantees (DESIGN.md, Data paths: Messages):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,6 +34,7 @@ from pydantic import ValidationError
 
 from agentd.bus import Message, RunResult, Subjects, connect, jsonable, new_id
 from agentd.config import LoadedAgent
+from agentd.trace import Lineage, TracePublisher
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger
@@ -74,6 +77,8 @@ class AgentWorker:
         self._ledger: RunLedger | None = None
         self._graph: Runnable | None = None
         self._context: AgentContext | None = None
+        self._trace: TracePublisher | None = None
+        self._lineage = agent_lineage(agent)  # once: the files do not change under a replica
 
     async def shutdown(self) -> None:
         """Stop pulling new work; runs in flight finish within the drain grace."""
@@ -95,12 +100,21 @@ class AgentWorker:
             self._ledger = RunLedger(
                 kv, agent=self.name, replica=self.settings.replica, lease_s=self._ack_wait_s
             )
+            self._trace = trace = TracePublisher(
+                nc, self.subjects, self.name, replica=self.settings.replica, lineage=self._lineage
+            )
             self._context = AgentContext(
-                nc, self.subjects, self.name, self.settings.replica, self.settings.params
+                nc,
+                self.subjects,
+                self.name,
+                self.settings.replica,
+                self.settings.params,
+                recorder=trace,
             )
             self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
             commands = await nc.subscribe(self.subjects.command(self.name), cb=self._command)
             async with self._checkpoints(), anyio.create_task_group() as service:
+                await service.start(trace.run)
                 service.start_soon(self._heartbeat)
                 service.start_soon(self._keep_in_progress)
                 async with anyio.create_task_group() as runs:
@@ -109,6 +123,8 @@ class AgentWorker:
                     task_status.started()
                     await self._pull(psub, runs)
                     await self._drain(runs)
+                # the runs' records reach the stream before the connection closes
+                await trace.close(timeout_s=self.settings.drain_grace_s)
                 service.cancel_scope.cancel()
             await commands.unsubscribe()
         finally:
@@ -220,7 +236,7 @@ class AgentWorker:
                 )
                 started = time.monotonic()
                 try:
-                    output = await self._invoke(run, message)
+                    output = await self._invoke(run, message, attempt)
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}"
                     self._last_error = error
@@ -252,16 +268,40 @@ class AgentWorker:
             else:
                 self._forget(message)
 
-    async def _invoke(self, run: RunInfo, message: Message) -> Any:
+    async def _invoke(self, run: RunInfo, message: Message, attempt: int) -> Any:
         assert self._graph is not None and self._context is not None
+        self._record_run(
+            "run.started",
+            run,
+            inputs={"message_id": message.id, "sender": message.sender, "attempt": attempt},
+        )
+        started = time.monotonic()
         token = self._context._enter(run)
         try:
             with anyio.fail_after(self.agent.spec.run_timeout_s):
-                return await self._graph.ainvoke(
+                output = await self._graph.ainvoke(
                     message.payload, {"configurable": {"thread_id": message.conversation_id}}
                 )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._record_run("run.failed", run, started, decision="error", reason=error)
+            raise
+        except BaseException:  # cancelled: the replica is draining, the message goes back
+            self._record_run("run.failed", run, started, decision="cancelled", reason="drained")
+            raise
         finally:
             self._context._exit(token)
+        self._record_run("run.finished", run, started, decision="ok")
+        return output
+
+    def _record_run(
+        self, kind: str, run: RunInfo, started: float | None = None, **fields: Any
+    ) -> None:
+        if self._trace is None:
+            return
+        if started is not None:
+            fields["duration_s"] = round(time.monotonic() - started, 6)
+        self._trace.record(kind, run_id=run.run_id, conversation_id=run.conversation_id, **fields)
 
     def _result(
         self,
@@ -391,3 +431,22 @@ class AgentWorker:
             await self._nc.publish(self.subjects.heartbeat(self.name), json.dumps(beat).encode())
         except Exception as exc:  # reconnecting: the next beat will go through
             log.debug("heartbeat not sent: %s", exc)
+
+
+def agent_lineage(agent: LoadedAgent) -> Lineage:
+    """What this replica runs, for every record it publishes: the agent's version (spec and
+    graph folder), and the spec and the graph module each on its own."""
+    module = agent.spec.graph.split(":", 1)[0]
+    graph_file = agent.directory / (module.replace(".", "/") + ".py")
+    return Lineage(
+        agent_version=agent.version,
+        spec_hash=_file_hash(agent.spec_path),
+        graph_hash=_file_hash(graph_file),
+    )
+
+
+def _file_hash(path: Path) -> str | None:
+    try:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None

@@ -1,0 +1,198 @@
+"""The daemon's trace ingest: decision records from AGENTD_TRACE into the decision log.
+
+One durable pull consumer reads `<prefix>.trace.*` in batches of `[trace].ingest_batch`. Each
+message is checked on its own (`parse_published`): a malformed record, or one that names another
+agent than its subject, is refused with a log line naming the subject, the stream sequence and
+the reason, terminated (never redelivered) and noted in the log as a `trace.rejected` record
+that keeps only the body's digest; it never holds up the rest of its batch. The accepted records
+of a batch go to the `LogWriter` as one append, and the batch's messages are acked only after
+that append committed. If the daemon dies in between, JetStream delivers them again after
+`ingest_ack_wait_s`, and the log drops every id it already holds: each record is stored exactly
+once. If the write fails, nothing is acked, so the records come back after `ingest_ack_wait_s`.
+
+Fetching and writing overlap: while the writer thread commits one batch, the event loop fetches
+and checks the next (at most one batch waits between them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import nats.errors
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from agentd.bus import Subjects, ensure_trace_consumer, ensure_trace_stream
+from agentd.config import TraceConfig
+
+from ._log_writer import LogWriter
+from ._record import DecisionRecord
+from ._wire import RecordRejected, WireRecord, body_digest, parse_published
+
+__all__ = ["TraceIngest"]
+
+log = logging.getLogger("agentd.trace")
+
+# how long one fetch waits for the first record: bounds how long shutdown waits for it
+FETCH_WAIT_S = 0.5
+
+RecordFn = Callable[..., Any]
+"""`Recorder.record`: how a refusal becomes a `trace.rejected` record."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[WireRecord | DecisionRecord]
+    messages: list[Msg]
+
+
+class TraceIngest:
+    """Moves records from the trace stream into the log; a service (`run`, `shutdown`)."""
+
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        writer: LogWriter,
+        config: TraceConfig,
+        *,
+        on_rejected: RecordFn | None = None,
+    ) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._writer = writer
+        self._config = config
+        self._on_rejected = on_rejected
+        self._stopping = anyio.Event()
+        self._prefix_len = len(subjects.trace(""))
+        self.written = 0
+        """Records committed to the log (ids it held already included: it dropped those)."""
+        self.rejected = 0
+        self.batches = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Create the stream and consumer, then ingest until `shutdown()`."""
+        cfg = self._config
+        js = self._nc.jetstream()
+        await ensure_trace_stream(
+            js,
+            self._subjects,
+            max_bytes=cfg.stream_max_bytes,
+            max_age_s=cfg.stream_max_age_s,
+            duplicate_window_s=cfg.stream_duplicate_window_s,
+        )
+        # room for the batch being written, the one waiting and the one being fetched
+        consumer = await ensure_trace_consumer(
+            js,
+            self._subjects,
+            ack_wait_s=cfg.ingest_ack_wait_s,
+            max_ack_pending=cfg.ingest_batch * 4,
+        )
+        psub = await js.pull_subscribe_bind(consumer, stream=self._subjects.trace_stream)
+        send, receive = anyio.create_memory_object_stream[_Batch](1)
+        task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._commit_batches, receive)
+                await self._fetch_batches(psub, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await psub.unsubscribe()
+
+    async def shutdown(self) -> None:
+        """Stop fetching; the batch in hand is written and acked first (repeatable)."""
+        self._stopping.set()
+
+    async def _fetch_batches(self, psub: Any, send: MemoryObjectSendStream[_Batch]) -> None:
+        async with send:
+            while not self._stopping.is_set():
+                try:
+                    messages = await psub.fetch(self._config.ingest_batch, timeout=FETCH_WAIT_S)
+                except TimeoutError:  # nothing to ingest (nats-py raises asyncio's and its own)
+                    continue
+                except nats.errors.Error as exc:  # the bus is reconnecting: try again shortly
+                    log.debug("trace fetch failed: %r", exc)
+                    await anyio.sleep(0.1)
+                    continue
+                batch = await self._check(messages)
+                if batch.messages:
+                    await send.send(batch)
+
+    async def _check(self, messages: list[Msg]) -> _Batch:
+        records: list[WireRecord | DecisionRecord] = []
+        accepted: list[Msg] = []
+        prefix_len = self._prefix_len
+        for msg in messages:
+            agent = msg.subject[prefix_len:]
+            try:
+                records.append(parse_published(agent, msg.data))
+            except RecordRejected as exc:
+                await self._reject(msg, agent, exc.reason)
+                continue
+            accepted.append(msg)
+        return _Batch(records, accepted)
+
+    async def _reject(self, msg: Msg, agent: str, reason: str) -> None:
+        self.rejected += 1
+        seq = msg.metadata.sequence.stream if msg.reply else None
+        log.warning(
+            "refused a decision record on %s (stream seq %s, %d bytes): %s",
+            msg.subject,
+            seq,
+            len(msg.data),
+            reason,
+        )
+        try:
+            await msg.term()
+        except nats.errors.Error as exc:  # redelivered later, refused again then
+            log.debug("term failed: %r", exc)
+        if self._on_rejected is not None:
+            self._on_rejected(
+                "trace.rejected",
+                agent=agent,
+                decision="rejected",
+                reason=reason,
+                inputs={
+                    "subject": msg.subject,
+                    "stream_seq": seq,
+                    "size": len(msg.data),
+                    "digest": body_digest(msg.data),
+                },
+            )
+
+    async def _commit_batches(self, receive: MemoryObjectReceiveStream[_Batch]) -> None:
+        failures = 0
+        async with receive:
+            async for batch in receive:
+                try:
+                    result = await self._writer.append(batch.records)
+                except Exception:
+                    # not acked: JetStream delivers them again after ack_wait
+                    failures += 1
+                    log.exception(
+                        "writing %d decision records failed; they will be delivered again",
+                        len(batch.records),
+                    )
+                    await anyio.sleep(min(0.1 * 2**failures, 5.0))
+                    continue
+                failures = 0
+                self.batches += 1
+                self.written += len(batch.records)
+                if result.duplicates:
+                    log.debug("the log held %d of these ids already", result.duplicates)
+                try:
+                    for msg in batch.messages:
+                        await msg.ack()
+                except nats.errors.Error as exc:  # unacked ones come back; the log drops them
+                    log.warning("acking committed decision records failed: %r", exc)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for status views and metrics."""
+        return {"written": self.written, "rejected": self.rejected, "batches": self.batches}

@@ -16,6 +16,7 @@ and checks the next (at most one batch waits between them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class TraceIngest:
         self._config = config
         self._on_rejected = on_rejected
         self._stopping = anyio.Event()
+        self._stopped = anyio.Event()
+        self._running = False
         self._prefix_len = len(subjects.trace(""))
         self.written = 0
         """Records committed to the log (ids it held already included: it dropped those)."""
@@ -96,18 +99,24 @@ class TraceIngest:
         )
         psub = await js.pull_subscribe_bind(consumer, stream=self._subjects.trace_stream)
         send, receive = anyio.create_memory_object_stream[_Batch](1)
+        self._running = True
         task_status.started()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._commit_batches, receive)
                 await self._fetch_batches(psub, send)
         finally:
-            with anyio.CancelScope(shield=True):
+            self._running = False
+            self._stopped.set()
+            with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                 await psub.unsubscribe()
 
     async def shutdown(self) -> None:
-        """Stop fetching; the batch in hand is written and acked first (repeatable)."""
+        """Stop fetching and return once the batches in hand are written and acked (within
+        `FETCH_WAIT_S` plus a write); repeatable."""
         self._stopping.set()
+        if self._running:
+            await self._stopped.wait()
 
     async def _fetch_batches(self, psub: Any, send: MemoryObjectSendStream[_Batch]) -> None:
         async with send:

@@ -55,6 +55,7 @@ class LogWriter:
         self._stopped = anyio.Event()
         self._running = False
         self._thread = anyio.CapacityLimiter(1)
+        self._committed = anyio.Event()
         self.transactions = 0
         """Transactions committed so far (merged batches count once)."""
 
@@ -76,6 +77,10 @@ class LogWriter:
             raise pending.error
         assert pending.result is not None
         return pending.result
+
+    async def next_commit(self) -> None:
+        """Wait until the next transaction commits (for tests and status views)."""
+        await self._committed.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Write queued batches until `close()`."""
@@ -130,6 +135,8 @@ class LogWriter:
                 pending.result = result
         for pending in merged:
             pending.done.set()
+        self._committed.set()
+        self._committed = anyio.Event()
 
     async def _write_apart(self, merged: list[_Pending]) -> None:
         for pending in merged:

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import nats
 import pytest
 from nats.aio.client import Client
@@ -42,6 +44,7 @@ class TracePath:
     nc: Client
     subjects: Subjects
     log: DecisionLog
+    writer: LogWriter
     ingest: TraceIngest
     recorder: Recorder
 
@@ -63,7 +66,7 @@ async def trace_path(
             await tg.start(writer.run)
             await tg.start(recorder.run)
             await tg.start(ingest.run)
-            yield TracePath(nc, subjects, log, ingest, recorder)
+            yield TracePath(nc, subjects, log, writer, ingest, recorder)
             await ingest.shutdown()
             tg.cancel_scope.cancel()
     finally:
@@ -71,14 +74,13 @@ async def trace_path(
         await nc.close()
 
 
-async def wait_for_records(log: DecisionLog, count: int, timeout_s: float = 15.0) -> None:
-    # the log has no commit event to wait on from another task; poll its size
+async def wait_for_records(path: TracePath, count: int, timeout_s: float = 15.0) -> None:
     with anyio.fail_after(timeout_s):
-        while log.tree_size < count:
-            await anyio.sleep(0.02)
+        while path.log.tree_size < count:
+            await path.writer.next_commit()
 
 
-def stored(state: Path) -> list[dict[str, object]]:
+def stored(state: Path) -> list[dict[str, Any]]:
     db = sqlite3.connect(f"file:{state / 'decisions.db'}?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT body FROM records ORDER BY seq").fetchall()
@@ -103,13 +105,13 @@ async def test_published_records_land_in_the_log_with_lineage(
                 assert record is not None
                 ids.append(record.id)
             assert await publisher.close(timeout_s=10)
-        await wait_for_records(path.log, 500)
+        await wait_for_records(path, 500)
         assert path.log.verify().ok
     rows = stored(tmp_path)
     assert [r["id"] for r in rows] == ids  # one publisher: arrival order is record order
     first = rows[0]
     assert first["agent"] == "echo" and first["replica"] == "echo-1"
-    assert first["lineage"] == {"agent_version": "v1", "spec_hash": "sha256:aa", "graph_hash": "sha256:bb"}
+    assert first["lineage"] == lineage.model_dump(exclude_none=True)
     assert first["attributes"] == {"step": 0}
     assert publisher.published == 500 and publisher.dropped == 0
 
@@ -126,10 +128,11 @@ async def test_a_record_published_twice_is_stored_once(nats_url: str, tmp_path: 
             await js.publish(subject, body)
             ack = await js.publish(subject, body, headers={"Nats-Msg-Id": record.id})
             assert ack.duplicate
-        await wait_for_records(path.log, 50)
+        await wait_for_records(path, 50)
         # everything fetched has been written: the stream's backlog is empty
         with anyio.fail_after(10):
-            while (await js.stream_info(path.subjects.trace_stream)).state.messages:
+            # the server's state: nothing to wait on but the answer
+            while (await js.stream_info(path.subjects.trace_stream)).state.messages:  # noqa: ASYNC110
                 await anyio.sleep(0.02)
         assert path.log.tree_size == 50
     ids = [r["id"] for r in stored(tmp_path)]
@@ -150,7 +153,7 @@ async def test_a_malformed_record_is_refused_and_ingest_goes_on(
         await js.publish(path.subjects.trace("echo"), forged)
         await js.publish(path.subjects.trace("echo"), good[2].body_json().encode())
         # three good records and two trace.rejected records from the daemon's recorder
-        await wait_for_records(path.log, 5)
+        await wait_for_records(path, 5)
         assert path.ingest.rejected == 2
     refusals = [r.getMessage() for r in caplog.records if "refused a decision record" in r.msg]
     assert len(refusals) == 2
@@ -161,7 +164,7 @@ async def test_a_malformed_record_is_refused_and_ingest_goes_on(
     assert sorted(r["id"] for r in rows if r["kind"] != "trace.rejected") == [g.id for g in good]
     rejected = [r for r in rows if r["kind"] == "trace.rejected"]
     assert [r["agent"] for r in rejected] == ["echo", "echo"]
-    assert rejected[1]["inputs"]["subject"] == subject  # type: ignore[index]
+    assert rejected[1]["inputs"]["subject"] == subject
     assert "bank" not in json.dumps(rejected[1]["inputs"])  # only a digest of the body
 
 
@@ -174,9 +177,9 @@ async def test_the_recorder_and_the_ingest_share_one_writer(nats_url: str, tmp_p
                 publisher.record("x.test.worker", n=i)
                 path.recorder.record("x.test.daemon", n=i)
                 if i % 50 == 0:
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
             assert await publisher.close()
-        await wait_for_records(path.log, 600)
+        await wait_for_records(path, 600)
         assert path.log.verify().ok
     kinds = [r["kind"] for r in stored(tmp_path)]
     assert kinds.count("x.test.worker") == 300 and kinds.count("x.test.daemon") == 300
@@ -196,12 +199,13 @@ async def test_records_wait_in_the_stream_until_an_ingest_runs(
             for i in range(20):
                 publisher.record("x.test.early", n=i)
             with anyio.fail_after(5):
-                while publisher.retries == 0:
+                # retries are timed by the publisher's backoff: poll its counter
+                while publisher.retries == 0:  # noqa: ASYNC110
                     await anyio.sleep(0.02)
             assert publisher.published == 0
             async with trace_path(nats_url, tmp_path, prefix) as path:
                 assert await publisher.close(timeout_s=10)
-                await wait_for_records(path.log, 20)
+                await wait_for_records(path, 20)
     finally:
         await nc.close()
     assert publisher.published == 20

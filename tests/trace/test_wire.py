@@ -26,9 +26,7 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
     max_leaves=6,
 )
-_odd = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=70), _json
-)
+_odd = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=70), _json)
 _field_values: dict[str, st.SearchStrategy[Any]] = {
     "id": st.one_of(st.from_regex(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,12}", fullmatch=True), _odd),
     "ts": st.one_of(st.floats(), st.integers(), st.text(max_size=5)),

@@ -16,7 +16,6 @@ and checks the next (at most one batch waits between them).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from agentd.bus import Subjects, ensure_trace_consumer, ensure_trace_stream
 from agentd.config import TraceConfig
 
 from ._log_writer import LogWriter
+from ._pull import BatchPuller
 from ._record import DecisionRecord
 from ._wire import RecordRejected, WireRecord, body_digest, parse_published
 
@@ -40,8 +40,9 @@ __all__ = ["TraceIngest"]
 
 log = logging.getLogger("agentd.trace")
 
-# how long one fetch waits for the first record: bounds how long shutdown waits for it
-FETCH_WAIT_S = 0.5
+# how long one pull waits for its batch to fill: the latency of a trickle of records, and a
+# bound on how long shutdown waits for the pull in hand
+FETCH_WAIT_S = 0.05
 
 RecordFn = Callable[..., Any]
 """`Recorder.record`: how a refusal becomes a `trace.rejected` record."""
@@ -97,19 +98,23 @@ class TraceIngest:
             ack_wait_s=cfg.ingest_ack_wait_s,
             max_ack_pending=cfg.ingest_batch * 4,
         )
-        psub = await js.pull_subscribe_bind(consumer, stream=self._subjects.trace_stream)
+        puller = BatchPuller(
+            self._nc,
+            self._subjects.trace_stream,
+            consumer,
+            batch=cfg.ingest_batch,
+            wait_s=FETCH_WAIT_S,
+        )
         send, receive = anyio.create_memory_object_stream[_Batch](1)
         self._running = True
-        task_status.started()
         try:
-            async with anyio.create_task_group() as tg:
+            async with puller, anyio.create_task_group() as tg:
+                task_status.started()
                 tg.start_soon(self._commit_batches, receive)
-                await self._fetch_batches(psub, send)
+                await self._fetch_batches(puller, send)
         finally:
             self._running = False
             self._stopped.set()
-            with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
-                await psub.unsubscribe()
 
     async def shutdown(self) -> None:
         """Stop fetching and return once the batches in hand are written and acked (within
@@ -118,16 +123,18 @@ class TraceIngest:
         if self._running:
             await self._stopped.wait()
 
-    async def _fetch_batches(self, psub: Any, send: MemoryObjectSendStream[_Batch]) -> None:
+    async def _fetch_batches(
+        self, puller: BatchPuller, send: MemoryObjectSendStream[_Batch]
+    ) -> None:
         async with send:
             while not self._stopping.is_set():
                 try:
-                    messages = await psub.fetch(self._config.ingest_batch, timeout=FETCH_WAIT_S)
-                except TimeoutError:  # nothing to ingest (nats-py raises asyncio's and its own)
-                    continue
+                    messages = await puller.fetch()
                 except nats.errors.Error as exc:  # the bus is reconnecting: try again shortly
                     log.debug("trace fetch failed: %r", exc)
                     await anyio.sleep(0.1)
+                    continue
+                if not messages:
                     continue
                 batch = await self._check(messages)
                 if batch.messages:

@@ -16,7 +16,8 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -47,6 +48,21 @@ _ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,127}")
 _MAX_DECISION = 64
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# orjson parses a 1 KB record 2-3 times faster than the standard library, and refuses NaN,
+# Infinity and lone surrogates itself; without it the standard library refuses the constants.
+_decode: Callable[[str], Any]
+try:
+    import orjson
+
+    _decode = orjson.loads
+except ImportError:  # pragma: no cover - orjson comes with langgraph's dependencies
+    _decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
 class RecordRejected(AgentdError):
     """A published record the log will not store; `reason` says why, for the log line."""
 
@@ -55,9 +71,11 @@ class RecordRejected(AgentdError):
         super().__init__(reason)
 
 
-@dataclass(frozen=True, slots=True)
-class WireRecord:
-    """A checked record kept as the text it arrived in; the log stores `body` verbatim."""
+class WireRecord(NamedTuple):
+    """A checked record kept as the text it arrived in; the log stores `body` verbatim.
+
+    A named tuple: built once per ingested record, and a frozen dataclass costs ~4 times more.
+    """
 
     id: str
     ts: float
@@ -89,10 +107,11 @@ def check_wire_record(data: bytes | str) -> WireRecord | None:
             return None
     else:
         text = data
-    if _RESERIALIZE.search(text) is not None:
+    # Escapes the log re-serializes can only be there if a backslash is (a memchr, not a scan).
+    if "\\" in text and _RESERIALIZE.search(text) is not None:
         return None
     try:
-        obj = json.loads(text)
+        obj = _decode(text)  # NaN and Infinity (outside strings) raise here
     except ValueError:
         return None
     if type(obj) is not dict or not obj.keys() <= _FIELDS:

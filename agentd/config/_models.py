@@ -138,8 +138,9 @@ class TraceConfig(_Section):
     retention_max_age_s: float | None = Field(default=None, gt=0)
     retention_max_records: int | None = Field(default=None, ge=1)
     # the durable path from workers: the AGENTD_TRACE stream and the daemon's ingest of it
-    ingest_batch: int = Field(default=1000, ge=1, le=10000)
-    """Records fetched (and written in one transaction) at a time."""
+    ingest_batch: int = Field(default=256, ge=1, le=4096)
+    """Messages fetched at a time (one or more records each); their records are written in
+    one transaction."""
     ingest_ack_wait_s: float = Field(default=30.0, gt=0)
     """A fetched record not acked by then (the daemon died) is delivered again."""
     stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)

@@ -1,10 +1,13 @@
 """The daemon's trace ingest: decision records from AGENTD_TRACE into the decision log.
 
-One durable pull consumer reads `<prefix>.trace.*` in batches of `[trace].ingest_batch`. Each
-message is checked on its own (`parse_published`): a malformed record, or one that names another
-agent than its subject, is refused with a log line naming the subject, the stream sequence and
-the reason, terminated (never redelivered) and noted in the log as a `trace.rejected` record
-that keeps only the body's digest; it never holds up the rest of its batch. The accepted records
+One durable pull consumer reads `<prefix>.trace.*` in batches of `[trace].ingest_batch`
+messages; a message holds one record, or several, one per line, when it has the
+`Agentd-Records` header (see `TracePublisher`). Each record is checked on its own
+(`parse_published`): a malformed record, or one that names another agent than its subject, is
+refused with a log line naming the subject, the stream sequence (and line) and the reason,
+noted in the log as a `trace.rejected` record that keeps only the body's digest, and never holds
+up the rest of its message or batch; a message none of whose records can be stored is
+terminated (never delivered again). The accepted records
 of a batch go to the `LogWriter` as one append, and the batch's messages are acked only after
 that append committed. If the daemon dies in between, JetStream delivers them again after
 `ingest_ack_wait_s`, and the log drops every id it already holds: each record is stored exactly
@@ -32,6 +35,7 @@ from agentd.bus import Subjects, ensure_trace_consumer, ensure_trace_stream
 from agentd.config import TraceConfig
 
 from ._log_writer import LogWriter
+from ._publisher import RECORDS_HEADER
 from ._pull import BatchPuller
 from ._record import DecisionRecord
 from ._wire import RecordRejected, WireRecord, body_digest, parse_published
@@ -146,28 +150,42 @@ class TraceIngest:
         prefix_len = self._prefix_len
         for msg in messages:
             agent = msg.subject[prefix_len:]
-            try:
-                records.append(parse_published(agent, msg.data))
-            except RecordRejected as exc:
-                await self._reject(msg, agent, exc.reason)
-                continue
-            accepted.append(msg)
+            headers = msg.headers
+            count = headers.get(RECORDS_HEADER) if headers else None
+            if count is None:
+                bodies = [msg.data]
+            else:
+                bodies = msg.data.split(b"\n")
+                if count != str(len(bodies)):
+                    reason = f"{RECORDS_HEADER} says {count} records, the message has {len(bodies)}"
+                    self._refuse(msg, agent, msg.data, reason, None)
+                    await self._term(msg)
+                    continue
+            kept = 0
+            for line, body in enumerate(bodies):
+                try:
+                    records.append(parse_published(agent, body))
+                except RecordRejected as exc:
+                    self._refuse(msg, agent, body, exc.reason, line if count else None)
+                    continue
+                kept += 1
+            if kept:  # acked once its records are committed
+                accepted.append(msg)
+            else:
+                await self._term(msg)
         return _Batch(records, accepted)
 
-    async def _reject(self, msg: Msg, agent: str, reason: str) -> None:
+    def _refuse(self, msg: Msg, agent: str, body: bytes, reason: str, line: int | None) -> None:
         self.rejected += 1
         seq = msg.metadata.sequence.stream if msg.reply else None
+        where = f"stream seq {seq}" + (f", line {line + 1}" if line is not None else "")
         log.warning(
-            "refused a decision record on %s (stream seq %s, %d bytes): %s",
+            "refused a decision record on %s (%s, %d bytes): %s",
             msg.subject,
-            seq,
-            len(msg.data),
+            where,
+            len(body),
             reason,
         )
-        try:
-            await msg.term()
-        except nats.errors.Error as exc:  # redelivered later, refused again then
-            log.debug("term failed: %r", exc)
         if self._on_rejected is not None:
             self._on_rejected(
                 "trace.rejected",
@@ -177,10 +195,18 @@ class TraceIngest:
                 inputs={
                     "subject": msg.subject,
                     "stream_seq": seq,
-                    "size": len(msg.data),
-                    "digest": body_digest(msg.data),
+                    "line": None if line is None else line + 1,
+                    "size": len(body),
+                    "digest": body_digest(body),
                 },
             )
+
+    async def _term(self, msg: Msg) -> None:
+        """Nothing in `msg` can be stored: JetStream must not deliver it again."""
+        try:
+            await msg.term()
+        except nats.errors.Error as exc:  # delivered again later, and refused again then
+            log.debug("term failed: %r", exc)
 
     async def _commit_batches(self, receive: MemoryObjectReceiveStream[_Batch]) -> None:
         failures = 0

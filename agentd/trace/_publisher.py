@@ -8,13 +8,19 @@ daemon writes it to the decision log.
 A run is not slowed by it: `record()` validates and queues (a few microseconds) and returns;
 one background task keeps up to `max_in_flight` publishes outstanding and collects their acks as
 they come (JetStream's async publish: the acks of a window arrive together, so the cost of a
-round trip is paid once per window, not per record). `Nats-Msg-Id` is the record id, so a
-publish retried after a lost ack is dropped by the stream's duplicate window (and by the log,
-which drops any id it holds). A failed or unanswered publish is retried with backoff until it
-is acked or the publisher is closed; the queue is bounded (`max_pending`): when it is full,
-`record()` drops the record and counts it in `dropped` (with an error log line) rather than
-block the run or grow without limit, while `put()` waits for room. `close()` stops taking
-records and waits (up to its deadline) until every queued record is acked.
+round trip is paid once per window, not per record). When records queue up faster than they
+are acked, one message carries several (up to `max_records_per_message`, one record body per
+line, their count in the `Agentd-Records` header): the per-message costs of the client, the
+server and the daemon's ingest are paid once for all of them; a record recorded alone goes
+alone. `Nats-Msg-Id` is the record id (for a message of several, the first record's id and the
+count of the others), so a publish retried after a lost ack is dropped by the stream's
+duplicate window, and by the log, which drops any record id it holds.
+
+A failed or unanswered publish is retried with backoff until it is acked or the publisher is
+closed; the queue is bounded (`max_pending`): when it is full, `record()` drops the record and
+counts it in `dropped` (with an error log line) rather than block the run or grow without
+limit, while `put()` waits for room. `close()` stops taking records and waits (up to its
+deadline) until every queued record is acked.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import functools
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import nats.errors
@@ -36,11 +42,22 @@ from agentd.bus import Subjects
 
 from ._record import DecisionRecord, Lineage
 
-__all__ = ["TracePublisher", "build_record"]
+__all__ = ["RECORDS_HEADER", "TracePublisher", "build_record"]
+
+RECORDS_HEADER = "Agentd-Records"
+"""Set on a message that holds several records: their count, one record body per line."""
+# well below NATS's default max_payload (1 MiB)
+MAX_MESSAGE_BYTES = 256 * 1024
 
 log = logging.getLogger("agentd.trace")
 
 _FIELDS = frozenset(DecisionRecord.model_fields)
+
+
+class _Packet(NamedTuple):
+    msg_id: str
+    payload: bytes
+    count: int
 
 
 def build_record(kind: str, fields: dict[str, Any]) -> DecisionRecord:
@@ -65,7 +82,8 @@ class TracePublisher:
         replica: str | None = None,
         lineage: Lineage | None = None,
         max_pending: int = 10_000,
-        max_in_flight: int = 512,
+        max_in_flight: int = 256,
+        max_records_per_message: int = 64,
         ack_timeout_s: float = 5.0,
         retry_max_s: float = 2.0,
     ) -> None:
@@ -77,12 +95,15 @@ class TracePublisher:
         self.lineage = lineage
         self.max_pending = max_pending
         self.max_in_flight = max_in_flight
+        self.max_records_per_message = max_records_per_message
         self.ack_timeout_s = ack_timeout_s
         self.retry_max_s = retry_max_s
         self._queue: deque[tuple[str, bytes]] = deque()
-        # record id -> (when sent, the ack's future) for publishes awaiting their ack
-        self._in_flight: dict[str, tuple[float, asyncio.Future[PubAck]]] = {}
-        self._retry: deque[tuple[str, bytes]] = deque()
+        # message id -> (when sent, the ack's future, the message) for publishes awaiting acks
+        self._in_flight: dict[str, tuple[float, asyncio.Future[PubAck], _Packet]] = {}
+        self._in_flight_records = 0
+        self._retry: deque[_Packet] = deque()
+        self._retry_records = 0
         self._wake = anyio.Event()
         self._room = anyio.Event()
         self._idle = anyio.Event()
@@ -91,6 +112,8 @@ class TracePublisher:
         self._backoff_s = 0.0
         self.published = 0
         """Records acked by the stream (duplicates included)."""
+        self.messages = 0
+        """Messages acked by the stream (each holds one or more records)."""
         self.duplicates = 0
         """Acks that said the stream held the id already."""
         self.dropped = 0
@@ -146,7 +169,7 @@ class TracePublisher:
     @property
     def pending(self) -> int:
         """Records taken and not acked yet."""
-        return len(self._queue) + len(self._retry) + len(self._in_flight)
+        return len(self._queue) + self._retry_records + self._in_flight_records
 
     # publishing
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -167,33 +190,60 @@ class TracePublisher:
     async def _send_some(self) -> int:
         sent = 0
         while len(self._in_flight) < self.max_in_flight and (self._retry or self._queue):
-            record_id, body = self._retry.popleft() if self._retry else self._queue.popleft()
-            if record_id in self._in_flight:  # a retry of a publish still unanswered
+            if self._retry:
+                packet = self._retry.popleft()
+                self._retry_records -= packet.count
+            else:
+                packet = self._pack()
+            if packet.msg_id in self._in_flight:  # a retry of a publish still unanswered
                 continue
+            headers = {"Nats-Msg-Id": packet.msg_id}
+            if packet.count > 1:
+                headers[RECORDS_HEADER] = str(packet.count)
             try:
-                future = await self._js.publish_async(
-                    self.subject, body, headers={"Nats-Msg-Id": record_id}
-                )
+                future = await self._js.publish_async(self.subject, packet.payload, headers=headers)
             except nats.errors.Error as exc:  # not connected, reconnecting, buffer full
-                self._failed(record_id, body, exc)
+                self._failed(packet, exc)
                 return sent
-            self._in_flight[record_id] = (time.monotonic(), future)
-            future.add_done_callback(functools.partial(self._acked, record_id, body))
+            self._in_flight[packet.msg_id] = (time.monotonic(), future, packet)
+            self._in_flight_records += packet.count
+            future.add_done_callback(functools.partial(self._acked, packet))
             sent += 1
         return sent
 
-    def _acked(self, record_id: str, body: bytes, future: asyncio.Future[PubAck]) -> None:
-        entry = self._in_flight.get(record_id)
+    def _pack(self) -> _Packet:
+        """The next message: the queued records that fit, in order (one when one is queued)."""
+        queue = self._queue
+        record_id, body = queue.popleft()
+        # a body is compact JSON (no raw newline); one with a newline could not share a message
+        if not queue or self.max_records_per_message == 1 or b"\n" in body:
+            return _Packet(record_id, body, 1)
+        bodies, size = [body], len(body)
+        while queue and len(bodies) < self.max_records_per_message:
+            following = queue[0][1]
+            size += len(following) + 1
+            if size > MAX_MESSAGE_BYTES or b"\n" in following:
+                break
+            bodies.append(queue.popleft()[1])
+        # The first record's id names the message: a record is in one message only, and a
+        # retry resends the same message, so the stream's duplicate window still applies.
+        msg_id = record_id if len(bodies) == 1 else f"{record_id}+{len(bodies) - 1}"
+        return _Packet(msg_id, b"\n".join(bodies), len(bodies))
+
+    def _acked(self, packet: _Packet, future: asyncio.Future[PubAck]) -> None:
+        entry = self._in_flight.get(packet.msg_id)
         if entry is None or entry[1] is not future:
             return
-        del self._in_flight[record_id]
+        del self._in_flight[packet.msg_id]
+        self._in_flight_records -= packet.count
         if future.cancelled():
-            self._failed(record_id, body, TimeoutError("no ack"))
+            self._failed(packet, TimeoutError("no ack"))
         elif (exc := future.exception()) is not None:
-            self._failed(record_id, body, exc)
+            self._failed(packet, exc)
         else:
-            self.published += 1
-            self.duplicates += bool(future.result().duplicate)
+            self.published += packet.count
+            self.messages += 1
+            self.duplicates += packet.count if future.result().duplicate else 0
             self._backoff_s = 0.0
         self._wake.set()
         if self.pending < self.max_pending:
@@ -201,9 +251,10 @@ class TracePublisher:
         if self.pending == 0:
             self._idle.set()
 
-    def _failed(self, record_id: str, body: bytes, exc: BaseException) -> None:
+    def _failed(self, packet: _Packet, exc: BaseException) -> None:
         self.retries += 1
-        self._retry.append((record_id, body))
+        self._retry.append(packet)
+        self._retry_records += packet.count
         # the stream is missing, full or the bus is down: wait before the next try
         self._backoff_s = min(max(self._backoff_s * 2, 0.05), self.retry_max_s)
         if self.retries % 1000 == 1:
@@ -215,7 +266,7 @@ class TracePublisher:
         while True:
             await anyio.sleep(max(self.ack_timeout_s / 4, 0.05))
             now = time.monotonic()
-            for sent_at, future in list(self._in_flight.values()):
+            for sent_at, future, _ in list(self._in_flight.values()):
                 if now - sent_at > self.ack_timeout_s:
                     future.cancel()  # its callback queues the retry
 

@@ -209,3 +209,44 @@ async def test_records_wait_in_the_stream_until_an_ingest_runs(
     finally:
         await nc.close()
     assert publisher.published == 20
+
+
+async def test_a_message_of_several_records_is_checked_record_by_record(
+    nats_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentd.trace")
+    async with trace_path(nats_url, tmp_path) as path:
+        js = path.nc.jetstream()
+        subject = path.subjects.trace("echo")
+        good = [make_record(i, agent="echo").body_json().encode() for i in range(3)]
+        lines = [good[0], b'{"id": "bad-2", "ts": 1.0, "kind": "nope"}', good[1], good[2]]
+        await js.publish(subject, b"\n".join(lines), headers={"Agentd-Records": "4"})
+        # a count that disagrees with the lines: the message is damaged, nothing is stored
+        await js.publish(subject, b"\n".join(good), headers={"Agentd-Records": "2"})
+        await wait_for_records(path, 5)  # three records and two trace.rejected
+        assert path.ingest.rejected == 2
+    refusals = [r.getMessage() for r in caplog.records if "refused a decision record" in r.msg]
+    assert "(stream seq 1, line 2, 42 bytes): invalid record: kind: Value error, unknown" in (
+        refusals[0]
+    )
+    assert "Agentd-Records says 2 records, the message has 3" in refusals[1]
+    rows = stored(tmp_path)
+    assert [r["id"] for r in rows if r["kind"] != "trace.rejected"] == [
+        f"rec-{i:06d}" for i in range(3)
+    ]
+
+
+async def test_a_busy_publisher_packs_records_into_fewer_messages(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async with trace_path(nats_url, tmp_path) as path:
+        publisher = TracePublisher(path.nc, path.subjects, "echo", max_records_per_message=16)
+        for i in range(1000):  # queued before the publisher runs: a burst
+            publisher.record("x.test.burst", n=i)
+        async with anyio.create_task_group() as tg:
+            await tg.start(publisher.run)
+            assert await publisher.close()
+        await wait_for_records(path, 1000)
+        assert path.log.verify().ok
+    assert publisher.published == 1000 and publisher.messages <= 1000 / 16 + 1
+    assert [r["attributes"]["n"] for r in stored(tmp_path)] == list(range(1000))

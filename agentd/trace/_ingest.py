@@ -58,6 +58,14 @@ class _Batch:
     messages: list[Msg]
 
 
+@dataclass(slots=True)
+class _Checked:
+    batch: _Batch
+    refusals: list[tuple[Msg, str, bytes, str, int | None]]
+    unusable: list[Msg]
+    """Messages none of whose records can be stored: terminated."""
+
+
 class TraceIngest:
     """Moves records from the trace stream into the log; a service (`run`, `shutdown`)."""
 
@@ -145,8 +153,19 @@ class TraceIngest:
                     await send.send(batch)
 
     async def _check(self, messages: list[Msg]) -> _Batch:
+        # On the writer's thread, between its writes: run beside them, the checks would only
+        # take turns with the writes for the GIL (and the writes wait for each turn).
+        checked = await self._writer.call(self._check_messages, messages)
+        for msg, agent, body, reason, line in checked.refusals:
+            self._refuse(msg, agent, body, reason, line)
+        for msg in checked.unusable:
+            await self._term(msg)
+        return checked.batch
+
+    def _check_messages(self, messages: list[Msg]) -> _Checked:
         records: list[WireRecord | DecisionRecord] = []
         accepted: list[Msg] = []
+        checked = _Checked(_Batch(records, accepted), [], [])
         prefix_len = self._prefix_len
         for msg in messages:
             agent = msg.subject[prefix_len:]
@@ -158,22 +177,22 @@ class TraceIngest:
                 bodies = msg.data.split(b"\n")
                 if count != str(len(bodies)):
                     reason = f"{RECORDS_HEADER} says {count} records, the message has {len(bodies)}"
-                    self._refuse(msg, agent, msg.data, reason, None)
-                    await self._term(msg)
+                    checked.refusals.append((msg, agent, msg.data, reason, None))
+                    checked.unusable.append(msg)
                     continue
             kept = 0
             for line, body in enumerate(bodies):
                 try:
                     records.append(parse_published(agent, body))
                 except RecordRejected as exc:
-                    self._refuse(msg, agent, body, exc.reason, line if count else None)
+                    checked.refusals.append((msg, agent, body, exc.reason, line if count else None))
                     continue
                 kept += 1
             if kept:  # acked once its records are committed
                 accepted.append(msg)
             else:
-                await self._term(msg)
-        return _Batch(records, accepted)
+                checked.unusable.append(msg)
+        return checked
 
     def _refuse(self, msg: Msg, agent: str, body: bytes, reason: str, line: int | None) -> None:
         self.rejected += 1

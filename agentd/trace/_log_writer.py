@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, TypeVarTuple, Unpack
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,6 +31,9 @@ from ._wire import WireRecord
 __all__ = ["LogWriter"]
 
 log = logging.getLogger("agentd.trace")
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 # Records merged into one transaction at most: large enough to amortize COMMIT, small enough
 # that one transaction does not hold the recorder's records back for long.
@@ -77,6 +81,14 @@ class LogWriter:
             raise pending.error
         assert pending.result is not None
         return pending.result
+
+    async def call(self, func: Callable[[Unpack[Args]], T], *args: *Args) -> T:
+        """Run `func(*args)` on the writer's thread, between two writes.
+
+        For CPU work that feeds the writer (checking records): in a thread of its own it would
+        run beside the writes and only trade the GIL with them, each write waiting its turn.
+        """
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._thread)
 
     async def next_commit(self) -> None:
         """Wait until the next transaction commits (for tests and status views)."""

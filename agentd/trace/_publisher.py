@@ -57,7 +57,7 @@ _FIELDS = frozenset(DecisionRecord.model_fields)
 class _Packet(NamedTuple):
     msg_id: str
     payload: bytes
-    count: int
+    records: int
 
 
 def build_record(kind: str, fields: dict[str, Any]) -> DecisionRecord:
@@ -192,21 +192,21 @@ class TracePublisher:
         while len(self._in_flight) < self.max_in_flight and (self._retry or self._queue):
             if self._retry:
                 packet = self._retry.popleft()
-                self._retry_records -= packet.count
+                self._retry_records -= packet.records
             else:
                 packet = self._pack()
             if packet.msg_id in self._in_flight:  # a retry of a publish still unanswered
                 continue
             headers = {"Nats-Msg-Id": packet.msg_id}
-            if packet.count > 1:
-                headers[RECORDS_HEADER] = str(packet.count)
+            if packet.records > 1:
+                headers[RECORDS_HEADER] = str(packet.records)
             try:
                 future = await self._js.publish_async(self.subject, packet.payload, headers=headers)
             except nats.errors.Error as exc:  # not connected, reconnecting, buffer full
                 self._failed(packet, exc)
                 return sent
             self._in_flight[packet.msg_id] = (time.monotonic(), future, packet)
-            self._in_flight_records += packet.count
+            self._in_flight_records += packet.records
             future.add_done_callback(functools.partial(self._acked, packet))
             sent += 1
         return sent
@@ -235,15 +235,15 @@ class TracePublisher:
         if entry is None or entry[1] is not future:
             return
         del self._in_flight[packet.msg_id]
-        self._in_flight_records -= packet.count
+        self._in_flight_records -= packet.records
         if future.cancelled():
             self._failed(packet, TimeoutError("no ack"))
         elif (exc := future.exception()) is not None:
             self._failed(packet, exc)
         else:
-            self.published += packet.count
+            self.published += packet.records
             self.messages += 1
-            self.duplicates += packet.count if future.result().duplicate else 0
+            self.duplicates += packet.records if future.result().duplicate else 0
             self._backoff_s = 0.0
         self._wake.set()
         if self.pending < self.max_pending:
@@ -254,7 +254,7 @@ class TracePublisher:
     def _failed(self, packet: _Packet, exc: BaseException) -> None:
         self.retries += 1
         self._retry.append(packet)
-        self._retry_records += packet.count
+        self._retry_records += packet.records
         # the stream is missing, full or the bus is down: wait before the next try
         self._backoff_s = min(max(self._backoff_s * 2, 0.05), self.retry_max_s)
         if self.retries % 1000 == 1:

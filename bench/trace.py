@@ -56,11 +56,11 @@ async def publisher_main(url: str, agent: str, count: int) -> None:
             await tg.start(publisher.run)
             print("ready", flush=True)
             await anyio.to_thread.run_sync(sys.stdin.readline)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for record in records:
                 await publisher.put(record)
             flushed = await publisher.close(timeout_s=120)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await nc.close()
     print(
@@ -70,14 +70,18 @@ async def publisher_main(url: str, agent: str, count: int) -> None:
                 "retries": publisher.retries,
                 "flushed": flushed,
                 "publish_s": round(elapsed, 3),
+                "cpu_s": round(cpu, 3),
             }
         ),
         flush=True,
     )
 
 
-async def ingest_side(url: str, directory: Path, total: int, procs: list[subprocess.Popen[str]]):  # type: ignore[no-untyped-def]
-    """Run the daemon's side until `total` records are committed; return (seconds, log)."""
+async def ingest_side(
+    url: str, directory: Path, total: int, procs: list[subprocess.Popen[str]]
+) -> tuple[float, float, float, dict[str, int]]:
+    """Run the daemon's side until `total` records are committed; return (seconds, CPU
+    seconds of this process, CPU seconds of nats-server, the ingest's counters)."""
     redactor = Redactor([r"sk-[A-Za-z0-9]{20,}", r"AKIA[0-9A-Z]{16}"], max_inline_bytes=16384)
     log = DecisionLog(
         directory / "decisions.db",
@@ -96,7 +100,8 @@ async def ingest_side(url: str, directory: Path, total: int, procs: list[subproc
                 assert proc.stdout is not None
                 line = await anyio.to_thread.run_sync(proc.stdout.readline)
                 assert line.strip() == "ready", line
-            started = time.perf_counter()
+            server_cpu = nats_server_cpu_s()
+            started, cpu = time.perf_counter(), time.process_time()
             for proc in procs:
                 assert proc.stdin is not None
                 proc.stdin.write("go\n")
@@ -104,14 +109,38 @@ async def ingest_side(url: str, directory: Path, total: int, procs: list[subproc
             with anyio.fail_after(300):
                 while log.tree_size < total:
                     await writer.next_commit()
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            server_cpu = nats_server_cpu_s() - server_cpu
             await ingest.shutdown()
             tg.cancel_scope.cancel()
         stats = ingest.stats
     finally:
         await nc.close()
         await writer.close()
-    return elapsed, stats
+    return elapsed, cpu, server_cpu, stats
+
+
+def nats_server_cpu_s() -> float:
+    """CPU seconds (user + system) the nats-server child of this process has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                name, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = rest.split()
+        if name.endswith("(nats-server") and int(fields[1]) == os.getpid():
+            return (int(fields[11]) + int(fields[12])) / tick
+    return 0.0
+
+
+def timed_raw(path: Path, bodies: list[str]) -> tuple[float, float]:
+    cpu = time.process_time()
+    elapsed = bench_raw(path, bodies)
+    return elapsed, time.process_time() - cpu
 
 
 def main() -> int:
@@ -129,7 +158,7 @@ def main() -> int:
     bodies = [r.body_json() for r in make_records(total)]
     with tempfile.TemporaryDirectory(prefix="bench-trace-") as tmp:
         base = Path(tmp)
-        raw_before = bench_raw(base / "raw1.db", bodies)
+        raw_before, raw_cpu_before = timed_raw(base / "raw1.db", bodies)
         with nats_server(base / "js") as url:
             procs = [
                 subprocess.Popen(
@@ -142,7 +171,7 @@ def main() -> int:
                 for k in range(args.publishers)
             ]
             try:
-                elapsed, stats = anyio.run(
+                elapsed, cpu, server_cpu, stats = anyio.run(
                     ingest_side, url, base, total, procs, backend_options={"use_uvloop": True}
                 )
                 outs = [json.loads(p.communicate(timeout=120)[0].splitlines()[-1]) for p in procs]
@@ -150,13 +179,16 @@ def main() -> int:
                 for proc in procs:
                     if proc.poll() is None:
                         proc.kill()
-        raw_after = bench_raw(base / "raw2.db", bodies)
+        raw_after, raw_cpu_after = timed_raw(base / "raw2.db", bodies)
         with DecisionLog(base / "decisions.db", signing_key_path=base / "key") as log:
             (rows, distinct) = log._conn.execute(
                 "SELECT count(*), count(DISTINCT id) FROM records WHERE kind = ?", (KIND,)
             ).fetchone()
             report = log.verify()
     raw_rate = total / ((raw_before + raw_after) / 2)
+    raw_cpu_us = (raw_cpu_before + raw_cpu_after) / 2 / total * 1e6
+    publishers_cpu = sum(o["cpu_s"] for o in outs)
+    us = 1e6 / total
     rate = total / elapsed
     lost = total - distinct
     result = {
@@ -167,6 +199,15 @@ def main() -> int:
         "raw_rows_per_s": round(raw_rate),
         "raw_rows_per_s_before_after": [round(total / raw_before), round(total / raw_after)],
         "ratio": round(rate / raw_rate, 3),
+        # CPU time per record, robust to a shared machine's load: the daemon side (ingest +
+        # writer threads), the publishers, nats-server; raw's CPU per row for comparison
+        "cpu_us_per_record": {
+            "daemon": round(cpu * us, 1),
+            "publishers": round(publishers_cpu * us, 1),
+            "nats_server": round(server_cpu * us, 1),
+        },
+        "raw_cpu_us_per_row": round(raw_cpu_us, 1),
+        "cpu_ratio_daemon": round(raw_cpu_us / (cpu * us), 3),
         "lost": lost,
         "duplicates_stored": rows - distinct,
         "verify_ok": report.ok,

@@ -134,7 +134,6 @@ class Daemon:
             nc, self.subjects, recorder.writer, self.config.trace, on_rejected=recorder.record
         )
         await tg.start(self._ingest.run)
-        self._step("trace", "ingesting")
         self._fleet = fleet = AgentFleet(
             nc, js, self._supervisor, self.config, self.nats_url, recorder
         )

@@ -30,6 +30,7 @@ import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import anyio
@@ -58,6 +59,7 @@ class _Packet(NamedTuple):
     msg_id: str
     payload: bytes
     records: int
+    ids: tuple[str, ...]
 
 
 def build_record(kind: str, fields: dict[str, Any]) -> DecisionRecord:
@@ -108,6 +110,8 @@ class TracePublisher:
         self._room = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
+        self._unacked: set[str] = set()
+        self._progress = anyio.Event()
         self._closing = False
         self._backoff_s = 0.0
         self.published = 0
@@ -162,6 +166,7 @@ class TracePublisher:
         self._enqueue(record)
 
     def _enqueue(self, record: DecisionRecord) -> None:
+        self._unacked.add(record.id)
         self._queue.append((record.id, record.body_json().encode()))
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         self._wake.set()
@@ -217,18 +222,20 @@ class TracePublisher:
         record_id, body = queue.popleft()
         # a body is compact JSON (no raw newline); one with a newline could not share a message
         if not queue or self.max_records_per_message == 1 or b"\n" in body:
-            return _Packet(record_id, body, 1)
-        bodies, size = [body], len(body)
+            return _Packet(record_id, body, 1, (record_id,))
+        bodies, ids, size = [body], [record_id], len(body)
         while queue and len(bodies) < self.max_records_per_message:
             following = queue[0][1]
             size += len(following) + 1
             if size > MAX_MESSAGE_BYTES or b"\n" in following:
                 break
-            bodies.append(queue.popleft()[1])
+            following_id, following = queue.popleft()
+            bodies.append(following)
+            ids.append(following_id)
         # The first record's id names the message: a record is in one message only, and a
         # retry resends the same message, so the stream's duplicate window still applies.
         msg_id = record_id if len(bodies) == 1 else f"{record_id}+{len(bodies) - 1}"
-        return _Packet(msg_id, b"\n".join(bodies), len(bodies))
+        return _Packet(msg_id, b"\n".join(bodies), len(bodies), tuple(ids))
 
     def _acked(self, packet: _Packet, future: asyncio.Future[PubAck]) -> None:
         entry = self._in_flight.get(packet.msg_id)
@@ -242,6 +249,9 @@ class TracePublisher:
             self._failed(packet, exc)
         else:
             self.published += packet.records
+            self._unacked.difference_update(packet.ids)
+            self._progress.set()
+            self._progress = anyio.Event()
             self.messages += 1
             self.duplicates += packet.records if future.result().duplicate else 0
             self._backoff_s = 0.0
@@ -269,6 +279,17 @@ class TracePublisher:
             for sent_at, future, _ in list(self._in_flight.values()):
                 if now - sent_at > self.ack_timeout_s:
                     future.cancel()  # its callback queues the retry
+
+    async def wait_published(self, record_ids: Iterable[str], timeout_s: float = 5.0) -> bool:
+        """Wait until the stream acked these records (taken by this publisher); False if
+        `timeout_s` ran out first. A worker calls it before acking a run's inbox message, so
+        a replica that dies right after the ack has lost none of the run's records."""
+        waiting = [record_id for record_id in record_ids if record_id in self._unacked]
+        with anyio.move_on_after(timeout_s):
+            while any(record_id in self._unacked for record_id in waiting):
+                await self._progress.wait()
+            return True
+        return False
 
     # shutdown
     async def flush(self, timeout_s: float = 10.0) -> bool:

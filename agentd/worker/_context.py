@@ -11,7 +11,7 @@ import contextvars
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -72,6 +72,8 @@ class RunInfo:
     replied: bool = False
     tool_calls: int = 0
     """Tool calls made so far in this run: the default call ids are c1, c2, ..."""
+    record_ids: list[str] = field(default_factory=list)
+    """Decision records made in this run: the inbox message is acked once they are stored."""
 
 
 _current: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
@@ -132,7 +134,10 @@ class AgentContext:
         if run is not None:
             fields.setdefault("run_id", run.run_id)
             fields.setdefault("conversation_id", run.conversation_id)
-        return self._recorder.record(kind, **fields)
+        record = self._recorder.record(kind, **fields)
+        if record is not None and run is not None:
+            run.record_ids.append(record.id)
+        return record
 
     def _enter(self, info: RunInfo) -> contextvars.Token[RunInfo | None]:
         return _current.set(info)

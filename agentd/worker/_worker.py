@@ -255,10 +255,10 @@ class AgentWorker:
                 result = self._result(message, run, started, ok=True, output=jsonable(output))
                 result, ours = await self._ledger.record_finished(message.id, result)
                 self._stats["completed" if ours else "duplicates"] += 1
-                if run.replied:  # the graph answered early through ctx.reply()
-                    await msg.ack()
-                else:
-                    await self._settle(msg, message, result)
+                if not run.replied:  # else the graph answered early through ctx.reply()
+                    await self._reply(message, result)
+                await self._records_stored(run)
+                await msg.ack()
                 settled = True
                 return
         finally:
@@ -301,7 +301,11 @@ class AgentWorker:
             return
         if started is not None:
             fields["duration_s"] = round(time.monotonic() - started, 6)
-        self._trace.record(kind, run_id=run.run_id, conversation_id=run.conversation_id, **fields)
+        record = self._trace.record(
+            kind, run_id=run.run_id, conversation_id=run.conversation_id, **fields
+        )
+        if record is not None:
+            run.record_ids.append(record.id)
 
     def _result(
         self,
@@ -324,6 +328,14 @@ class AgentWorker:
             duration_s=time.monotonic() - started,
             received_at=self._received.get(message.id),
         )
+
+    async def _records_stored(self, run: RunInfo) -> None:
+        """Before the ack: the sender already has its reply, and the run's decision records
+        must be in the trace stream, or a replica dying right after the ack would lose them."""
+        if self._trace is None or not run.record_ids:
+            return
+        if not await self._trace.wait_published(run.record_ids, timeout_s=5.0):
+            log.warning("run %s: its decision records are not stored yet", run.run_id)
 
     # settling messages
     async def _settle(self, msg: Msg, message: Message, result: RunResult) -> None:

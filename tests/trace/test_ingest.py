@@ -250,3 +250,25 @@ async def test_a_busy_publisher_packs_records_into_fewer_messages(
         assert path.log.verify().ok
     assert publisher.published == 1000 and publisher.messages <= 1000 / 16 + 1
     assert [r["attributes"]["n"] for r in stored(tmp_path)] == list(range(1000))
+
+
+async def test_wait_published_returns_once_the_stream_holds_the_records(
+    nats_url: str, tmp_path: Path
+) -> None:
+    prefix = f"t{next(_prefixes)}"
+    nc = await nats.connect(nats_url)
+    try:
+        publisher = TracePublisher(nc, Subjects(prefix), "echo", retry_max_s=0.1)
+        async with anyio.create_task_group() as tg:
+            await tg.start(publisher.run)
+            record = publisher.record("x.test.wait")
+            assert record is not None
+            # no stream yet: nothing holds the record
+            assert not await publisher.wait_published([record.id], timeout_s=0.3)
+            async with trace_path(nats_url, tmp_path, prefix) as path:
+                assert await publisher.wait_published([record.id], timeout_s=10)
+                await wait_for_records(path, 1)
+            assert await publisher.close()
+    finally:
+        await nc.close()
+    assert stored(tmp_path)[0]["id"] == record.id

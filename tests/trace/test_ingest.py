@@ -263,12 +263,13 @@ async def test_wait_published_returns_once_the_stream_holds_the_records(
             await tg.start(publisher.run)
             record = publisher.record("x.test.wait")
             assert record is not None
+            record_id = record.id
             # no stream yet: nothing holds the record
-            assert not await publisher.wait_published([record.id], timeout_s=0.3)
+            assert not await publisher.wait_published([record_id], timeout_s=0.3)
             async with trace_path(nats_url, tmp_path, prefix) as path:
-                assert await publisher.wait_published([record.id], timeout_s=10)
+                assert await publisher.wait_published([record_id], timeout_s=10)
                 await wait_for_records(path, 1)
             assert await publisher.close()
     finally:
         await nc.close()
-    assert stored(tmp_path)[0]["id"] == record.id
+    assert stored(tmp_path)[0]["id"] == record_id

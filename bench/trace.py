@@ -137,6 +137,14 @@ def nats_server_cpu_s() -> float:
     return 0.0
 
 
+def finished_output(proc: subprocess.Popen[str]) -> str:
+    """The rest of a process's output once it exits (communicate() with a timeout reads the
+    pipe itself and would miss what readline() already buffered)."""
+    proc.wait(timeout=120)
+    assert proc.stdout is not None
+    return proc.stdout.read()
+
+
 def timed_raw(path: Path, bodies: list[str]) -> tuple[float, float]:
     cpu = time.process_time()
     elapsed = bench_raw(path, bodies)
@@ -174,7 +182,7 @@ def main() -> int:
                 elapsed, cpu, server_cpu, stats = anyio.run(
                     ingest_side, url, base, total, procs, backend_options={"use_uvloop": True}
                 )
-                outs = [json.loads(p.communicate(timeout=120)[0].splitlines()[-1]) for p in procs]
+                outs = [json.loads(finished_output(p).splitlines()[-1]) for p in procs]
             finally:
                 for proc in procs:
                     if proc.poll() is None:

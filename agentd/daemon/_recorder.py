@@ -14,14 +14,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from agentd.trace import DecisionRecord, LogWriter
+from agentd.trace import DecisionRecord, LogWriter, build_record
 
 __all__ = ["Recorder"]
 
 log = logging.getLogger("agentd.trace")
 
 FLUSH_EVERY_S = 0.05
-_FIELDS = set(DecisionRecord.model_fields)
 
 
 class Recorder:
@@ -34,12 +33,8 @@ class Recorder:
 
     def record(self, kind: str, **fields: Any) -> None:
         """Queue one decision. Unknown fields go to `attributes`; never raises."""
-        known = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
-        extra = {k: v for k, v in fields.items() if k not in _FIELDS and v is not None}
-        if extra:
-            known["attributes"] = {**known.get("attributes", {}), **extra}
-        try:
-            self._pending.append(DecisionRecord.model_validate({"kind": kind, **known}))
+        try:  # the same construction as workers' records (TracePublisher.record)
+            self._pending.append(build_record(kind, fields))
         except ValueError as exc:
             log.error("dropping a malformed decision record of kind %s: %s", kind, exc)
             return

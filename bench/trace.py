@@ -106,6 +106,7 @@ async def ingest_side(
                 assert proc.stdin is not None
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
+                proc.stdin.close()
             with anyio.fail_after(300):
                 while log.tree_size < total:
                     await writer.next_commit()
@@ -142,7 +143,8 @@ def finished_output(proc: subprocess.Popen[str]) -> str:
     pipe itself and would miss what readline() already buffered)."""
     proc.wait(timeout=120)
     assert proc.stdout is not None
-    return proc.stdout.read()
+    with proc.stdout:
+        return proc.stdout.read()
 
 
 def timed_raw(path: Path, bodies: list[str]) -> tuple[float, float]:

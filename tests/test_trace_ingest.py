@@ -89,12 +89,14 @@ def test_a_workers_run_records_land_in_the_log_with_lineage(tmp_path: Path) -> N
     assert finished["decision"] == "ok" and finished["attributes"]["duration_s"] >= 0
 
 
-def start_publishers(url: str, count: int, per_publisher: int) -> list[subprocess.Popen[str]]:
+def start_publishers(
+    url: str, count: int, per_publisher: int, rate: float
+) -> list[subprocess.Popen[str]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.trace.publisher_process", url, f"worker{k}"]
-            + [str(per_publisher), f"kill{k}"],
+            + [str(per_publisher), f"kill{k}", str(rate)],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -147,7 +149,8 @@ def test_sigkill_with_10000_records_in_flight_loses_and_duplicates_nothing(
         first = DaemonProcess(config)
         try:
             first.wait_ready()
-            procs = start_publishers(url, publishers, total // publishers)
+            # 1,000 records/s each: still publishing when the daemon dies at 1,500 stored
+            procs = start_publishers(url, publishers, total // publishers, rate=1000)
             at_kill = wait_until(lambda: count_records(state)[0] >= 1500, 60, "1500 records")
             first.kill()  # SIGKILL, mid-stream
             at_kill = count_records(state)[0]
@@ -162,7 +165,8 @@ def test_sigkill_with_10000_records_in_flight_loses_and_duplicates_nothing(
                 # misses what readline() already buffered (the last line, from a fast process)
                 proc.wait(timeout=120)
                 assert proc.stdout is not None
-                out = proc.stdout.read()
+                with proc.stdout:
+                    out = proc.stdout.read()
                 assert proc.returncode == 0 and out, f"rc {proc.returncode}: {out!r}"
                 assert json.loads(out.splitlines()[-1])["dropped"] == 0
             wait_until(lambda: count_records(state)[1] >= total, 60, f"{total} records")

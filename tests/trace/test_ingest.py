@@ -226,8 +226,9 @@ async def test_a_message_of_several_records_is_checked_record_by_record(
         await wait_for_records(path, 5)  # three records and two trace.rejected
         assert path.ingest.rejected == 2
     refusals = [r.getMessage() for r in caplog.records if "refused a decision record" in r.msg]
-    assert "(stream seq 1, line 2, 42 bytes): invalid record: kind: Value error, unknown" in (
-        refusals[0]
+    assert (
+        "(stream seq 1, line 2, 42 bytes): invalid record: kind: Value error, unknown"
+        in (refusals[0])
     )
     assert "Agentd-Records says 2 records, the message has 3" in refusals[1]
     rows = stored(tmp_path)

@@ -13,14 +13,12 @@ Delivery guarantees (DESIGN.md, Data paths: Messages):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,10 +32,11 @@ from pydantic import ValidationError
 
 from agentd.bus import Message, RunResult, Subjects, connect, jsonable, new_id
 from agentd.config import LoadedAgent
-from agentd.trace import Lineage, TracePublisher
+from agentd.trace import TracePublisher
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger
+from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 
 __all__ = ["AgentWorker"]
@@ -79,6 +78,7 @@ class AgentWorker:
         self._context: AgentContext | None = None
         self._trace: TracePublisher | None = None
         self._lineage = agent_lineage(agent)  # once: the files do not change under a replica
+        self._records = RunRecords(None)
 
     async def shutdown(self) -> None:
         """Stop pulling new work; runs in flight finish within the drain grace."""
@@ -103,6 +103,7 @@ class AgentWorker:
             self._trace = trace = TracePublisher(
                 nc, self.subjects, self.name, replica=self.settings.replica, lineage=self._lineage
             )
+            self._records = RunRecords(trace)
             self._context = AgentContext(
                 nc,
                 self.subjects,
@@ -257,7 +258,7 @@ class AgentWorker:
                 self._stats["completed" if ours else "duplicates"] += 1
                 if not run.replied:  # else the graph answered early through ctx.reply()
                     await self._reply(message, result)
-                await self._records_stored(run)
+                await self._records.stored(run)
                 await msg.ack()
                 settled = True
                 return
@@ -270,12 +271,9 @@ class AgentWorker:
 
     async def _invoke(self, run: RunInfo, message: Message, attempt: int) -> Any:
         assert self._graph is not None and self._context is not None
-        self._record_run(
-            "run.started",
-            run,
-            inputs={"message_id": message.id, "sender": message.sender, "attempt": attempt},
+        started = self._records.started(
+            run, message_id=message.id, sender=message.sender, attempt=attempt
         )
-        started = time.monotonic()
         token = self._context._enter(run)
         try:
             with anyio.fail_after(self.agent.spec.run_timeout_s):
@@ -283,29 +281,15 @@ class AgentWorker:
                     message.payload, {"configurable": {"thread_id": message.conversation_id}}
                 )
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self._record_run("run.failed", run, started, decision="error", reason=error)
+            self._records.failed(run, started, error=f"{type(exc).__name__}: {exc}")
             raise
         except BaseException:  # cancelled: the replica is draining, the message goes back
-            self._record_run("run.failed", run, started, decision="cancelled", reason="drained")
+            self._records.failed(run, started, error=None)
             raise
         finally:
             self._context._exit(token)
-        self._record_run("run.finished", run, started, decision="ok")
+        self._records.finished(run, started)
         return output
-
-    def _record_run(
-        self, kind: str, run: RunInfo, started: float | None = None, **fields: Any
-    ) -> None:
-        if self._trace is None:
-            return
-        if started is not None:
-            fields["duration_s"] = round(time.monotonic() - started, 6)
-        record = self._trace.record(
-            kind, run_id=run.run_id, conversation_id=run.conversation_id, **fields
-        )
-        if record is not None:
-            run.record_ids.append(record.id)
 
     def _result(
         self,
@@ -328,14 +312,6 @@ class AgentWorker:
             duration_s=time.monotonic() - started,
             received_at=self._received.get(message.id),
         )
-
-    async def _records_stored(self, run: RunInfo) -> None:
-        """Before the ack: the sender already has its reply, and the run's decision records
-        must be in the trace stream, or a replica dying right after the ack would lose them."""
-        if self._trace is None or not run.record_ids:
-            return
-        if not await self._trace.wait_published(run.record_ids, timeout_s=5.0):
-            log.warning("run %s: its decision records are not stored yet", run.run_id)
 
     # settling messages
     async def _settle(self, msg: Msg, message: Message, result: RunResult) -> None:
@@ -443,22 +419,3 @@ class AgentWorker:
             await self._nc.publish(self.subjects.heartbeat(self.name), json.dumps(beat).encode())
         except Exception as exc:  # reconnecting: the next beat will go through
             log.debug("heartbeat not sent: %s", exc)
-
-
-def agent_lineage(agent: LoadedAgent) -> Lineage:
-    """What this replica runs, for every record it publishes: the agent's version (spec and
-    graph folder), and the spec and the graph module each on its own."""
-    module = agent.spec.graph.split(":", 1)[0]
-    graph_file = agent.directory / (module.replace(".", "/") + ".py")
-    return Lineage(
-        agent_version=agent.version,
-        spec_hash=_file_hash(agent.spec_path),
-        graph_hash=_file_hash(graph_file),
-    )
-
-
-def _file_hash(path: Path) -> str | None:
-    try:
-        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None

@@ -83,14 +83,6 @@ class Subjects:
     def trace_all(self) -> str:
         return f"{self.prefix}.trace.*"
 
-    def trace_agent(self, subject: str) -> str | None:
-        """The agent a trace subject names (its publisher's identity), None if not one."""
-        head = f"{self.prefix}.trace."
-        if not subject.startswith(head):
-            return None
-        agent = subject[len(head) :]
-        return agent if agent and "." not in agent else None
-
     def event(self, kind: str) -> str:
         return f"{self.prefix}.evt.{kind}"
 

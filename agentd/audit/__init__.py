@@ -3,7 +3,7 @@
 Everything here reads: through read-only SQLite connections (the daemon's writer is never held
 up) and from plain records, so the daemon's verbs run it in a worker thread and `agentctl audit
 verify --log` runs it on a copy of the file with no daemon at all. `export_page` streams a range
-in pages; `derive_runs` lists runs from `agent.run` records or from routed messages and the run
+in pages; `derive_runs` lists runs from `run.*` records or from routed messages and the run
 ledger; `build_trace_tree` arranges a run's, trace's or conversation's decisions into a tree.
 """
 

@@ -2,15 +2,15 @@
 
 A run is one inbox message handled by one agent. Two sources describe runs:
 
-- `agent.run` records, which workers publish through `agentd.trace.<agent>` once trace ingest
-  runs: `decision` "started" opens a run, and "ok" / "finished" / "error" / "failed" closes it,
-  with `run_id`, `conversation_id`, `trace_id`, and the message id in `inputs` or
-  `attributes` (`message_id`), the duration in `attributes.duration_s` when known.
+- `run.*` records, which workers publish through `agentd.trace.<agent>`: `run.started` opens a
+  run (the message id in `inputs.message_id`), `run.finished` (decision "ok") or `run.failed`
+  (decision "error" or "cancelled") closes it, with `run_id`, `conversation_id`, `trace_id`
+  and the duration in `attributes.duration_s`.
 - `message.routed` records (written by the router for every accepted message) joined by message
   id with the worker's run ledger (the `agentd_runs` key-value bucket: one entry per finished
   run, the first completion wins), which gives the outcome, run id, replica and duration.
 
-Both may describe the same run; `agent.run` records win field by field where they say
+Both may describe the same run; `run.*` records win field by field where they say
 something, and the routed record supplies when the message was accepted. A message that was
 routed and has neither a ledger entry nor a run record is `pending` (queued or in progress); one
 whose runs kept failing until it went to the dead-letter stream is `dead` (workers record only
@@ -29,7 +29,9 @@ __all__ = ["RUN_STATUSES", "RunSummary", "derive_runs", "message_id_of"]
 
 RUN_STATUSES = ("pending", "running", "ok", "failed", "dead")
 _FINISHED_OK = {"ok", "finished", "succeeded"}
-_FINISHED_BAD = {"error", "failed"}
+_FINISHED_BAD = {"error", "failed", "cancelled"}
+# what replicas record about each run (agentd/worker/_run_records.py)
+RUN_RECORD_KINDS = ("run.started", "run.finished", "run.failed")
 
 
 @dataclass(slots=True)
@@ -75,7 +77,7 @@ def derive_runs(
     ledger: Mapping[str, Mapping[str, Any]],
     dead_letters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[RunSummary]:
-    """Runs described by `records` (routed, dead-lettered and `agent.run` records, any order),
+    """Runs described by `records` (routed, dead-lettered and `run.*` records, any order),
     `ledger` (finished runs by message id: the worker's `RunResult` objects) and `dead_letters`
     (entries of the dead-letter stream by message id: `error`, `deliveries`), newest first."""
     runs: dict[str, RunSummary] = {}
@@ -92,7 +94,7 @@ def derive_runs(
     run_records: list[DecisionRecord] = []
     for record in sorted(records, key=lambda r: r.ts):
         key = message_id_of(record)
-        if record.kind == "agent.run":
+        if record.kind in RUN_RECORD_KINDS:
             run_records.append(record)
         elif key is not None and record.kind == "message.routed":
             run = run_for(key, record)
@@ -111,9 +113,15 @@ def derive_runs(
         if dead is not None and run.status in ("pending", "running"):
             run.status = "dead"
             run.error = dead.get("error") or run.error
+    # run.started names the inbox message; finished and failed name only the run
+    message_of_run = {
+        record.run_id: key
+        for record in run_records
+        if record.run_id and (key := message_id_of(record)) is not None
+    }
     for record in run_records:
-        key = message_id_of(record) or record.run_id or record.id
-        _apply_run_record(run_for(key, record), record)
+        key = message_id_of(record) or message_of_run.get(record.run_id or "")
+        _apply_run_record(run_for(key or record.run_id or record.id, record), record)
     return sorted(runs.values(), key=lambda r: r.at, reverse=True)
 
 
@@ -137,7 +145,7 @@ def _apply_run_record(run: RunSummary, record: DecisionRecord) -> None:
     run.source = "log"
     run.run_id = record.run_id or run.run_id
     run.replica = record.replica or run.replica
-    decision = (record.decision or "").lower()
+    decision = "started" if record.kind == "run.started" else (record.decision or "").lower()
     attributes = record.attributes or {}
     if decision == "started":
         run.started_at = record.ts if run.started_at is None else min(run.started_at, record.ts)

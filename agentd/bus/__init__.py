@@ -13,7 +13,12 @@ from agentd.bus._embedded import (
 )
 from agentd.bus._message import Message, RunResult, jsonable, new_id
 from agentd.bus._serve import serve_each
-from agentd.bus._streams import ensure_inbox_consumer, ensure_streams
+from agentd.bus._streams import (
+    ensure_inbox_consumer,
+    ensure_streams,
+    ensure_trace_consumer,
+    ensure_trace_stream,
+)
 from agentd.bus._subjects import Subjects
 
 __all__ = [
@@ -29,6 +34,8 @@ __all__ = [
     # JetStream
     "ensure_inbox_consumer",
     "ensure_streams",
+    "ensure_trace_consumer",
+    "ensure_trace_stream",
     # embedded nats-server
     "embedded_url",
     "nats_server_argv",

@@ -1,4 +1,4 @@
-"""JetStream streams and consumers for agent inboxes and dead letters."""
+"""JetStream streams and consumers for agent inboxes, dead letters and decision records."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ from nats.js.errors import NotFoundError
 from agentd.bus._subjects import Subjects
 from agentd.config import InboxConfig
 
-__all__ = ["ensure_inbox_consumer", "ensure_streams"]
+__all__ = [
+    "ensure_inbox_consumer",
+    "ensure_streams",
+    "ensure_trace_consumer",
+    "ensure_trace_stream",
+]
 
 
 async def ensure_streams(js: JetStreamContext, subjects: Subjects, cfg: InboxConfig) -> None:
@@ -75,4 +80,62 @@ async def ensure_inbox_consumer(
         max_ack_pending=10_000,
     )
     await js.add_consumer(subjects.inbox_stream, config)
+    return name
+
+
+async def ensure_trace_stream(
+    js: JetStreamContext,
+    subjects: Subjects,
+    *,
+    max_bytes: int,
+    max_age_s: float,
+    duplicate_window_s: float,
+) -> None:
+    """Create or update the stream of decision records on `<prefix>.trace.*` (idempotent).
+
+    Work-queue retention: a record is removed once the daemon acked it (after the log committed
+    it), so the stream holds only the backlog and `max_bytes` bounds that backlog. When it is
+    full, publishes are refused (discard new) and publishers retry: a full stream slows workers
+    down, it never drops a record silently. The duplicate window drops a republished record id
+    (publishers set Nats-Msg-Id to it); the log drops any later duplicate by id.
+    """
+    config = StreamConfig(
+        name=subjects.trace_stream,
+        subjects=[subjects.trace_all],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_bytes=max_bytes,
+        max_age=max_age_s,
+        duplicate_window=duplicate_window_s,
+    )
+    try:
+        await js.stream_info(subjects.trace_stream)
+    except NotFoundError:
+        await js.add_stream(config)
+    else:
+        await js.update_stream(config)
+
+
+async def ensure_trace_consumer(
+    js: JetStreamContext, subjects: Subjects, *, ack_wait_s: float, max_ack_pending: int
+) -> str:
+    """The daemon's durable pull consumer on the trace stream; returns its name.
+
+    Explicit acks, one per message, sent after the batch holding it committed. AckAll would
+    send one ack per batch, but it also settles every *older* message still pending, and after
+    a crash those are the ones delivered to the dead process and not yet redelivered: acking
+    a fresh batch would settle them unwritten. An ack is one small publish, cheap next to a
+    record's write.
+    """
+    name = subjects.trace_consumer
+    config = ConsumerConfig(
+        durable_name=name,
+        filter_subject=subjects.trace_all,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+    )
+    await js.add_consumer(subjects.trace_stream, config)
     return name

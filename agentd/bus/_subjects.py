@@ -79,6 +79,10 @@ class Subjects:
     def trace(self, agent: str) -> str:
         return f"{self.prefix}.trace.{agent}"
 
+    @property
+    def trace_all(self) -> str:
+        return f"{self.prefix}.trace.*"
+
     def event(self, kind: str) -> str:
         return f"{self.prefix}.evt.{kind}"
 
@@ -90,6 +94,15 @@ class Subjects:
     @property
     def dead_letter_stream(self) -> str:
         return f"{self.prefix.replace('.', '_').upper()}_DLQ"
+
+    @property
+    def trace_stream(self) -> str:
+        """Decision records from workers, waiting for the daemon to write them to the log."""
+        return f"{self.prefix.replace('.', '_').upper()}_TRACE"
+
+    @property
+    def trace_consumer(self) -> str:
+        return "trace-ingest"
 
     @property
     def runs_bucket(self) -> str:

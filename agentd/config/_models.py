@@ -189,6 +189,16 @@ class TraceConfig(_Section):
     retention_max_age_s: float | None = Field(default=None, gt=0)
     retention_max_records: int | None = Field(default=None, ge=1)
     otlp: OtlpConfig = OtlpConfig()
+    # the durable path from workers: the AGENTD_TRACE stream and the daemon's ingest of it
+    ingest_batch: int = Field(default=256, ge=1, le=4096)
+    """Messages fetched at a time (one or more records each); their records are written in
+    one transaction."""
+    ingest_ack_wait_s: float = Field(default=30.0, gt=0)
+    """A fetched record not acked by then (the daemon died) is delivered again."""
+    stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    """Backlog the stream holds while the daemon is behind; publishers retry when it is full."""
+    stream_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    stream_duplicate_window_s: float = Field(default=120.0, gt=0)
 
     @field_validator("redact_patterns")
     @classmethod

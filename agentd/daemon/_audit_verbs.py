@@ -39,7 +39,13 @@ MAX_TRACE_RECORDS = 5000
 MAX_PAGE_BYTES = 512 * 1024
 # the newest dead letters read per `runs` request (one stream read each)
 MAX_DEAD_LETTERS = 500
-RUN_KINDS = ("message.routed", "message.dead_lettered", "agent.run")
+RUN_KINDS = (
+    "message.routed",
+    "message.dead_lettered",
+    "run.started",
+    "run.finished",
+    "run.failed",
+)
 
 
 def _opt(request: ControlRequest, name: str, kind: type | tuple[type, ...]) -> Any:
@@ -195,7 +201,7 @@ class AuditVerbs:
         return found, matched
 
     async def runs(self, request: ControlRequest) -> list[dict[str, Any]]:
-        """Runs, newest first: from `agent.run` records, else routed messages and the ledger."""
+        """Runs, newest first: from `run.*` records, else routed messages and the ledger."""
         agent = _opt(request, "agent", str)
         since = _opt(request, "since", (int, float))
         status = _opt(request, "status", str)

@@ -50,7 +50,7 @@ from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.telemetry import TelemetrySettings, setup_telemetry
 from agentd.tools import ToolGateway, ToolRegistry
-from agentd.trace import DecisionRecord, Redactor, open_decision_log
+from agentd.trace import DecisionRecord, LogWriter, Redactor, TraceIngest, open_decision_log
 
 __all__ = ["Daemon"]
 
@@ -92,13 +92,16 @@ class Daemon:
         )
         # like the policy: a pool that cannot be placed stops the start before anything runs
         self.pools.check_placement()
+        self._ingest: TraceIngest | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
     # lifecycle
     async def run(self) -> int:
         with StateDirLock(self.state_dir):
             decision_log = open_decision_log(self.config.trace, self.state_dir)
-            self._recorder = Recorder(decision_log)
+            # one writer for the log: the daemon's own records and those ingested from workers
+            writer = LogWriter(decision_log)
+            self._recorder = Recorder(writer)
             self._recorder.add_observer(self._observe_records)
             telemetry = setup_telemetry(
                 TelemetrySettings.from_config(self.config.trace),
@@ -108,6 +111,7 @@ class Daemon:
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._handle_signals, tg)
+                    await tg.start(writer.run)
                     await tg.start(self._recorder.run)
                     await self._start(tg)
                     ready_after = time.time() - self.started_at
@@ -154,6 +158,11 @@ class Daemon:
             self._step("models", f"{len(self.config.models)} pools")
         recorder = self._recorder
         assert recorder is not None
+        # before any replica starts: workers publish their records to the trace stream
+        self._ingest = TraceIngest(
+            nc, self.subjects, recorder.writer, self.config.trace, on_rejected=recorder.record
+        )
+        await tg.start(self._ingest.run)
         self._fleet = fleet = AgentFleet(
             nc, js, self._supervisor, self.config, self.nats_url, recorder
         )
@@ -278,7 +287,8 @@ class Daemon:
                     await service.shutdown()
             if self._fleet:
                 await self._fleet.shutdown()
-            for plane in (self._tools, self._control, self._router):
+            # the ingest after the fleet: replicas flush their last records as they stop
+            for plane in (self._tools, self._control, self._router, self._ingest):
                 if plane:
                     await plane.shutdown()
             await self.pools.shutdown()

@@ -1,9 +1,10 @@
 """The daemon's recorder: every decision becomes a record in the durable decision log.
 
-Components call `record(kind, **fields)` from the event loop; records are buffered and written
-in batches from a worker thread (SQLite must not block the loop), and the log is closed with a
-final signed checkpoint on shutdown. After each commit the batch goes to the observers (metrics,
-the live decision feed), in the event loop; an observer's failure is logged, never raised.
+Components call `record(kind, **fields)` from the event loop; records are buffered and handed in
+batches to the `LogWriter`, the log's only writer, which the trace ingest shares (SQLite must not
+block the loop, and one file has one writer). The log is closed with a final signed checkpoint on
+shutdown. After each commit the batch goes to the observers (metrics, the live decision feed), in
+the event loop; an observer's failure is logged, never raised.
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from agentd.trace import DecisionLog, DecisionRecord
+from agentd.trace import DecisionRecord, LogWriter, build_record
 
 __all__ = ["Recorder"]
 
 log = logging.getLogger("agentd.trace")
 
 FLUSH_EVERY_S = 0.05
-_FIELDS = set(DecisionRecord.model_fields)
 
 # called with each committed batch (as given to the log: before redaction)
 CommitObserver = Callable[[Sequence[DecisionRecord]], Awaitable[None]]
 
 
 class Recorder:
-    def __init__(self, decision_log: DecisionLog) -> None:
-        self.log = decision_log
+    def __init__(self, writer: LogWriter) -> None:
+        self.writer = writer
+        self.log = writer.log
         self._pending: list[DecisionRecord] = []
         self._wake = anyio.Event()
         self._stopped = False
@@ -42,12 +43,8 @@ class Recorder:
 
     def record(self, kind: str, **fields: Any) -> None:
         """Queue one decision. Unknown fields go to `attributes`; never raises."""
-        known = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
-        extra = {k: v for k, v in fields.items() if k not in _FIELDS and v is not None}
-        if extra:
-            known["attributes"] = {**known.get("attributes", {}), **extra}
-        try:
-            self._pending.append(DecisionRecord.model_validate({"kind": kind, **known}))
+        try:  # the same construction as workers' records (TracePublisher.record)
+            self._pending.append(build_record(kind, fields))
         except ValueError as exc:
             log.error("dropping a malformed decision record of kind %s: %s", kind, exc)
             return
@@ -67,7 +64,7 @@ class Recorder:
             return
         batch, self._pending = self._pending, []
         try:
-            await anyio.to_thread.run_sync(self.log.append_batch, batch)
+            await self.writer.append(batch)
         except Exception:
             log.exception("writing %d decision records failed", len(batch))
             return
@@ -83,4 +80,4 @@ class Recorder:
         self._wake.set()
         with anyio.CancelScope(shield=True):
             await self.flush()
-            await anyio.to_thread.run_sync(self.log.close)
+            await self.writer.close()

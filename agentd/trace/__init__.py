@@ -3,20 +3,26 @@
 Every component describes what it decided as a `DecisionRecord`; a `Redactor` removes configured
 secrets and replaces large payloads by digests; the `DecisionLog` stores records append-only in
 SQLite, hash-chained, under signed RFC 6962 Merkle checkpoints, and answers the auditors'
-questions: `verify`, `prove`, `export`. `agentd.trace.verifier` checks a proof with nothing but the
-standard library and `cryptography`.
+questions: `verify`, `prove`, `export`. Workers publish their records with a `TracePublisher`
+to `<prefix>.trace.<agent>`; the daemon's `TraceIngest` writes them through the `LogWriter`, the
+log's one writer, which its own `Recorder` shares. `agentd.trace.verifier` checks a proof with
+nothing but the standard library and `cryptography`.
 """
 
 from ._config import DecisionLogConfig, apply_retention, open_decision_log
 from ._errors import DecisionLogDamaged, DecisionLogError
+from ._ingest import TraceIngest
 from ._keys import load_or_create_signing_key, public_key_path, read_public_key
 from ._log import AppendResult, DecisionLog, LoggedRecord
+from ._log_writer import LogWriter
 from ._proof import InclusionProof, verifier_source
+from ._publisher import TracePublisher, build_record
 from ._record import RECORD_KINDS, DecisionRecord, Lineage, new_record_id
 from ._redact import REDACTED, Redactor
 from ._retention import PruneResult
 from ._schema import Checkpoint
 from ._verify import VerifyReport, verify_log
+from ._wire import RecordRejected, WireRecord, check_wire_record, parse_published
 from .verifier import ProofVerdict, verify_inclusion
 
 __all__ = [
@@ -24,7 +30,16 @@ __all__ = [
     "RECORD_KINDS",
     "DecisionRecord",
     "Lineage",
+    "build_record",
     "new_record_id",
+    # the durable path from workers: publish, check, ingest, write
+    "LogWriter",
+    "RecordRejected",
+    "TraceIngest",
+    "TracePublisher",
+    "WireRecord",
+    "check_wire_record",
+    "parse_published",
     # redaction
     "REDACTED",
     "Redactor",

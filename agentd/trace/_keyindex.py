@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "BLOCK_SIZE",
+    "KEY_SEEDS",
     "block_filter",
     "candidate_ranges",
     "key_digest",
@@ -38,6 +39,8 @@ BLOCK_SIZE = 1024
 _DIGEST_SIZE = 4
 # Distinct CRC seeds keep a run id from matching a conversation id with the same text.
 _SEEDS = {"r": 0x52554E00, "c": 0x434F4E00, "t": 0x54524300}
+KEY_SEEDS = _SEEDS
+"""CRC seeds by id kind, for the writer's inlined `record_key_digests`."""
 _RUN, _CONVERSATION, _TRACE = _SEEDS["r"], _SEEDS["c"], _SEEDS["t"]
 
 

@@ -56,6 +56,7 @@ from ._schema import (
     load_retention,
 )
 from ._verify import VerifyReport, verify_log
+from ._wire import WireRecord
 from ._writer import ChainState, rollback, sign_checkpoint, write_batch
 from .verifier import key_id
 
@@ -146,11 +147,25 @@ class DecisionLog:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append_batch(self, records: Iterable[DecisionRecord]) -> AppendResult:
-        """Store records in one transaction; return once committed."""
-        batch = list(records)
-        if self.redactor is not None:
-            batch = [self.redactor.redact(r) for r in batch]
+    def append_batch(self, records: Iterable[DecisionRecord | WireRecord]) -> AppendResult:
+        """Store records in one transaction; return once committed.
+
+        A `WireRecord` (checked text from a worker) is stored verbatim unless the redactor
+        would change it; then it is parsed and redacted like any record.
+        """
+        batch: list[DecisionRecord | WireRecord] = list(records)
+        redactor = self.redactor
+        if redactor is not None:
+            batch = [
+                (
+                    redactor.redact(r)
+                    if isinstance(r, DecisionRecord)
+                    else r
+                    if redactor.leaves_unchanged(r.body)
+                    else redactor.redact(r.to_record())
+                )
+                for r in batch
+            ]
         with self._lock:
             self._check_open()
             appended, duplicates = write_batch(

@@ -59,8 +59,6 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "agent.restarted",
         "agent.failed",
         "agent.scaled",
-        # workers: one run of an agent (decision started, then ok or error), read by `runs`
-        "agent.run",
         # registration API (external agents)
         "agent.registered",
         "agent.deregistered",
@@ -71,6 +69,17 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "model.scaled",
         # control plane: every operator command, with `operator` set
         "control.command",
+        # agent replicas, one record per step of each run (an inbox message handled): `run_id`,
+        # `conversation_id`, `replica` and `lineage` set; started carries the message id, the
+        # sender and the delivery attempt; finished and failed carry `duration_s` (failed also
+        # the error as `reason`, decision "error", or "cancelled" when the replica drained)
+        "run.started",
+        "run.finished",
+        "run.failed",
+        # the daemon's trace ingest refused a record a replica published (malformed, or naming
+        # another agent than its subject): `agent` is the subject's, `reason` says why, the
+        # body itself is kept only as a digest
+        "trace.rejected",
     }
 )
 
@@ -109,6 +118,10 @@ class Lineage(BaseModel):
 
     agent_version: str | None = None
     """Hash of the agent spec and graph module."""
+    spec_hash: str | None = None
+    """Hash of the agent's agent.toml alone."""
+    graph_hash: str | None = None
+    """Hash of the Python module that builds the agent's graph alone."""
     model_id: str | None = None
     model_revision: str | None = None
     prompt_hash: str | None = None

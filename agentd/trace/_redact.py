@@ -121,6 +121,16 @@ class Redactor:
                 changes[name] = new_payload
         return record.model_copy(update=changes) if changes else record
 
+    def leaves_unchanged(self, body: str) -> bool:
+        """True when `redact` would return the record with this body as it is.
+
+        Lets the log store a record received as text without building its model first.
+        """
+        if self.patterns and not self._clean(body):
+            return False
+        limit = self.max_inline_bytes
+        return len(body) <= limit // 4 or len(body.encode()) <= limit
+
     def _clean(self, text: str) -> bool:
         """True when no string in the record behind the JSON `text` can hold a secret.
 

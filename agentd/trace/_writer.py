@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._errors import DecisionLogError
-from ._keyindex import BLOCK_SIZE, block_filter, record_key_digests
+from ._keyindex import BLOCK_SIZE, KEY_SEEDS, block_filter
 from ._merkle import MerkleFrontier
 from ._record import DecisionRecord
 from ._schema import Checkpoint
+from ._wire import WireRecord
 from .verifier import checkpoint_message
 
 __all__ = ["ChainState", "Signer", "rollback", "sign_checkpoint", "write_batch"]
@@ -29,6 +31,7 @@ _INSERT = (
     "INSERT INTO records (seq, id, ts, kind, agent, run_id, conversation_id, trace_id, body,"
     " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_RUN_SEED, _CONVERSATION_SEED, _TRACE_SEED = KEY_SEEDS["r"], KEY_SEEDS["c"], KEY_SEEDS["t"]
 # Below SQLite's historical limit of 999 bound parameters.
 _ID_CHUNK = 500
 
@@ -56,7 +59,7 @@ def rollback(conn: sqlite3.Connection) -> None:
 def write_batch(
     conn: sqlite3.Connection,
     state: ChainState,
-    batch: Sequence[DecisionRecord],
+    batch: Sequence[DecisionRecord | WireRecord],
     *,
     sign: Signer,
     log_id: str,
@@ -66,7 +69,7 @@ def write_batch(
 
     `state` advances only when the transaction commits.
     """
-    unique: dict[str, DecisionRecord] = {}
+    unique: dict[str, DecisionRecord | WireRecord] = {}
     for record in batch:
         unique.setdefault(record.id, record)
     duplicates = len(batch) - len(unique)
@@ -90,33 +93,47 @@ def write_batch(
         chain = state.chain
         prev_hex = chain.hex()
         sha256 = hashlib.sha256
+        crc32 = zlib.crc32
+        append_leaf = frontier.append
+        add_key = block_keys.add
+        size = frontier.size
         for record_id, record in unique.items():
             if record_id in stored:
                 continue
             body = bodies[record_id]
             leaf = sha256(b"\x00" + body.encode("utf-8")).digest()
             chain = sha256(chain + leaf).digest()
-            frontier.append(leaf)
-            block_keys.update(
-                record_key_digests(record.run_id, record.conversation_id, record.trace_id)
+            append_leaf(leaf)
+            size += 1
+            # the block filter's digests (`record_key_digests`, inlined: this loop is hot)
+            run_id, conversation_id, trace_id = (
+                record.run_id,
+                record.conversation_id,
+                record.trace_id,
             )
-            if frontier.size % BLOCK_SIZE == 0:
+            if run_id is not None:
+                add_key(crc32(run_id.encode(), _RUN_SEED))
+            if conversation_id is not None:
+                add_key(crc32(conversation_id.encode(), _CONVERSATION_SEED))
+            if trace_id is not None:
+                add_key(crc32(trace_id.encode(), _TRACE_SEED))
+            if size % BLOCK_SIZE == 0:
                 conn.execute(
                     "INSERT OR REPLACE INTO key_blocks (block, digests) VALUES (?, ?)",
-                    (frontier.size // BLOCK_SIZE - 1, block_filter(block_keys)),
+                    (size // BLOCK_SIZE - 1, block_filter(block_keys)),
                 )
-                block_keys = set()
+                block_keys.clear()
             chain_hex = chain.hex()
             rows.append(
                 (
-                    frontier.size,
+                    size,
                     record_id,
                     record.ts,
                     record.kind,
                     record.agent,
-                    record.run_id,
-                    record.conversation_id,
-                    record.trace_id,
+                    run_id,
+                    conversation_id,
+                    trace_id,
                     body,
                     prev_hex,
                     chain_hex,

@@ -11,7 +11,7 @@ import contextvars
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -20,7 +20,8 @@ from nats.aio.client import Client
 
 from agentd.bus import Message, Subjects, new_id
 from agentd.errors import AgentdError
-from agentd.telemetry import inject_nats_headers
+from agentd.telemetry import current_span_ids, inject_nats_headers
+from agentd.trace import DecisionRecord, TracePublisher
 
 __all__ = ["AgentContext", "RunInfo", "SendFailed", "ToolCallFailed"]
 
@@ -72,6 +73,8 @@ class RunInfo:
     replied: bool = False
     tool_calls: int = 0
     """Tool calls made so far in this run: the default call ids are c1, c2, ..."""
+    record_ids: list[str] = field(default_factory=list)
+    """Decision records made in this run: the inbox message is acked once they are stored."""
 
 
 _current: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
@@ -89,8 +92,11 @@ class AgentContext:
         agent: str,
         replica: str,
         params: dict[str, Any] | None = None,
+        *,
+        recorder: TracePublisher | None = None,
     ) -> None:
         self._nc = nc
+        self._recorder = recorder
         self._subjects = subjects
         self.agent = agent
         self.replica = replica
@@ -112,6 +118,29 @@ class AgentContext:
     def conversation_id(self) -> str | None:
         run = _current.get()
         return run.conversation_id if run else None
+
+    def record(self, kind: str, **fields: Any) -> DecisionRecord | None:
+        """Record a decision in the decision log (through the agent's trace stream).
+
+        `kind` is one of `agentd.trace.RECORD_KINDS` or an extension `x.<name>`; fields are
+        `DecisionRecord` fields (`inputs`, `outputs`, `decision`, `reason`, `rule`, `trace_id`,
+        `parent_span_id`, ...), anything else goes to `attributes`. The run and conversation
+        ids default to the current run's; agent, replica and lineage are the replica's. Never
+        blocks and never raises: returns the record queued for publishing, or None when it was
+        invalid or the replica's trace queue was full (logged either way).
+        """
+        if self._recorder is None:
+            return None
+        # the current span: the run's invoke_agent, or one the graph opened
+        fields = {**current_span_ids(), **fields}
+        run = _current.get()
+        if run is not None:
+            fields.setdefault("run_id", run.run_id)
+            fields.setdefault("conversation_id", run.conversation_id)
+        record = self._recorder.record(kind, **fields)
+        if record is not None and run is not None:
+            run.record_ids.append(record.id)
+        return record
 
     def _enter(self, info: RunInfo) -> contextvars.Token[RunInfo | None]:
         return _current.set(info)

@@ -33,9 +33,11 @@ from pydantic import ValidationError
 from agentd.bus import Message, RunResult, Subjects, connect, jsonable, new_id
 from agentd.config import LoadedAgent
 from agentd.telemetry import extract_context, invoke_agent_span, set_agent_output
+from agentd.trace import TracePublisher
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger
+from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 
 __all__ = ["AgentWorker"]
@@ -75,6 +77,9 @@ class AgentWorker:
         self._ledger: RunLedger | None = None
         self._graph: Runnable | None = None
         self._context: AgentContext | None = None
+        self._trace: TracePublisher | None = None
+        self._lineage = agent_lineage(agent)  # once: the files do not change under a replica
+        self._records = RunRecords(None)
 
     async def shutdown(self) -> None:
         """Stop pulling new work; runs in flight finish within the drain grace."""
@@ -96,12 +101,22 @@ class AgentWorker:
             self._ledger = RunLedger(
                 kv, agent=self.name, replica=self.settings.replica, lease_s=self._ack_wait_s
             )
+            self._trace = trace = TracePublisher(
+                nc, self.subjects, self.name, replica=self.settings.replica, lineage=self._lineage
+            )
+            self._records = RunRecords(trace)
             self._context = AgentContext(
-                nc, self.subjects, self.name, self.settings.replica, self.settings.params
+                nc,
+                self.subjects,
+                self.name,
+                self.settings.replica,
+                self.settings.params,
+                recorder=trace,
             )
             self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
             commands = await nc.subscribe(self.subjects.command(self.name), cb=self._command)
             async with self._checkpoints(), anyio.create_task_group() as service:
+                await service.start(trace.run)
                 service.start_soon(self._heartbeat)
                 service.start_soon(self._keep_in_progress)
                 async with anyio.create_task_group() as runs:
@@ -110,6 +125,8 @@ class AgentWorker:
                     task_status.started()
                     await self._pull(psub, runs)
                     await self._drain(runs)
+                # the runs' records reach the stream before the connection closes
+                await trace.close(timeout_s=self.settings.drain_grace_s)
                 service.cancel_scope.cancel()
             await commands.unsubscribe()
         finally:
@@ -221,7 +238,7 @@ class AgentWorker:
                 )
                 started = time.monotonic()
                 try:
-                    output = await self._invoke(run, message, msg.headers)
+                    output = await self._invoke(run, message, attempt, msg.headers)
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}"
                     self._last_error = error
@@ -240,10 +257,10 @@ class AgentWorker:
                 result = self._result(message, run, started, ok=True, output=jsonable(output))
                 result, ours = await self._ledger.record_finished(message.id, result)
                 self._stats["completed" if ours else "duplicates"] += 1
-                if run.replied:  # the graph answered early through ctx.reply()
-                    await msg.ack()
-                else:
-                    await self._settle(msg, message, result)
+                if not run.replied:  # else the graph answered early through ctx.reply()
+                    await self._reply(message, result)
+                await self._records.stored(run)
+                await msg.ack()
                 settled = True
                 return
         finally:
@@ -253,7 +270,9 @@ class AgentWorker:
             else:
                 self._forget(message)
 
-    async def _invoke(self, run: RunInfo, message: Message, headers: dict[str, str] | None) -> Any:
+    async def _invoke(
+        self, run: RunInfo, message: Message, attempt: int, headers: dict[str, str] | None
+    ) -> Any:
         assert self._graph is not None and self._context is not None
         token = self._context._enter(run)
         try:
@@ -269,11 +288,24 @@ class AgentWorker:
                 agent_version=self.agent.version,
                 payload=message.payload,
             ) as span:
-                with anyio.fail_after(self.agent.spec.run_timeout_s):
-                    output = await self._graph.ainvoke(
-                        message.payload, {"configurable": {"thread_id": message.conversation_id}}
-                    )
+                # inside the span, so the run's records carry its trace and span ids
+                started = self._records.started(
+                    run, message_id=message.id, sender=message.sender, attempt=attempt
+                )
+                try:
+                    with anyio.fail_after(self.agent.spec.run_timeout_s):
+                        output = await self._graph.ainvoke(
+                            message.payload,
+                            {"configurable": {"thread_id": message.conversation_id}},
+                        )
+                except Exception as exc:
+                    self._records.failed(run, started, error=f"{type(exc).__name__}: {exc}")
+                    raise
+                except BaseException:  # cancelled: the replica is draining, the message goes back
+                    self._records.failed(run, started, error=None)
+                    raise
                 set_agent_output(span, output)
+                self._records.finished(run, started)
                 return output
         finally:
             self._context._exit(token)

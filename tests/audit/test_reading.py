@@ -160,27 +160,26 @@ def test_runs_from_routed_messages_and_the_ledger() -> None:
     assert again["m1"].status == "ok"
 
 
-def test_agent_run_records_win_and_merge_with_the_routed_message() -> None:
+def test_run_records_win_and_merge_with_the_routed_message() -> None:
     log_records = [
         routed("m1", 10.0),
         DecisionRecord(
-            kind="agent.run",
+            kind="run.started",
             ts=10.2,
             agent="intake",
             run_id="r1",
-            decision="started",
-            attributes={"message_id": "m1"},
+            inputs={"message_id": "m1", "sender": "agentctl", "attempt": 1},
         ),
+        # finished and failed name the run only, as replicas record them
         DecisionRecord(
-            kind="agent.run",
+            kind="run.failed",
             ts=11.0,
             agent="intake",
             run_id="r1",
             decision="error",
             reason="graph raised",
-            attributes={"message_id": "m1"},
         ),
-        DecisionRecord(kind="agent.run", ts=12.0, agent="intake", run_id="r2", decision="started"),
+        DecisionRecord(kind="run.started", ts=12.0, agent="intake", run_id="r2"),
     ]
     ledger = {"m1": {"ok": True, "run_id": "r1", "duration_s": 0.1}}
     runs = {r.run_id: r for r in derive_runs(log_records, ledger)}

@@ -1,0 +1,161 @@
+"""The one writer of a decision log in an async process: every producer's batches, in order.
+
+The daemon has two producers, its own `Recorder` (a few records at a time) and the trace ingest
+(up to thousands per fetch). SQLite allows one writer per file, and `DecisionLog` owns one
+connection; rather than let threads queue on its lock, `LogWriter` takes batches from every
+producer in arrival order and appends them from a single task, one transaction at a time in a
+worker thread (SQLite releases the GIL while it writes, so the event loop keeps fetching and
+checking the next batch meanwhile). Batches queued while a transaction runs are merged into the
+next one (group commit): one COMMIT for the recorder's records and the ingest's.
+
+A merged transaction that fails is retried batch by batch, so one producer's unstorable record
+fails only that producer's `append`, never the others'.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar, TypeVarTuple, Unpack
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._errors import DecisionLogError
+from ._log import AppendResult, DecisionLog
+from ._record import DecisionRecord
+from ._wire import WireRecord
+
+__all__ = ["LogWriter"]
+
+log = logging.getLogger("agentd.trace")
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
+
+# Records merged into one transaction at most: large enough to amortize COMMIT, small enough
+# that one transaction does not hold the recorder's records back for long.
+MAX_MERGED = 8192
+
+
+@dataclass(eq=False)
+class _Pending:
+    records: Sequence[DecisionRecord | WireRecord]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: AppendResult | None = None
+    error: BaseException | None = None
+
+
+class LogWriter:
+    """Serializes appends to `decision_log` from any number of tasks; closes it at the end."""
+
+    def __init__(self, decision_log: DecisionLog) -> None:
+        self.log = decision_log
+        self._queue: deque[_Pending] = deque()
+        self._wake = anyio.Event()
+        self._closing = False
+        self._stopped = anyio.Event()
+        self._running = False
+        self._thread = anyio.CapacityLimiter(1)
+        self._committed = anyio.Event()
+        self.transactions = 0
+        """Transactions committed so far (merged batches count once)."""
+
+    async def append(self, records: Sequence[DecisionRecord | WireRecord]) -> AppendResult:
+        """Store `records` in the log; return once they are committed (or raise why not).
+
+        The result is that of the transaction that stored them, which may hold other
+        producers' records too.
+        """
+        if self._closing:
+            raise DecisionLogError(f"the decision log {self.log.path} is closing")
+        pending = _Pending(records)
+        self._queue.append(pending)
+        self._wake.set()
+        if not self._running:  # not started yet (or already stopped): write inline
+            await self._write_next()
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def call(self, func: Callable[[Unpack[Args]], T], *args: *Args) -> T:
+        """Run `func(*args)` on the writer's thread, between two writes.
+
+        For CPU work that feeds the writer (checking records): in a thread of its own it would
+        run beside the writes and only trade the GIL with them, each write waiting its turn.
+        """
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._thread)
+
+    async def next_commit(self) -> None:
+        """Wait until the next transaction commits (for tests and status views)."""
+        await self._committed.wait()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Write queued batches until `close()`."""
+        self._running = True
+        task_status.started()
+        try:
+            while not (self._closing and not self._queue):
+                if not self._queue:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                with anyio.CancelScope(shield=True):  # a started commit is seen through
+                    await self._write_next()
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Write what is queued, then sign a final checkpoint and close the log (repeatable)."""
+        self._closing = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            if self._running:
+                await self._stopped.wait()
+            while self._queue:
+                await self._write_next()
+            await anyio.to_thread.run_sync(self.log.close, limiter=self._thread)
+
+    async def _write_next(self) -> None:
+        merged: list[_Pending] = []
+        count = 0
+        while self._queue and (not merged or count + len(self._queue[0].records) <= MAX_MERGED):
+            pending = self._queue.popleft()
+            merged.append(pending)
+            count += len(pending.records)
+        if not merged:
+            return
+        records = [r for pending in merged for r in pending.records]
+        try:
+            result = await anyio.to_thread.run_sync(
+                self.log.append_batch, records, limiter=self._thread
+            )
+        except Exception as exc:
+            if len(merged) == 1:
+                merged[0].error = exc
+            else:
+                log.warning("a merged write of %d records failed (%s); retrying apart", count, exc)
+                await self._write_apart(merged)
+        else:
+            self.transactions += 1
+            for pending in merged:
+                pending.result = result
+        for pending in merged:
+            pending.done.set()
+        self._committed.set()
+        self._committed = anyio.Event()
+
+    async def _write_apart(self, merged: list[_Pending]) -> None:
+        for pending in merged:
+            try:
+                pending.result = await anyio.to_thread.run_sync(
+                    self.log.append_batch, pending.records, limiter=self._thread
+                )
+                self.transactions += 1
+            except Exception as exc:
+                pending.error = exc

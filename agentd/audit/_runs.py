@@ -105,23 +105,28 @@ def derive_runs(
             run = run_for(key, record)
             run.status, run.finished_at = "dead", record.ts
             run.error = record.reason or run.error
-    for key, run in runs.items():
-        entry = ledger.get(key)
-        if entry is not None and run.status != "dead":
-            _apply_ledger(run, entry)
-        dead = (dead_letters or {}).get(key)
-        if dead is not None and run.status in ("pending", "running"):
-            run.status = "dead"
-            run.error = dead.get("error") or run.error
     # run.started names the inbox message; finished and failed name only the run
     message_of_run = {
         record.run_id: key
         for record in run_records
         if record.run_id and (key := message_id_of(record)) is not None
     }
+    recorded: set[str] = set()
     for record in run_records:
         key = message_id_of(record) or message_of_run.get(record.run_id or "")
-        _apply_run_record(run_for(key or record.run_id or record.id, record), record)
+        key = key or record.run_id or record.id
+        recorded.add(key)
+        _apply_run_record(run_for(key, record), record)
+    # then the outcome: the ledger (successes only) for runs no replica recorded; a message
+    # given up on is dead, whatever its attempts recorded
+    for key, run in runs.items():
+        entry = ledger.get(key)
+        if entry is not None and run.status != "dead" and key not in recorded:
+            _apply_ledger(run, entry)
+        dead = (dead_letters or {}).get(key)
+        if dead is not None and run.status != "ok":
+            run.status = "dead"
+            run.error = dead.get("error") or run.error
     return sorted(runs.values(), key=lambda r: r.at, reverse=True)
 
 
@@ -153,7 +158,8 @@ def _apply_run_record(run: RunSummary, record: DecisionRecord) -> None:
             run.status = "running"
         return
     if decision in _FINISHED_OK or decision in _FINISHED_BAD:
-        run.status = "ok" if decision in _FINISHED_OK else "failed"
+        if run.status != "dead":  # the dead-letter record outranks the attempts before it
+            run.status = "ok" if decision in _FINISHED_OK else "failed"
         run.finished_at = record.ts
         run.error = record.reason if run.status == "failed" else run.error
         duration = attributes.get("duration_s")

@@ -19,8 +19,10 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "EmbeddedNatsConfig",
+    "IdentityConfig",
     "InboxConfig",
     "PolicyConfig",
+    "TlsConfig",
     "ToolsConfig",
     "TraceConfig",
 ]
@@ -62,10 +64,32 @@ class EmbeddedNatsConfig(_Section):
         return host
 
 
+class TlsConfig(_Section):
+    """[bus.tls] (and a gateway's TLS): certificate and key of the server side, and the CA that
+    clients trust. Off unless `cert_file` and `key_file` are set; loopback does not need it."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
 class BusConfig(_Section):
     """[bus]: how agentd reaches NATS."""
 
     url: str | None = None
+    # credentials of the daemon's own connection to an external NATS ([bus].url)
+    creds_file: Path | None = None
+    tls: TlsConfig = TlsConfig()
     prefix: str = "agentd"
     connect_timeout_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(5.0, gt=0)
@@ -168,6 +192,22 @@ class ToolsConfig(_Section):
     results_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
 
 
+class IdentityConfig(_Section):
+    """[identity]: who may speak on the bus (see docs/identity.md).
+
+    With `enabled`, the embedded nats-server requires credentials: each agent, operator and
+    registered external agent gets its own, with permissions scoped to its own subjects, and
+    control requests are signed by the operator's key. Files live under `<state_dir>/credentials`.
+    """
+
+    enabled: bool = True
+    # the registration API's bootstrap token; created (mode 0600) if missing
+    bootstrap_token_file: Path = Path("credentials/bootstrap.token")
+    # a registered agent's lease: heartbeats renew it; a lapsed one is revoked
+    lease_s: float = Field(30.0, gt=0, le=86400)
+    lease_check_s: float = Field(0.25, gt=0, le=60)
+
+
 class Config(_Section):
     """The whole of agentd.toml. `source` is the file it came from (not a TOML key)."""
 
@@ -179,3 +219,4 @@ class Config(_Section):
     trace: TraceConfig = TraceConfig()
     policy: PolicyConfig = PolicyConfig()
     tools: ToolsConfig = ToolsConfig()
+    identity: IdentityConfig = IdentityConfig()

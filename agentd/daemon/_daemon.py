@@ -18,7 +18,9 @@ import anyio
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
 
+from agentd.api import RegistrationService
 from agentd.bus import (
+    Credentials,
     Subjects,
     connect,
     embedded_url,
@@ -33,6 +35,7 @@ from agentd.daemon._authority import Authority
 from agentd.daemon._autoscaler import Autoscaler
 from agentd.daemon._child_events import NATS_CHILD, report_child_event
 from agentd.daemon._fleet import AgentFleet
+from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._logging import setup_logging
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._spawner import Spawner
@@ -40,6 +43,7 @@ from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.identity import client_ssl_context, nats_tls_block
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
@@ -77,7 +81,12 @@ class Daemon:
         self._autoscaler: Autoscaler | None = None
         self._tools: ToolGateway | None = None
         self._spawner: Spawner | None = None
+        self._registration: RegistrationService | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
+        if self.config.bus.url is None and self.config.bus.tls.enabled:
+            self.nats_url = self.nats_url.replace("nats://", "tls://", 1)
+        # who may speak on the bus (docs/identity.md); None: [identity].enabled = false
+        self.identity: DaemonIdentity | None = None
 
     # lifecycle
     async def run(self) -> int:
@@ -108,6 +117,8 @@ class Daemon:
         self._step("supervisor", "starting")
         await tg.start(self._supervisor.run)
         self._step("supervisor", "running")
+        if self.config.identity.enabled:
+            self.identity = DaemonIdentity(self.config, self.subjects, self.authority)
         if self.config.bus.url is None:
             self._step("nats", "starting embedded nats-server")
             await self._start_embedded_nats()
@@ -119,20 +130,36 @@ class Daemon:
             timeout_s=self.config.bus.connect_timeout_s,
             on_disconnected=self._bus_down,
             on_reconnected=self._bus_up,
+            credentials=self._own_credentials(),
+            tls=client_ssl_context(self.config.bus.tls),
         )
         js = nc.jetstream()
         await ensure_streams(js, self.subjects, self.config.inbox)
         self._step("bus", "connected")
         recorder = self._recorder
         assert recorder is not None
+        identity = self.identity
         self._fleet = fleet = AgentFleet(
-            nc, js, self._supervisor, self.config, self.nats_url, recorder
+            nc,
+            js,
+            self._supervisor,
+            self.config,
+            self.nats_url,
+            recorder,
+            issue_credentials=identity.agent_credentials if identity else None,
         )
+        registration = self._registration = (
+            identity.registration_service(nc, js, fleet, recorder) if identity else None
+        )
+
+        def registered() -> set[str]:
+            return registration.names if registration else set()
+
         self._router = Router(
             nc,
             js,
             self.subjects,
-            known_agents=lambda: fleet.names,
+            known_agents=lambda: fleet.names | registered(),
             policy=self.authority,
             on_decision=recorder.record,
         )
@@ -145,7 +172,11 @@ class Daemon:
             point=self.authority.point,
             registry=self._load_tools(),
             allowed_tools=lambda agent: (
-                list(fleet.agents[agent].agent.spec.tools) if agent in fleet.agents else None
+                list(fleet.agents[agent].agent.spec.tools)
+                if agent in fleet.agents
+                else identity.registered_tools(agent)
+                if identity
+                else None
             ),
             record=recorder.record,
             config=self.config.tools,
@@ -154,7 +185,16 @@ class Daemon:
         await tg.start(self._tools.run)
         self._step("tools", "running")
         self.authority.record = recorder.record
-        self._control = ControlPlane(nc, self.subjects, authorize=self.authority.authorize_verb)
+        self._control = ControlPlane(
+            nc,
+            self.subjects,
+            authorize=identity.authorize if identity else self.authority.authorize_verb,
+            authenticate=identity.authenticate if identity else None,
+        )
+        if identity is not None:
+            identity.fleet, identity.record = fleet, recorder.record
+            identity.register_verbs(self._control)
+            await tg.start(identity.run)
         ControlVerbs(
             status=self._status,
             fleet=fleet,
@@ -168,6 +208,9 @@ class Daemon:
         ).register(self._control)
         await tg.start(self._control.run)
         self._step("control", "running")
+        if registration is not None:
+            await tg.start(registration.run)
+            self._step("registration", "running")
         self._step("agents", "starting")
         await tg.start(fleet.run)
         self._step("agents", "running")
@@ -194,7 +237,24 @@ class Daemon:
         store = cfg.store_dir or self.state_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         conf = self.state_dir / "nats-server.conf"
-        conf.write_text(nats_server_config(cfg, store))
+        tls = nats_tls_block(self.config.bus.tls)
+        if self.identity is not None:
+            supervisor = self._supervisor
+
+            def server_pid() -> int | None:
+                try:
+                    return supervisor.info(NATS_CHILD).pid
+                except KeyError:
+                    return None
+
+            self.identity.attach_server(
+                conf,
+                lambda auth: nats_server_config(cfg, store, tls + auth),
+                server_pid,
+                self.nats_url,
+            )
+        else:
+            conf.write_text(nats_server_config(cfg, store, tls))
 
         async def listening(info: ChildInfo) -> None:
             await wait_until_listening(cfg.host, cfg.port, timeout_s=cfg.ready_timeout_s)
@@ -217,12 +277,19 @@ class Daemon:
                 f"Its log: {self.state_dir / 'logs' / 'nats-server.log'}"
             ) from exc
 
+    def _own_credentials(self) -> Credentials | None:
+        if self.config.bus.creds_file is not None:
+            return Credentials.load(self.config.bus.creds_file)
+        if self.identity is not None and self.config.bus.url is None:
+            return self.identity.daemon_credentials
+        return None
+
     async def _shutdown(self, tg: TaskGroup) -> None:
         grace = self.config.daemon.drain_grace_s
         self.notifier.stopping("draining")
         log.info("draining (grace %.1fs)", grace)
         with anyio.move_on_after(grace + 5.0) as scope:
-            for service in (self._autoscaler, self._spawner):
+            for service in (self._autoscaler, self._spawner, self._registration, self.identity):
                 if service:
                     await service.shutdown()
             if self._fleet:

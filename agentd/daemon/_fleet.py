@@ -13,7 +13,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -60,8 +62,12 @@ class AgentFleet:
         config: Config,
         nats_url: str,
         recorder: Recorder,
+        *,
+        issue_credentials: Callable[[str], Awaitable[Path]] | None = None,
     ) -> None:
         self._nc = nc
+        # NATS credentials for an agent's replicas (agentd.identity); None: no auth
+        self._issue_credentials = issue_credentials
         self._js = js
         self._supervisor = supervisor
         self._config = config
@@ -235,9 +241,12 @@ class AgentFleet:
         restart policy, and after max_restarts the agent is marked failed."""
         policy = record.agent.spec.restart
         record.replicas.add(replica)
+        creds = None
+        if self._issue_credentials is not None:
+            creds = await self._issue_credentials(record.name)
         for attempt in range(policy.max_restarts + 1):
             try:
-                info = await self._supervisor.start(self._child_spec(record, replica))
+                info = await self._supervisor.start(self._child_spec(record, replica, creds))
             except WorkerCrashed as exc:
                 record.error = str(exc)
                 log.error("replica %s did not start (attempt %d): %s", replica, attempt + 1, exc)
@@ -268,7 +277,9 @@ class AgentFleet:
             record.replicas.discard(replica)
             self.heartbeats.forget(replica)
 
-    def _child_spec(self, record: AgentRecord, replica: str) -> ChildSpec:
+    def _child_spec(
+        self, record: AgentRecord, replica: str, creds: Path | None = None
+    ) -> ChildSpec:
         cfg = self._config
         agent = record.agent
         settings = WorkerSettings(
@@ -281,6 +292,8 @@ class AgentFleet:
             drain_grace_s=cfg.daemon.drain_grace_s,
             state_dir=cfg.daemon.state_dir,
             params=record.params,
+            creds_file=creds,
+            tls_ca_file=cfg.bus.tls.ca_file,
         )
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
         # a tool call may wait for a person's approval, then run: the worker waits that long

@@ -342,7 +342,7 @@ async def send_and_collect(
         async def on_reply(msg: Any) -> None:
             result = _json.loads(msg.data)
             results.setdefault(result["message_id"], result)
-            if expected and expected <= set(results):
+            if len(expected) == len(payloads) and expected <= set(results):
                 done.set()
 
         sub = await ctl.nc.subscribe(f"agentd.reply.t{batch}.*", cb=on_reply)
@@ -357,6 +357,7 @@ async def send_and_collect(
                 args["conversation_id"] = conversations[i]
             await ctl.call("send", args)
             expected.add(f"{batch}-{i}")
+        # every reply may be in already; otherwise the last one to come in sets `done`
         if not expected <= set(results):
             with anyio.fail_after(timeout_s):
                 await done.wait()

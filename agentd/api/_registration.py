@@ -14,6 +14,8 @@ and is revoked within `lease_check_s` plus a server reload.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hmac
 import logging
 import time
@@ -136,6 +138,7 @@ class RegistrationService:
     # requests
     async def _answer(self, msg: Msg) -> None:
         tokens = msg.subject[len(self._subjects.prefix) + 1 :].split(".")
+        after: Callable[[], Awaitable[Any]] | None = None
         try:
             if len(msg.data) > MAX_API_REQUEST_BYTES:
                 raise ControlError(
@@ -143,7 +146,7 @@ class RegistrationService:
                     f"request is {len(msg.data)} bytes; the limit is {MAX_API_REQUEST_BYTES}",
                 )
             request = decode_request(msg.data)
-            result = await self._dispatch(tokens, dict(request.args))
+            result, after = await self._dispatch(tokens, dict(request.args))
             reply = encode_ok(result)
         except ControlError as exc:
             reply = encode_error(exc)
@@ -157,19 +160,27 @@ class RegistrationService:
                 log.warning("could not reply on %s", msg.reply)
         else:
             log.info("api request on %s without a reply subject: dropped", msg.subject)
+        if after is not None:  # e.g. deregister: answer first, then close the connection
+            with contextlib.suppress(Exception):
+                await self._nc.flush()
+            await after()
 
-    async def _dispatch(self, tokens: list[str], args: dict[str, Any]) -> dict[str, Any]:
+    async def _dispatch(
+        self, tokens: list[str], args: dict[str, Any]
+    ) -> tuple[dict[str, Any], Callable[[], Awaitable[Any]] | None]:
         match tokens:
             case ["api", "register"]:
-                return await self._register(args, proven=None)
+                return await self._register(args, proven=None), None
             case ["api", "register", name]:
-                return await self._register(args, proven=name)
+                return await self._register(args, proven=name), None
             case ["api", "heartbeat", name]:
-                return self._heartbeat(name, args)
+                return self._heartbeat(name, args), None
             case ["api", "deregister", name]:
                 self._registered(name)
-                await self.revoke(name, kind="agent.deregistered", reason="deregistered")
-                return {"agent": name, "deregistered": True}
+                leave = functools.partial(
+                    self.revoke, name, kind="agent.deregistered", reason="deregistered"
+                )
+                return {"agent": name, "deregistered": True}, leave
         raise ControlError(
             "unknown_verb",
             "unknown api subject; use api.register, api.heartbeat.<name>, api.deregister.<name>",

@@ -208,9 +208,8 @@ class Daemon:
         ).register(self._control)
         await tg.start(self._control.run)
         self._step("control", "running")
-        if registration is not None:
+        if registration is not None:  # part of the control service in status
             await tg.start(registration.run)
-            self._step("registration", "running")
         self._step("agents", "starting")
         await tg.start(fleet.run)
         self._step("agents", "running")

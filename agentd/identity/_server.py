@@ -8,6 +8,7 @@ user; once the probe can connect with it, the new config is in force.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,9 +17,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import anyio
-import nats
+from anyio.streams.tls import TLSStream
 
 from agentd.errors import BusUnavailable
 from agentd.identity._book import IdentityBook
@@ -84,27 +87,45 @@ class ServerAuth:
             return took
 
     async def _until_probe_connects(self) -> None:
-        async def quiet(exc: Exception) -> None:
-            return None
-
         with anyio.fail_after(self._timeout_s):
-            while True:
-                try:
-                    nc = await nats.connect(
-                        self._url,
-                        user="probe",
-                        password=self.book.probe_password,
-                        allow_reconnect=False,
-                        max_reconnect_attempts=0,
-                        connect_timeout=1,
-                        tls=self._tls,
-                        error_cb=quiet,
-                    )
-                except Exception:  # the old config still refuses the new password
-                    await anyio.sleep(PROBE_RETRY_S)
-                    continue
-                await nc.close()
-                return
+            # the server is another process: nothing to wait on but its answer to a probe
+            while not await self._probe_accepted():  # noqa: ASYNC110
+                await anyio.sleep(PROBE_RETRY_S)
+
+    async def _probe_accepted(self) -> bool:
+        """One CONNECT as the probe, in the raw protocol (a refused client library connection
+        would leave its socket to the garbage collector): PONG means the new config is in."""
+        parsed = urlparse(self._url.split(",")[0])
+        try:
+            stream: Any = await anyio.connect_tcp(
+                parsed.hostname or "127.0.0.1", parsed.port or 4222
+            )
+        except OSError:  # restarting
+            return False
+        try:
+            buffer = await _line(stream, b"")
+            if self._tls is not None:
+                stream = await TLSStream.wrap(
+                    stream,
+                    hostname=parsed.hostname,
+                    ssl_context=self._tls,
+                    standard_compatible=False,
+                )
+            hello = {"verbose": False, "pedantic": False, "user": "probe"}
+            hello["pass"] = self.book.probe_password
+            await stream.send(f"CONNECT {json.dumps(hello)}\r\nPING\r\n".encode())
+            answer = await _line(stream, buffer.split(b"\r\n", 1)[1])
+            return answer.startswith(b"PONG")
+        except (OSError, anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError):
+            return False
+        finally:
+            await stream.aclose()
+
+
+async def _line(stream: Any, buffer: bytes) -> bytes:
+    while b"\r\n" not in buffer:
+        buffer += await stream.receive()
+    return buffer
 
 
 def _fresh_password() -> str:

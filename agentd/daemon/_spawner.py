@@ -63,7 +63,12 @@ class Spawner:
     async def _answer(self, msg: Msg) -> None:
         by = msg.subject.rsplit(".", 1)[-1]
         try:
-            request = json.loads(msg.data)
+            try:
+                request = json.loads(msg.data)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                raise ControlError(
+                    "bad_request", f"spawn request is not valid JSON: {exc}"
+                ) from None
             if not isinstance(request, dict) or not isinstance(request.get("agent"), str):
                 raise ControlError("bad_request", "spawn needs {'agent': NAME, 'params': {...}}")
             params = request.get("params") or {}

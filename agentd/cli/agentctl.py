@@ -292,7 +292,7 @@ async def _main(args: argparse.Namespace) -> Any:
     url, prefix = resolve_url(args.url, args.config)
     credentials = resolve_credentials(args.creds, args.operator, args.config)
     tls_ca = args.tls_ca or os.environ.get("AGENTD_TLS_CA_FILE")
-    if tls_ca is None and url.startswith("tls://"):
+    if tls_ca is None:  # the CA the config names for its NATS, if any
         configured = load_config(find_config(args.config)).config.bus.tls.ca_file
         tls_ca = str(configured) if configured else None
     async with ControlClient(

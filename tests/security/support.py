@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import nats
@@ -16,7 +16,17 @@ from nats.aio.client import Client
 from agentd.bus import Credentials
 from tests.harness import DaemonProcess
 
-__all__ = ["Attacker", "RawConnection", "connected", "records_where", "refused"]
+if TYPE_CHECKING:
+    from agentd.config import TlsConfig
+
+__all__ = [
+    "Attacker",
+    "RawConnection",
+    "connected",
+    "records_where",
+    "refused",
+    "self_signed",
+]
 
 VIOLATION_WAIT_S = 3.0
 
@@ -157,3 +167,46 @@ async def refused(daemon: DaemonProcess, creds: Credentials) -> bool:
     conn, answer = await RawConnection.open(daemon, creds)
     await conn.aclose()
     return answer.startswith(b"-ERR 'Authorization Violation'")
+
+
+def self_signed(folder: Path) -> TlsConfig:
+    """A self-signed certificate for 127.0.0.1 (its own CA), written under `folder`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from agentd.config import TlsConfig
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return TlsConfig(
+        cert_file=folder / "cert.pem", key_file=folder / "key.pem", ca_file=folder / "cert.pem"
+    )

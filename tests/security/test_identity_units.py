@@ -3,7 +3,6 @@ users and a reload that revokes, signed requests, credentials files, and TLS."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import subprocess
@@ -14,10 +13,6 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agentd.bus import Credentials, Subjects, connect, nats_server_config
 from agentd.config import EmbeddedNatsConfig, TlsConfig
@@ -33,7 +28,7 @@ from agentd.identity import (
     verify_request,
 )
 from tests.harness import NATS_SERVER, free_port
-from tests.security.support import RawConnection
+from tests.security.support import RawConnection, self_signed
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +119,8 @@ async def test_the_book_survives_a_restart_and_keeps_secrets_out(
     assert again.identities["operator:alice"].role == "viewer"
     assert again.bootstrap_token == book.bootstrap_token
     stored = (tmp_path / "state" / "identity" / "book.json").read_text()
-    assert Credentials.load(path).nkey_seed not in stored  # public keys only
+    seed = Credentials.load(path).nkey_seed
+    assert seed and seed not in stored  # public keys only
     with pytest.raises(ControlError, match="role must be one of"):
         book.issue_operator("bob", "root")
     with pytest.raises(ControlError, match="operator name"):
@@ -172,42 +168,8 @@ def test_a_revoked_token_stops_resolving_at_once() -> None:
     assert tokens.agent_for(second) is None and tokens.agent_for(beta) == "beta"
 
 
-def _self_signed(folder: Path) -> TlsConfig:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return TlsConfig(
-        cert_file=folder / "cert.pem", key_file=folder / "key.pem", ca_file=folder / "cert.pem"
-    )
-
-
 async def test_nats_over_tls_with_credentials(tmp_path: Path, book: IdentityBook) -> None:
-    tls = _self_signed(tmp_path)
+    tls = self_signed(tmp_path)
     server = Server(tmp_path, book, tls)
     try:
         await server.ready()

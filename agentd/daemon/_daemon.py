@@ -147,6 +147,7 @@ class Daemon:
             self.nats_url,
             recorder,
             issue_credentials=identity.agent_credentials if identity else None,
+            revoke_credentials=identity.forget_agent if identity else None,
         )
         registration = self._registration = (
             identity.registration_service(nc, js, fleet, recorder) if identity else None

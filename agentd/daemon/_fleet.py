@@ -64,10 +64,12 @@ class AgentFleet:
         recorder: Recorder,
         *,
         issue_credentials: Callable[[str], Awaitable[Path]] | None = None,
+        revoke_credentials: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         # NATS credentials for an agent's replicas (agentd.identity); None: no auth
         self._issue_credentials = issue_credentials
+        self._revoke_credentials = revoke_credentials
         self._js = js
         self._supervisor = supervisor
         self._config = config
@@ -212,6 +214,8 @@ class AgentFleet:
                 self._subjects.inbox_stream, self._subjects.inbox_consumer(name)
             )
         self.agents.pop(name, None)
+        if self._revoke_credentials is not None:  # a spawned instance's identity ends with it
+            await self._revoke_credentials(name)
 
     def inflight(self, name: str) -> int:
         record = self.get(name)

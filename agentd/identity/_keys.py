@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
+from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
 from cryptography.exceptions import InvalidSignature
@@ -25,14 +27,21 @@ def new_user_seed() -> str:
     return seed.decode()
 
 
+@functools.lru_cache(maxsize=256)
+def _key_pair(seed: str) -> Any:
+    # deriving a key pair from a seed costs more than a signature: agentctl and the daemon sign
+    # with the same few seeds again and again
+    return nkeys.from_seed(bytearray(seed.encode()))
+
+
 def public_key_of(seed: str) -> str:
     """The public key (`U...`) of a user seed; what the server and the daemon keep."""
-    key: bytes = nkeys.from_seed(bytearray(seed.encode())).public_key
+    key: bytes = _key_pair(seed).public_key
     return key.decode()
 
 
 def sign(seed: str, data: bytes) -> bytes:
-    signature: bytes = nkeys.from_seed(bytearray(seed.encode())).sign(data)
+    signature: bytes = _key_pair(seed).sign(data)
     return signature
 
 
@@ -54,13 +63,19 @@ def valid_public_key(public_key: str) -> bool:
     return _raw_public(public_key) is not None
 
 
+@functools.lru_cache(maxsize=1024)
+def _verifier(public_key: str) -> Ed25519PublicKey | None:
+    raw = _raw_public(public_key)
+    return None if raw is None else Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify(public_key: str, data: bytes, signature: bytes) -> bool:
     """Did the holder of `public_key`'s seed sign `data`?"""
-    raw = _raw_public(public_key)
-    if raw is None:
+    verifier = _verifier(public_key)
+    if verifier is None:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(raw).verify(signature, data)
+        verifier.verify(signature, data)
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from agentd.bus import Credentials
 from agentd.errors import ControlError
 from agentd.identity._book import IdentityBook
-from agentd.identity._keys import sign, verify
+from agentd.identity._keys import public_key_of, sign, verify
 
 __all__ = ["AUTH_HEADER", "MAX_SKEW_S", "Speaker", "sign_request", "verify_request"]
 
@@ -45,8 +45,6 @@ def sign_request(creds: Credentials, subject: str, body: bytes) -> dict[str, str
     """Headers that prove `creds` sent `body` on `subject` (empty without an nkey)."""
     if not creds.nkey_seed:
         return {}
-    from agentd.identity._keys import public_key_of
-
     at = f"{time.time():.3f}"
     signature = base64.b64encode(sign(creds.nkey_seed, _signed_bytes(subject, at, body)))
     return {AUTH_HEADER: f"{public_key_of(creds.nkey_seed)} {at} {signature.decode()}"}

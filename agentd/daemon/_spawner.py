@@ -126,7 +126,9 @@ class Spawner:
             if self._fleet.inflight(name) or backlog["pending"] or backlog["unacked"]:
                 self._idle_since[name] = now
                 continue
-            idle_s = now - self._idle_since.setdefault(name, now)
+            if name not in self._idle_since:  # still starting: spawn() starts its idle clock
+                continue
+            idle_s = now - self._idle_since[name]
             if idle_s >= record.agent.spec.idle_timeout_s:
                 log.info("ending spawned agent %s: idle for %.0fs", name, idle_s)
                 await self._fleet.remove(name)

@@ -376,16 +376,15 @@ async def ledger_entries(url: str, ids: Any = None) -> dict[str, dict[str, Any]]
     nc = await nats.connect(url, **nats_options(url))
     try:
         kv = await nc.jetstream().key_value("agentd_runs")
-        if ids is None:
-            try:
-                ids = [k[4:] for k in await kv.keys() if k.startswith("run.")]
-            except NoKeysError:
-                return {}
+        try:  # finished runs are `run.<agent>.<message id>`
+            keys = {k.split(".", 2)[2]: k for k in await kv.keys() if k.startswith("run.")}
+        except NoKeysError:
+            return {}
         entries = {}
-        for message_id in ids:
+        for message_id in keys if ids is None else ids:
             try:
-                entry = await kv.get(f"run.{message_id}")
-            except KeyNotFoundError:
+                entry = await kv.get(keys[message_id])
+            except (KeyError, KeyNotFoundError):
                 continue
             entries[message_id] = _json.loads(entry.value or b"{}")
         return entries

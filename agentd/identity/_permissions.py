@@ -73,11 +73,11 @@ def agent_permissions(subjects: Subjects, agent: str, *, external: bool = False)
         f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
         f"$JS.ACK.{stream}.{consumer}.>",
         f"$JS.API.STREAM.INFO.{stream}",
-        # the run ledger: finished runs by message id, its own conversation leases
+        # the run ledger: its own finished runs and conversation leases
         f"$JS.API.STREAM.INFO.KV_{runs}",
-        f"$KV.{runs}.run.>",
+        f"$KV.{runs}.run.{agent}.>",
         f"$KV.{runs}.lease.{agent}.>",
-        f"$JS.API.DIRECT.GET.KV_{runs}.$KV.{runs}.run.>",
+        f"$JS.API.DIRECT.GET.KV_{runs}.$KV.{runs}.run.{agent}.>",
         f"$JS.API.DIRECT.GET.KV_{runs}.$KV.{runs}.lease.{agent}.>",
     ]
     if external:

@@ -30,6 +30,7 @@ AS_ANOTHER_AGENT = [
     f"$JS.API.CONSUMER.MSG.NEXT.{INBOX}.inbox-beta",  # pull beta's inbox
     f"$JS.ACK.{INBOX}.inbox-beta.1.1.1.1.0",  # ack beta's messages
     "$KV.agentd_runs.lease.beta.x",  # take beta's conversation lease
+    "$KV.agentd_runs.run.beta.m1",  # claim one of beta's runs finished
 ]
 # JetStream API of other streams and consumers, and of the account
 OTHER_JETSTREAM = [

@@ -1,8 +1,9 @@
 """The run ledger: what every replica of an agent must agree on, kept in a JetStream
 key-value bucket.
 
-- Finished runs by agent and message id (`run.<agent>.<id>`): a redelivered message whose run already finished is acked with
-  the stored result instead of running twice to completion (the first `create` wins).
+- Finished runs by agent and message id (`run.<agent>.<id>`): a redelivered message whose run
+  already finished is acked with the stored result instead of running twice to completion (the
+  first `create` wins).
 - Conversation leases: one replica at a time runs a conversation. A lease names its holder and
   an expiry; the holder renews it while it works and frees it (expiry 0) when the conversation's
   queue is empty; a replica that died leaves a lease that expires, and a restarted replica of the

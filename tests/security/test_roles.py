@@ -49,6 +49,9 @@ def test_a_viewer_may_look(secure: DaemonProcess) -> None:
     listed = secure.agentctl("--creds", vera, "--json", "agents")
     assert listed.returncode == 0, listed.stderr
     assert {"alpha", "beta", "gamma"} <= {row["agent"] for row in json.loads(listed.stdout)}
+    table = secure.agentctl("--creds", vera, "agents").stdout.splitlines()
+    assert table[0].split()[:3] == ["AGENT", "KIND", "VERSION"]
+    assert any(line.split()[:2] == ["alpha", "configured"] for line in table), table
 
 
 def test_an_operator_by_credential_may_scale(secure: DaemonProcess) -> None:

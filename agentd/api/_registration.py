@@ -254,6 +254,7 @@ class RegistrationService:
         self._registered(name)
         ident = self._book.identities[f"agent:{name}"]
         ident.lease_until = time.time() + self.lease_s
+        self._book.save()  # a restarted daemon keeps the lease as renewed
         token = self._llm_tokens.get(name) or self._tokens.issue(name)
         self._llm_tokens[name] = token
         return {"agent": name, "lease_expires_at": ident.lease_until, "llm_token": token}

@@ -22,6 +22,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
+# credentials of running test daemons by URL: the default admin's and the daemon's own
+_CREDENTIALS: dict[str, tuple[Path, Path]] = {}
 
 
 def free_port() -> int:
@@ -170,13 +172,37 @@ class DaemonProcess:
             start_new_session=True,
         )
         self.url = self._url()
+        self.state_dir = self._state_dir()
+        _CREDENTIALS[self.url] = (self.admin_creds, self.daemon_creds)
 
-    def _url(self) -> str:
+    def _toml(self) -> dict[str, Any]:
         import tomllib
 
         data: dict[str, Any] = tomllib.loads(self.config.read_text())
+        return data
+
+    def _url(self) -> str:
+        data = self._toml()
         port = data.get("bus", {}).get("embedded", {}).get("port", 4222)
         return str(data.get("bus", {}).get("url") or f"nats://127.0.0.1:{port}")
+
+    def _state_dir(self) -> Path:
+        state = Path(self._toml().get("daemon", {}).get("state_dir", ".agentd"))
+        return state if state.is_absolute() else self.dir / state
+
+    @property
+    def admin_creds(self) -> Path:
+        """The default admin's credentials (operator `local`), written by the daemon."""
+        return self.state_dir / "credentials" / "operators" / "local.creds"
+
+    @property
+    def daemon_creds(self) -> Path:
+        """The daemon's own credentials: full rights on its NATS (tests that play any part)."""
+        return self.state_dir / "credentials" / "daemon.creds"
+
+    def nats_options(self) -> dict[str, Any]:
+        """nats.connect() keyword arguments to connect with the daemon's own rights."""
+        return nats_options(self.url)
 
     @property
     def pid(self) -> int:
@@ -192,8 +218,19 @@ class DaemonProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def agentctl(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run agentctl as the default admin, or as `--operator NAME` (whose credentials an
+        admin issues first, without a role: policy.csv says what NAME may do)."""
+        if "--operator" in args:
+            name = args[args.index("--operator") + 1]
+            if not (self.admin_creds.parent / f"{name}.creds").exists():
+                issued = self._agentctl("operators", "add", name, timeout_s=timeout_s)
+                assert issued.returncode == 0, issued.stderr
+        return self._agentctl(*args, timeout_s=timeout_s)
+
+    def _agentctl(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+        config = ["--config", str(self.config)]
         return subprocess.run(
-            [sys.executable, "-m", "agentd.cli.agentctl", "--url", self.url, *args],
+            [sys.executable, "-m", "agentd.cli.agentctl", "--url", self.url, *config, *args],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -222,6 +259,24 @@ class DaemonProcess:
             self.kill()
         self._stderr.close()
         self.notify.close()
+
+
+def admin_credentials(url: str) -> Any:
+    """The default admin's Credentials for the test daemon at `url` (None: identity off)."""
+    from agentd.bus import Credentials
+
+    admin = _CREDENTIALS.get(url, (None, None))[0]
+    return Credentials.load(admin) if admin is not None and admin.exists() else None
+
+
+def nats_options(url: str) -> dict[str, Any]:
+    """nats.connect() keyword arguments with the daemon's own rights at `url` (none if off)."""
+    from agentd.bus import Credentials
+
+    own = _CREDENTIALS.get(url, (None, None))[1]
+    if own is None or not own.exists():
+        return {}
+    return Credentials.load(own).connect_options()
 
 
 @contextmanager
@@ -285,7 +340,7 @@ async def send_and_collect(
     # the whole set up front: a partial set could be "complete" while messages are still going out
     expected = {f"{batch}-{i}" for i in range(len(payloads))}
 
-    async with ControlClient(url, timeout_s=30) as ctl:
+    async with ControlClient(url, timeout_s=30, credentials=admin_credentials(url)) as ctl:
 
         async def on_reply(msg: Any) -> None:
             result = _json.loads(msg.data)
@@ -319,19 +374,18 @@ async def ledger_entries(url: str, ids: Any = None) -> dict[str, dict[str, Any]]
     import nats
     from nats.js.errors import KeyNotFoundError, NoKeysError
 
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **nats_options(url))
     try:
         kv = await nc.jetstream().key_value("agentd_runs")
-        if ids is None:
-            try:
-                ids = [k[4:] for k in await kv.keys() if k.startswith("run.")]
-            except NoKeysError:
-                return {}
+        try:  # finished runs are `run.<agent>.<message id>`
+            keys = {k.split(".", 2)[2]: k for k in await kv.keys() if k.startswith("run.")}
+        except NoKeysError:
+            return {}
         entries = {}
-        for message_id in ids:
+        for message_id in keys if ids is None else ids:
             try:
-                entry = await kv.get(f"run.{message_id}")
-            except KeyNotFoundError:
+                entry = await kv.get(keys[message_id])
+            except (KeyError, KeyNotFoundError):
                 continue
             entries[message_id] = _json.loads(entry.value or b"{}")
         return entries

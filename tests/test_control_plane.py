@@ -13,7 +13,14 @@ import pytest
 
 from agentd.cli._client import ControlClient
 from agentd.errors import ControlError
-from tests.harness import DaemonProcess, free_port, running_daemon, write_config
+from agentd.identity import sign_request
+from tests.harness import (
+    DaemonProcess,
+    admin_credentials,
+    free_port,
+    running_daemon,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -64,7 +71,8 @@ def test_ps_shows_the_echo_replica(daemon: DaemonProcess) -> None:
 async def test_malformed_requests_get_error_replies_and_the_daemon_stays_healthy(
     daemon: DaemonProcess,
 ) -> None:
-    nc = await nats.connect(daemon.url)
+    nc = await nats.connect(daemon.url, **daemon.nats_options())
+    admin = admin_credentials(daemon.url)
     try:
         cases = {
             b"{not json": "request is not valid JSON",
@@ -82,13 +90,15 @@ async def test_malformed_requests_get_error_replies_and_the_daemon_stays_healthy
         unknown = json.loads((await nc.request("agentd.ctl.frobnicate", b"{}", timeout=5)).data)
         assert unknown["ok"] is False and unknown["error"]["code"] == "unknown_verb"
         assert {"status", "ps", "send"} <= set(unknown["error"]["verbs"])
+        body = b'{"args": {"to": 3}}'
+        signed = sign_request(admin, "agentd.ctl.send", body)
         bad_send = json.loads(
-            (await nc.request("agentd.ctl.send", b'{"args": {"to": 3}}', timeout=5)).data
+            (await nc.request("agentd.ctl.send", body, timeout=5, headers=signed)).data
         )
         assert bad_send["error"]["code"] == "bad_request"
     finally:
         await nc.close()
-    async with ControlClient(daemon.url) as ctl:
+    async with ControlClient(daemon.url, credentials=admin) as ctl:
         assert (await ctl.call("status"))["pid"] == daemon.pid
         with pytest.raises(ControlError) as err:
             await ctl.call("nope")

@@ -64,7 +64,7 @@ def test_a_viewer_may_look_but_not_act(daemon: DaemonProcess) -> None:
 
 
 async def test_an_agent_may_only_send_where_policy_allows(daemon: DaemonProcess) -> None:
-    nc = await nats.connect(daemon.url)
+    nc = await nats.connect(daemon.url, **daemon.nats_options())
     try:
         reply = await nc.request("agentd.out.echo.intake", b'{"payload": {}}', timeout=5)
         answer = json.loads(reply.data)

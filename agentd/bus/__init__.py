@@ -4,6 +4,7 @@ Services may import this package; it imports only config and errors.
 """
 
 from agentd.bus._connect import connect
+from agentd.bus._credentials import Credentials
 from agentd.bus._embedded import (
     embedded_url,
     nats_server_argv,
@@ -24,6 +25,7 @@ from agentd.bus._subjects import Subjects
 __all__ = [
     # connections and services
     "connect",
+    "Credentials",
     "serve_each",
     "Subjects",
     # envelopes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlparse
 
@@ -11,6 +12,7 @@ import anyio
 import nats
 from nats.aio.client import Client
 
+from agentd.bus._credentials import Credentials
 from agentd.errors import BusUnavailable
 
 __all__ = ["connect"]
@@ -26,12 +28,17 @@ async def connect(
     reconnect: bool = True,
     on_disconnected: Callable[[], Awaitable[None]] | None = None,
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
+    credentials: Credentials | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Client:
     """Connect to NATS at `url`.
 
     With `reconnect` (services), a lost connection is retried forever, quickly, so a restarted
     embedded nats-server is picked up within a fraction of a second. Without it (agentctl), a
     refused connection fails at once with BusUnavailable.
+
+    `credentials` say who connects (NATS checks them; see agentd.identity); `tls` is the client
+    context for a server that speaks TLS (a `tls://` URL).
     """
 
     last_error: list[Exception] = []
@@ -69,9 +76,17 @@ async def connect(
                 error_cb=error_cb,
                 disconnected_cb=disconnected_cb,
                 reconnected_cb=reconnected_cb,
+                tls=tls,
+                **(credentials.connect_options() if credentials else {}),
             )
     except Exception as exc:  # nats-py raises several unrelated types for "not reachable"
         cause = last_error[0] if last_error else exc
+        if "authorization violation" in str(cause).lower():
+            who = credentials.identity if credentials else "an anonymous client"
+            raise BusUnavailable(
+                f"NATS at {url} refused {who}: authorization violation (credentials unknown, "
+                "revoked or missing)"
+            ) from cause
         raise BusUnavailable(f"cannot reach NATS at {url}: {cause or type(cause).__name__}") from (
             cause
         )

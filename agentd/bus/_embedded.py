@@ -43,9 +43,9 @@ def nats_server_binary(configured: Path | None = None) -> Path:
     )
 
 
-def nats_server_config(cfg: EmbeddedNatsConfig, store_dir: Path) -> str:
+def nats_server_config(cfg: EmbeddedNatsConfig, store_dir: Path, extra: str = "") -> str:
     """The embedded server's config file: JetStream on, store under the state directory,
-    loopback only."""
+    loopback only; `extra` adds blocks (authorization, tls) verbatim."""
     lines = [
         "server_name: agentd-embedded",
         f"listen: {json.dumps(_hostport(cfg.host, cfg.port))}",
@@ -56,7 +56,7 @@ def nats_server_config(cfg: EmbeddedNatsConfig, store_dir: Path) -> str:
     if cfg.sync_always:
         lines.append("  sync_interval: always")
     lines.append("}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
 
 
 def nats_server_argv(cfg: EmbeddedNatsConfig, config_file: Path) -> list[str]:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
 
-from agentd.bus import Subjects, connect, embedded_url
-from agentd.config import find_config, load_config
+from agentd.bus import Credentials, Subjects, connect, embedded_url
+from agentd.config import LoadedConfig, find_config, load_config
 from agentd.control import decode_reply, encode_request
-from agentd.errors import AgentdError, BusUnavailable
+from agentd.errors import AgentdError, BusUnavailable, ConfigError
+from agentd.identity import client_ssl_context, sign_request
 
-__all__ = ["ControlClient", "DaemonUnreachable", "resolve_url"]
+__all__ = ["ControlClient", "DaemonUnreachable", "resolve_credentials", "resolve_url"]
 
 
 class DaemonUnreachable(AgentdError):
@@ -28,21 +30,73 @@ def resolve_url(url: str | None, config: str | None) -> tuple[str, str]:
     chosen = url or os.environ.get("AGENTD_URL")
     if chosen:
         return chosen, prefix
-    return loaded.config.bus.url or embedded_url(loaded.config.bus.embedded), prefix
+    bus = loaded.config.bus
+    found = bus.url or embedded_url(bus.embedded)
+    if bus.url is None and bus.tls.enabled:
+        found = found.replace("nats://", "tls://", 1)
+    return found, prefix
+
+
+def resolve_credentials(
+    creds: str | None, operator: str | None, config: str | None
+) -> Credentials | None:
+    """Whose credentials agentctl speaks with: --creds FILE, then $AGENTD_CREDS, then the
+    state directory's file for --operator NAME ($AGENTD_OPERATOR), then the default admin's
+    (`local`). None where the state directory holds no credentials (identity off)."""
+    operator = operator or os.environ.get("AGENTD_OPERATOR") or None
+    explicit = creds or os.environ.get("AGENTD_CREDS")
+    if explicit:
+        found = Credentials.load(Path(explicit))
+        if operator and found.identity != f"operator:{operator}":
+            raise ConfigError(
+                explicit,
+                [
+                    f"these are {found.identity}'s credentials, not operator {operator}'s: "
+                    "--operator does not change who you are; drop it or pass their file"
+                ],
+            )
+        return found
+    loaded: LoadedConfig = load_config(find_config(config))
+    folder = loaded.config.daemon.state_dir / "credentials" / "operators"
+    path = folder / f"{operator or 'local'}.creds"
+    if path.exists():
+        return Credentials.load(path)
+    if operator:
+        raise ConfigError(
+            str(path),
+            [
+                f"no credentials for operator {operator!r}: an admin issues them with "
+                f"`agentctl operators add {operator} --role viewer|operator|admin`; "
+                "or pass --creds FILE"
+            ],
+        )
+    return None
 
 
 class ControlClient:
     """`async with ControlClient(url) as ctl: await ctl.call("status")`."""
 
     def __init__(
-        self, url: str, *, prefix: str = "agentd", timeout_s: float = 5.0, operator: str = ""
+        self,
+        url: str,
+        *,
+        prefix: str = "agentd",
+        timeout_s: float = 5.0,
+        operator: str = "",
+        credentials: Credentials | None = None,
+        tls_ca_file: Path | None = None,
     ) -> None:
         self.url = url
         self.subjects = Subjects(prefix)
         self.timeout_s = timeout_s
-        # who is asking, checked against policy (ctl:<verb>); operators get credentials of their
-        # own with identity (NATS users), until then the console on this host is `local`
-        self.operator = operator or os.environ.get("AGENTD_OPERATOR") or "local"
+        self.credentials = credentials
+        self._tls_ca_file = tls_ca_file
+        # who is asking, checked against policy (ctl:<verb>): with credentials, their operator
+        # (the daemon takes it from the signature, not from this field)
+        if credentials is not None and credentials.kind == "operator":
+            self.operator = credentials.name
+        else:
+            self.operator = operator or os.environ.get("AGENTD_OPERATOR") or "local"
         self._nc: Client | None = None
 
     @property
@@ -54,15 +108,33 @@ class ControlClient:
     async def __aenter__(self) -> ControlClient:
         try:
             self._nc = await connect(
-                self.url, name="agentctl", timeout_s=min(self.timeout_s, 3.0), reconnect=False
+                self.url,
+                name="agentctl",
+                timeout_s=min(self.timeout_s, 3.0),
+                reconnect=False,
+                credentials=self.credentials,
+                tls=self._tls(),
             )
         except BusUnavailable as exc:
             raise DaemonUnreachable(
                 f"cannot reach agentd: {exc}. "
                 "Is the daemon running? Start it with `agentd run`, or point agentctl at it "
                 "with --url or AGENTD_URL."
+                + (
+                    " NATS refused the credentials: pass --creds FILE (or AGENTD_CREDS) with an "
+                    "operator's credentials from <state_dir>/credentials/operators/."
+                    if "authorization violation" in str(exc)
+                    else ""
+                )
             ) from None
         return self
+
+    def _tls(self) -> Any:
+        from agentd.config import TlsConfig
+
+        if self._tls_ca_file is None and not self.url.startswith("tls://"):
+            return None
+        return client_ssl_context(TlsConfig(ca_file=self._tls_ca_file))
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
@@ -77,10 +149,10 @@ class ControlClient:
         """Ask the daemon; `timeout_s` overrides the client's timeout for a slow verb."""
         subject = self.subjects.ctl(verb)
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        body = encode_request(args, operator=self.operator)
+        headers = sign_request(self.credentials, subject, body) if self.credentials else None
         try:
-            reply = await self.nc.request(
-                subject, encode_request(args, operator=self.operator), timeout=timeout
-            )
+            reply = await self.nc.request(subject, body, timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:
             raise DaemonUnreachable(
                 f"no agentd is answering on {subject} at {self.url}: NATS is up but the daemon is "

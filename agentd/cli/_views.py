@@ -7,7 +7,7 @@ from typing import Any
 
 from agentd.cli._table import render_table
 
-__all__ = ["render_approvals", "render_dlq", "render_ps", "render_status"]
+__all__ = ["render_agents", "render_approvals", "render_dlq", "render_ps", "render_status"]
 
 
 def render_status(result: dict[str, Any]) -> str:
@@ -116,3 +116,24 @@ def _short(text: str | None, width: int = 60) -> str | None:
     if text is None:
         return None
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_agents(rows: list[dict[str, Any]]) -> str:
+    """`agentctl agents`: configured, spawned and registered agents, with leases."""
+    table = []
+    for row in rows:
+        lease = row.get("lease_expires_in_s")
+        table.append(
+            [
+                row["agent"],
+                row["kind"],
+                row.get("version") or "-",
+                row.get("replicas", "-"),
+                row.get("state", "registered"),
+                "-" if lease is None else f"{lease:.1f}s",
+                (row.get("public_key") or "-")[:12],
+            ]
+        )
+    if not table:
+        return "no agents"
+    return render_table(["agent", "kind", "version", "replicas", "state", "lease", "key"], table)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,10 +22,17 @@ from agentd.cli._audit import (
     runs,
     trace,
 )
-from agentd.cli._client import ControlClient, resolve_url
+from agentd.cli._client import ControlClient, resolve_credentials, resolve_url
 from agentd.cli._live import follow_logs, print_logs, top
 from agentd.cli._models_view import render_models
-from agentd.cli._views import render_approvals, render_dlq, render_ps, render_status
+from agentd.cli._views import (
+    render_agents,
+    render_approvals,
+    render_dlq,
+    render_ps,
+    render_status,
+)
+from agentd.config import find_config, load_config
 from agentd.errors import AgentdError, ConfigError, ControlError
 
 Command = Callable[[ControlClient, argparse.Namespace], Awaitable[Any]]
@@ -36,7 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print raw JSON for scripts")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
     parser.add_argument(
-        "--operator", help="who you are, for policy (default: $AGENTD_OPERATOR or 'local')"
+        "--operator",
+        help="use this operator's credentials from the state directory "
+        "(default: $AGENTD_OPERATOR, else 'local', the default admin)",
+    )
+    parser.add_argument(
+        "--creds", help="an operator's credentials file (default: $AGENTD_CREDS, see --operator)"
+    )
+    parser.add_argument(
+        "--tls-ca", help="CA file to trust for a TLS NATS (default: $AGENTD_TLS_CA_FILE, config)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="daemon version, uptime, services")
@@ -82,6 +99,20 @@ def _parser() -> argparse.ArgumentParser:
     dlq_sub.add_parser("replay", help="put a dead letter back in its inbox").add_argument(
         "seq", type=int
     )
+    agents = sub.add_parser("agents", help="agents with their identities and leases")
+    agents_sub = agents.add_subparsers(dest="agents_command")
+    agents_sub.add_parser(
+        "revoke", help="revoke an agent's credentials and tokens (connections close)"
+    ).add_argument("agent")
+    agents_sub.add_parser(
+        "issue", help="pre-authorize an external agent: write its credentials file"
+    ).add_argument("agent")
+    operators = sub.add_parser("operators", help="operators' credentials")
+    operators_sub = operators.add_subparsers(dest="operators_command", required=True)
+    add = operators_sub.add_parser("add", help="issue credentials for an operator")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["admin", "operator", "viewer"])
+    operators_sub.add_parser("revoke", help="revoke an operator's credentials").add_argument("name")
     sub.add_parser("approvals", help="tool calls waiting for a person's approval")
     approve = sub.add_parser("approve", help="let one waiting tool call through, once")
     approve.add_argument("id")
@@ -233,6 +264,32 @@ async def _dlq(ctl: ControlClient, args: argparse.Namespace) -> Any:
     return f"replayed dead letter {result['seq']} ({result['message_id']}) into {result['to']}"
 
 
+async def _agents(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    if args.agents_command == "revoke":
+        result = await ctl.call("agents.revoke", {"agent": args.agent})
+        if args.json:
+            return result
+        return f"revoked {result['agent']} in {result['revoked_in_s'] * 1000:.0f} ms"
+    if args.agents_command == "issue":
+        result = await ctl.call("agents.issue", {"agent": args.agent})
+        return result if args.json else f"credentials for {result['agent']}: {result['creds']}"
+    rows = await ctl.call("agents")
+    return rows if args.json else render_agents(rows)
+
+
+async def _operators(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    if args.operators_command == "add":
+        request: dict[str, Any] = {"name": args.name}
+        if args.role:
+            request["role"] = args.role
+        result = await ctl.call("operators.add", request)
+        if args.json:
+            return result
+        return f"credentials for operator {result['operator']}: {result['creds']}"
+    result = await ctl.call("operators.revoke", {"name": args.name})
+    return result if args.json else f"revoked operator {result['operator']}"
+
+
 COMMANDS: dict[str, Command] = {
     "status": _status,
     "ps": _ps,
@@ -248,6 +305,8 @@ COMMANDS: dict[str, Command] = {
     "top": _top,
     "dlq": _dlq,
     "policy": _policy,
+    "agents": _agents,
+    "operators": _operators,
     "approvals": _approvals,
     "approve": _approvals,
     "deny": _approvals,
@@ -259,8 +318,18 @@ COMMANDS: dict[str, Command] = {
 
 async def _main(args: argparse.Namespace) -> Any:
     url, prefix = resolve_url(args.url, args.config)
+    credentials = resolve_credentials(args.creds, args.operator, args.config)
+    tls_ca = args.tls_ca or os.environ.get("AGENTD_TLS_CA_FILE")
+    if tls_ca is None:  # the CA the config names for its NATS, if any
+        configured = load_config(find_config(args.config)).config.bus.tls.ca_file
+        tls_ca = str(configured) if configured else None
     async with ControlClient(
-        url, prefix=prefix, timeout_s=args.timeout, operator=args.operator or ""
+        url,
+        prefix=prefix,
+        timeout_s=args.timeout,
+        operator=args.operator or "",
+        credentials=credentials,
+        tls_ca_file=Path(tls_ca) if tls_ca else None,
     ) as ctl:
         return await COMMANDS[args.command](ctl, args)
 

@@ -88,7 +88,14 @@ def _resolve(config: Config, base: Path) -> Config:
             "store_dir": absolute(embedded.store_dir) if embedded.store_dir else None,
         }
     )
-    bus = config.bus.model_copy(update={"embedded": embedded})
+    tls = config.bus.tls
+    tls = tls.model_copy(
+        update={
+            k: absolute(v) for k in ("cert_file", "key_file", "ca_file") if (v := getattr(tls, k))
+        }
+    )
+    creds = absolute(config.bus.creds_file) if config.bus.creds_file else None
+    bus = config.bus.model_copy(update={"embedded": embedded, "tls": tls, "creds_file": creds})
     agents = config.agents.model_copy(update={"dir": absolute(config.agents.dir)})
     policy = config.policy.model_copy(update={"dir": absolute(config.policy.dir)})
     tools = config.tools.model_copy(update={"dir": absolute(config.tools.dir)})

@@ -26,6 +26,7 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "EmbeddedNatsConfig",
+    "IdentityConfig",
     "InboxConfig",
     "MetricsConfig",
     "OtlpConfig",
@@ -35,6 +36,7 @@ __all__ = [
     "PolicyConfig",
     "PoolAutoscaleConfig",
     "PoolReplicasConfig",
+    "TlsConfig",
     "ToolsConfig",
     "TraceConfig",
 ]
@@ -76,10 +78,32 @@ class EmbeddedNatsConfig(_Section):
         return host
 
 
+class TlsConfig(_Section):
+    """[bus.tls] (and a gateway's TLS): certificate and key of the server side, and the CA that
+    clients trust. Off unless `cert_file` and `key_file` are set; loopback does not need it."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
 class BusConfig(_Section):
     """[bus]: how agentd reaches NATS."""
 
     url: str | None = None
+    # credentials of the daemon's own connection to an external NATS ([bus].url)
+    creds_file: Path | None = None
+    tls: TlsConfig = TlsConfig()
     prefix: str = "agentd"
     connect_timeout_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(5.0, gt=0)
@@ -354,6 +378,22 @@ class ModelPoolConfig(_Section):
 PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
+class IdentityConfig(_Section):
+    """[identity]: who may speak on the bus (see docs/identity.md).
+
+    With `enabled`, the embedded nats-server requires credentials: each agent, operator and
+    registered external agent gets its own, with permissions scoped to its own subjects, and
+    control requests are signed by the operator's key. Files live under `<state_dir>/credentials`.
+    """
+
+    enabled: bool = True
+    # the registration API's bootstrap token; created (mode 0600) if missing
+    bootstrap_token_file: Path = Path("credentials/bootstrap.token")
+    # a registered agent's lease: heartbeats renew it; a lapsed one is revoked
+    lease_s: float = Field(30.0, gt=0, le=86400)
+    lease_check_s: float = Field(0.25, gt=0, le=60)
+
+
 class Config(_Section):
     """The whole of agentd.toml. `source` is the file it came from (not a TOML key)."""
 
@@ -367,3 +407,4 @@ class Config(_Section):
     tools: ToolsConfig = ToolsConfig()
     metrics: MetricsConfig = MetricsConfig()
     models: dict[PoolName, ModelPoolConfig] = {}
+    identity: IdentityConfig = IdentityConfig()

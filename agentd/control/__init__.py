@@ -1,6 +1,6 @@
 """The control plane: request/reply JSON on `agentd.ctl.<verb>` (server side and protocol)."""
 
-from agentd.control._plane import Authorizer, ControlPlane, Handler
+from agentd.control._plane import Authenticator, Authorizer, ControlPlane, Handler
 from agentd.control._protocol import (
     PROTOCOL_VERSION,
     ControlRequest,
@@ -13,6 +13,7 @@ from agentd.control._protocol import (
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Authenticator",
     "Authorizer",
     "ControlPlane",
     "ControlRequest",

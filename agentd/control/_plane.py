@@ -15,13 +15,16 @@ from agentd.bus import Subjects, serve_each
 from agentd.control._protocol import ControlRequest, decode_request, encode_error, encode_ok
 from agentd.errors import AgentdError, ControlError
 
-__all__ = ["Authorizer", "ControlPlane", "Handler"]
+__all__ = ["Authenticator", "Authorizer", "ControlPlane", "Handler"]
 
 log = logging.getLogger("agentd.control")
 
 Handler = Callable[[ControlRequest], Awaitable[Any]]
 # raises ControlError("forbidden", ...) when `operator` may not use `verb`
 Authorizer = Callable[[str, str], object]
+# (subject, body, headers) -> the operator who sent the request, proven (see agentd.identity);
+# raises ControlError("unauthenticated", ...) when it cannot be proven
+Authenticator = Callable[[str, bytes, dict[str, str] | None], str]
 
 
 class ControlPlane:
@@ -33,11 +36,17 @@ class ControlPlane:
     """
 
     def __init__(
-        self, nc: Client, subjects: Subjects, *, authorize: Authorizer | None = None
+        self,
+        nc: Client,
+        subjects: Subjects,
+        *,
+        authorize: Authorizer | None = None,
+        authenticate: Authenticator | None = None,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
         self._authorize = authorize
+        self._authenticate = authenticate
         self._handlers: dict[str, Handler] = {}
         self._stopped = anyio.Event()
 
@@ -60,7 +69,7 @@ class ControlPlane:
     async def _answer(self, msg: Msg) -> None:
         verb = msg.subject[len(self._subjects.ctl("")) :]
         try:
-            reply = encode_ok(await self._dispatch(verb, msg.data))
+            reply = encode_ok(await self._dispatch(verb, msg.data, msg.subject, msg.headers))
         except ControlError as exc:
             reply = encode_error(exc)
         except AgentdError as exc:
@@ -74,11 +83,17 @@ class ControlPlane:
             except Exception:
                 log.warning("could not reply to %s on %s", verb, msg.reply)
 
-    async def _dispatch(self, verb: str, data: bytes) -> Any:
+    async def _dispatch(
+        self, verb: str, data: bytes, subject: str = "", headers: dict[str, str] | None = None
+    ) -> Any:
         handler = self._handlers.get(verb)
         if handler is None:
             raise ControlError("unknown_verb", f"unknown control verb {verb!r}", verbs=self.verbs)
         request = decode_request(data)
+        if self._authenticate is not None:
+            # who speaks is proven by a signature, not by the request's `operator` field
+            speaker = self._authenticate(subject, data, headers)
+            request = request.model_copy(update={"operator": speaker})
         log.debug("ctl %s by %s", verb, request.operator)
         if self._authorize is not None:
             self._authorize(request.operator, verb)

@@ -20,7 +20,9 @@ import anyio
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
 
+from agentd.api import RegistrationService
 from agentd.bus import (
+    Credentials,
     Subjects,
     connect,
     embedded_url,
@@ -37,6 +39,7 @@ from agentd.daemon._autoscaler import Autoscaler
 from agentd.daemon._child_events import NATS_CHILD, report_child_event
 from agentd.daemon._decision_feed import DecisionFeed
 from agentd.daemon._fleet import AgentFleet
+from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._logging import setup_logging
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._spawner import Spawner
@@ -44,6 +47,7 @@ from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.identity import client_ssl_context, nats_tls_block
 from agentd.inference import ModelPools
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, Router
@@ -93,7 +97,12 @@ class Daemon:
         # like the policy: a pool that cannot be placed stops the start before anything runs
         self.pools.check_placement()
         self._ingest: TraceIngest | None = None
+        self._registration: RegistrationService | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
+        if self.config.bus.url is None and self.config.bus.tls.enabled:
+            self.nats_url = self.nats_url.replace("nats://", "tls://", 1)
+        # who may speak on the bus (docs/identity.md); None: [identity].enabled = false
+        self.identity: DaemonIdentity | None = None
 
     # lifecycle
     async def run(self) -> int:
@@ -136,6 +145,8 @@ class Daemon:
         self._step("supervisor", "starting")
         await tg.start(self._supervisor.run)
         self._step("supervisor", "running")
+        if self.config.identity.enabled:
+            self.identity = DaemonIdentity(self.config, self.subjects, self.authority)
         if self.config.bus.url is None:
             self._step("nats", "starting embedded nats-server")
             await self._start_embedded_nats()
@@ -147,6 +158,8 @@ class Daemon:
             timeout_s=self.config.bus.connect_timeout_s,
             on_disconnected=self._bus_down,
             on_reconnected=self._bus_up,
+            credentials=self._own_credentials(),
+            tls=client_ssl_context(self.config.bus.tls),
         )
         js = nc.jetstream()
         await ensure_streams(js, self.subjects, self.config.inbox)
@@ -163,14 +176,29 @@ class Daemon:
             nc, self.subjects, recorder.writer, self.config.trace, on_rejected=recorder.record
         )
         await tg.start(self._ingest.run)
+        identity = self.identity
         self._fleet = fleet = AgentFleet(
-            nc, js, self._supervisor, self.config, self.nats_url, recorder
+            nc,
+            js,
+            self._supervisor,
+            self.config,
+            self.nats_url,
+            recorder,
+            issue_credentials=identity.agent_credentials if identity else None,
+            revoke_credentials=identity.forget_agent if identity else None,
         )
+        registration = self._registration = (
+            identity.registration_service(nc, js, fleet, recorder) if identity else None
+        )
+
+        def registered() -> set[str]:
+            return registration.names if registration else set()
+
         self._router = Router(
             nc,
             js,
             self.subjects,
-            known_agents=lambda: fleet.names,
+            known_agents=lambda: fleet.names | registered(),
             policy=self.authority,
             on_decision=recorder.record,
         )
@@ -183,7 +211,11 @@ class Daemon:
             point=self.authority.point,
             registry=self._load_tools(),
             allowed_tools=lambda agent: (
-                list(fleet.agents[agent].agent.spec.tools) if agent in fleet.agents else None
+                list(fleet.agents[agent].agent.spec.tools)
+                if agent in fleet.agents
+                else identity.registered_tools(agent)
+                if identity
+                else None
             ),
             record=recorder.record,
             config=self.config.tools,
@@ -192,8 +224,17 @@ class Daemon:
         await tg.start(self._tools.run)
         self._step("tools", "running")
         self.authority.record = recorder.record
-        self._control = ControlPlane(nc, self.subjects, authorize=self.authority.authorize_verb)
         dead_letters = DeadLetters(js, self.subjects)
+        self._control = ControlPlane(
+            nc,
+            self.subjects,
+            authorize=identity.authorize if identity else self.authority.authorize_verb,
+            authenticate=identity.authenticate if identity else None,
+        )
+        if identity is not None:
+            identity.fleet, identity.record = fleet, recorder.record
+            identity.register_verbs(self._control)
+            await tg.start(identity.run)
         ControlVerbs(
             status=self._status,
             fleet=fleet,
@@ -218,6 +259,8 @@ class Daemon:
         recorder.add_observer(DecisionFeed(nc, self.subjects, recorder.log.redactor or Redactor()))
         await tg.start(self._control.run)
         self._step("control", "running")
+        if registration is not None:  # part of the control service in status
+            await tg.start(registration.run)
         self._step("agents", "starting")
         await tg.start(fleet.run)
         self._step("agents", "running")
@@ -254,7 +297,24 @@ class Daemon:
         store = cfg.store_dir or self.state_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         conf = self.state_dir / "nats-server.conf"
-        conf.write_text(nats_server_config(cfg, store))
+        tls = nats_tls_block(self.config.bus.tls)
+        if self.identity is not None:
+            supervisor = self._supervisor
+
+            def server_pid() -> int | None:
+                try:
+                    return supervisor.info(NATS_CHILD).pid
+                except KeyError:
+                    return None
+
+            self.identity.attach_server(
+                conf,
+                lambda auth: nats_server_config(cfg, store, tls + auth),
+                server_pid,
+                self.nats_url,
+            )
+        else:
+            conf.write_text(nats_server_config(cfg, store, tls))
 
         async def listening(info: ChildInfo) -> None:
             await wait_until_listening(cfg.host, cfg.port, timeout_s=cfg.ready_timeout_s)
@@ -277,12 +337,26 @@ class Daemon:
                 f"Its log: {self.state_dir / 'logs' / 'nats-server.log'}"
             ) from exc
 
+    def _own_credentials(self) -> Credentials | None:
+        if self.config.bus.creds_file is not None:
+            return Credentials.load(self.config.bus.creds_file)
+        if self.identity is not None and self.config.bus.url is None:
+            return self.identity.daemon_credentials
+        return None
+
     async def _shutdown(self, tg: TaskGroup) -> None:
         grace = self.config.daemon.drain_grace_s
         self.notifier.stopping("draining")
         log.info("draining (grace %.1fs)", grace)
         with anyio.move_on_after(grace + 5.0) as scope:
-            for service in (self._autoscaler, self._spawner, self._metrics_service):
+            services = (
+                self._autoscaler,
+                self._spawner,
+                self._metrics_service,
+                self._registration,
+                self.identity,
+            )
+            for service in services:
                 if service:
                     await service.shutdown()
             if self._fleet:

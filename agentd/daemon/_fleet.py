@@ -13,7 +13,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -61,8 +63,14 @@ class AgentFleet:
         config: Config,
         nats_url: str,
         recorder: Recorder,
+        *,
+        issue_credentials: Callable[[str], Awaitable[Path]] | None = None,
+        revoke_credentials: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
+        # NATS credentials for an agent's replicas (agentd.identity); None: no auth
+        self._issue_credentials = issue_credentials
+        self._revoke_credentials = revoke_credentials
         self._js = js
         self._supervisor = supervisor
         self._config = config
@@ -207,6 +215,8 @@ class AgentFleet:
                 self._subjects.inbox_stream, self._subjects.inbox_consumer(name)
             )
         self.agents.pop(name, None)
+        if self._revoke_credentials is not None:  # a spawned instance's identity ends with it
+            await self._revoke_credentials(name)
 
     def inflight(self, name: str) -> int:
         record = self.get(name)
@@ -236,9 +246,12 @@ class AgentFleet:
         restart policy, and after max_restarts the agent is marked failed."""
         policy = record.agent.spec.restart
         record.replicas.add(replica)
+        creds = None
+        if self._issue_credentials is not None:
+            creds = await self._issue_credentials(record.name)
         for attempt in range(policy.max_restarts + 1):
             try:
-                info = await self._supervisor.start(self._child_spec(record, replica))
+                info = await self._supervisor.start(self._child_spec(record, replica, creds))
             except WorkerCrashed as exc:
                 record.error = str(exc)
                 log.error("replica %s did not start (attempt %d): %s", replica, attempt + 1, exc)
@@ -269,7 +282,9 @@ class AgentFleet:
             record.replicas.discard(replica)
             self.heartbeats.forget(replica)
 
-    def _child_spec(self, record: AgentRecord, replica: str) -> ChildSpec:
+    def _child_spec(
+        self, record: AgentRecord, replica: str, creds: Path | None = None
+    ) -> ChildSpec:
         cfg = self._config
         agent = record.agent
         settings = WorkerSettings(
@@ -282,6 +297,8 @@ class AgentFleet:
             drain_grace_s=cfg.daemon.drain_grace_s,
             state_dir=cfg.daemon.state_dir,
             params=record.params,
+            creds_file=creds,
+            tls_ca_file=cfg.bus.tls.ca_file,
         )
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
         # the replica traces as the daemon does: same export, redaction and content settings

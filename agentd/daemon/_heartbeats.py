@@ -47,6 +47,12 @@ class HeartbeatTracker:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed heartbeat on %s", msg.subject)
             return
+        # the subject names who speaks (NATS permissions): a beat for another agent's replica
+        # is a forgery, whatever its payload says
+        agent = msg.subject.rsplit(".", 1)[-1]
+        if data.get("agent") != agent or not replica.startswith(f"{agent}-"):
+            log.warning("ignoring a heartbeat on %s for replica %r", msg.subject, replica)
+            return
         self._beats[replica] = Beat(pid, time.monotonic(), data)
         self._arrived.set()
         self._arrived = anyio.Event()

@@ -63,7 +63,12 @@ class Spawner:
     async def _answer(self, msg: Msg) -> None:
         by = msg.subject.rsplit(".", 1)[-1]
         try:
-            request = json.loads(msg.data)
+            try:
+                request = json.loads(msg.data)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                raise ControlError(
+                    "bad_request", f"spawn request is not valid JSON: {exc}"
+                ) from None
             if not isinstance(request, dict) or not isinstance(request.get("agent"), str):
                 raise ControlError("bad_request", "spawn needs {'agent': NAME, 'params': {...}}")
             params = request.get("params") or {}
@@ -121,7 +126,9 @@ class Spawner:
             if self._fleet.inflight(name) or backlog["pending"] or backlog["unacked"]:
                 self._idle_since[name] = now
                 continue
-            idle_s = now - self._idle_since.setdefault(name, now)
+            if name not in self._idle_since:  # still starting: spawn() starts its idle clock
+                continue
+            idle_s = now - self._idle_since[name]
             if idle_s >= record.agent.spec.idle_timeout_s:
                 log.info("ending spawned agent %s: idle for %.0fs", name, idle_s)
                 await self._fleet.remove(name)

@@ -62,6 +62,9 @@ RECORD_KINDS: frozenset[str] = frozenset(
         # registration API (external agents)
         "agent.registered",
         "agent.deregistered",
+        # identity: credentials revoked by an operator, or a registration's lease lapsed
+        "agent.revoked",
+        "agent.lease_expired",
         # supervisor: model-pool replicas
         "model.started",
         "model.stopped",

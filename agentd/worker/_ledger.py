@@ -1,8 +1,9 @@
 """The run ledger: what every replica of an agent must agree on, kept in a JetStream
 key-value bucket.
 
-- Finished runs by message id: a redelivered message whose run already finished is acked with
-  the stored result instead of running twice to completion (the first `create` wins).
+- Finished runs by agent and message id (`run.<agent>.<id>`): a redelivered message whose run
+  already finished is acked with the stored result instead of running twice to completion (the
+  first `create` wins).
 - Conversation leases: one replica at a time runs a conversation. A lease names its holder and
   an expiry; the holder renews it while it works and frees it (expiry 0) when the conversation's
   queue is empty; a replica that died leaves a lease that expires, and a restarted replica of the
@@ -40,9 +41,13 @@ class RunLedger:
         self._free: dict[str, int] = {}  # conversation -> revision of the lease we last freed
 
     # finished runs
+    def _run_key(self, message_id: str) -> str:
+        # under the agent's name, so NATS permissions keep each agent to its own entries
+        return f"run.{self._agent}.{message_id}"
+
     async def finished(self, message_id: str) -> RunResult | None:
         try:
-            entry = await self._kv.get(f"run.{message_id}")
+            entry = await self._kv.get(self._run_key(message_id))
         except KeyNotFoundError:
             return None
         return RunResult.model_validate_json(entry.value or b"{}")
@@ -51,7 +56,7 @@ class RunLedger:
         """Record `result` as the message's one completion. Returns the message's result and
         whether it was ours (False: another delivery finished first; its result stands)."""
         try:
-            await self._kv.create(f"run.{message_id}", result.to_json())
+            await self._kv.create(self._run_key(message_id), result.to_json())
         except KeyWrongLastSequenceError:
             earlier = await self.finished(message_id)
             return (earlier or result), False

@@ -28,6 +28,9 @@ class WorkerSettings:
     drain_grace_s: float = 10.0
     state_dir: Path | None = None
     params: dict[str, Any] | None = None
+    creds_file: Path | None = None
+    """The replica's NATS credentials (agentd.identity); None where NATS needs none."""
+    tls_ca_file: Path | None = None
 
     def to_env(self) -> dict[str, str]:
         env = {
@@ -43,6 +46,10 @@ class WorkerSettings:
             env["AGENTD_STATE_DIR"] = str(self.state_dir)
         if self.params is not None:
             env["AGENTD_PARAMS"] = json.dumps(self.params)
+        if self.creds_file is not None:
+            env["AGENTD_CREDS"] = str(self.creds_file)
+        if self.tls_ca_file is not None:
+            env["AGENTD_TLS_CA_FILE"] = str(self.tls_ca_file)
         return env
 
     @classmethod
@@ -73,6 +80,10 @@ class WorkerSettings:
             drain_grace_s=number("AGENTD_DRAIN_GRACE_S", 10.0),
             state_dir=Path(env["AGENTD_STATE_DIR"]) if env.get("AGENTD_STATE_DIR") else None,
             params=_params(env.get("AGENTD_PARAMS"), problems),
+            creds_file=Path(env["AGENTD_CREDS"]) if env.get("AGENTD_CREDS") else None,
+            tls_ca_file=(
+                Path(env["AGENTD_TLS_CA_FILE"]) if env.get("AGENTD_TLS_CA_FILE") else None
+            ),
         )
         if problems:
             raise ConfigError("the worker's environment", problems)

@@ -16,9 +16,11 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from agentd.bus import Message, RunResult, Subjects, connect, jsonable, new_id
+from agentd.bus import Credentials, Message, RunResult, Subjects, connect, jsonable, new_id
 from agentd.config import LoadedAgent
 from agentd.telemetry import extract_context, invoke_agent_span, set_agent_output
 from agentd.trace import TracePublisher
@@ -41,6 +43,11 @@ from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 
 __all__ = ["AgentWorker"]
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+
 
 log = logging.getLogger("agentd.worker")
 
@@ -87,7 +94,13 @@ class AgentWorker:
         self._resumed.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        nc = await connect(self.settings.nats_url, name=f"agentd-worker-{self.settings.replica}")
+        settings = self.settings
+        nc = await connect(
+            settings.nats_url,
+            name=f"agentd-worker-{settings.replica}",
+            credentials=Credentials.load(settings.creds_file) if settings.creds_file else None,
+            tls=_tls_context(settings.tls_ca_file),
+        )
         try:
             self._nc, self._js = nc, nc.jetstream()
             consumer = self.subjects.inbox_consumer(self.name)

@@ -1,0 +1,64 @@
+"""One real daemon for the adversarial suite: identity on, policy enforced, three agents
+(alpha, beta, gamma: echo graphs) and a short lease for registered agents."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO, DaemonProcess, running_daemon, write_config
+
+AGENTS = ("alpha", "beta", "gamma", "delta")
+EXTRA_POLICY = """
+# tests/security: the attackers' daemon
+p, alpha, agent:beta, send, allow
+p, ext:outsider, api:register, register, allow
+p, ext:lapser, api:register, register, allow
+p, ext:revokee, api:register, register, allow
+p, ext:preauth, api:register, register, allow
+p, ext:fuzzed, api:register, register, allow
+"""
+LEASE_S = 2.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_agents(root: Path) -> Path:
+    agents = root / "agents"
+    for name in AGENTS:
+        folder = agents / name
+        folder.mkdir(parents=True)
+        shutil.copy(REPO / "agents" / "echo" / "graph.py", folder / "graph.py")
+        (folder / "agent.toml").write_text(
+            f'name = "{name}"\ngraph = "graph:graph"\ncheckpoint = false\nautoscale = false\n'
+            "[replicas]\ninitial = 1\nmin = 0\nmax = 2\n"
+        )
+    return agents
+
+
+@pytest.fixture(scope="package")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    root = tmp_path_factory.mktemp("security")
+    policies = root / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    with (policies / "policy.csv").open("a") as f:
+        f.write(EXTRA_POLICY)
+    config = write_config(
+        root,
+        agents_dir=make_agents(root),
+        policy="enforce",
+        extra=(
+            f"[autoscale]\nenabled = false\n[identity]\nlease_s = {LEASE_S}\nlease_check_s = 0.1\n"
+        ),
+    )
+    text = config.read_text().replace(f'dir = "{REPO / "policies"}"', f'dir = "{policies}"')
+    config.write_text(text)
+    with running_daemon(config) as daemon:
+        yield daemon
+        assert daemon.stop() == 0, daemon.log()

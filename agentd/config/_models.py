@@ -19,6 +19,7 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "EmbeddedNatsConfig",
+    "GatewayConfig",
     "InboxConfig",
     "PolicyConfig",
     "ToolsConfig",
@@ -168,6 +169,37 @@ class ToolsConfig(_Section):
     results_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
 
 
+class GatewayConfig(_Section):
+    """[gateway]: the OpenAI-compatible LLM gateway agents reach their model pools through.
+
+    Token budgets apply per agent and pool: `budget_tokens` per `budget_window_s` (refilled
+    continuously), `budgets` overrides it for "agent/pool" keys; None means no budget.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+    default_max_tokens: int = Field(512, ge=1)
+    budget_tokens: int | None = Field(None, ge=1)
+    budget_window_s: float = Field(60.0, gt=0)
+    budgets: dict[str, int] = {}
+    load_factor: float = Field(1.25, ge=1.0, le=10.0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_request_bytes: int = Field(16 * 2**20, ge=1024)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budget_keys(cls, budgets: dict[str, int]) -> dict[str, int]:
+        for key, tokens in budgets.items():
+            if key.count("/") != 1 or not all(key.split("/")):
+                raise ValueError(f"budget key {key!r} must be 'agent/pool'")
+            if tokens < 1:
+                raise ValueError(f"budget {key!r} must be at least 1 token")
+        return budgets
+
+
 class Config(_Section):
     """The whole of agentd.toml. `source` is the file it came from (not a TOML key)."""
 
@@ -179,3 +211,4 @@ class Config(_Section):
     trace: TraceConfig = TraceConfig()
     policy: PolicyConfig = PolicyConfig()
     tools: ToolsConfig = ToolsConfig()
+    gateway: GatewayConfig = GatewayConfig()

@@ -90,8 +90,6 @@ def test_prefix_key_covers_system_prompt_and_tools_only() -> None:
         }
         if tools is not None:
             body["tools"] = tools
-        import json
-
         return parse_call(
             json.dumps(body).encode(), "chat/completions", default_max_tokens=8
         ).prefix

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,8 @@ class VllmServer:
         cpu_threads_bind: str = "1",
         kv_cache_bytes: int = 64 * 2**20,
         startup_timeout_s: float = 240.0,
+        max_num_seqs: int = 8,
+        extra_args: Sequence[str] = (),
     ) -> VllmServer:
         port = free_port()
         argv, env = vllm_command(
@@ -68,6 +71,8 @@ class VllmServer:
             base_env=os.environ,
             cpu_threads_bind=cpu_threads_bind,
             kv_cache_bytes=kv_cache_bytes,
+            max_num_seqs=max_num_seqs,
+            extra_args=extra_args,
         )
         log_path = work_dir / "vllm.log"
         started = time.monotonic()

@@ -172,13 +172,14 @@ class ToolsConfig(_Section):
 class GatewayConfig(_Section):
     """[gateway]: the OpenAI-compatible LLM gateway agents reach their model pools through.
 
-    Token budgets apply per agent and pool: `budget_tokens` per `budget_window_s` (refilled
+    `port` 0 (the default) takes a free port: the daemon's own replicas are told the URL; set a
+    fixed port for clients outside the daemon. Token budgets apply per agent and pool: `budget_tokens` per `budget_window_s` (refilled
     continuously), `budgets` overrides it for "agent/pool" keys; None means no budget.
     """
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(8090, ge=0, le=65535)
+    port: int = Field(0, ge=0, le=65535)
     default_max_tokens: int = Field(512, ge=1)
     budget_tokens: int | None = Field(None, ge=1)
     budget_window_s: float = Field(60.0, gt=0)

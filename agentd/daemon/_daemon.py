@@ -40,6 +40,7 @@ from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.gateway import LLMGateway, StaticUpstreams, TokenBook
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
@@ -76,6 +77,7 @@ class Daemon:
         self._fleet: AgentFleet | None = None
         self._autoscaler: Autoscaler | None = None
         self._tools: ToolGateway | None = None
+        self._llm: LLMGateway | None = None
         self._spawner: Spawner | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
 
@@ -125,8 +127,18 @@ class Daemon:
         self._step("bus", "connected")
         recorder = self._recorder
         assert recorder is not None
+        if self.config.gateway.enabled:
+            self._llm = LLMGateway(
+                self.config.gateway,
+                # no pools yet: the lead swaps in the model pool manager (agentd.inference),
+                # which implements agentd.gateway.Upstreams
+                upstreams=StaticUpstreams(()),
+                tokens=TokenBook(),
+                record=recorder.record,
+                policy=self.authority.check,
+            )
         self._fleet = fleet = AgentFleet(
-            nc, js, self._supervisor, self.config, self.nats_url, recorder
+            nc, js, self._supervisor, self.config, self.nats_url, recorder, llm=self._llm
         )
         self._router = Router(
             nc,
@@ -138,6 +150,9 @@ class Daemon:
         )
         await tg.start(self._router.run)
         self._step("router", "running")
+        if self._llm is not None:
+            await tg.start(self._llm.run)
+            self._step("gateway", f"listening on {self._llm.url}")
         self._tools = ToolGateway(
             nc,
             js,
@@ -227,7 +242,7 @@ class Daemon:
                     await service.shutdown()
             if self._fleet:
                 await self._fleet.shutdown()
-            for plane in (self._tools, self._control, self._router):
+            for plane in (self._llm, self._tools, self._control, self._router):
                 if plane:
                     await plane.shutdown()
             if self._nc is not None:

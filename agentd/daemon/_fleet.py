@@ -27,6 +27,7 @@ from agentd.config import Config, LoadedAgent, load_agents
 from agentd.daemon._heartbeats import HeartbeatTracker
 from agentd.daemon._recorder import Recorder
 from agentd.errors import AgentdError, ControlError, WorkerCrashed
+from agentd.gateway import LLMGateway
 from agentd.supervisor import ChildSpec, ChildState, RestartPolicy, RestartType, Supervisor
 from agentd.worker import WorkerSettings
 
@@ -60,8 +61,12 @@ class AgentFleet:
         config: Config,
         nats_url: str,
         recorder: Recorder,
+        *,
+        llm: LLMGateway | None = None,
     ) -> None:
         self._nc = nc
+        # issues each replica a token at spawn, revoked when the replica stops
+        self._llm = llm
         self._js = js
         self._supervisor = supervisor
         self._config = config
@@ -248,6 +253,8 @@ class AgentFleet:
             )
             return
         record.replicas.discard(replica)
+        if self._llm is not None:
+            self._llm.revoke(replica)
         record.state = "failed"
         self._recorder.record(
             "agent.failed",
@@ -267,6 +274,8 @@ class AgentFleet:
         finally:
             record.replicas.discard(replica)
             self.heartbeats.forget(replica)
+            if self._llm is not None:
+                self._llm.revoke(replica)
 
     def _child_spec(self, record: AgentRecord, replica: str) -> ChildSpec:
         cfg = self._config
@@ -283,6 +292,9 @@ class AgentFleet:
             params=record.params,
         )
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        if self._llm is not None and self._llm.url is not None:
+            # the replica's OpenAI clients reach its model pools through the LLM gateway
+            env |= self._llm.worker_env(record.name, replica)
         # a tool call may wait for a person's approval, then run: the worker waits that long
         tools = cfg.tools
         env["AGENTD_TOOL_TIMEOUT_S"] = str(tools.approval_timeout_s + tools.call_timeout_s + 30)

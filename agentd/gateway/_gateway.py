@@ -22,7 +22,7 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from agentd.config import GatewayConfig
-from agentd.errors import RateLimited
+from agentd.errors import ConfigError, RateLimited
 from agentd.gateway._budgets import BudgetBook
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
 from agentd.gateway._relay import CallOutcome, Relay
@@ -111,9 +111,20 @@ class LLMGateway:
             await runner.setup()
             try:
                 site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
-                await site.start()
+                try:
+                    await site.start()
+                except OSError as exc:
+                    raise ConfigError(
+                        "[gateway]",
+                        [
+                            f"host/port: cannot listen on {cfg.host}:{cfg.port}: {exc}; "
+                            "is the port in use? set [gateway].port (0 picks a free one)"
+                        ],
+                    ) from exc
                 port = _bound_port(runner) or cfg.port
-                host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+                # workers on this host dial loopback when the gateway listens on every address
+                host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(cfg.host, cfg.host)
+                host = f"[{host}]" if ":" in host else host
                 self.url = f"http://{host}:{port}/v1"
                 log.info("LLM gateway listening on %s", self.url)
                 task_status.started()
@@ -131,6 +142,24 @@ class LLMGateway:
         self.upstreams = upstreams
         if self._relay is not None:
             self._relay.upstreams = upstreams
+
+    # credentials of agent replicas
+    def worker_env(self, agent: str, replica: str) -> dict[str, str]:
+        """Issue `replica` a token and return the environment that points its OpenAI clients
+        (ChatOpenAI, openai) at this gateway. Call once the gateway is running."""
+        if self.url is None:
+            raise RuntimeError("the LLM gateway is not running yet: it has no URL")
+        token = self.tokens.issue(agent, replica)
+        return {
+            "AGENTD_LLM_URL": self.url,
+            "AGENTD_LLM_TOKEN": token,
+            "OPENAI_BASE_URL": self.url,
+            "OPENAI_API_KEY": token,
+        }
+
+    def revoke(self, replica: str) -> bool:
+        """Revoke `replica`'s token (it exited); False when it held none."""
+        return self.tokens.revoke(replica)
 
     # handlers
     async def _health(self, request: web.Request) -> web.Response:

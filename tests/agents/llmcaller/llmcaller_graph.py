@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from langgraph.graph import END, START, StateGraph
 
 
+class Seen(TypedDict, total=False):
+    url: str
+    token: str
+    openai_matches: bool
+    models: list[Any]
+    chat: list[Any]
+
+
 def build() -> Any:
-    async def call(state: dict[str, Any]) -> dict[str, Any]:
+    async def call(state: Seen) -> Seen:
         url, token = os.environ["AGENTD_LLM_URL"], os.environ["AGENTD_LLM_TOKEN"]
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
@@ -28,7 +36,7 @@ def build() -> Any:
             "chat": [chat.status_code, chat.json()],
         }
 
-    builder = StateGraph(dict)
+    builder = StateGraph(Seen)
     builder.add_node("call", call)
     builder.add_edge(START, "call")
     builder.add_edge("call", END)

@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 
 from agentd.gateway import ReplicaEndpoint, RoundRobin, StaticUpstreams
 from tests.gateway.support import running_gateway
+from tests.gateway.underwriter import APPLICATION, Context, rationale_drafter, underwriter_graph
 from tests.inference.tool_schemas import TOOLS, Report, WeatherArgs
 from tests.inference.vllm_server import VllmServer, free_port, vllm_python
 
@@ -169,6 +170,26 @@ async def test_dead_replica_is_retried_on_the_live_one(servers: Servers) -> None
     records = gw.records.of("llm.call")
     assert [r["attributes"]["attempts"] for r in records] == [2, 2]
     assert all(r["attributes"]["model_replica"] == "vllm-0" for r in records)
+
+
+async def test_underwriter_drafts_a_rationale_through_the_gateway(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_gateway(StaticUpstreams([servers.endpoint()])) as gw:
+        env = gw.gateway.worker_env("underwriter", "underwriter-0")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        drafted = await underwriter_graph.build(Context(params={"model": "main"})).ainvoke(
+            APPLICATION
+        )
+        monkeypatch.delenv("AGENTD_LLM_URL")
+        rules_only = await underwriter_graph.build(Context()).ainvoke(APPLICATION)
+    rationale = drafted.pop("rationale")
+    assert "error" not in rationale, rationale
+    rationale_drafter.Rationale.model_validate({k: v for k, v in rationale.items() if k != "model"})
+    assert drafted == rules_only  # the rules decide; the model only explains
+    (record,) = gw.records.of("llm.call")
+    assert (record["agent"], record["decision"]) == ("underwriter", "ok")
 
 
 async def test_replica_sigkilled_mid_request(servers: Servers) -> None:

@@ -8,7 +8,7 @@ replica holds about half of the affinity phase's prompts). The gateway runs in i
 daemon; clients run in this process with one pooled aiohttp session.
 
 - overhead: 16 concurrent clients, non-streaming chat, 32 tokens each (ignore_eos), for
-  `--seconds` each, direct to replica A and through the gateway, interleaved twice; while it
+  `--seconds` (5) each, direct to replica A and through the gateway, interleaved twice; while it
   runs this process and the gateway are pinned to core 0 and replica A to core 1. Throughput
   ratio (gateway / direct) and added p50. Then one client, 1-token completions: the added p50
   without queueing.
@@ -17,13 +17,15 @@ daemon; clients run in this process with one pooled aiohttp session.
   vs affinity routing (each phase with its own prompts, a warm-up pass, then measured).
   TTFT p50 ratio (affinity / round robin) and prefix-cache hit rates from vLLM's /metrics.
 
-About 2-3 minutes, most of it the two servers' startup.
+About 2-3 minutes on an idle machine (the two servers start in parallel, 40-60 s); much
+longer when other work shares the cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +168,7 @@ async def overhead(direct: str, gateway: GatewayProcess, seconds: float) -> dict
                 latencies[name] += samples
         single: dict[str, list[float]] = {"direct": [], "gateway": []}
         ping = {"model": SERVED, "prompt": "ping", "max_tokens": 1}
-        for _ in range(150):
+        for _ in range(100):
             for name, (url, headers) in routes.items():
                 url = url.replace("chat/completions", "completions")
                 started = time.perf_counter()
@@ -296,32 +299,39 @@ async def affinity(servers: list[VllmServer], tokenizer: Path, rounds: int) -> d
     return result
 
 
+def start_server(model: Path, work: Path, core: str) -> VllmServer:
+    (work / core).mkdir()
+    return VllmServer.start(
+        model,
+        work / core,
+        served_name=SERVED,
+        cpu_threads_bind=core,
+        kv_cache_bytes=KV_CACHE_BYTES,
+        max_num_seqs=16,
+        extra_args=["--enable-prefix-caching"],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="per load run (4 runs)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load run (4 runs)")
     parser.add_argument("--rounds", type=int, default=4, help="questions per agent, measured")
     args = parser.parse_args()
     from agentd.inference import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     model = build_tiny_model(work / "model")
-    extra = ["--enable-prefix-caching"]
     servers: list[VllmServer] = []
     started = time.perf_counter()
     try:
-        for core in ("1", "0"):
-            (work / core).mkdir()
-            servers.append(
-                VllmServer.start(
-                    model,
-                    work / core,
-                    served_name=SERVED,
-                    cpu_threads_bind=core,
-                    kv_cache_bytes=KV_CACHE_BYTES,
-                    max_num_seqs=16,
-                    extra_args=extra,
-                )
-            )
+        # both at once: a start is mostly waiting (loading, warm-up), one core each
+        with ThreadPoolExecutor(2) as pool:
+            starting = [pool.submit(start_server, model, work, core) for core in ("1", "0")]
+            for future in starting:
+                with contextlib.suppress(Exception):  # the first error is raised below
+                    servers.append(future.result())
+            for future in starting:
+                future.result()
         startup_s = time.perf_counter() - started
         replica_a = {
             "pool": "main",

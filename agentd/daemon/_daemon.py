@@ -152,7 +152,7 @@ class Daemon:
         self._step("router", "running")
         if self._llm is not None:
             await tg.start(self._llm.run)
-            self._step("gateway", f"listening on {self._llm.url}")
+            self._step("gateway", "running")
         self._tools = ToolGateway(
             nc,
             js,
@@ -353,6 +353,7 @@ class Daemon:
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
             "nats_url": self.nats_url,
+            "llm_url": self._llm.url if self._llm else None,
             "embedded_nats": self.config.bus.url is None,
             "state_dir": str(self.state_dir),
             "config": self._loaded.source,

@@ -173,8 +173,9 @@ class GatewayConfig(_Section):
     """[gateway]: the OpenAI-compatible LLM gateway agents reach their model pools through.
 
     `port` 0 (the default) takes a free port: the daemon's own replicas are told the URL; set a
-    fixed port for clients outside the daemon. Token budgets apply per agent and pool: `budget_tokens` per `budget_window_s` (refilled
-    continuously), `budgets` overrides it for "agent/pool" keys; None means no budget.
+    fixed port for clients outside the daemon. Token budgets apply per agent and pool:
+    `budget_tokens` per `budget_window_s` (refilled continuously), `budgets` overrides it for
+    "agent/pool" keys; None means no budget.
     """
 
     enabled: bool = True

@@ -45,7 +45,7 @@ async def running_gateway(
     tokens = TokenBook()
     records = Records()
     gateway = LLMGateway(
-        GatewayConfig(port=0, **config),
+        GatewayConfig(**{"port": 0, **config}),
         upstreams=upstreams,
         tokens=tokens,
         record=records,

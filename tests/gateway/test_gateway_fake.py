@@ -13,8 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
-from agentd.gateway import ReplicaEndpoint, StaticUpstreams
+from agentd.config import GatewayConfig
+from agentd.errors import ConfigError
+from agentd.gateway import LLMGateway, ReplicaEndpoint, StaticUpstreams, TokenBook
 from tests.gateway.fake_openai import FakeReplica, fake_replicas
 from tests.gateway.support import running_gateway
 
@@ -252,3 +255,64 @@ async def test_mid_stream_failure_ends_the_stream_with_an_error_event() -> None:
         assert last["error"]["code"] == "upstream_failed"
         assert len(replica.received) == 1  # bytes had gone out: not retried
         assert gw.records.of("llm.call")[0]["decision"] == "error"
+
+
+async def test_an_agents_prompt_prefix_stays_on_one_replica() -> None:
+    replicas = [FakeReplica("r0"), FakeReplica("r1"), FakeReplica("r2")]
+    async with fake_replicas(*replicas), running_gateway(endpoints(*replicas)) as gw:
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            for agent in range(8):
+                headers = auth(gw.tokens.issue(f"agent{agent}", f"agent{agent}-0"))
+                for question in range(3):
+                    body = {
+                        **CHAT,
+                        "messages": [
+                            {"role": "system", "content": f"handbook of agent {agent}"},
+                            {"role": "user", "content": f"question {question}"},
+                        ],
+                    }
+                    answer = await client.post("/chat/completions", json=body, headers=headers)
+                    assert answer.status_code == 200
+        homes: dict[str, set[str]] = {}
+        for record in gw.records.of("llm.call"):
+            homes.setdefault(record["agent"], set()).add(record["attributes"]["model_replica"])
+        assert all(len(replicas) == 1 for replicas in homes.values()), homes
+        assert len(set().union(*homes.values())) >= 2  # agents spread over the replicas
+
+
+async def test_models_lists_only_the_pools_policy_allows() -> None:
+    def policy(agent: str, obj: str, action: str) -> Answer:
+        return Answer(obj == "model:main", "policy.csv:1")
+
+    async with fake_replicas(FakeReplica("r0"), FakeReplica("r1")) as (r0, r1):
+        upstreams = StaticUpstreams(
+            [*endpoints(r0).endpoints("main"), *endpoints(r1, pool="large").endpoints("large")]
+        )
+        async with running_gateway(upstreams, policy=policy) as gw:
+            headers = auth(gw.tokens.issue("intake", "intake-0"))
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                models = (await client.get("/models", headers=headers)).json()["data"]
+                large = await client.post(
+                    "/chat/completions", json={**CHAT, "model": "large"}, headers=headers
+                )
+    assert [(m["id"], m["ready_replicas"]) for m in models] == [("main", 1)]
+    assert large.status_code == 403 and r1.received == []
+
+
+async def test_a_port_in_use_is_a_config_error_naming_it() -> None:
+    async with fake_replicas(FakeReplica("r0")) as (replica,):
+        port = int(replica.base_url.rsplit(":", 1)[1])
+        gateway = LLMGateway(
+            GatewayConfig(port=port),
+            upstreams=endpoints(replica),
+            tokens=TokenBook(),
+            record=lambda kind, **fields: None,
+        )
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await gateway.run()
+
+
+def test_bad_budget_keys_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="must be 'agent/pool'"):
+        GatewayConfig(budgets={"intake": 10})
+    assert GatewayConfig(budgets={"intake/main": 10}).budgets == {"intake/main": 10}

@@ -225,12 +225,17 @@ class LLMGateway:
         outcome = CallOutcome(decision="error", status=500)
         try:
             response, outcome = await relay.relay(request, call, pool, key, started)
+        except Exception as exc:  # a bug here must not take the gateway down: 500, recorded
+            log.exception("an LLM call of %s failed inside the gateway", holder.agent)
+            outcome.reason = f"internal: {exc!r}"
+            body = error_body(f"the LLM gateway failed: {exc!r}", "server_error", code="internal")
+            response = web.Response(body=body, status=500, headers=_JSON)
         finally:
             used = None
             if outcome.tokens_out is not None:
                 used = (outcome.tokens_in or len(raw) // 4) + outcome.tokens_out
-            elif outcome.endpoint is not None and outcome.decision != "unavailable":
-                used = reservation.tokens  # reached a model, usage unknown: charge it all
+            elif outcome.endpoint is not None and outcome.decision in ("ok", "error", "cancelled"):
+                used = reservation.tokens  # a model generated, usage unknown: charge it all
             reservation.settle(used)
             self._emit(holder, raw, started, fields, outcome=outcome, rule=answer)
         return response

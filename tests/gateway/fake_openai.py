@@ -2,8 +2,9 @@
 
 Each replica answers like vLLM (usage, finish reasons, SSE chunks ending in a usage chunk and
 [DONE]) and can be told to fail: `reset` drops the connection before answering, `busy`
-answers 503, `cut` streams two chunks and then drops the connection. Every body it receives is
-kept, so tests can check what the gateway sent.
+answers 503, `reject` answers 400 (as vLLM does for a prompt too long), `cut` streams two
+chunks and then drops the connection. Every body it receives is kept, so tests can check what
+the gateway sent.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-Mode = Literal["ok", "reset", "busy", "cut"]
+Mode = Literal["ok", "reset", "busy", "cut", "reject"]
 
 
 @dataclass
@@ -33,6 +34,9 @@ class FakeReplica:
             assert request.transport is not None
             request.transport.close()
             return web.Response()
+        if self.mode == "reject":
+            error = {"message": "prompt too long", "type": "BadRequestError", "code": 400}
+            return web.json_response({"error": error}, status=400)
         if self.mode == "busy":
             return web.json_response({"error": "engine dead"}, status=503)
         words = ["hello", " from", f" {self.name}"]

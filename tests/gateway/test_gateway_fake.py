@@ -316,3 +316,19 @@ def test_bad_budget_keys_are_rejected() -> None:
     with pytest.raises(ValidationError, match="must be 'agent/pool'"):
         GatewayConfig(budgets={"intake": 10})
     assert GatewayConfig(budgets={"intake/main": 10}).budgets == {"intake/main": 10}
+
+
+async def test_a_replicas_own_refusal_is_passed_through_and_costs_nothing() -> None:
+    async with (
+        fake_replicas(FakeReplica("r0", "reject")) as (replica,),
+        running_gateway(endpoints(replica), budget_tokens=1000) as gw,
+    ):
+        headers = auth(gw.tokens.issue("intake", "intake-0"))
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            answer = await client.post("/chat/completions", json=CHAT, headers=headers)
+        assert answer.status_code == 400
+        assert answer.json()["error"]["message"] == "prompt too long"
+        assert len(replica.received) == 1  # a request error is not retried elsewhere
+        assert gw.gateway.budgets.remaining("intake", "main") == pytest.approx(1000, abs=1)
+        (record,) = gw.records.of("llm.call")
+        assert record["decision"] == "upstream_error" and "prompt too long" in record["reason"]

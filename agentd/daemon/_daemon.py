@@ -299,7 +299,7 @@ class Daemon:
         )
         restart_needed = [
             section
-            for section in ("daemon", "bus", "inbox", "agents")
+            for section in ("daemon", "bus", "inbox", "agents", "gateway")
             if getattr(new, section) != getattr(live, section)
         ]
         for section in restart_needed:

@@ -8,7 +8,6 @@ real usage, and one `llm.call` decision record written, whatever the outcome.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from agentd.config import GatewayConfig
 from agentd.errors import ConfigError, RateLimited
 from agentd.gateway._budgets import BudgetBook
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
+from agentd.gateway._records import Refusal, call_record, refusal_response
 from agentd.gateway._relay import CallOutcome, Relay
 from agentd.gateway._routing import AffinityRouter, ReplicaChooser
 from agentd.gateway._tokens import TokenBook, TokenHolder
@@ -50,14 +50,6 @@ class PolicyAnswer(Protocol):
 
 PolicyCheck = Callable[[str, str, str], PolicyAnswer]
 """(agent, "model:<pool>", "infer") -> answer; the daemon passes Authority.check."""
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, kind: str, message: str, *, code: str, **fields: Any) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.code = status, kind, code
-        self.fields = fields
-        self.headers: dict[str, str] = {}
 
 
 class LLMGateway:
@@ -174,8 +166,8 @@ class LLMGateway:
     async def _models(self, request: web.Request) -> web.Response:
         try:
             holder = self._holder(request)
-        except _Refused as refused:
-            return _refusal_response(refused)
+        except Refusal as refused:
+            return refusal_response(refused)
         data = []
         for pool in self.upstreams.pool_names():
             if (
@@ -208,7 +200,7 @@ class LLMGateway:
             try:
                 call = parse_call(raw, kind, default_max_tokens=self.config.default_max_tokens)
             except MalformedRequest as exc:
-                raise _Refused(
+                raise Refusal(
                     400, "invalid_request_error", str(exc), code="bad_request", param=exc.param
                 ) from None
             fields.update(model=call.model, stream=call.stream, max_tokens=call.max_tokens)
@@ -216,9 +208,9 @@ class LLMGateway:
             fields["pool"] = pool
             answer = self._authorize(holder, pool)
             reservation = self._reserve(holder, pool, call.token_estimate)
-        except _Refused as refused:
-            self._emit(holder, raw, started, fields, refusal=refused)
-            return _refusal_response(refused)
+        except Refusal as refused:
+            self._emit(call_record(holder, raw, started, fields, refusal=refused))
+            return refusal_response(refused)
         relay = self._relay
         assert relay is not None, "the gateway is not running"
         key = holder.agent.encode() + b"\0" + call.prefix
@@ -237,8 +229,14 @@ class LLMGateway:
             elif outcome.endpoint is not None and outcome.decision in ("ok", "error", "cancelled"):
                 used = reservation.tokens  # a model generated, usage unknown: charge it all
             reservation.settle(used)
-            self._emit(holder, raw, started, fields, outcome=outcome, rule=answer)
+            self._emit(call_record(holder, raw, started, fields, outcome=outcome, rule=answer))
         return response
+
+    def _emit(self, fields: dict[str, Any]) -> None:
+        try:
+            self._record("llm.call", **fields)
+        except Exception:
+            log.exception("recording an LLM call failed")
 
     # the steps before a call goes upstream
     def _holder(self, request: web.Request) -> TokenHolder:
@@ -246,7 +244,7 @@ class LLMGateway:
         scheme, _, token = header.partition(" ")
         holder = self.tokens.holder(token.strip()) if scheme.lower() == "bearer" else None
         if holder is None:
-            raise _Refused(
+            raise Refusal(
                 401,
                 "authentication_error",
                 "missing or unknown bearer token: use the token in AGENTD_LLM_TOKEN",
@@ -258,7 +256,7 @@ class LLMGateway:
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise _Refused(
+            raise Refusal(
                 413,
                 "invalid_request_error",
                 f"the request body is larger than {self.config.max_request_bytes} bytes "
@@ -273,7 +271,7 @@ class LLMGateway:
         for pool in pools:
             if any(e.served_name == model for e in self.upstreams.endpoints(pool)):
                 return pool
-        raise _Refused(
+        raise Refusal(
             404,
             "invalid_request_error",
             f"the model {model!r} does not exist; models: {sorted(pools)}",
@@ -286,7 +284,7 @@ class LLMGateway:
             return None
         answer = self.policy(holder.agent, f"model:{pool}", "infer")
         if not answer.allowed:
-            raise _Refused(
+            raise Refusal(
                 403,
                 "permission_error",
                 f"agent {holder.agent} may not use model pool {pool}: "
@@ -300,7 +298,7 @@ class LLMGateway:
         try:
             return self.budgets.reserve(holder.agent, pool, tokens)
         except RateLimited as exc:
-            refused = _Refused(
+            refused = Refusal(
                 429,
                 "rate_limit_error",
                 str(exc),
@@ -309,78 +307,6 @@ class LLMGateway:
             )
             refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             raise refused from None
-
-    # the decision record
-    def _emit(
-        self,
-        holder: TokenHolder | None,
-        raw: bytes,
-        started: float,
-        fields: dict[str, Any],
-        *,
-        refusal: _Refused | None = None,
-        outcome: CallOutcome | None = None,
-        rule: PolicyAnswer | None = None,
-    ) -> None:
-        attributes: dict[str, Any] = dict(fields)
-        lineage: dict[str, Any] = {}
-        attributes["latency_s"] = round(time.perf_counter() - started, 6)
-        reason: str | None
-        rule_name: str | None
-        if refusal is not None:
-            decision, reason = refusal.code, str(refusal)
-            attributes["status"] = refusal.status
-            rule_name = refusal.fields.get("rule")
-            if "retry_after_s" in refusal.fields:
-                attributes["retry_after_s"] = refusal.fields["retry_after_s"]
-        else:
-            assert outcome is not None
-            decision, reason = outcome.decision, outcome.reason
-            rule_name = rule.rule if rule is not None else None
-            endpoint = outcome.endpoint
-            attributes.update(
-                status=outcome.status,
-                attempts=outcome.attempts,
-                tokens_in=outcome.tokens_in,
-                tokens_out=outcome.tokens_out,
-                finish_reason=outcome.finish_reason,
-                ttft_s=round(outcome.ttft_s, 6) if outcome.ttft_s is not None else None,
-            )
-            if outcome.failures:
-                attributes["failures"] = outcome.failures
-            if endpoint is not None:
-                attributes.update(model_replica=endpoint.replica, served_name=endpoint.served_name)
-                lineage = {"model_id": endpoint.model, "model_revision": endpoint.revision}
-        inputs = {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)} if raw else None
-        outputs = None
-        if outcome is not None and outcome.output_digest is not None:
-            outputs = {"sha256": outcome.output_digest, "bytes": outcome.output_bytes}
-        policy_version = getattr(rule, "policy_version", None) if rule is not None else None
-        if policy_version:
-            lineage["policy_version"] = policy_version
-        try:
-            self._record(
-                "llm.call",
-                agent=holder.agent if holder else None,
-                replica=holder.replica if holder else None,
-                decision=decision,
-                rule=rule_name,
-                reason=reason,
-                inputs=inputs,
-                outputs=outputs,
-                lineage={k: v for k, v in lineage.items() if v is not None} or None,
-                attributes={k: v for k, v in attributes.items() if v is not None},
-            )
-        except Exception:
-            log.exception("recording an LLM call failed")
-
-
-def _refusal_response(refused: _Refused) -> web.Response:
-    body = error_body(
-        str(refused), refused.kind, code=refused.code, param=refused.fields.get("param")
-    )
-    headers = {**refused.headers, "Content-Type": "application/json"}
-    return web.Response(body=body, status=refused.status, headers=headers)
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

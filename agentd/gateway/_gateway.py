@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import anyio
@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 from agentd.config import GatewayConfig
 from agentd.errors import ConfigError, RateLimited
 from agentd.gateway._budgets import BudgetBook
+from agentd.gateway._policy import PolicyAnswer, PolicyCheck
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
 from agentd.gateway._records import Refusal, call_record, refusal_response
 from agentd.gateway._relay import CallOutcome, Relay
@@ -35,21 +36,6 @@ __all__ = ["LLMGateway", "PolicyAnswer", "PolicyCheck"]
 log = logging.getLogger("agentd.gateway")
 
 _JSON = {"Content-Type": "application/json"}
-
-
-class PolicyAnswer(Protocol):
-    """What a policy check answers (the daemon's HookDecision has this shape)."""
-
-    @property
-    def allowed(self) -> bool: ...
-    @property
-    def rule(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-
-
-PolicyCheck = Callable[[str, str, str], PolicyAnswer]
-"""(agent, "model:<pool>", "infer") -> answer; the daemon passes Authority.check."""
 
 
 class LLMGateway:

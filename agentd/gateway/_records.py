@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agentd.gateway._policy import PolicyAnswer
 from agentd.gateway._protocol import error_body
 from agentd.gateway._relay import CallOutcome
 from agentd.gateway._tokens import TokenHolder
@@ -45,7 +46,7 @@ def call_record(
     *,
     refusal: Refusal | None = None,
     outcome: CallOutcome | None = None,
-    rule: Any = None,
+    rule: PolicyAnswer | None = None,
 ) -> dict[str, Any]:
     """The fields of one `llm.call` record: a refused call or a relayed one."""
     attributes: dict[str, Any] = dict(fields)

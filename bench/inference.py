@@ -129,9 +129,20 @@ class GatewayProcess:
         assert self.process.stdout is not None
         ready = json.loads(self.process.stdout.readline())
         self.url, self.token = ready["url"], ready["token"]
+        self.cpu_at_ready = self.cpu_s()  # imports and startup are not the calls' cost
+        self.cpu_at_close = 0.0
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the gateway process has used so far.
+
+        The warm-up's calls are counted too, and divided among the records (which include
+        them): the figure is per call."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> int:
         assert self.process.stdin is not None and self.process.stdout is not None
+        self.cpu_at_close = self.cpu_s() - self.cpu_at_ready
         self.process.stdin.close()
         records: int = json.loads(self.process.stdout.readline())["records"]
         self.process.wait(timeout=15)
@@ -387,6 +398,7 @@ def isolated(seconds: float, pairs: int) -> dict[str, Any]:
         finally:
             figures_records = gateway.close()
         figures["records"] = figures_records
+        figures["gateway_cpu_ms_per_call"] = round(gateway.cpu_at_close * 1000 / figures_records, 3)
         return figures
     finally:
         upstream.terminate()
@@ -462,6 +474,7 @@ def main() -> None:
                 records = gateway.close()
                 os.sched_setaffinity(0, mine)
             figures["records"] = records
+            figures["gateway_cpu_ms_per_call"] = round(gateway.cpu_at_close * 1000 / records, 3)
             figures["pinned"] = args.pin
         alone = isolated(args.seconds, args.pairs) if "isolated" in args.phases else {}
         routing: dict[str, Any] = {}

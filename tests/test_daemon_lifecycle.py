@@ -108,5 +108,6 @@ def test_embedded_nats_killed_is_restarted_and_the_daemon_serves_again(tmp_path:
             "agents": "running",
             "autoscaler": "running",
             "tools": "running",
+            "gateway": "running",
         }
         assert daemon.stop() == 0

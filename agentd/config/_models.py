@@ -27,6 +27,7 @@ __all__ = [
     "DaemonConfig",
     "EmbeddedNatsConfig",
     "IdentityConfig",
+    "GatewayConfig",
     "InboxConfig",
     "MetricsConfig",
     "OtlpConfig",
@@ -394,6 +395,39 @@ class IdentityConfig(_Section):
     lease_check_s: float = Field(0.25, gt=0, le=60)
 
 
+class GatewayConfig(_Section):
+    """[gateway]: the OpenAI-compatible LLM gateway agents reach their model pools through.
+
+    `port` 0 (the default) takes a free port: the daemon's own replicas are told the URL; set a
+    fixed port for clients outside the daemon. Token budgets apply per agent and pool:
+    `budget_tokens` per `budget_window_s` (refilled continuously), `budgets` overrides it for
+    "agent/pool" keys; None means no budget.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    default_max_tokens: int = Field(512, ge=1)
+    budget_tokens: int | None = Field(None, ge=1)
+    budget_window_s: float = Field(60.0, gt=0)
+    budgets: dict[str, int] = {}
+    load_factor: float = Field(1.25, ge=1.0, le=10.0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_request_bytes: int = Field(16 * 2**20, ge=1024)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budget_keys(cls, budgets: dict[str, int]) -> dict[str, int]:
+        for key, tokens in budgets.items():
+            if key.count("/") != 1 or not all(key.split("/")):
+                raise ValueError(f"budget key {key!r} must be 'agent/pool'")
+            if tokens < 1:
+                raise ValueError(f"budget {key!r} must be at least 1 token")
+        return budgets
+
+
 class Config(_Section):
     """The whole of agentd.toml. `source` is the file it came from (not a TOML key)."""
 
@@ -408,3 +442,4 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     models: dict[PoolName, ModelPoolConfig] = {}
     identity: IdentityConfig = IdentityConfig()
+    gateway: GatewayConfig = GatewayConfig()

@@ -40,6 +40,7 @@ from agentd.daemon._child_events import NATS_CHILD, report_child_event
 from agentd.daemon._decision_feed import DecisionFeed
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._identity import DaemonIdentity
+from agentd.daemon._llm_tokens import IdentityTokens
 from agentd.daemon._logging import setup_logging
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._spawner import Spawner
@@ -47,6 +48,8 @@ from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._verbs import ControlVerbs
 from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
+from agentd.gateway import LLMGateway
+from agentd.gateway import TokenBook as GatewayTokenBook
 from agentd.identity import client_ssl_context, nats_tls_block
 from agentd.inference import ModelPools
 from agentd.metrics import AgentdMetrics, MetricsService
@@ -87,6 +90,7 @@ class Daemon:
         self._fleet: AgentFleet | None = None
         self._autoscaler: Autoscaler | None = None
         self._tools: ToolGateway | None = None
+        self._llm: LLMGateway | None = None
         self._spawner: Spawner | None = None
         self.metrics = AgentdMetrics()
         self._metrics_service: MetricsService | None = None
@@ -177,6 +181,16 @@ class Daemon:
         )
         await tg.start(self._ingest.run)
         identity = self.identity
+        if self.config.gateway.enabled:
+            self._llm = LLMGateway(
+                self.config.gateway,
+                upstreams=self.pools,
+                tokens=GatewayTokenBook(),
+                record=recorder.record,
+                policy=self.authority.check,
+            )
+            if identity is not None:  # registered agents' tokens: the gateway's book
+                identity.tokens = IdentityTokens(self._llm.tokens)
         self._fleet = fleet = AgentFleet(
             nc,
             js,
@@ -186,6 +200,7 @@ class Daemon:
             recorder,
             issue_credentials=identity.agent_credentials if identity else None,
             revoke_credentials=identity.forget_agent if identity else None,
+            llm=self._llm,
         )
         registration = self._registration = (
             identity.registration_service(nc, js, fleet, recorder) if identity else None
@@ -204,6 +219,9 @@ class Daemon:
         )
         await tg.start(self._router.run)
         self._step("router", "running")
+        if self._llm is not None:
+            await tg.start(self._llm.run)
+            self._step("gateway", "running")
         self._tools = ToolGateway(
             nc,
             js,
@@ -362,7 +380,7 @@ class Daemon:
             if self._fleet:
                 await self._fleet.shutdown()
             # the ingest after the fleet: replicas flush their last records as they stop
-            for plane in (self._tools, self._control, self._router, self._ingest):
+            for plane in (self._llm, self._tools, self._control, self._router, self._ingest):
                 if plane:
                     await plane.shutdown()
             await self.pools.shutdown()
@@ -421,7 +439,7 @@ class Daemon:
         )
         restart_needed = [
             section
-            for section in ("daemon", "bus", "inbox", "agents", "models")
+            for section in ("daemon", "bus", "inbox", "agents", "models", "gateway")
             if getattr(new, section) != getattr(live, section)
         ]
         for section in restart_needed:
@@ -488,6 +506,7 @@ class Daemon:
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
             "nats_url": self.nats_url,
+            "llm_url": self._llm.url if self._llm else None,
             "embedded_nats": self.config.bus.url is None,
             "state_dir": str(self.state_dir),
             "config": self._loaded.source,

@@ -29,6 +29,7 @@ from agentd.config import Config, LoadedAgent, load_agents
 from agentd.daemon._heartbeats import HeartbeatTracker
 from agentd.daemon._recorder import Recorder
 from agentd.errors import AgentdError, ControlError, WorkerCrashed
+from agentd.gateway import LLMGateway
 from agentd.supervisor import ChildSpec, ChildState, RestartPolicy, RestartType, Supervisor
 from agentd.telemetry import TelemetrySettings
 from agentd.worker import WorkerSettings
@@ -66,11 +67,14 @@ class AgentFleet:
         *,
         issue_credentials: Callable[[str], Awaitable[Path]] | None = None,
         revoke_credentials: Callable[[str], Awaitable[None]] | None = None,
+        llm: LLMGateway | None = None,
     ) -> None:
         self._nc = nc
         # NATS credentials for an agent's replicas (agentd.identity); None: no auth
         self._issue_credentials = issue_credentials
         self._revoke_credentials = revoke_credentials
+        # issues each replica a token at spawn, revoked when the replica stops
+        self._llm = llm
         self._js = js
         self._supervisor = supervisor
         self._config = config
@@ -262,6 +266,8 @@ class AgentFleet:
             )
             return
         record.replicas.discard(replica)
+        if self._llm is not None:
+            self._llm.revoke(replica)
         record.state = "failed"
         self._recorder.record(
             "agent.failed",
@@ -281,6 +287,8 @@ class AgentFleet:
         finally:
             record.replicas.discard(replica)
             self.heartbeats.forget(replica)
+            if self._llm is not None:
+                self._llm.revoke(replica)
 
     def _child_spec(
         self, record: AgentRecord, replica: str, creds: Path | None = None
@@ -303,6 +311,9 @@ class AgentFleet:
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
         # the replica traces as the daemon does: same export, redaction and content settings
         env.update(TelemetrySettings.from_config(cfg.trace).to_env())
+        if self._llm is not None and self._llm.url is not None:
+            # the replica's OpenAI clients reach its model pools through the LLM gateway
+            env |= self._llm.worker_env(record.name, replica)
         # a tool call may wait for a person's approval, then run: the worker waits that long
         tools = cfg.tools
         env["AGENTD_TOOL_TIMEOUT_S"] = str(tools.approval_timeout_s + tools.call_timeout_s + 30)

@@ -40,7 +40,7 @@ class ReplicaEndpoint:
     base_url: str
     served_name: str
     model: str
-    revision: str | None
+    revision: str | None = None
 
 
 class PoolReplica:

@@ -57,6 +57,7 @@ class VllmServer:
         cpu_threads_bind: str = "1",
         kv_cache_bytes: int = 64 * 2**20,
         startup_timeout_s: float = 240.0,
+        max_num_seqs: int = 8,
         extra_args: Sequence[str] = (),
     ) -> VllmServer:
         port = free_port()
@@ -70,6 +71,7 @@ class VllmServer:
             base_env=os.environ,
             cpu_threads_bind=cpu_threads_bind,
             kv_cache_bytes=kv_cache_bytes,
+            max_num_seqs=max_num_seqs,
             extra_args=extra_args,
         )
         log_path = work_dir / "vllm.log"

@@ -1,0 +1,38 @@
+"""The LLM gateway: agents' OpenAI-compatible door to the model pools.
+
+Bearer token -> agent, policy (agent, model:<pool>, infer), token budgets per agent and pool,
+prefix-affinity routing under a load bound, retry before the first byte, one `llm.call` decision
+record per call. See DESIGN.md, "Data paths: Models".
+"""
+
+from __future__ import annotations
+
+from agentd.gateway._budgets import BudgetBook, Reservation
+from agentd.gateway._gateway import LLMGateway, PolicyAnswer, PolicyCheck
+from agentd.gateway._protocol import MalformedRequest, parse_call
+from agentd.gateway._routing import AffinityRouter, ReplicaChooser, RoundRobin
+from agentd.gateway._tokens import TokenBook, TokenHolder
+from agentd.gateway._upstreams import ReplicaEndpoint, StaticUpstreams, Upstreams
+
+__all__ = [
+    # the HTTP service
+    "LLMGateway",
+    "PolicyAnswer",
+    "PolicyCheck",
+    # who calls
+    "TokenBook",
+    "TokenHolder",
+    # budgets
+    "BudgetBook",
+    "Reservation",
+    # where calls go
+    "AffinityRouter",
+    "ReplicaChooser",
+    "ReplicaEndpoint",
+    "RoundRobin",
+    "StaticUpstreams",
+    "Upstreams",
+    # the wire format
+    "MalformedRequest",
+    "parse_call",
+]

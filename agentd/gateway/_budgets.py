@@ -1,0 +1,114 @@
+"""Token budgets per agent and pool: reserve up front, settle with the real usage.
+
+Each (agent, pool) has a bucket of `capacity` tokens refilled continuously over `window_s`. A
+call reserves its prompt estimate plus max_tokens before it goes upstream, so concurrent calls
+cannot overspend; when the response says what it really used, the difference is given back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from agentd.errors import RateLimited
+
+__all__ = ["BudgetBook", "Reservation"]
+
+
+@dataclass
+class _Bucket:
+    capacity: float
+    level: float
+    updated: float
+
+
+@dataclass
+class Reservation:
+    """Tokens held for one call; `settle()` once with what the call really used."""
+
+    book: BudgetBook | None
+    key: tuple[str, str]
+    tokens: int
+    settled: bool = False
+
+    def settle(self, used: int | None) -> None:
+        """Give back what was reserved and not used (all of it when `used` is None because the
+        call never reached a model). Repeatable: only the first call counts."""
+        if self.settled or self.book is None:
+            return
+        self.settled = True
+        self.book.refund(self.key, self.tokens - (used if used is not None else 0))
+
+
+class BudgetBook:
+    """Budgets of every agent on every pool; `None` capacity means unlimited."""
+
+    def __init__(
+        self,
+        default_tokens: int | None,
+        window_s: float,
+        overrides: Mapping[str, int] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._default = default_tokens
+        self._window_s = window_s
+        self._overrides = dict(overrides or {})
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def capacity(self, agent: str, pool: str) -> int | None:
+        return self._overrides.get(f"{agent}/{pool}", self._default)
+
+    def reserve(self, agent: str, pool: str, tokens: int) -> Reservation:
+        """Hold `tokens` of `agent`'s budget on `pool`; raise RateLimited (with the seconds
+        until enough has refilled) when the budget cannot cover them."""
+        key = (agent, pool)
+        capacity = self.capacity(agent, pool)
+        if capacity is None:
+            return Reservation(None, key, tokens)
+        bucket = self._refilled(key, capacity)
+        if tokens > bucket.level:
+            rate = capacity / self._window_s
+            # a call larger than the whole budget waits for a full bucket, then still fails:
+            # say so rather than promise a retry that cannot succeed
+            if tokens > capacity:
+                raise RateLimited(
+                    f"{agent} asked for {tokens} tokens on pool {pool}; its budget is "
+                    f"{capacity} per {self._window_s:g}s: lower max_tokens",
+                    retry_after_s=self._window_s,
+                )
+            wait = math.ceil((tokens - bucket.level) / rate * 1000) / 1000
+            raise RateLimited(
+                f"{agent}'s token budget on pool {pool} is spent ({capacity} per "
+                f"{self._window_s:g}s); {int(bucket.level)} left, {tokens} needed",
+                retry_after_s=wait,
+            )
+        bucket.level -= tokens
+        return Reservation(self, key, tokens)
+
+    def refund(self, key: tuple[str, str], tokens: int) -> None:
+        """Return `tokens` (negative: charge the overrun of a call that used more)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.level = min(bucket.capacity, bucket.level + tokens)
+
+    def remaining(self, agent: str, pool: str) -> float | None:
+        capacity = self.capacity(agent, pool)
+        if capacity is None:
+            return None
+        return self._refilled((agent, pool), capacity).level
+
+    def _refilled(self, key: tuple[str, str], capacity: int) -> _Bucket:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(capacity), float(capacity), now)
+            return bucket
+        elapsed = now - bucket.updated
+        bucket.updated = now
+        bucket.level = min(float(capacity), bucket.level + elapsed * capacity / self._window_s)
+        bucket.capacity = float(capacity)
+        return bucket

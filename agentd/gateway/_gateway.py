@@ -1,0 +1,328 @@
+"""The LLM gateway: an OpenAI-compatible HTTP server in front of every model pool.
+
+Each call: bearer token -> agent (401), body checked (400), model name -> pool (404), policy
+(agent, model:<pool>, infer) (403 with the rule), token budget reserved (429 with Retry-After),
+relayed to a replica chosen for prefix affinity under a load bound, budget settled with the
+real usage, and one `llm.call` decision record written, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from agentd.config import GatewayConfig
+from agentd.errors import ConfigError, RateLimited
+from agentd.gateway._budgets import BudgetBook
+from agentd.gateway._policy import PolicyAnswer, PolicyCheck
+from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
+from agentd.gateway._records import Refusal, call_record, refusal_response
+from agentd.gateway._relay import CallOutcome, Relay
+from agentd.gateway._routing import AffinityRouter, ReplicaChooser
+from agentd.gateway._tokens import TokenBook, TokenHolder
+from agentd.gateway._upstreams import Upstreams
+from agentd.telemetry import chat_span, current_span_ids, extract_context
+
+__all__ = ["LLMGateway", "PolicyAnswer", "PolicyCheck"]
+
+log = logging.getLogger("agentd.gateway")
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class LLMGateway:
+    """Serves /v1/chat/completions, /v1/completions and /v1/models on [gateway].host:port.
+
+    `run()` is a service (ready once listening; `url` then names the bound address);
+    `shutdown()` is repeatable. `upstreams` may be replaced while running (the pool manager).
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        upstreams: Upstreams,
+        tokens: TokenBook,
+        record: Callable[..., None],
+        policy: PolicyCheck | None = None,
+        chooser: ReplicaChooser | None = None,
+    ) -> None:
+        self.config = config
+        self.upstreams = upstreams
+        self.tokens = tokens
+        self.policy = policy
+        self.budgets = BudgetBook(config.budget_tokens, config.budget_window_s, config.budgets)
+        self.chooser = chooser or AffinityRouter(config.load_factor)
+        self._record = record
+        self._relay: Relay | None = None
+        self._stopped = anyio.Event()
+        self.url: str | None = None
+
+    # service lifecycle
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        app = web.Application(client_max_size=cfg.max_request_bytes)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        timeout = aiohttp.ClientTimeout(
+            total=cfg.request_timeout_s, sock_connect=cfg.connect_timeout_s
+        )
+        # one pooled connector for every replica: keep-alive connections, no per-call setup
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        ) as session:
+            self._relay = Relay(
+                session, self.upstreams, self.chooser, max_attempts=cfg.max_attempts
+            )
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    raise ConfigError(
+                        "[gateway]",
+                        [
+                            f"host/port: cannot listen on {cfg.host}:{cfg.port}: {exc}; "
+                            "is the port in use? set [gateway].port (0 picks a free one)"
+                        ],
+                    ) from exc
+                port = _bound_port(runner) or cfg.port
+                # workers on this host dial loopback when the gateway listens on every address
+                host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(cfg.host, cfg.host)
+                host = f"[{host}]" if ":" in host else host
+                self.url = f"http://{host}:{port}/v1"
+                log.info("LLM gateway listening on %s", self.url)
+                task_status.started()
+                await self._stopped.wait()
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await runner.cleanup()
+
+    async def shutdown(self) -> None:
+        """Stop listening; calls in flight finish within aiohttp's shutdown grace."""
+        self._stopped.set()
+
+    def set_upstreams(self, upstreams: Upstreams) -> None:
+        """Route to another source of replicas from now on (the daemon's pool manager)."""
+        self.upstreams = upstreams
+        if self._relay is not None:
+            self._relay.upstreams = upstreams
+
+    # credentials of agent replicas
+    def worker_env(self, agent: str, replica: str) -> dict[str, str]:
+        """Issue `replica` a token and return the environment that points its OpenAI clients
+        (ChatOpenAI, openai) at this gateway. Call once the gateway is running."""
+        if self.url is None:
+            raise RuntimeError("the LLM gateway is not running yet: it has no URL")
+        token = self.tokens.issue(agent, replica)
+        return {
+            "AGENTD_LLM_URL": self.url,
+            "AGENTD_LLM_TOKEN": token,
+            "OPENAI_BASE_URL": self.url,
+            "OPENAI_API_KEY": token,
+        }
+
+    def revoke(self, replica: str) -> bool:
+        """Revoke `replica`'s token (it exited); False when it held none."""
+        return self.tokens.revoke(replica)
+
+    # handlers
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', headers=_JSON)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._call(request, "chat/completions")
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._call(request, "completions")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        try:
+            holder = self._holder(request)
+        except Refusal as refused:
+            return refusal_response(refused)
+        data = []
+        for pool in self.upstreams.pool_names():
+            if (
+                self.policy is not None
+                and not self.policy(holder.agent, f"model:{pool}", "infer").allowed
+            ):
+                continue
+            endpoints = self.upstreams.endpoints(pool)
+            data.append(
+                {
+                    "id": pool,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "agentd",
+                    "root": endpoints[0].model if endpoints else None,
+                    "ready_replicas": len(endpoints),
+                }
+            )
+        body = json.dumps({"object": "list", "data": data}).encode()
+        return web.Response(body=body, headers=_JSON)
+
+    async def _call(self, request: web.Request, kind: CallKind) -> web.StreamResponse:
+        started = time.perf_counter()
+        holder: TokenHolder | None = None
+        fields: dict[str, Any] = {"endpoint": kind}
+        raw = b""
+        try:
+            holder = self._holder(request)
+            raw = await self._read(request)
+            try:
+                call = parse_call(raw, kind, default_max_tokens=self.config.default_max_tokens)
+            except MalformedRequest as exc:
+                raise Refusal(
+                    400, "invalid_request_error", str(exc), code="bad_request", param=exc.param
+                ) from None
+            fields.update(model=call.model, stream=call.stream, max_tokens=call.max_tokens)
+            pool = self._pool_of(call.model)
+            fields["pool"] = pool
+            answer = self._authorize(holder, pool)
+            reservation = self._reserve(holder, pool, call.token_estimate)
+        except Refusal as refused:
+            self._emit(call_record(holder, raw, started, fields, refusal=refused))
+            return refusal_response(refused)
+        relay = self._relay
+        assert relay is not None, "the gateway is not running"
+        key = holder.agent.encode() + b"\0" + call.prefix
+        outcome = CallOutcome(decision="error", status=500)
+        # `chat {model}`: a child of the agent's run (its traceparent header), parent of vLLM's
+        with chat_span(
+            call.model,
+            agent=holder.agent,
+            pool=pool,
+            parent=extract_context(request.headers),
+            max_tokens=call.max_tokens,
+        ) as span:
+            try:
+                response, outcome = await relay.relay(request, call, pool, key, started)
+            except Exception as exc:  # a bug here must not take the gateway down: 500, recorded
+                log.exception("an LLM call of %s failed inside the gateway", holder.agent)
+                outcome.reason = f"internal: {exc!r}"
+                body = error_body(
+                    f"the LLM gateway failed: {exc!r}", "server_error", code="internal"
+                )
+                response = web.Response(body=body, status=500, headers=_JSON)
+            finally:
+                used = None
+                if outcome.tokens_out is not None:
+                    used = (outcome.tokens_in or len(raw) // 4) + outcome.tokens_out
+                elif outcome.endpoint is not None and outcome.decision in (
+                    "ok",
+                    "error",
+                    "cancelled",
+                ):
+                    used = reservation.tokens  # a model generated, usage unknown: charge it all
+                reservation.settle(used)
+                if outcome.decision == "ok":
+                    span.set_response(
+                        model=outcome.endpoint.served_name if outcome.endpoint else None,
+                        input_tokens=outcome.tokens_in,
+                        output_tokens=outcome.tokens_out,
+                        finish_reasons=[outcome.finish_reason] if outcome.finish_reason else None,
+                    )
+                else:
+                    span.set_error(str(outcome.status), outcome.reason)
+                record = call_record(holder, raw, started, fields, outcome=outcome, rule=answer)
+                self._emit({**record, **current_span_ids()})
+        return response
+
+    def _emit(self, fields: dict[str, Any]) -> None:
+        try:
+            self._record("llm.call", **fields)
+        except Exception:
+            log.exception("recording an LLM call failed")
+
+    # the steps before a call goes upstream
+    def _holder(self, request: web.Request) -> TokenHolder:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        holder = self.tokens.holder(token.strip()) if scheme.lower() == "bearer" else None
+        if holder is None:
+            raise Refusal(
+                401,
+                "authentication_error",
+                "missing or unknown bearer token: use the token in AGENTD_LLM_TOKEN",
+                code="invalid_api_key",
+            )
+        return holder
+
+    async def _read(self, request: web.Request) -> bytes:
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise Refusal(
+                413,
+                "invalid_request_error",
+                f"the request body is larger than {self.config.max_request_bytes} bytes "
+                "([gateway].max_request_bytes)",
+                code="request_too_large",
+            ) from None
+
+    def _pool_of(self, model: str) -> str:
+        pools = self.upstreams.pool_names()
+        if model in pools:
+            return model
+        for pool in pools:
+            if any(e.served_name == model for e in self.upstreams.endpoints(pool)):
+                return pool
+        raise Refusal(
+            404,
+            "invalid_request_error",
+            f"the model {model!r} does not exist; models: {sorted(pools)}",
+            code="model_not_found",
+            param="model",
+        )
+
+    def _authorize(self, holder: TokenHolder, pool: str) -> PolicyAnswer | None:
+        if self.policy is None:
+            return None
+        answer = self.policy(holder.agent, f"model:{pool}", "infer")
+        if not answer.allowed:
+            raise Refusal(
+                403,
+                "permission_error",
+                f"agent {holder.agent} may not use model pool {pool}: "
+                f"{answer.reason or 'denied by policy'} (rule {answer.rule})",
+                code="policy_denied",
+                rule=answer.rule,
+            )
+        return answer
+
+    def _reserve(self, holder: TokenHolder, pool: str, tokens: int) -> Any:
+        try:
+            return self.budgets.reserve(holder.agent, pool, tokens)
+        except RateLimited as exc:
+            refused = Refusal(
+                429,
+                "rate_limit_error",
+                str(exc),
+                code="budget_exhausted",
+                retry_after_s=exc.retry_after_s,
+            )
+            refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            raise refused from None
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    # port 0 in the config: the OS picked one, which only the listening socket knows
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None

@@ -1,0 +1,74 @@
+"""The underwriter's LLM node: a model drafts the rationale a person reads; the rules decide.
+
+Runs only when the agent's params name a model pool (`{"model": "main"}`) and the worker was
+given the LLM gateway (AGENTD_LLM_URL, AGENTD_LLM_TOKEN): otherwise the assessment is the rules'
+alone, as before. The model answers through strict structured output (a JSON schema the server
+enforces while decoding), so even a tiny random-weight model yields a draft that parses. The
+draft never changes the outcome, the score or the findings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Rationale", "draft_rationale", "llm_model"]
+
+SYSTEM_PROMPT = (
+    "You are an underwriting assistant. You are given a loan application and the rule-based "
+    "assessment of it. Explain the assessment to the applicant in plain words, in a summary "
+    "of at most two sentences and up to three key factors. Never change the outcome."
+)
+
+
+class Rationale(BaseModel):
+    """The drafted explanation: free text, bounded so a weak model cannot ramble."""
+
+    model_config = ConfigDict(extra="forbid")
+    summary: str = Field(max_length=240)
+    key_factors: list[str] = Field(max_length=3)
+
+
+def llm_model(params: Mapping[str, Any] | None) -> str | None:
+    """The model pool to draft with, or None when this replica has no model to use."""
+    model = (params or {}).get("model")
+    if not isinstance(model, str) or not model or not os.environ.get("AGENTD_LLM_URL"):
+        return None
+    return model
+
+
+async def draft_rationale(
+    model: str, application: Mapping[str, Any], assessment: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Ask `model` (a pool behind the gateway) for a rationale; returns it as a dict with the
+    model's name, or an `error` saying why there is none (the assessment stands either way)."""
+    from langchain_openai import ChatOpenAI  # only replicas that draft pay for the import
+
+    llm = ChatOpenAI(
+        base_url=os.environ["AGENTD_LLM_URL"],
+        api_key=os.environ.get("AGENTD_LLM_TOKEN", ""),
+        model=model,
+        temperature=0,
+        max_completion_tokens=256,
+        max_retries=1,
+        timeout=30,
+    )
+    drafter = llm.with_structured_output(Rationale, method="json_schema", strict=True)
+    facts = {
+        "application": dict(application),
+        "outcome": assessment.get("outcome"),
+        "risk_band": assessment.get("risk_band"),
+        "findings": assessment.get("findings"),
+    }
+    try:
+        draft = await drafter.ainvoke(
+            [("system", SYSTEM_PROMPT), ("user", json.dumps(facts, default=str))]
+        )
+    except Exception as exc:  # the model is advisory: its failure must not fail the run
+        return {"model": model, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    rationale = draft if isinstance(draft, Rationale) else Rationale.model_validate(draft)
+    return {"model": model, **rationale.model_dump()}

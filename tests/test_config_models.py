@@ -1,9 +1,8 @@
-"""[models.<pool>] in agentd.toml: the commented example loads once uncommented, paths resolve
+"""[models.<pool>] in agentd.toml: the default tiny pool and the commented GPU line load, paths resolve
 against the file, and every kind of bad value is named by its TOML path."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -13,28 +12,25 @@ from agentd.errors import ConfigError
 from tests.harness import REPO
 
 
-def test_no_pool_is_configured_by_default() -> None:
-    assert load_config(REPO / "agentd.toml").config.models == {}
+def test_the_default_config_serves_the_tiny_model_on_one_cpu_core() -> None:
+    models = load_config(REPO / "agentd.toml").config.models
+    assert sorted(models) == ["tiny"]
+    tiny = models["tiny"]
+    assert tiny.model == str(REPO / ".agentd" / "tiny-model")  # local: made absolute
+    assert tiny.launcher.python == REPO / ".venv-vllm" / "bin" / "python"  # `make run` makes it
+    assert tiny.device == "cpu" and tiny.replicas.min == tiny.replicas.max == 1
+    assert tiny.cpu_cores_per_replica == 1 and tiny.liveness.failures == 2
 
 
-def uncommented_model_example() -> str:
-    """The [models.tiny] example and the GPU line from agentd.toml, uncommented: the lines
-    that read "# [table]" or "# key = value" ("# # ..." are the example's comments)."""
+def test_the_commented_gpu_line_adds_a_pool_on_gpus(tmp_path: Path) -> None:
+    """Uncommenting the two lines under "The one line that serves a real model on GPUs"."""
     text = (REPO / "agentd.toml").read_text()
-    lines = [line[2:] for line in text[text.index("# [models.tiny]") :].splitlines()]
-    return "\n".join(line for line in lines if re.match(r"\[|[a-z_]+ = ", line))
-
-
-def test_the_commented_example_pools_load(tmp_path: Path) -> None:
+    gpu = text[text.index("# [models]\n") :].splitlines()[:2]
     path = tmp_path / "agentd.toml"
-    path.write_text(uncommented_model_example())
+    path.write_text(text + "\n" + "\n".join(line[2:] for line in gpu) + "\n")
     models = load_config(path).config.models
     assert sorted(models) == ["qwen", "tiny"]
-    tiny, qwen = models["tiny"], models["qwen"]
-    assert tiny.model == str(tmp_path / ".agentd" / "tiny-model")  # local: made absolute
-    assert tiny.device == "cpu" and tiny.replicas.min == 1 and tiny.replicas.max == 2
-    assert tiny.launcher.python == Path("/work/.venv-vllm/bin/python")
-    assert tiny.liveness.failures == 2 and tiny.autoscale.cooldown_s == 60.0
+    qwen = models["qwen"]
     assert qwen.model == "Qwen/Qwen3-8B"  # a hub id stays as written
     assert qwen.launcher.command == ["vllm", "serve"] and qwen.device == "gpu"
 

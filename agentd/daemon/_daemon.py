@@ -98,7 +98,10 @@ class Daemon:
         self.pools = ModelPools(
             self.config.models, state_dir=self.state_dir, record=self._record_decision
         )
-        # like the policy: a pool that cannot be placed stops the start before anything runs
+        # like the policy: a pool that cannot start or be placed stops the start before anything
+        # runs
+        if missing := self.pools.missing_files():
+            raise ConfigError(loaded.source, missing)
         self.pools.check_placement()
         self._ingest: TraceIngest | None = None
         self._registration: RegistrationService | None = None

@@ -1,5 +1,5 @@
-"""[models.<pool>] in agentd.toml: the default tiny pool and the commented GPU line load, paths resolve
-against the file, and every kind of bad value is named by its TOML path."""
+"""[models.<pool>] in agentd.toml: the default tiny pool and the commented GPU line load, paths
+resolve against the file, and every kind of bad value is named by its TOML path."""
 
 from __future__ import annotations
 

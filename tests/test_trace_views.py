@@ -163,7 +163,8 @@ def test_runs_lists_finished_runs_from_the_ledger_with_filters(daemon: DaemonPro
 
 def test_follow_tails_live_decisions_of_one_agent(daemon: DaemonProcess) -> None:
     follower = subprocess.Popen(
-        [sys.executable, "-m", "agentd.cli.agentctl", "--url", daemon.url, "--json", "trace"]
+        [sys.executable, "-m", "agentd.cli.agentctl", "--url", daemon.url]
+        + ["--creds", str(daemon.admin_creds), "--json", "trace"]
         + ["--follow", "--agent", "underwriter", "--count", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -191,7 +192,8 @@ def test_follow_tails_live_decisions_of_one_agent(daemon: DaemonProcess) -> None
 def test_the_live_feed_redacts_configured_secrets(daemon: DaemonProcess) -> None:
     secret = "sk-" + "Q" * 24
     follower = subprocess.Popen(
-        [sys.executable, "-m", "agentd.cli.agentctl", "--url", daemon.url, "--json", "trace"]
+        [sys.executable, "-m", "agentd.cli.agentctl", "--url", daemon.url]
+        + ["--creds", str(daemon.admin_creds), "--json", "trace"]
         + ["--follow", "--agent", "echo", "--count", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -157,9 +157,8 @@ class AuditVerbs:
             raise ControlError("bad_request", "trace needs 'id': a run, trace or conversation id")
         limit = min(_opt(request, "limit", int) or MAX_TRACE_RECORDS, MAX_TRACE_RECORDS)
         found, matched = await anyio.to_thread.run_sync(self._find_all, key, limit)
-        if not found:  # a message id (what `agentctl send` prints): its run, from the ledger
-            entry = (await self._ledger_entries({key})).get(key)
-            run_id = entry.get("run_id") if entry else None
+        if not found:  # a message id (what `agentctl send` prints): the run that handled it
+            run_id = await anyio.to_thread.run_sync(self._run_of_message, key)
             if isinstance(run_id, str):
                 hits = await anyio.to_thread.run_sync(
                     lambda: self._log.find(run_id=run_id, limit=limit)
@@ -210,8 +209,15 @@ class AuditVerbs:
             raise ControlError("bad_request", f"status must be one of {', '.join(RUN_STATUSES)}")
         scan = max(limit * 4, 2000)
         records = await anyio.to_thread.run_sync(self._run_records, agent, since, scan)
+        # the ledger is keyed by agent and message: routed records name both
         ledger = await self._ledger_entries(
-            {message_id_of(r) for r in records if r.kind == "message.routed"} - {None}
+            {
+                (r.agent, message_id)
+                for r in records
+                if r.kind == "message.routed"
+                and r.agent is not None
+                and (message_id := message_id_of(r)) is not None
+            }
         )
         try:
             dead_entries = await self._dead_letters.list(agent=agent, limit=MAX_DEAD_LETTERS)
@@ -242,18 +248,28 @@ class AuditVerbs:
             raise ControlError("log_unreadable", f"cannot read the decision log: {exc}") from None
         return [DecisionRecord.from_body(body) for (body,) in rows]
 
-    async def _ledger_entries(self, message_ids: set[str | None]) -> dict[str, dict[str, Any]]:
+    def _run_of_message(self, message_id: str) -> str | None:
+        """The run that handled `message_id`: the newest `run.started` record naming it (its
+        `inputs.message_id`; ids are plain tokens, so a quoted match is exact)."""
+        sql = "SELECT body FROM records WHERE kind = 'run.started' AND body LIKE ? "
+        sql += "ORDER BY seq DESC LIMIT 1"
+        try:
+            with open_reader(self._log.path) as conn:
+                row = conn.execute(sql, (f'%"message_id":"{message_id}"%',)).fetchone()
+        except sqlite3.Error as exc:
+            raise ControlError("log_unreadable", f"cannot read the decision log: {exc}") from None
+        return DecisionRecord.from_body(row[0]).run_id if row else None
+
+    async def _ledger_entries(self, keys: set[tuple[str, str]]) -> dict[str, dict[str, Any]]:
         if self._ledger is None:
             try:
                 self._ledger = await self._js.key_value(self._subjects.runs_bucket)
             except Exception:  # no ledger (yet): runs show what the log alone says
                 return {}
         entries: dict[str, dict[str, Any]] = {}
-        for message_id in message_ids:
-            if message_id is None:
-                continue
+        for agent, message_id in keys:
             try:
-                entry = await self._ledger.get(f"run.{message_id}")
+                entry = await self._ledger.get(f"run.{agent}.{message_id}")
             except KeyNotFoundError:
                 continue
             if entry.value:

@@ -3,12 +3,16 @@
 `@tool("loan.approve")` declares one; `ToolRegistry.load(dir)` collects them; `ToolGateway`
 serves `agentd.tool.<agent>.<tool>`: spec, schema, policy, idempotency, rate limit, approval,
 run (`run_tool`: in the daemon or an isolated child process), record. See README.md here.
+
+The gateway's parts (NATS, policy, telemetry) are imported on first use: an isolated tool's
+process (`python -m agentd.tools.host`) needs only the registry and the host, and its start is
+part of every isolated call's time.
 """
 
-from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
-from agentd.tools._gateway import ToolGateway
+import importlib
+from typing import TYPE_CHECKING
+
 from agentd.tools._host import run_tool
-from agentd.tools._protocol import ErrorCode, ToolCallRequest, ToolRefusal
 from agentd.tools._registry import (
     InvalidArguments,
     ToolRegistry,
@@ -16,7 +20,12 @@ from agentd.tools._registry import (
     load_tool_file,
     tool,
 )
-from agentd.tools._results import CallRecord, ResultStore
+
+if TYPE_CHECKING:
+    from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
+    from agentd.tools._gateway import ToolGateway
+    from agentd.tools._protocol import ErrorCode, ToolCallRequest, ToolRefusal
+    from agentd.tools._results import CallRecord, ResultStore
 
 __all__ = [
     # declaring and loading tools
@@ -38,3 +47,22 @@ __all__ = [
     "ResultStore",
     "run_tool",
 ]
+
+_LAZY = {
+    "ApprovalBook": "_approvals",
+    "ApprovalOutcome": "_approvals",
+    "PendingApproval": "_approvals",
+    "ToolGateway": "_gateway",
+    "ErrorCode": "_protocol",
+    "ToolCallRequest": "_protocol",
+    "ToolRefusal": "_protocol",
+    "CallRecord": "_results",
+    "ResultStore": "_results",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"agentd.tools.{module}"), name)

@@ -16,7 +16,7 @@ import anyio
 import nats
 import pytest
 
-from agentd.bus import Message, Subjects, ensure_inbox_consumer, ensure_streams
+from agentd.bus import Message, Subjects, ensure_inbox_consumer, ensure_streams, ensure_trace_stream
 from agentd.config import InboxConfig, ToolsConfig
 from agentd.policy import DecisionPoint
 from agentd.tools import ResultStore
@@ -183,6 +183,10 @@ async def test_a_redelivered_run_does_not_pay_twice(
     try:
         js = nc.jetstream()
         await ensure_streams(js, subjects, InboxConfig(ack_wait_s=1.0))
+        # where the worker's run records go (the daemon's trace ingest creates it)
+        await ensure_trace_stream(
+            js, subjects, max_bytes=2**24, max_age_s=600, duplicate_window_s=60
+        )
         await ensure_inbox_consumer(js, subjects, "underwriter", ack_wait_s=1.0, max_deliver=5)
         config = ToolsConfig(call_timeout_s=10)
         point = DecisionPoint.from_dir(EXAMPLE_POLICY)

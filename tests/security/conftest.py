@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import REPO, DaemonProcess, running_daemon, write_config
+from tests.inference.pool_helpers import FAKE_VLLM
 
 AGENTS = ("alpha", "beta", "gamma", "delta")
 EXTRA_POLICY = """
@@ -20,8 +23,21 @@ p, ext:lapser, api:register, register, allow
 p, ext:revokee, api:register, register, allow
 p, ext:preauth, api:register, register, allow
 p, ext:fuzzed, api:register, register, allow
+p, ext:modeler, api:register, register, allow
+p, ext:nomodel, api:register, register, allow
+p, ext:modeler2, api:register, register, allow
+p, modeler, model:fake, infer, allow
+p, modeler2, model:fake, infer, allow
 """
 LEASE_S = 2.0
+# a model pool for the gateway-token cases: a stand-in vLLM (no GPU, no weights, starts at once)
+FAKE_POOL = f"""
+[models.fake]
+model = "fake-org/fake-model"
+launcher = {{ command = {json.dumps([sys.executable, str(FAKE_VLLM)])} }}
+device = "cpu"
+autoscale = {{ enabled = false }}
+"""
 
 
 @pytest.fixture
@@ -55,6 +71,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         policy="enforce",
         extra=(
             f"[autoscale]\nenabled = false\n[identity]\nlease_s = {LEASE_S}\nlease_check_s = 0.1\n"
+            + FAKE_POOL
         ),
     )
     text = config.read_text().replace(f'dir = "{REPO / "policies"}"', f'dir = "{policies}"')

@@ -45,7 +45,7 @@ async def test_register_heartbeat_and_revoke_within_a_second(secure: DaemonProce
     assert "llm_token" not in registration  # the shared bootstrap inbox carries no secret
     async with connected(secure, creds) as agent:
         beat = await call_api(agent.nc, "heartbeat", "revokee")
-        assert beat["llm_token"].startswith("agt_")
+        assert beat["llm_token"].startswith("agentd-")
     watch, hello = await RawConnection.open(secure, creds)
     assert hello == b"PONG"
     async with ControlClient(secure.url, credentials=admin_credentials(secure.url)) as ctl:
@@ -107,7 +107,7 @@ async def test_a_pre_authorized_identity_registers_without_the_token(
     creds = Credentials.load(__import__("pathlib").Path(json.loads(out.stdout)["creds"]))
     async with connected(secure, creds) as agent:
         registered = await call_api(agent.nc, "register", "preauth", {"spec": SPEC})
-        assert registered["llm_token"].startswith("agt_")  # its own inbox: safe for a secret
+        assert registered["llm_token"].startswith("agentd-")  # its own inbox: safe for a secret
         with pytest.raises(ControlError) as err:  # one name per identity
             await call_api(agent.nc, "register", "preauth", {"spec": SPEC, "name": "alpha"})
         assert err.value.code == "forbidden"

@@ -309,6 +309,8 @@ class AgentFleet:
             tls_ca_file=cfg.bus.tls.ca_file,
         )
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        if agent.spec.model_pool:  # the pool its LLM nodes use, through the gateway
+            env["AGENTD_MODEL_POOL"] = agent.spec.model_pool
         # the replica traces as the daemon does: same export, redaction and content settings
         env.update(TelemetrySettings.from_config(cfg.trace).to_env())
         if self._llm is not None and self._llm.url is not None:

@@ -36,4 +36,7 @@ def setup_logging(level: str = "info", fmt: str = "human") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("nats").setLevel(logging.WARNING)
+    # libraries that log every request at INFO: the pool manager probes each replica every few
+    # seconds, and the gateway's own records say what each call did
+    for name in ("nats", "httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)

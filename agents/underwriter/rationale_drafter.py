@@ -33,9 +33,13 @@ class Rationale(BaseModel):
     key_factors: list[str] = Field(max_length=3)
 
 
+DRAFT_TIMEOUT_S = 5.0
+
+
 def llm_model(params: Mapping[str, Any] | None) -> str | None:
-    """The model pool to draft with, or None when this replica has no model to use."""
-    model = (params or {}).get("model")
+    """The model pool to draft with (the spawn params' `model`, else agent.toml's `model_pool`),
+    or None when this replica has no model to use."""
+    model = (params or {}).get("model") or os.environ.get("AGENTD_MODEL_POOL")
     if not isinstance(model, str) or not model or not os.environ.get("AGENTD_LLM_URL"):
         return None
     return model
@@ -46,7 +50,10 @@ async def draft_rationale(
 ) -> dict[str, Any]:
     """Ask `model` (a pool behind the gateway) for a rationale; returns it as a dict with the
     model's name, or an `error` saying why there is none (the assessment stands either way)."""
-    from langchain_openai import ChatOpenAI  # only replicas that draft pay for the import
+    import httpx  # only replicas that draft pay for these imports
+    from langchain_openai import ChatOpenAI
+
+    from agentd.telemetry import httpx_trace_hooks
 
     llm = ChatOpenAI(
         base_url=os.environ["AGENTD_LLM_URL"],
@@ -54,8 +61,11 @@ async def draft_rationale(
         model=model,
         temperature=0,
         max_completion_tokens=256,
-        max_retries=1,
-        timeout=30,
+        # within the run's deadline (intake waits 10 s): a slow or loading model means no draft
+        max_retries=0,
+        timeout=DRAFT_TIMEOUT_S,
+        # the call carries the run's trace context: the gateway's `chat` span is its child
+        http_async_client=httpx.AsyncClient(event_hooks=httpx_trace_hooks()),
     )
     drafter = llm.with_structured_output(Rationale, method="json_schema", strict=True)
     facts = {

@@ -55,30 +55,32 @@ async def draft_rationale(
 
     from agentd.telemetry import httpx_trace_hooks
 
-    llm = ChatOpenAI(
-        base_url=os.environ["AGENTD_LLM_URL"],
-        api_key=os.environ.get("AGENTD_LLM_TOKEN", ""),
-        model=model,
-        temperature=0,
-        max_completion_tokens=256,
-        # within the run's deadline (intake waits 10 s): a slow or loading model means no draft
-        max_retries=0,
-        timeout=DRAFT_TIMEOUT_S,
-        # the call carries the run's trace context: the gateway's `chat` span is its child
-        http_async_client=httpx.AsyncClient(event_hooks=httpx_trace_hooks()),
-    )
-    drafter = llm.with_structured_output(Rationale, method="json_schema", strict=True)
     facts = {
         "application": dict(application),
         "outcome": assessment.get("outcome"),
         "risk_band": assessment.get("risk_band"),
         "findings": assessment.get("findings"),
     }
-    try:
-        draft = await drafter.ainvoke(
-            [("system", SYSTEM_PROMPT), ("user", json.dumps(facts, default=str))]
+    # the call carries the run's trace context (the gateway's `chat` span is its child); the
+    # client is closed with the call, so no connection outlives it
+    async with httpx.AsyncClient(event_hooks=httpx_trace_hooks()) as http:
+        llm = ChatOpenAI(
+            base_url=os.environ["AGENTD_LLM_URL"],
+            api_key=os.environ.get("AGENTD_LLM_TOKEN", ""),
+            model=model,
+            temperature=0,
+            max_completion_tokens=256,
+            # within the run's deadline (intake waits 10 s): a slow or loading model, no draft
+            max_retries=0,
+            timeout=DRAFT_TIMEOUT_S,
+            http_async_client=http,
         )
-    except Exception as exc:  # the model is advisory: its failure must not fail the run
-        return {"model": model, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        drafter = llm.with_structured_output(Rationale, method="json_schema", strict=True)
+        try:
+            draft = await drafter.ainvoke(
+                [("system", SYSTEM_PROMPT), ("user", json.dumps(facts, default=str))]
+            )
+        except Exception as exc:  # the model is advisory: its failure must not fail the run
+            return {"model": model, "error": f"{type(exc).__name__}: {exc}"[:300]}
     rationale = draft if isinstance(draft, Rationale) else Rationale.model_validate(draft)
     return {"model": model, **rationale.model_dump()}

@@ -19,8 +19,10 @@ import pytest
 
 from agentd.config import ModelPoolConfig
 from agentd.inference import ModelPools
+from tests.gateway.support import running_gateway
 from tests.harness import descendants, pid_alive
 from tests.inference.pool_helpers import Records, poll, running_pools
+from tests.inference.tool_schemas import TOOLS, WeatherArgs
 from tests.inference.vllm_server import vllm_python
 
 pytestmark = [
@@ -116,6 +118,28 @@ async def test_a_replica_loads_with_visible_progress_then_serves(pool: Pool) -> 
     await poll(lambda: pool.member()["load"] is not None, timeout_s=10)
     assert set(pool.member()["load"]) == {"running", "waiting", "kv_cache_pct"}
     pool.remember_processes()
+
+
+async def test_the_pool_serves_langchain_through_the_gateway(pool: Pool) -> None:
+    """The whole path of a graph's model call: ChatOpenAI -> the LLM gateway -> the pool's
+    ready replica, with a strict tool call that parses."""
+    from langchain_openai import ChatOpenAI
+
+    await pool.records.wait("model.started", replica="tiny-0", timeout_s=START_S)
+    async with running_gateway(pool.pools) as gw:
+        token = gw.tokens.issue("underwriter", "underwriter-0")
+        llm = ChatOpenAI(
+            base_url=gw.url, api_key=token, model="tiny", temperature=0, max_completion_tokens=128
+        )
+        bound = llm.bind_tools([TOOLS[0]], strict=True, tool_choice="get_weather")
+        message = await bound.ainvoke("What is the weather in Paris this week?")
+    (call,) = message.tool_calls
+    assert call["name"] == "get_weather"
+    WeatherArgs.model_validate(call["args"])  # the schema held while decoding
+    (record,) = gw.records.of("llm.call")
+    assert (record["agent"], record["decision"]) == ("underwriter", "ok")
+    assert record["attributes"]["pool"] == "tiny"
+    assert record["attributes"]["model_replica"] == "tiny-0"
 
 
 async def test_a_killed_replica_is_restarted_and_serves_again(pool: Pool) -> None:

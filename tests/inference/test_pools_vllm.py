@@ -126,10 +126,15 @@ async def test_the_pool_serves_langchain_through_the_gateway(pool: Pool) -> None
     from langchain_openai import ChatOpenAI
 
     await pool.records.wait("model.started", replica="tiny-0", timeout_s=START_S)
-    async with running_gateway(pool.pools) as gw:
+    async with running_gateway(pool.pools) as gw, httpx.AsyncClient() as http:
         token = gw.tokens.issue("underwriter", "underwriter-0")
         llm = ChatOpenAI(
-            base_url=gw.url, api_key=token, model="tiny", temperature=0, max_completion_tokens=128
+            base_url=gw.url,
+            api_key=token,
+            model="tiny",
+            temperature=0,
+            max_completion_tokens=128,
+            http_async_client=http,  # closed here, not left to the end of the session
         )
         bound = llm.bind_tools([TOOLS[0]], strict=True, tool_choice="get_weather")
         message = await bound.ainvoke("What is the weather in Paris this week?")

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentd.config._errors import describe_validation_error
-from agentd.config._models import Config, ModelPoolConfig
+from agentd.config._models import Config, ModelPoolConfig, TlsConfig
 from agentd.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_NAME", "LoadedConfig", "find_config", "load_config"]
@@ -88,12 +88,13 @@ def _resolve(config: Config, base: Path) -> Config:
             "store_dir": absolute(embedded.store_dir) if embedded.store_dir else None,
         }
     )
-    tls = config.bus.tls
-    tls = tls.model_copy(
-        update={
-            k: absolute(v) for k in ("cert_file", "key_file", "ca_file") if (v := getattr(tls, k))
-        }
-    )
+
+    def absolute_tls(tls: TlsConfig) -> TlsConfig:
+        keys = ("cert_file", "key_file", "ca_file")
+        return tls.model_copy(update={k: absolute(v) for k in keys if (v := getattr(tls, k))})
+
+    tls = absolute_tls(config.bus.tls)
+    gateway = config.gateway.model_copy(update={"tls": absolute_tls(config.gateway.tls)})
     creds = absolute(config.bus.creds_file) if config.bus.creds_file else None
     bus = config.bus.model_copy(update={"embedded": embedded, "tls": tls, "creds_file": creds})
     agents = config.agents.model_copy(update={"dir": absolute(config.agents.dir)})
@@ -108,6 +109,7 @@ def _resolve(config: Config, base: Path) -> Config:
             "policy": policy,
             "tools": tools,
             "models": models,
+            "gateway": gateway,
         }
     )
 

@@ -416,6 +416,8 @@ class GatewayConfig(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(600.0, gt=0)
     max_request_bytes: int = Field(16 * 2**20, ge=1024)
+    tls: TlsConfig = TlsConfig()
+    """HTTPS with this certificate and key; replicas are told `ca_file` (AGENTD_LLM_CA_FILE)."""
 
     @field_validator("budgets")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +90,8 @@ class LLMGateway:
             )
             await runner.setup()
             try:
-                site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+                tls = _server_tls(cfg)
+                site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True, ssl_context=tls)
                 try:
                     await site.start()
                 except OSError as exc:
@@ -104,7 +106,7 @@ class LLMGateway:
                 # workers on this host dial loopback when the gateway listens on every address
                 host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(cfg.host, cfg.host)
                 host = f"[{host}]" if ":" in host else host
-                self.url = f"http://{host}:{port}/v1"
+                self.url = f"{'https' if tls else 'http'}://{host}:{port}/v1"
                 log.info("LLM gateway listening on %s", self.url)
                 task_status.started()
                 await self._stopped.wait()
@@ -129,12 +131,15 @@ class LLMGateway:
         if self.url is None:
             raise RuntimeError("the LLM gateway is not running yet: it has no URL")
         token = self.tokens.issue(agent, replica)
-        return {
+        env = {
             "AGENTD_LLM_URL": self.url,
             "AGENTD_LLM_TOKEN": token,
             "OPENAI_BASE_URL": self.url,
             "OPENAI_API_KEY": token,
         }
+        if self.config.tls.ca_file is not None:  # the CA a client verifies the gateway with
+            env["AGENTD_LLM_CA_FILE"] = str(self.config.tls.ca_file)
+        return env
 
     def revoke(self, replica: str) -> bool:
         """Revoke `replica`'s token (it exited); False when it held none."""
@@ -318,6 +323,21 @@ class LLMGateway:
             )
             refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             raise refused from None
+
+
+def _server_tls(cfg: GatewayConfig) -> ssl.SSLContext | None:
+    """HTTPS for [gateway.tls] (TLS 1.2 at least); None: plain HTTP, fine on loopback."""
+    if not cfg.tls.enabled:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "[gateway.tls]", [f"cert_file/key_file: cannot load {cfg.tls.cert_file}: {exc}"]
+        ) from exc
+    return context
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,7 +64,10 @@ async def draft_rationale(
     }
     # the call carries the run's trace context (the gateway's `chat` span is its child); the
     # client is closed with the call, so no connection outlives it
-    async with httpx.AsyncClient(event_hooks=httpx_trace_hooks()) as http:
+    # (over HTTPS when [gateway.tls] is set: the daemon names the CA to verify it with)
+    ca_file = os.environ.get("AGENTD_LLM_CA_FILE")
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+    async with httpx.AsyncClient(event_hooks=httpx_trace_hooks(), verify=verify) as http:
         llm = ChatOpenAI(
             base_url=os.environ["AGENTD_LLM_URL"],
             api_key=os.environ.get("AGENTD_LLM_TOKEN", ""),

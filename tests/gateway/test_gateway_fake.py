@@ -8,7 +8,9 @@ checks.
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -332,3 +334,28 @@ async def test_a_replicas_own_refusal_is_passed_through_and_costs_nothing() -> N
         assert gw.gateway.budgets.remaining("intake", "main") == pytest.approx(1000, abs=1)
         (record,) = gw.records.of("llm.call")
         assert record["decision"] == "upstream_error" and "prompt too long" in record["reason"]
+
+
+async def test_the_gateway_serves_https_with_the_configured_certificate(tmp_path: Path) -> None:
+    from tests.security.support import self_signed
+
+    tls = self_signed(tmp_path)
+    async with (
+        fake_replicas(FakeReplica("r0")) as (replica,),
+        running_gateway(endpoints(replica), tls=tls.model_dump()) as gw,
+    ):
+        assert gw.url.startswith("https://127.0.0.1:")
+        env = gw.gateway.worker_env("intake", "intake-0")
+        assert env["AGENTD_LLM_CA_FILE"] == str(tls.ca_file)
+        headers = auth(env["AGENTD_LLM_TOKEN"])
+        trusting = ssl.create_default_context(cafile=str(tls.ca_file))
+        async with httpx.AsyncClient(verify=trusting, headers=headers) as client:
+            answer = await client.post(f"{gw.url}/chat/completions", json=CHAT)
+        assert answer.status_code == 200, answer.text
+        # a client that does not trust the CA is refused at the handshake, and plain HTTP too
+        async with httpx.AsyncClient(headers=headers) as untrusting:
+            with pytest.raises(httpx.ConnectError):
+                await untrusting.post(f"{gw.url}/chat/completions", json=CHAT)
+            plain = gw.url.replace("https://", "http://")
+            with pytest.raises(httpx.HTTPError):
+                await untrusting.post(f"{plain}/chat/completions", json=CHAT)

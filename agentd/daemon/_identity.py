@@ -54,7 +54,6 @@ class DaemonIdentity:
         self.default_operator_creds = self.book.ensure_operator(DEFAULT_OPERATOR, "admin")
         # the LLM gateway's book once it is connected (DaemonIdentity.tokens is the seam)
         self.tokens: TokenBook = MemoryTokenBook()
-        self._agent_tokens: dict[str, str] = {}  # configured and spawned agents' LLM tokens
         self.server: ServerAuth | None = None
         self.registration: RegistrationService | None = None
         self.fleet: AgentFleet | None = None
@@ -154,19 +153,11 @@ class DaemonIdentity:
         _, new = self.book.ensure_agent(agent)
         if new:
             await self.apply()
-        if agent not in self._agent_tokens:
-            self._agent_tokens[agent] = self.tokens.issue(agent)
         return self.book.creds_path(f"agent:{agent}")
-
-    def llm_token(self, agent: str) -> str | None:
-        """The LLM-gateway token issued to a configured or spawned agent's replicas (for the
-        gateway wiring to hand to them, e.g. in their environment)."""
-        return self._agent_tokens.get(agent)
 
     async def forget_agent(self, agent: str) -> None:
         """An agent removed from the fleet (a spawned instance that ended): its credentials
         and token end with it."""
-        self._agent_tokens.pop(agent, None)
         self.tokens.revoke(agent)
         if self.book.revoke(f"agent:{agent}") is not None:
             await self.apply()
@@ -238,7 +229,6 @@ class DaemonIdentity:
         if self.book.revoke(f"agent:{name}") is None:
             raise ControlError("unknown_agent", f"no agent {name!r} holds credentials")
         self.tokens.revoke(name)
-        self._agent_tokens.pop(name, None)
         await self.apply()
         took = time.monotonic() - started
         self.record(

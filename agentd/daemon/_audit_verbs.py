@@ -27,7 +27,6 @@ from agentd.audit import RUN_STATUSES, derive_runs, export_page, message_id_of, 
 from agentd.bus import Subjects
 from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
-from agentd.daemon._recorder import Recorder
 from agentd.errors import ControlError
 from agentd.router import DeadLetters
 from agentd.trace import DecisionLog, DecisionRecord, public_key_path
@@ -65,7 +64,6 @@ class AuditVerbs:
         *,
         decision_log: DecisionLog,
         signing_key_file: Path,
-        recorder: Recorder,
         authority: Authority,
         js: JetStreamContext,
         subjects: Subjects,
@@ -73,7 +71,6 @@ class AuditVerbs:
     ) -> None:
         self._log = decision_log
         self._public_key_file = public_key_path(signing_key_file)
-        self._recorder = recorder
         self._authority = authority
         self._js = js
         self._subjects = subjects
@@ -92,16 +89,7 @@ class AuditVerbs:
             control.register(verb, handler)
 
     def _command(self, request: ControlRequest, verb: str, **fields: Any) -> None:
-        answer = self._authority.check(f"operator:{request.operator}", f"ctl:{verb}", verb)
-        self._recorder.record(
-            "control.command",
-            operator=request.operator,
-            decision=verb,
-            rule=answer.rule,
-            inputs=dict(request.args),
-            lineage={"policy_version": answer.policy_version},
-            **fields,
-        )
+        self._authority.record_command(request.operator, verb, request.args, **fields)
 
     async def verify(self, request: ControlRequest) -> dict[str, Any]:
         """Verify the whole log (or `from_seq`..`to_seq`) against the daemon's key."""

@@ -70,6 +70,22 @@ class Authority:
             )
         return answer
 
+    def record_command(self, operator: str, verb: str, args: dict[str, Any], **fields: Any) -> None:
+        """Record a control command that policy let through, with the rule that allowed it (the
+        decision point memoises the answer: asking again is cheap)."""
+        if self.record is None:
+            return
+        answer = self.check(f"operator:{operator}", f"ctl:{verb}", verb)
+        self.record(
+            "control.command",
+            operator=operator,
+            decision=verb,
+            rule=answer.rule,
+            inputs=dict(args),
+            lineage={"policy_version": answer.policy_version},
+            **fields,
+        )
+
     def reload(self, *, operator: str | None = None) -> dict[str, Any]:
         """Validate and swap in the policy on disk. A broken one raises PolicyError (file:line:
         reason) and the running policy stays; either way the attempt is recorded."""

@@ -261,7 +261,6 @@ class Daemon:
             fleet=fleet,
             router=self._router,
             dead_letters=dead_letters,
-            recorder=recorder,
             logs_dir=self.state_dir / "logs",
             authority=self.authority,
             reload_policy=self.authority.reload,
@@ -271,7 +270,6 @@ class Daemon:
         AuditVerbs(
             decision_log=recorder.log,
             signing_key_file=self.state_dir / self.config.trace.signing_key_file,
-            recorder=recorder,
             authority=self.authority,
             js=js,
             subjects=self.subjects,

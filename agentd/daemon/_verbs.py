@@ -19,7 +19,6 @@ from agentd.bus import Message
 from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.daemon._fleet import AgentFleet
-from agentd.daemon._recorder import Recorder
 from agentd.errors import ConfigError, ControlError
 from agentd.inference import ModelPools, PlacementError
 from agentd.router import DeadLetters, Router
@@ -65,7 +64,6 @@ class ControlVerbs:
         fleet: AgentFleet,
         router: Router,
         dead_letters: DeadLetters,
-        recorder: Recorder,
         logs_dir: Path,
         authority: Authority,
         reload_policy: Callable[..., dict[str, Any]],
@@ -76,7 +74,6 @@ class ControlVerbs:
         self._fleet = fleet
         self._router = router
         self._dead_letters = dead_letters
-        self._recorder = recorder
         self._logs_dir = logs_dir
         self._authority = authority
         self._reload_policy = reload_policy
@@ -109,17 +106,7 @@ class ControlVerbs:
             control.register(verb, handler)
 
     def _command(self, request: ControlRequest, verb: str, **fields: Any) -> None:
-        # the policy answer that let it through (memoised by the decision point: cheap)
-        answer = self._authority.check(f"operator:{request.operator}", f"ctl:{verb}", verb)
-        self._recorder.record(
-            "control.command",
-            operator=request.operator,
-            decision=verb,
-            rule=answer.rule,
-            inputs=dict(request.args),
-            lineage={"policy_version": answer.policy_version},
-            **fields,
-        )
+        self._authority.record_command(request.operator, verb, request.args, **fields)
 
     async def status(self, request: ControlRequest) -> dict[str, Any]:
         return {"version": agentd.__version__, "pid": os.getpid(), **self._status()}

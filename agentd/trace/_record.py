@@ -86,6 +86,20 @@ RECORD_KINDS: frozenset[str] = frozenset(
     }
 )
 
+# the record's free-text fields: redaction scans them, the ingest's wire check types them
+TEXT_FIELDS = (
+    "agent",
+    "replica",
+    "run_id",
+    "conversation_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "operator",
+    "decision",
+    "rule",
+    "reason",
+)
 _ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,127}$"
 _RESERIALIZE = re.compile(r"NaN|Infinity|\\/|\\u[dD][89a-fA-F]")
 _EXTENSION_KIND = re.compile(r"^x\.[a-z0-9_]+(\.[a-z0-9_]+)*$")

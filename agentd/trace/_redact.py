@@ -25,24 +25,11 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from ._record import DecisionRecord, Lineage
+from ._record import TEXT_FIELDS, DecisionRecord, Lineage
 
 __all__ = ["REDACTED", "Redactor"]
 
 REDACTED = "[REDACTED]"
-_TEXT_FIELDS = (
-    "agent",
-    "replica",
-    "run_id",
-    "conversation_id",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "operator",
-    "decision",
-    "rule",
-    "reason",
-)
 _PAYLOAD_FIELDS = ("inputs", "outputs", "attributes")
 
 
@@ -103,7 +90,7 @@ class Redactor:
             return record
         changes: dict[str, Any] = {}
         if secrets:
-            for name in _TEXT_FIELDS:
+            for name in TEXT_FIELDS:
                 value = getattr(record, name)
                 if value is not None and (new := self.redact_text(value)) != value:
                     changes[name] = new

@@ -23,25 +23,19 @@ from pydantic import ValidationError
 
 from agentd.errors import AgentdError
 
-from ._record import _EXTENSION_KIND, _RESERIALIZE, RECORD_KINDS, DecisionRecord, Lineage
+from ._record import (
+    _EXTENSION_KIND,
+    _RESERIALIZE,
+    RECORD_KINDS,
+    TEXT_FIELDS,
+    DecisionRecord,
+    Lineage,
+)
 
 __all__ = ["RecordRejected", "WireRecord", "check_wire_record", "parse_published"]
 
 _FIELDS = frozenset(DecisionRecord.model_fields)
 _LINEAGE_FIELDS = frozenset(Lineage.model_fields)
-_TEXT_FIELDS = (
-    "agent",
-    "replica",
-    "run_id",
-    "conversation_id",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "operator",
-    "decision",
-    "rule",
-    "reason",
-)
 # The same language as DecisionRecord's id pattern, for fullmatch ('$' in `re` would also
 # accept a trailing newline, which pydantic's regex does not).
 _ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,127}")
@@ -125,7 +119,7 @@ def check_wire_record(data: bytes | str) -> WireRecord | None:
         return None
     if type(kind) is not str or (kind not in RECORD_KINDS and not _EXTENSION_KIND.match(kind)):
         return None
-    for name in _TEXT_FIELDS:
+    for name in TEXT_FIELDS:
         value = obj.get(name)
         if value is not None and type(value) is not str:
             return None

@@ -31,6 +31,9 @@ from agentd.supervisor import ChildEvent, ChildInfo, Supervisor
 
 __all__ = ["ModelPools", "RecordDecision"]
 
+# how long the autoscaler waits for a replica's /metrics
+METRICS_TIMEOUT_S = 5.0
+
 log = logging.getLogger("agentd.inference")
 
 RecordDecision = Callable[..., None]
@@ -307,7 +310,11 @@ class ModelPools:
 
         async def read(replica: PoolReplica) -> None:
             try:
-                replica.load = await read_load(client, replica.base_url, timeout_s=2.0)
+                # a server swamped by a queue answers /metrics slowly, and that is when its load
+                # matters most: wait for it longer than for a probe
+                replica.load = await read_load(
+                    client, replica.base_url, timeout_s=METRICS_TIMEOUT_S
+                )
             except (httpx.HTTPError, ValueError) as exc:
                 replica.load = None
                 log.debug("no load from %s: %s", replica.name, exc)

@@ -206,7 +206,7 @@ async def test_a_queue_scales_the_pool_up_to_a_second_replica(pool: Pool) -> Non
     async with httpx.AsyncClient(timeout=120.0) as client, anyio.create_task_group() as tg:
         for _ in range(48):
             tg.start_soon(ask, client)
-        up = await pool.records.wait("model.scaled", decision="1->2", timeout_s=60)
+        up = await pool.records.wait("model.scaled", decision="1->2", timeout_s=120)
         tg.cancel_scope.cancel()  # the queue did its work; vLLM aborts what is left
     assert up["inputs"]["waiting_per_replica"] >= 2.0
     assert up["inputs"]["running_per_replica"] <= 4.0  # max_num_seqs

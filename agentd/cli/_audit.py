@@ -20,7 +20,7 @@ from agentd.audit import RUN_STATUSES, parse_when, verify_log_file
 from agentd.cli._client import ControlClient
 from agentd.cli._trace_view import render_decision_line, render_runs, render_trace
 from agentd.errors import AgentdError, ControlError
-from agentd.trace import DecisionRecord, InclusionProof, VerifyReport, verifier_source
+from agentd.trace import DecisionRecord, InclusionProof, verifier_source
 
 __all__ = [
     "AuditFailed",
@@ -103,19 +103,6 @@ def _verify_text(report: dict[str, Any]) -> str:
     return f"FAILED{where}: {report['reason']}"
 
 
-def _report_dict(report: VerifyReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok,
-        "reason": report.reason,
-        "checked": report.checked,
-        "checkpoints_checked": report.checkpoints_checked,
-        "first_bad_seq": report.first_bad_seq,
-        "first_bad_id": report.first_bad_id,
-        "bad_checkpoint": report.bad_checkpoint,
-        "signed_through": report.signed_through,
-    }
-
-
 def _finish_verify(report: dict[str, Any], as_json: bool) -> str | None:
     text = _verify_text(report)
     if as_json:
@@ -134,7 +121,7 @@ def run_offline(args: argparse.Namespace) -> str | None:
     report, key_file = verify_log_file(
         args.log, args.key, from_seq=args.from_seq, to_seq=args.to_seq
     )
-    result = {**_report_dict(report), "log": str(args.log), "public_key_file": str(key_file)}
+    result = {**report.to_dict(), "log": str(args.log), "public_key_file": str(key_file)}
     text = _finish_verify(result, args.json)
     if text is not None and args.key is None:
         text += f"\nwarning: checked against {key_file}, found beside the log; pin a copy (--key)"

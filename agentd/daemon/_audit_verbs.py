@@ -96,14 +96,7 @@ class AuditVerbs:
         from_seq, to_seq = _opt(request, "from_seq", int), _opt(request, "to_seq", int)
         report = await anyio.to_thread.run_sync(self._log.verify, from_seq, to_seq)
         return {
-            "ok": report.ok,
-            "reason": report.reason,
-            "checked": report.checked,
-            "checkpoints_checked": report.checkpoints_checked,
-            "first_bad_seq": report.first_bad_seq,
-            "first_bad_id": report.first_bad_id,
-            "bad_checkpoint": report.bad_checkpoint,
-            "signed_through": report.signed_through,
+            **report.to_dict(),
             "key_id": self._log.key_id,
             "log": str(self._log.path),
             "public_key_file": str(self._public_key_file),

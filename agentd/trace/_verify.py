@@ -30,6 +30,7 @@ public key and keep copies of recent checkpoints elsewhere to catch that.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -74,6 +75,10 @@ class VerifyReport:
     first_bad_id: str | None = None
     bad_checkpoint: int | None = None
     signed_through: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready fields (what `agentctl audit verify --json` prints)."""
+        return dataclasses.asdict(self)
 
 
 class _Bad(Exception):

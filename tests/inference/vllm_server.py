@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +59,7 @@ class VllmServer:
         startup_timeout_s: float = 240.0,
         max_num_seqs: int = 8,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> VllmServer:
         port = free_port()
         argv, env = vllm_command(
@@ -68,7 +69,7 @@ class VllmServer:
             "127.0.0.1",
             port,
             cache_dir=work_dir / "vllm-cache",
-            base_env=os.environ,
+            base_env={**os.environ, **(env or {})},
             cpu_threads_bind=cpu_threads_bind,
             kv_cache_bytes=kv_cache_bytes,
             max_num_seqs=max_num_seqs,

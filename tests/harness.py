@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,9 @@ heartbeat_s = 1.0
 class DaemonProcess:
     """A real `agentd run` in its own process group."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, *, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         self.config = config
         self.dir = config.parent
         self.notify = NotifySocket(Path(tempfile.mkdtemp(prefix="agentd-notify-")))
@@ -165,7 +167,8 @@ class DaemonProcess:
         full_env.pop("AGENTD_CONFIG", None)
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentd.cli.agentd", "--config", str(config), "run"],
+            # `prefix` runs it elsewhere, e.g. `ip netns exec NS` (another "host")
+            [*prefix, sys.executable, "-m", "agentd.cli.agentd", "--config", str(config), "run"],
             env=full_env,
             stdout=self._stderr,
             stderr=subprocess.STDOUT,

@@ -60,7 +60,7 @@ async def connect(
 
     servers = [s.strip() for s in url.split(",")]
     if not reconnect:
-        await _reachable(servers[0], timeout_s)
+        await _any_reachable(servers, timeout_s)
     try:
         # nats-py keeps retrying a refused first connection even without reconnects: bound it
         with anyio.fail_after(timeout_s + 0.5):
@@ -90,6 +90,17 @@ async def connect(
         raise BusUnavailable(f"cannot reach NATS at {url}: {cause or type(cause).__name__}") from (
             cause
         )
+
+
+async def _any_reachable(servers: list[str], timeout_s: float) -> None:
+    """Fail at once when none of a cluster's servers listens (one down is fine)."""
+    for server in servers[:-1]:
+        try:
+            await _reachable(server, timeout_s)
+        except BusUnavailable:
+            continue
+        return
+    await _reachable(servers[-1], timeout_s)
 
 
 async def _reachable(server: str, timeout_s: float) -> None:

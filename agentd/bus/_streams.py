@@ -26,8 +26,13 @@ __all__ = [
 ]
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects, cfg: InboxConfig) -> None:
-    """Create or update the inbox and dead-letter streams and the runs bucket (idempotent)."""
+async def ensure_streams(
+    js: JetStreamContext, subjects: Subjects, cfg: InboxConfig, *, replicas: int = 1
+) -> None:
+    """Create or update the inbox and dead-letter streams and the runs bucket (idempotent).
+
+    `replicas` is JetStream's replication factor: 1 on one host, 3 on a three-node cluster (a
+    message survives the loss of one NATS node)."""
     inbox = StreamConfig(
         name=subjects.inbox_stream,
         subjects=[subjects.inbox_all],
@@ -37,6 +42,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, cfg: InboxCon
         discard=DiscardPolicy.NEW,
         max_age=cfg.max_age_s,
         duplicate_window=cfg.duplicate_window_s,
+        num_replicas=replicas,
     )
     dead = StreamConfig(
         name=subjects.dead_letter_stream,
@@ -44,6 +50,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, cfg: InboxCon
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=30 * 24 * 3600.0,
+        num_replicas=replicas,
     )
     for config in (inbox, dead):
         try:
@@ -61,6 +68,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, cfg: InboxCon
             max_value_size=2 << 20,
             storage=StorageType.FILE,
             direct=True,
+            replicas=replicas,
         )
     )
 
@@ -90,6 +98,7 @@ async def ensure_trace_stream(
     max_bytes: int,
     max_age_s: float,
     duplicate_window_s: float,
+    replicas: int = 1,
 ) -> None:
     """Create or update the stream of decision records on `<prefix>.trace.*` (idempotent).
 
@@ -108,6 +117,7 @@ async def ensure_trace_stream(
         max_bytes=max_bytes,
         max_age=max_age_s,
         duplicate_window=duplicate_window_s,
+        num_replicas=replicas,
     )
     try:
         await js.stream_info(subjects.trace_stream)

@@ -105,6 +105,21 @@ class Subjects:
         return "trace-ingest"
 
     @property
+    def nodes_bucket(self) -> str:
+        """Key-value bucket of cluster members: one key per host, its capacity, under a TTL."""
+        return f"{self.prefix.replace('.', '_')}_nodes"
+
+    @property
+    def placer_bucket(self) -> str:
+        """Key-value bucket holding the placer lease (one key, under a TTL)."""
+        return f"{self.prefix.replace('.', '_')}_placer"
+
+    @property
+    def placement_bucket(self) -> str:
+        """Key-value bucket of the cluster's placement and the operators' desired counts."""
+        return f"{self.prefix.replace('.', '_')}_placement"
+
+    @property
     def runs_bucket(self) -> str:
         """Key-value bucket of finished runs by message id: a redelivery does not run again."""
         return f"{self.prefix.replace('.', '_')}_runs"

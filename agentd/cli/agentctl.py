@@ -25,6 +25,7 @@ from agentd.cli._audit import (
 from agentd.cli._client import ControlClient, resolve_credentials, resolve_url
 from agentd.cli._live import follow_logs, print_logs, top
 from agentd.cli._models_view import render_models
+from agentd.cli._nodes_view import render_nodes
 from agentd.cli._views import (
     render_agents,
     render_approvals,
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="daemon version, uptime, services")
     sub.add_parser("ps", help="agents, their replicas and backlog")
+    sub.add_parser("nodes", help="cluster hosts: capacity, leases, the placer, placements")
     models = sub.add_parser("models", help="model pools: replicas, placement, state, load")
     models_sub = models.add_subparsers(dest="models_command")
     models_scale = models_sub.add_parser("scale", help="run N replicas of a model pool")
@@ -183,6 +185,11 @@ async def _ps(ctl: ControlClient, args: argparse.Namespace) -> Any:
     return agents if args.json else render_ps(agents)
 
 
+async def _nodes(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    view = await ctl.call("nodes")
+    return view if args.json else render_nodes(view)
+
+
 async def _models(ctl: ControlClient, args: argparse.Namespace) -> Any:
     if args.models_command == "scale":
         result = await ctl.call("models.scale", {"pool": args.pool, "replicas": args.replicas})
@@ -294,6 +301,7 @@ COMMANDS: dict[str, Command] = {
     "status": _status,
     "ps": _ps,
     "models": _models,
+    "nodes": _nodes,
     "send": _send,
     "ask": _send,
     "scale": _scale,

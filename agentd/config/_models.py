@@ -19,10 +19,13 @@ from pydantic import (
     model_validator,
 )
 
+from agentd.config._cluster import ClusterConfig
+
 __all__ = [
     "AgentsConfig",
     "AutoscaleConfig",
     "BusConfig",
+    "ClusterConfig",
     "Config",
     "DaemonConfig",
     "EmbeddedNatsConfig",
@@ -445,3 +448,18 @@ class Config(_Section):
     models: dict[PoolName, ModelPoolConfig] = {}
     identity: IdentityConfig = IdentityConfig()
     gateway: GatewayConfig = GatewayConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_shared_bus(self) -> Config:
+        if self.cluster.enabled and self.bus.url is None:
+            raise ValueError(
+                "[cluster].enabled needs [bus].url: the hosts of a cluster share one NATS "
+                "cluster, not each its own embedded server"
+            )
+        return self
+
+    @property
+    def stream_replicas(self) -> int:
+        """JetStream replicas of agentd's streams and buckets: 1 on one host."""
+        return self.cluster.stream_replicas if self.cluster.enabled else 1

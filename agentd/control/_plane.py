@@ -42,8 +42,11 @@ class ControlPlane:
         *,
         authorize: Authorizer | None = None,
         authenticate: Authenticator | None = None,
+        queue: str = "",
     ) -> None:
         self._nc = nc
+        # in a cluster every host serves the verbs in one queue group: one host answers each
+        self._queue = queue
         self._subjects = subjects
         self._authorize = authorize
         self._authenticate = authenticate
@@ -59,7 +62,7 @@ class ControlPlane:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # each request in its own task, so a slow verb does not hold up `status`
-        async with serve_each(self._nc, self._subjects.ctl_all, self._answer):
+        async with serve_each(self._nc, self._subjects.ctl_all, self._answer, queue=self._queue):
             task_status.started()
             await self._stopped.wait()
 

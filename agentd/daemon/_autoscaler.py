@@ -15,6 +15,7 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
+from agentd.cluster import Cluster
 from agentd.config import AutoscaleConfig
 from agentd.daemon._fleet import AgentFleet
 from agentd.errors import AgentdError
@@ -45,8 +46,12 @@ def desired_replicas(
 
 
 class Autoscaler:
-    def __init__(self, fleet: AgentFleet, cfg: AutoscaleConfig) -> None:
+    def __init__(
+        self, fleet: AgentFleet, cfg: AutoscaleConfig, *, cluster: Cluster | None = None
+    ) -> None:
         self._fleet = fleet
+        # in a cluster only the placer decides, from the cluster-wide replica count
+        self._cluster = cluster
         self._cfg = cfg
         self._last_change: dict[str, float] = {}
         self._stopped = anyio.Event()
@@ -68,6 +73,9 @@ class Autoscaler:
 
     async def tick(self) -> None:
         now = time.monotonic()
+        cluster = self._cluster
+        if cluster is not None and not cluster.is_placer:
+            return
         for name, record in list(self._fleet.agents.items()):
             spec = record.agent.spec
             if not (self._cfg.enabled and spec.autoscale) or record.state != "running":
@@ -75,7 +83,7 @@ class Autoscaler:
             if now - self._last_change.get(name, -math.inf) < self._cfg.cooldown_s:
                 continue
             backlog = await self._fleet.backlog(name)
-            current = len(record.replicas)
+            current = len(record.replicas) if cluster is None else cluster.placed(name)
             target, reason = desired_replicas(
                 current=current,
                 backlog=backlog["pending"] + backlog["unacked"],

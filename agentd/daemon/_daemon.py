@@ -31,6 +31,7 @@ from agentd.bus import (
     nats_server_config,
     wait_until_listening,
 )
+from agentd.cluster import Cluster
 from agentd.config import LoadedConfig, load_config
 from agentd.control import ControlPlane
 from agentd.daemon._audit_verbs import AuditVerbs
@@ -51,7 +52,7 @@ from agentd.errors import BusUnavailable, ConfigError, WorkerCrashed
 from agentd.gateway import LLMGateway
 from agentd.gateway import TokenBook as GatewayTokenBook
 from agentd.identity import client_ssl_context, nats_tls_block
-from agentd.inference import ModelPools
+from agentd.inference import ModelPools, discover_gpus
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, Router
 from agentd.supervisor import ChildEvent, ChildInfo, ChildSpec, RestartPolicy, Supervisor
@@ -92,6 +93,8 @@ class Daemon:
         self._tools: ToolGateway | None = None
         self._llm: LLMGateway | None = None
         self._spawner: Spawner | None = None
+        # [cluster]: this host's node lease, the placer role, its share of the placement
+        self._cluster: Cluster | None = None
         self.metrics = AgentdMetrics()
         self._metrics_service: MetricsService | None = None
         # The model pools ([models.*]); the LLM gateway reads endpoints from it.
@@ -169,7 +172,9 @@ class Daemon:
             tls=client_ssl_context(self.config.bus.tls),
         )
         js = nc.jetstream()
-        await ensure_streams(js, self.subjects, self.config.inbox)
+        await ensure_streams(
+            js, self.subjects, self.config.inbox, replicas=self.config.stream_replicas
+        )
         self._step("bus", "connected")
         # Before the agents, which call the models. Replicas load in the background (tens of
         # seconds for vLLM): READY does not wait for them; `agentctl models` shows them loading.
@@ -180,7 +185,12 @@ class Daemon:
         assert recorder is not None
         # before any replica starts: workers publish their records to the trace stream
         self._ingest = TraceIngest(
-            nc, self.subjects, recorder.writer, self.config.trace, on_rejected=recorder.record
+            nc,
+            self.subjects,
+            recorder.writer,
+            self.config.trace,
+            on_rejected=recorder.record,
+            stream_replicas=self.config.stream_replicas,
         )
         await tg.start(self._ingest.run)
         identity = self.identity
@@ -205,6 +215,20 @@ class Daemon:
             revoke_credentials=identity.forget_agent if identity else None,
             llm=self._llm,
         )
+        if self.config.cluster.enabled:
+            self._cluster = Cluster(
+                js,
+                self.subjects,
+                self.config,
+                fleet,
+                recorder.record,
+                pools=sorted(self.config.models),
+                gpus=lambda: [
+                    {"index": g.index, "name": g.name, "memory_bytes": g.memory_total_bytes}
+                    for g in discover_gpus()
+                ],
+            )
+            fleet.desire = self._cluster.set_desired
         registration = self._registration = (
             identity.registration_service(nc, js, fleet, recorder) if identity else None
         )
@@ -241,6 +265,7 @@ class Daemon:
             record=recorder.record,
             config=self.config.tools,
             drain_grace_s=self.config.daemon.drain_grace_s,
+            stream_replicas=self.config.stream_replicas,
         )
         await tg.start(self._tools.run)
         self._step("tools", "running")
@@ -251,6 +276,7 @@ class Daemon:
             self.subjects,
             authorize=identity.authorize if identity else self.authority.authorize_verb,
             authenticate=identity.authenticate if identity else None,
+            queue="control" if self._cluster else "",
         )
         if identity is not None:
             identity.fleet, identity.record = fleet, recorder.record
@@ -266,6 +292,7 @@ class Daemon:
             reload_policy=self.authority.reload,
             tools=self._tools,
             pools=self.pools,
+            cluster=self._cluster,
         ).register(self._control)
         AuditVerbs(
             decision_log=recorder.log,
@@ -283,6 +310,9 @@ class Daemon:
         self._step("agents", "starting")
         await tg.start(fleet.run)
         self._step("agents", "running")
+        if self._cluster is not None:  # the placement decides which agents run here
+            await tg.start(self._cluster.run)
+            self._step("cluster", f"node {self._cluster.node}")
         if self.config.metrics.enabled:
             self._metrics_service = MetricsService(
                 self.config.metrics,
@@ -295,7 +325,7 @@ class Daemon:
 
         self._spawner = Spawner(nc, self.subjects, fleet, self.config.agents, recorder)
         await tg.start(self._spawner.run)
-        self._autoscaler = Autoscaler(fleet, self.config.autoscale)
+        self._autoscaler = Autoscaler(fleet, self.config.autoscale, cluster=self._cluster)
         await tg.start(self._autoscaler.run)
         self._step("autoscaler", "running" if self.config.autoscale.enabled else "disabled")
 
@@ -378,6 +408,8 @@ class Daemon:
             for service in services:
                 if service:
                     await service.shutdown()
+            if self._cluster:  # the survivors take this host's agents now, not after the TTL
+                await self._cluster.leave()
             if self._fleet:
                 await self._fleet.shutdown()
             # the ingest after the fleet: replicas flush their last records as they stop
@@ -516,6 +548,7 @@ class Daemon:
             "spec_errors": self._fleet.spec_errors if self._fleet else [],
             "policy": {"mode": self.config.policy.mode, "version": self.authority.version},
             "metrics_url": self._metrics_url(),
+            "cluster": self._cluster.summary() if self._cluster else None,
         }
 
 

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from agentd.bus import Subjects, ensure_inbox_consumer
+from agentd.cluster import AgentDemand
 from agentd.config import Config, LoadedAgent, load_agents
 from agentd.daemon._heartbeats import HeartbeatTracker
 from agentd.daemon._recorder import Recorder
@@ -86,6 +87,9 @@ class AgentFleet:
         self.spec_errors: list[str] = []
         self._locks: dict[str, anyio.Lock] = {}
         self._stopped = anyio.Event()
+        # In a cluster the placer decides where replicas run (agentd.cluster): the fleet starts
+        # none by itself, and `scale` asks the cluster for a new desired count.
+        self.desire: Callable[[str, int], Awaitable[int]] | None = None
 
     @property
     def names(self) -> set[str]:
@@ -102,7 +106,8 @@ class AgentFleet:
                 self.agents[agent.name] = AgentRecord(agent, agent.name, 0)
             async with anyio.create_task_group() as tg:
                 for agent in loaded:
-                    tg.start_soon(self.start_agent, agent.name, agent.spec.replicas.initial)
+                    count = agent.spec.replicas.initial if self.desire is None else 0
+                    tg.start_soon(self.start_agent, agent.name, count)
             task_status.started()
             await self._stopped.wait()
         finally:
@@ -135,6 +140,17 @@ class AgentFleet:
                 "out_of_bounds",
                 f"{name} runs 0 to {bounds.max} replicas (replicas.max); got {count}",
             )
+        if self.desire is not None and record.spawned_by is None:
+            before = await self.desire(name, count)
+            self._recorder.record(
+                "agent.scaled",
+                agent=name,
+                decision=f"{before}->{count}",
+                reason=f"{reason} (cluster-wide desired count; the placer places them)",
+                inputs=inputs or None,
+                lineage={"agent_version": record.agent.version},
+            )
+            return before
         async with self._lock(name):
             before = len(record.replicas)
             record.desired = count
@@ -164,6 +180,47 @@ class AgentFleet:
                 )
                 await self._event("scale", agent=name, before=before, after=count, reason=reason)
         return before
+
+    # the cluster's hooks (agentd.cluster.PlacedFleet)
+    def demands(self) -> dict[str, AgentDemand]:
+        """The agents the cluster places: those from the agents folder (an instance spawned at
+        run time stays on the host that spawned it)."""
+        return {
+            name: AgentDemand(
+                name,
+                record.agent.spec.replicas.initial,
+                record.agent.spec.replicas.max,
+                record.agent.spec.model_pool,
+            )
+            for name, record in self.agents.items()
+            if record.spawned_by is None
+        }
+
+    def local_replicas(self, name: str) -> set[str]:
+        return set(self.agents[name].replicas)
+
+    def running(self) -> int:
+        return sum(len(r.replicas) for r in self.agents.values())
+
+    def all_replicas(self) -> set[str]:
+        # a stopping replica leaves `replicas` only once its process has exited (drained)
+        return {n for r in self.agents.values() if r.spawned_by is None for n in r.replicas}
+
+    async def place(self, name: str, replicas: set[str]) -> tuple[list[str], list[str]]:
+        """Run exactly `replicas` of `name` on this host (the cluster's placement)."""
+        record = self.get(name)
+        async with self._lock(name):
+            start = sorted(replicas - record.replicas, key=self._index)
+            stop = sorted(record.replicas - replicas, key=self._index)
+            async with anyio.create_task_group() as tg:
+                for replica in start:
+                    tg.start_soon(self._start_replica, record, replica)
+                for replica in stop:
+                    tg.start_soon(self._stop_replica, record, replica)
+            record.desired = len(replicas)
+            if replicas and record.state in {"stopped", "failed"}:
+                record.state = "running"
+        return start, stop
 
     async def restart(self, name: str) -> list[str]:
         """Restart every replica of `name`, one after another, so the agent keeps serving."""
@@ -240,7 +297,8 @@ class AgentFleet:
                 ack_wait_s=self._config.inbox.ack_wait_s,
                 max_deliver=agent.spec.max_deliveries or self._config.inbox.max_deliver,
             )
-            await self.scale(name, count, reason="startup")
+            if self.desire is None or record.spawned_by is not None:
+                await self.scale(name, count, reason="startup")
         except (AgentdError, OSError) as exc:
             record.error = str(exc)
             log.error("agent %s failed to start: %s", name, exc)

@@ -16,6 +16,7 @@ import anyio
 
 import agentd
 from agentd.bus import Message
+from agentd.cluster import Cluster
 from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.daemon._fleet import AgentFleet
@@ -69,7 +70,9 @@ class ControlVerbs:
         reload_policy: Callable[..., dict[str, Any]],
         tools: ToolGateway,
         pools: ModelPools | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
+        self._cluster = cluster
         self._status = status
         self._fleet = fleet
         self._router = router
@@ -101,6 +104,7 @@ class ControlVerbs:
             "deny": self.deny,
             "models": self.models,
             "models.scale": self.models_scale,
+            "nodes": self.nodes,
         }
         for verb, handler in verbs.items():
             control.register(verb, handler)
@@ -110,6 +114,16 @@ class ControlVerbs:
 
     async def status(self, request: ControlRequest) -> dict[str, Any]:
         return {"version": agentd.__version__, "pid": os.getpid(), **self._status()}
+
+    async def nodes(self, request: ControlRequest) -> dict[str, Any]:
+        """Hosts, their capacity and leases, the placer and the placement (a cluster only)."""
+        if self._cluster is None:
+            raise ControlError(
+                "not_clustered",
+                "this agentd runs alone ([cluster].enabled = false); "
+                "`agentctl ps` shows its agents",
+            )
+        return await self._cluster.view()
 
     async def ps(self, request: ControlRequest) -> list[dict[str, Any]]:
         return await self._fleet.ps()

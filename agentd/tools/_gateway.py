@@ -62,8 +62,10 @@ class ToolGateway:
         record: Callable[..., None],
         config: ToolsConfig,
         drain_grace_s: float = 10.0,
+        stream_replicas: int = 1,
     ) -> None:
         self._nc = nc
+        self._stream_replicas = stream_replicas
         self._js = js
         self._subjects = subjects
         self._point = point
@@ -86,7 +88,9 @@ class ToolGateway:
     # service lifecycle
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         bucket, ttl = self._subjects.tool_results_bucket, self._config.results_ttl_s
-        self._calls.store = ResultStore(await ensure_results_bucket(self._js, bucket, ttl))
+        self._calls.store = ResultStore(
+            await ensure_results_bucket(self._js, bucket, ttl, replicas=self._stream_replicas)
+        )
         async with serve_each(
             self._nc, self._subjects.tool_all, self._handle, queue="tools"
         ) as sub:

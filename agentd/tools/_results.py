@@ -39,7 +39,9 @@ STREAM_CONFIG_DIFFERS = (
 )
 
 
-async def ensure_results_bucket(js: JetStreamContext, bucket: str, ttl_s: float) -> KeyValue:
+async def ensure_results_bucket(
+    js: JetStreamContext, bucket: str, ttl_s: float, *, replicas: int = 1
+) -> KeyValue:
     """Create (or open) the results bucket; entries expire after `ttl_s` (a changed
     `[tools].results_ttl_s` updates the existing bucket, keeping its entries)."""
     config = KeyValueConfig(
@@ -49,6 +51,7 @@ async def ensure_results_bucket(js: JetStreamContext, bucket: str, ttl_s: float)
         max_value_size=2 << 20,
         storage=StorageType.FILE,
         direct=True,
+        replicas=replicas,
     )
     try:
         return await js.create_key_value(config)

@@ -77,8 +77,10 @@ class TraceIngest:
         config: TraceConfig,
         *,
         on_rejected: RecordFn | None = None,
+        stream_replicas: int = 1,
     ) -> None:
         self._nc = nc
+        self._stream_replicas = stream_replicas
         self._subjects = subjects
         self._writer = writer
         self._config = config
@@ -102,6 +104,7 @@ class TraceIngest:
             max_bytes=cfg.stream_max_bytes,
             max_age_s=cfg.stream_max_age_s,
             duplicate_window_s=cfg.stream_duplicate_window_s,
+            replicas=self._stream_replicas,
         )
         # room for the batch being written, the one waiting and the one being fetched
         consumer = await ensure_trace_consumer(

@@ -70,6 +70,14 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "model.stopped",
         "model.health_changed",
         "model.scaled",
+        # cluster (several hosts): the placer lease changing hands, hosts joining and lost,
+        # the placer's placement of an agent's replicas, a host starting and stopping its share
+        "cluster.placer_acquired",
+        "cluster.placer_lost",
+        "cluster.node_joined",
+        "cluster.node_lost",
+        "cluster.placed",
+        "cluster.reconciled",
         # control plane: every operator command, with `operator` set
         "control.command",
         # agent replicas, one record per step of each run (an inbox message handled): `run_id`,

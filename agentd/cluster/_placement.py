@@ -133,16 +133,14 @@ def place(
         lost = {r for r, a in current.get(name, {}).items() if not alive(a)}
         for _ in range(max(demand.desired - len(kept), 0)):
             host = _choose(demand, nodes, load, kept)
-            replica = (
-                None if host is None else _free_name(demand, kept, running_on, host.node, lost)
-            )
-            if host is None or replica is None:
+            fresh = None if host is None else _free_name(demand, kept, running_on, host.node, lost)
+            if host is None or fresh is None:
                 unplaced[name] = unplaced.get(name, 0) + 1
                 continue
-            kept[replica] = Assignment(host.node, host.incarnation)
+            kept[fresh] = Assignment(host.node, host.incarnation)
             load[host.node] += 1
-            if replica in lost:
-                moved.setdefault(name, []).append(replica)
+            if fresh in lost:
+                moved.setdefault(name, []).append(fresh)
         if name not in unplaced:
             _rebalance(demand, nodes, load, kept, running_on)
     changed = {

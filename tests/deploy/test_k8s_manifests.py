@@ -155,6 +155,7 @@ def test_the_kustomization_lists_every_manifest_and_nothing_else() -> None:
         "DaemonSet",
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     }
 
 
@@ -311,6 +312,15 @@ def test_the_disruption_budget_covers_the_daemonset_one_pod_at_a_time() -> None:
     assert budget["selector"] == daemonset["selector"]
     assert budget["maxUnavailable"] == 1
     assert daemonset["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == 1
+
+
+def test_the_pods_accept_the_metrics_port_only() -> None:
+    policy = the("NetworkPolicy")["spec"]
+    assert policy["podSelector"] == the("DaemonSet")["spec"]["selector"]
+    assert policy["policyTypes"] == ["Ingress"]
+    ports = [port for rule in policy["ingress"] for port in rule["ports"]]
+    assert ports == [{"port": "metrics", "protocol": "TCP"}]
+    assert "metrics" in {p["name"] for p in agentd_container()["ports"]}
 
 
 # -- agentd.toml in the ConfigMap -----------------------------------------------------------------

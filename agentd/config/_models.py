@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from agentd.config._checkpoints import CheckpointsConfig
+
 __all__ = [
     "AgentsConfig",
     "AutoscaleConfig",
@@ -439,6 +441,7 @@ class Config(_Section):
     agents: AgentsConfig = AgentsConfig()
     autoscale: AutoscaleConfig = AutoscaleConfig()
     trace: TraceConfig = TraceConfig()
+    checkpoints: CheckpointsConfig = CheckpointsConfig()
     policy: PolicyConfig = PolicyConfig()
     tools: ToolsConfig = ToolsConfig()
     metrics: MetricsConfig = MetricsConfig()

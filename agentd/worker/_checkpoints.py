@@ -41,6 +41,7 @@ CheckpointBackend = Literal["sqlite", "postgres"]
 # One key for every agentd: replicas starting together run LangGraph's migrations one at a time
 # (its setup() inserts each migration's version, and two at once collide on that key).
 _SETUP_LOCK_KEY = 0x616765_6E7464  # "agentd"
+_SETUP_TIMEOUT_S = 60.0  # migrations take well under a second; a stuck peer's lock ends with it
 _IDENTIFIER_MAX = 63  # PostgreSQL truncates longer names silently
 
 
@@ -162,12 +163,35 @@ async def _postgres(settings: CheckpointSettings, agent: str) -> AsyncIterator[A
             f"checkpoints (backend postgres) of agent {agent!r}: no connection string "
             "(AGENTD_CHECKPOINT_DSN is empty)"
         )
-    schema = postgres_schema(agent)
-    where = _describe(dsn)
     try:
-        await _set_up(dsn, schema, settings.connect_timeout_s)
+        where = _describe(conninfo_to_dict(dsn))
+    except psycopg.Error:
+        # libpq's complaint quotes the string, which may hold the password: not repeated here
+        raise CheckpointStoreUnavailable(
+            f"checkpoints (backend postgres) of agent {agent!r}: the connection string in "
+            "[checkpoints].dsn_env's variable is not one PostgreSQL accepts; write it as "
+            "postgresql://user:password@host:5432/dbname"
+        ) from None
+    schema = postgres_schema(agent)
+    try:
+        with anyio.fail_after(settings.connect_timeout_s * 2):
+            conn = await psycopg.AsyncConnection.connect(
+                dsn,
+                autocommit=True,
+                prepare_threshold=0,
+                row_factory=dict_row,
+                connect_timeout=max(1, round(settings.connect_timeout_s)),
+            )
     except (psycopg.Error, TimeoutError, OSError) as exc:
-        raise _unavailable(agent, where, dsn, "cannot set up the checkpoint tables", exc) from None
+        raise _unavailable(agent, where, dsn, "cannot connect to", exc) from None
+    try:
+        async with conn:
+            with anyio.fail_after(_SETUP_TIMEOUT_S):
+                await _set_up(conn, schema)
+    except (psycopg.Error, TimeoutError) as exc:
+        raise _unavailable(
+            agent, where, dsn, "cannot set up the checkpoint tables in", exc
+        ) from None
 
     async def use_schema(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
@@ -190,7 +214,7 @@ async def _postgres(settings: CheckpointSettings, agent: str) -> AsyncIterator[A
     except (PoolTimeout, psycopg.Error) as exc:
         with anyio.CancelScope(shield=True):
             await pool.close()
-        raise _unavailable(agent, where, dsn, "cannot open the connection pool", exc) from None
+        raise _unavailable(agent, where, dsn, "cannot open a connection pool to", exc) from None
     try:
         yield AsyncPostgresSaver(pool)
     finally:
@@ -198,30 +222,30 @@ async def _postgres(settings: CheckpointSettings, agent: str) -> AsyncIterator[A
             await pool.close()
 
 
-async def _set_up(dsn: str, schema: str, timeout_s: float) -> None:
-    """Create the agent's schema and run LangGraph's migrations, under a lock across hosts."""
-    with anyio.fail_after(timeout_s * 2):
-        conn = await psycopg.AsyncConnection.connect(
-            dsn,
-            autocommit=True,
-            prepare_threshold=0,
-            row_factory=dict_row,
-            connect_timeout=max(1, round(timeout_s)),
-        )
-    async with conn:
-        # a session lock: released when this connection closes, even if setup fails
-        await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
-        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        await AsyncPostgresSaver(conn).setup()
+async def _set_up(conn: psycopg.AsyncConnection[DictRow], schema: str) -> None:
+    """Create the agent's schema and run LangGraph's migrations, under a lock across hosts.
+
+    The lock is taken with pg_try_advisory_lock in a loop, not pg_advisory_lock: a replica
+    blocked inside that statement holds an open transaction, and the holder's CREATE INDEX
+    CONCURRENTLY (a LangGraph migration) waits for every open transaction: a deadlock.
+    """
+    delay = 0.02
+    # a session lock, released when the connection closes even if the setup fails; its holder
+    # is another process, so there is no event to wait for: poll, backing off
+    while True:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_SETUP_LOCK_KEY,))
+        row = await cursor.fetchone()
+        if row is not None and row["got"]:
+            break
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    await AsyncPostgresSaver(conn).setup()
 
 
-def _describe(dsn: str) -> str:
-    """user@host:port/dbname of a connection string, without its password."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "(an unparsable connection string)"
+def _describe(parts: Mapping[str, Any]) -> str:
+    """user@host:port/dbname of a parsed connection string, without its password."""
     host = parts.get("host") or parts.get("hostaddr") or "localhost"
     port = parts.get("port") or "5432"
     user = f"{parts['user']}@" if parts.get("user") else ""
@@ -231,13 +255,13 @@ def _describe(dsn: str) -> str:
 def _unavailable(
     agent: str, where: str, dsn: str, what: str, exc: BaseException
 ) -> CheckpointStoreUnavailable:
-    detail = str(exc).strip() or type(exc).__name__
-    with contextlib.suppress(psycopg.Error):
-        password = conninfo_to_dict(dsn).get("password")
-        if password:
-            detail = detail.replace(str(password), "***")
+    detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    password = conninfo_to_dict(dsn).get("password")
+    if password:
+        detail = detail.replace(str(password), "***")
     return CheckpointStoreUnavailable(
-        f"checkpoints (backend postgres) of agent {agent!r}: {what} at {where}: {detail}. "
-        "Check the connection string in [checkpoints].dsn_env's variable and that the server "
-        "is up; the replica does not fall back to SQLite, whose state other hosts cannot see"
+        f"checkpoints (backend postgres) of agent {agent!r}: {what} PostgreSQL at {where} "
+        f"({detail}); check the connection string in [checkpoints].dsn_env's variable and that "
+        "the server is up. The replica does not fall back to SQLite, whose state other hosts "
+        "cannot see"
     )

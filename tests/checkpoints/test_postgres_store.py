@@ -75,9 +75,7 @@ async def test_two_agents_in_one_conversation_keep_separate_state(
     async with open_checkpointer(settings(postgres.dsn()), agent=one, state_dir=None) as saver:
         graph = notes_graph().compile(checkpointer=saver)
         await graph.ainvoke({"notes": ["from one"]}, thread)
-        assert await graph.ainvoke({"notes": ["again"]}, thread) == {
-            "notes": ["from one", "again"]
-        }
+        assert await graph.ainvoke({"notes": ["again"]}, thread) == {"notes": ["from one", "again"]}
     async with open_checkpointer(settings(postgres.dsn()), agent=two, state_dir=None) as saver:
         graph = notes_graph().compile(checkpointer=saver)
         assert await graph.ainvoke({"notes": ["from two"]}, thread) == {"notes": ["from two"]}

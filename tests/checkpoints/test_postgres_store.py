@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import uuid
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import anyio
@@ -135,3 +136,19 @@ async def test_no_permission_to_create_the_schema_is_a_setup_error(
             pytest.fail("set up without the right to create a schema")
     text = str(caught.value)
     assert "cannot set up the checkpoint tables" in text and "permission denied" in text
+
+
+async def test_sqlite_stays_the_single_host_default(tmp_path: Path) -> None:
+    """The default backend: a file per agent under the state directory, state kept per thread."""
+    thread = {"configurable": {"thread_id": "conv-1"}}
+    for expected in (["one"], ["one", "two"]):
+        async with open_checkpointer(
+            CheckpointSettings(), agent="tally", state_dir=tmp_path
+        ) as saver:
+            graph = notes_graph().compile(checkpointer=saver)
+            out = await graph.ainvoke({"notes": [expected[-1]]}, thread)
+        assert out == {"notes": expected}
+    assert (tmp_path / "checkpoints" / "tally.sqlite").is_file()
+    with pytest.raises(CheckpointStoreUnavailable, match="no state directory"):
+        async with open_checkpointer(CheckpointSettings(), agent="tally", state_dir=None):
+            pytest.fail("opened SQLite without a state directory")

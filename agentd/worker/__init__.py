@@ -7,6 +7,7 @@ config; tool calls are requests to the gateway (`AgentContext.call_tool`).
 from agentd.worker._checkpoints import (
     CheckpointSettings,
     CheckpointStoreUnavailable,
+    application_name,
     open_checkpointer,
     postgres_schema,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "SendFailed",
     "ToolCallFailed",
     "WorkerSettings",
+    "application_name",
     "load_graph",
     "open_checkpointer",
     "postgres_schema",

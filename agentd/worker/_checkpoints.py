@@ -31,6 +31,7 @@ from agentd.errors import AgentdError
 
 __all__ = [
     "CheckpointSettings",
+    "application_name",
     "CheckpointStoreUnavailable",
     "open_checkpointer",
     "postgres_schema",
@@ -130,6 +131,11 @@ def postgres_schema(agent: str) -> str:
     return f"{schema[: _IDENTIFIER_MAX - 13]}_{digest}"
 
 
+def application_name(agent: str) -> str:
+    """The application_name of `agent`'s connections (pg_stat_activity shows it)."""
+    return f"agentd checkpoints {agent}"[:_IDENTIFIER_MAX]
+
+
 @contextlib.asynccontextmanager
 async def open_checkpointer(
     settings: CheckpointSettings, *, agent: str, state_dir: Path | None
@@ -164,7 +170,7 @@ async def _postgres(settings: CheckpointSettings, agent: str) -> AsyncIterator[A
             "(AGENTD_CHECKPOINT_DSN is empty)"
         )
     try:
-        where = _describe(conninfo_to_dict(dsn))
+        parts = conninfo_to_dict(dsn)
     except psycopg.Error:
         # libpq's complaint quotes the string, which may hold the password: not repeated here
         raise CheckpointStoreUnavailable(
@@ -172,15 +178,17 @@ async def _postgres(settings: CheckpointSettings, agent: str) -> AsyncIterator[A
             "[checkpoints].dsn_env's variable is not one PostgreSQL accepts; write it as "
             "postgresql://user:password@host:5432/dbname"
         ) from None
+    where = _describe(parts)
     schema = postgres_schema(agent)
+    # what AsyncPostgresSaver needs of its connections (its from_conn_string's settings), and a
+    # name that shows in pg_stat_activity unless the connection string gives one
+    options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    if not parts.get("application_name"):
+        options["application_name"] = application_name(agent)
     try:
         with anyio.fail_after(settings.connect_timeout_s * 2):
             conn = await psycopg.AsyncConnection.connect(
-                dsn,
-                autocommit=True,
-                prepare_threshold=0,
-                row_factory=dict_row,
-                connect_timeout=max(1, round(settings.connect_timeout_s)),
+                dsn, connect_timeout=max(1, round(settings.connect_timeout_s)), **options
             )
     except (psycopg.Error, TimeoutError, OSError) as exc:
         raise _unavailable(agent, where, dsn, "cannot connect to", exc) from None
@@ -200,8 +208,7 @@ async def _postgres(settings: CheckpointSettings, agent: str) -> AsyncIterator[A
         dsn,
         min_size=1,
         max_size=settings.pool_max_size,
-        # what AsyncPostgresSaver needs of its connections (its from_conn_string's settings)
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        kwargs=options,
         configure=use_schema,
         # a connection the server dropped (restart, failover) is replaced, not handed out
         check=AsyncConnectionPool.check_connection,

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 
 from agentd.bus import Message, Subjects, ensure_inbox_consumer, ensure_streams, ensure_trace_stream
 from agentd.config import InboxConfig
-from agentd.worker import CheckpointSettings, WorkerSettings, postgres_schema
+from agentd.worker import CheckpointSettings, WorkerSettings, application_name, postgres_schema
 from tests.checkpoints.postgres_server import PostgresServer
 from tests.harness import REPO, TEST_AGENTS, free_port
 
@@ -88,6 +88,27 @@ async def ask(
     return output
 
 
+async def connections(postgres: PostgresServer, agent: str) -> int:
+    """Open connections of `agent`'s checkpointers (pg_stat_activity)."""
+    async with await psycopg.AsyncConnection.connect(postgres.admin_dsn) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name(agent),),
+        )
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+async def all_closed(postgres: PostgresServer, agent: str) -> bool:
+    """Whether `agent`'s connections are gone: a backend ends a moment after its client
+    closed, and there is no event to await, so a bounded poll."""
+    with anyio.move_on_after(5):
+        while await connections(postgres, agent):  # noqa: ASYNC110 (another process)
+            await anyio.sleep(0.05)
+        return True
+    return False
+
+
 async def stop(worker: subprocess.Popen[bytes]) -> int:
     worker.terminate()
     return await anyio.to_thread.run_sync(worker.wait, 20)
@@ -105,6 +126,7 @@ async def test_a_conversation_continues_on_another_host(
         first = await ask(nc, js, subjects, conversation, ["first"])
         assert first == {"items": ["first"], "hosts": ["host-a"]}
         assert await stop(worker) == 0  # drained: host A is gone
+        assert await all_closed(postgres, "tally")  # its pool closed
 
         worker = start_worker(nats_url, subjects.prefix, host_b, "host-b", checkpoints)
         second = await ask(nc, js, subjects, conversation, ["second"])
@@ -113,6 +135,7 @@ async def test_a_conversation_continues_on_another_host(
         # another conversation on host B starts empty: state is per thread id
         fresh = await ask(nc, js, subjects, other, ["third"])
         assert fresh == {"items": ["third"], "hosts": ["host-b"]}
+        assert await connections(postgres, "tally") >= 1  # host B's pool, under the agent's name
         assert await stop(worker) == 0
     finally:
         if worker.poll() is None:

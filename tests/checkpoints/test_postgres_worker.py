@@ -176,3 +176,30 @@ async def test_a_replica_that_cannot_reach_postgres_does_not_start(
     with pytest.raises(nats.errors.TimeoutError):  # it never said it was ready
         await ready.next_msg(timeout=0.2)
     await nc.close()
+
+
+async def test_with_sqlite_the_state_stays_on_its_host(nats_url: str, tmp_path: Path) -> None:
+    """The control: the default backend keeps a conversation on the host that ran it, so the
+    same move loses the state (which is what PostgreSQL is for)."""
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    nc, js, subjects = await prepare_bus(nats_url)
+    worker = start_worker(nats_url, subjects.prefix, host_a, "host-a", CheckpointSettings())
+    try:
+        assert await ask(nc, js, subjects, "conv", ["first"]) == {
+            "items": ["first"],
+            "hosts": ["host-a"],
+        }
+        assert await stop(worker) == 0
+        worker = start_worker(nats_url, subjects.prefix, host_b, "host-b", CheckpointSettings())
+        assert await ask(nc, js, subjects, "conv", ["second"]) == {
+            "items": ["second"],
+            "hosts": ["host-b"],
+        }
+        assert await stop(worker) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        await nc.close()
+    assert (host_a / "checkpoints" / "tally.sqlite").is_file()
+    assert (host_b / "checkpoints" / "tally.sqlite").is_file()

@@ -12,6 +12,7 @@ from agentd.config._agent_spec import (
     load_agent,
     load_agents,
 )
+from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._load import DEFAULT_CONFIG_NAME, LoadedConfig, find_config, load_config
 from agentd.config._models import (
     AgentsConfig,
@@ -62,6 +63,7 @@ __all__ = [
     "GatewayConfig",
     "ToolsConfig",
     "TraceConfig",
+    "CheckpointsConfig",
     "find_config",
     "load_config",
     # agent specs

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._cluster import ClusterConfig
 
 __all__ = [
@@ -442,6 +443,7 @@ class Config(_Section):
     agents: AgentsConfig = AgentsConfig()
     autoscale: AutoscaleConfig = AutoscaleConfig()
     trace: TraceConfig = TraceConfig()
+    checkpoints: CheckpointsConfig = CheckpointsConfig()
     policy: PolicyConfig = PolicyConfig()
     tools: ToolsConfig = ToolsConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -106,6 +106,10 @@ class Daemon:
         if missing := self.pools.missing_files():
             raise ConfigError(loaded.source, missing)
         self.pools.check_placement()
+        # [checkpoints] backend postgres reads its connection string from the environment: a
+        # missing one stops the start here, not in every replica later
+        if missing := self.config.checkpoints.environment_problems(os.environ):
+            raise ConfigError(loaded.source, missing)
         self._ingest: TraceIngest | None = None
         self._registration: RegistrationService | None = None
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)

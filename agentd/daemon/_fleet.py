@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,7 @@ from agentd.errors import AgentdError, ControlError, WorkerCrashed
 from agentd.gateway import LLMGateway
 from agentd.supervisor import ChildSpec, ChildState, RestartPolicy, RestartType, Supervisor
 from agentd.telemetry import TelemetrySettings
-from agentd.worker import WorkerSettings
+from agentd.worker import CheckpointSettings, WorkerSettings
 
 __all__ = ["AgentFleet", "AgentRecord"]
 
@@ -365,8 +366,17 @@ class AgentFleet:
             params=record.params,
             creds_file=creds,
             tls_ca_file=cfg.bus.tls.ca_file,
+            # only a replica that keeps checkpoints is told the database's connection string
+            checkpoints=(
+                CheckpointSettings.from_config(cfg.checkpoints, os.environ)
+                if agent.spec.checkpoint
+                else CheckpointSettings()
+            ),
         )
         env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        if cfg.checkpoints.backend == "postgres" and not agent.spec.checkpoint:
+            # a replica inherits the daemon's environment: blank the variable with the password
+            env[cfg.checkpoints.dsn_env] = ""
         if agent.spec.model_pool:  # the pool its LLM nodes use, through the gateway
             env["AGENTD_MODEL_POOL"] = agent.spec.model_pool
         # the replica traces as the daemon does: same export, redaction and content settings

@@ -4,6 +4,13 @@ Never imports supervisor, policy, tools or daemon (STYLE.md): a worker knows onl
 config; tool calls are requests to the gateway (`AgentContext.call_tool`).
 """
 
+from agentd.worker._checkpoints import (
+    CheckpointSettings,
+    CheckpointStoreUnavailable,
+    application_name,
+    open_checkpointer,
+    postgres_schema,
+)
 from agentd.worker._context import AgentContext, RunInfo, SendFailed, ToolCallFailed
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._settings import WorkerSettings
@@ -12,10 +19,15 @@ from agentd.worker._worker import AgentWorker
 __all__ = [
     "AgentContext",
     "AgentWorker",
+    "CheckpointSettings",
+    "CheckpointStoreUnavailable",
     "RunInfo",
     "Runnable",
     "SendFailed",
     "ToolCallFailed",
     "WorkerSettings",
+    "application_name",
     "load_graph",
+    "open_checkpointer",
+    "postgres_schema",
 ]

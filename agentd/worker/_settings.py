@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentd.errors import ConfigError
+from agentd.worker._checkpoints import CheckpointSettings
 
 __all__ = ["WorkerSettings"]
 
@@ -31,6 +32,8 @@ class WorkerSettings:
     creds_file: Path | None = None
     """The replica's NATS credentials (agentd.identity); None where NATS needs none."""
     tls_ca_file: Path | None = None
+    checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    """Where the graph's conversation state lives ([checkpoints])."""
 
     def to_env(self) -> dict[str, str]:
         env = {
@@ -50,6 +53,7 @@ class WorkerSettings:
             env["AGENTD_CREDS"] = str(self.creds_file)
         if self.tls_ca_file is not None:
             env["AGENTD_TLS_CA_FILE"] = str(self.tls_ca_file)
+        env.update(self.checkpoints.to_env())
         return env
 
     @classmethod
@@ -84,6 +88,7 @@ class WorkerSettings:
             tls_ca_file=(
                 Path(env["AGENTD_TLS_CA_FILE"]) if env.get("AGENTD_TLS_CA_FILE") else None
             ),
+            checkpoints=CheckpointSettings.from_env(env, problems),
         )
         if problems:
             raise ConfigError("the worker's environment", problems)

@@ -26,7 +26,6 @@ from typing import Any
 import anyio
 import nats.errors
 from anyio.abc import TaskGroup, TaskStatus
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -36,6 +35,7 @@ from agentd.bus import Credentials, Message, RunResult, Subjects, connect, jsona
 from agentd.config import LoadedAgent
 from agentd.telemetry import extract_context, invoke_agent_span, set_agent_output
 from agentd.trace import TracePublisher
+from agentd.worker._checkpoints import open_checkpointer
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger
@@ -153,17 +153,20 @@ class AgentWorker:
 
     @contextlib.asynccontextmanager
     async def _checkpoints(self) -> AsyncIterator[None]:
-        """Conversation state that survives restarts: a LangGraph SQLite checkpointer under the
-        state directory, shared by the agent's replicas, attached unless the graph has its own."""
+        """Conversation state that survives restarts (and, in PostgreSQL, hosts), attached
+        unless the graph brought its own checkpointer; opened before the replica is ready, so
+        a store it cannot reach stops the start."""
         graph = self._graph
-        wants = self.agent.spec.checkpoint and self.settings.state_dir is not None
+        store = self.settings.checkpoints
+        wants = self.agent.spec.checkpoint and (
+            store.backend == "postgres" or self.settings.state_dir is not None
+        )
         if not wants or graph is None or getattr(graph, "checkpointer", None) is not None:
             yield
             return
-        assert self.settings.state_dir is not None
-        folder = self.settings.state_dir / "checkpoints"
-        folder.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(folder / f"{self.name}.sqlite")) as saver:
+        async with open_checkpointer(
+            store, agent=self.name, state_dir=self.settings.state_dir
+        ) as saver:
             graph.checkpointer = saver  # type: ignore[attr-defined]
             yield
 

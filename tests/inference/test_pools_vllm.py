@@ -200,7 +200,13 @@ async def test_a_queue_scales_the_pool_up_to_a_second_replica(pool: Pool) -> Non
     }
 
     async def ask(client: httpx.AsyncClient) -> None:
-        await client.post(f"{endpoint.base_url}/v1/completions", json=body)
+        # ask again as soon as an answer (or an error) comes: the queue stays until the
+        # decision, however long the autoscaler takes to read it on a loaded machine
+        while True:
+            try:
+                await client.post(f"{endpoint.base_url}/v1/completions", json=body)
+            except httpx.HTTPError:
+                await anyio.sleep(0.2)
 
     # max_num_seqs 4: of 48 requests, 44 wait, well over up_waiting 2 per replica.
     async with httpx.AsyncClient(timeout=120.0) as client, anyio.create_task_group() as tg:

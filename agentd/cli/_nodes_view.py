@@ -25,7 +25,7 @@ def render_nodes(view: dict[str, Any]) -> str:
                 f"{node['memory_bytes'] / 2**30:.1f} GiB",
                 ", ".join(g.get("name", "?") for g in gpus) if gpus else "-",
                 node["slots"],
-                node["running"],
+                len(node["replicas"]),
                 f"{node['lease_age_s']:.1f}s/{ttl:g}s",
                 " ".join(node["placed"]) or "-",
             ]

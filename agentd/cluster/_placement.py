@@ -35,7 +35,6 @@ class NodeCapacity:
     labels: Mapping[str, str] = field(default_factory=dict)
     pools: tuple[str, ...] = ()  # model pools it serves
     replicas: tuple[str, ...] = ()  # agent replicas it runs now (starting and draining too)
-    running: int = 0
     started_at: float = 0.0
     renewed_at: float = 0.0
 
@@ -50,7 +49,6 @@ class NodeCapacity:
             "labels": dict(self.labels),
             "pools": list(self.pools),
             "replicas": list(self.replicas),
-            "running": self.running,
             "started_at": self.started_at,
             "renewed_at": self.renewed_at,
         }
@@ -67,7 +65,6 @@ class NodeCapacity:
             labels=dict(data.get("labels", {})),
             pools=tuple(data.get("pools", ())),
             replicas=tuple(data.get("replicas", ())),
-            running=int(data.get("running", 0)),
             started_at=float(data.get("started_at", 0.0)),
             renewed_at=float(data.get("renewed_at", 0.0)),
         )

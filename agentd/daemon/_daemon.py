@@ -474,9 +474,10 @@ class Daemon:
         live = old.model_copy(
             update={"daemon": old.daemon.model_copy(update={"log_level": new.daemon.log_level})}
         )
+        # every other section ([cluster], [checkpoints], ... included) is read at start only
         restart_needed = [
             section
-            for section in ("daemon", "bus", "inbox", "agents", "models", "gateway")
+            for section in type(new).model_fields
             if getattr(new, section) != getattr(live, section)
         ]
         for section in restart_needed:

@@ -143,44 +143,49 @@ class AgentFleet:
             )
         if self.desire is not None and record.spawned_by is None:
             before = await self.desire(name, count)
-            self._recorder.record(
-                "agent.scaled",
-                agent=name,
-                decision=f"{before}->{count}",
-                reason=f"{reason} (cluster-wide desired count; the placer places them)",
-                inputs=inputs or None,
-                lineage={"agent_version": record.agent.version},
-            )
+            reason += " (cluster-wide desired count; the placer places them)"
+            self._record_scaled(record, before, count, reason, inputs)
             return before
         async with self._lock(name):
             before = len(record.replicas)
             record.desired = count
-            if count > before:
-                used = {self._index(r) for r in record.replicas}
-                free = [i for i in range(bounds.max) if i not in used][: count - before]
-                async with anyio.create_task_group() as tg:
-                    for index in free:
-                        tg.start_soon(self._start_replica, record, f"{name}-{index}")
-            elif count < before:
-                doomed = sorted(record.replicas, key=self._index)[count:]
-                async with anyio.create_task_group() as tg:
-                    for replica in doomed:
-                        tg.start_soon(self._stop_replica, record, replica)
+            kept = sorted(record.replicas, key=self._index)[:count]
+            free = [f"{name}-{i}" for i in range(bounds.max) if f"{name}-{i}" not in kept]
+            await self._run_exactly(record, {*kept, *free[: count - len(kept)]})
             if count != before:
                 if count == 0:
                     record.state = "stopped"
                 elif record.state == "stopped":
                     record.state = "running"
-                self._recorder.record(
-                    "agent.scaled",
-                    agent=name,
-                    decision=f"{before}->{count}",
-                    reason=reason,
-                    inputs=inputs or None,
-                    lineage={"agent_version": record.agent.version},
-                )
+                self._record_scaled(record, before, count, reason, inputs)
                 await self._event("scale", agent=name, before=before, after=count, reason=reason)
         return before
+
+    def _record_scaled(
+        self, record: AgentRecord, before: int, after: int, reason: str, inputs: dict[str, Any]
+    ) -> None:
+        self._recorder.record(
+            "agent.scaled",
+            agent=record.name,
+            decision=f"{before}->{after}",
+            reason=reason,
+            inputs=inputs or None,
+            lineage={"agent_version": record.agent.version},
+        )
+
+    async def _run_exactly(
+        self, record: AgentRecord, replicas: set[str]
+    ) -> tuple[list[str], list[str]]:
+        """Start the replicas of `replicas` not running and stop the others, all at once;
+        returns (started, stopped). The caller holds the agent's lock."""
+        start = sorted(replicas - record.replicas, key=self._index)
+        stop = sorted(record.replicas - replicas, key=self._index)
+        async with anyio.create_task_group() as tg:
+            for replica in start:
+                tg.start_soon(self._start_replica, record, replica)
+            for replica in stop:
+                tg.start_soon(self._stop_replica, record, replica)
+        return start, stop
 
     # the cluster's hooks (agentd.cluster.PlacedFleet)
     def demands(self) -> dict[str, AgentDemand]:
@@ -200,9 +205,6 @@ class AgentFleet:
     def local_replicas(self, name: str) -> set[str]:
         return set(self.agents[name].replicas)
 
-    def running(self) -> int:
-        return sum(len(r.replicas) for r in self.agents.values())
-
     def all_replicas(self) -> set[str]:
         # a stopping replica leaves `replicas` only once its process has exited (drained)
         return {n for r in self.agents.values() if r.spawned_by is None for n in r.replicas}
@@ -211,13 +213,7 @@ class AgentFleet:
         """Run exactly `replicas` of `name` on this host (the cluster's placement)."""
         record = self.get(name)
         async with self._lock(name):
-            start = sorted(replicas - record.replicas, key=self._index)
-            stop = sorted(record.replicas - replicas, key=self._index)
-            async with anyio.create_task_group() as tg:
-                for replica in start:
-                    tg.start_soon(self._start_replica, record, replica)
-                for replica in stop:
-                    tg.start_soon(self._stop_replica, record, replica)
+            start, stop = await self._run_exactly(record, replicas)
             record.desired = len(replicas)
             if replicas and record.state in {"stopped", "failed"}:
                 record.state = "running"

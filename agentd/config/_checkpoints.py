@@ -6,14 +6,16 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from agentd.config._section import _Section
 
 __all__ = ["CheckpointsConfig"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class CheckpointsConfig(BaseModel):
+class CheckpointsConfig(_Section):
     """[checkpoints]: the LangGraph checkpointer of agents whose spec sets `checkpoint = true`.
 
     `sqlite` (the default) keeps one file per agent under `<state_dir>/checkpoints`: enough on
@@ -21,8 +23,6 @@ class CheckpointsConfig(BaseModel):
     continues on whichever host runs its agent next. Its connection string is read from the
     environment variable named by `dsn_env`, never from this file, so no password sits in it.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
     dsn_env: str = "AGENTD_CHECKPOINT_DSN"

@@ -6,7 +6,9 @@ import os
 import re
 import socket
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from agentd.config._section import _Section
 
 __all__ = ["ClusterConfig"]
 
@@ -20,15 +22,13 @@ def _default_node() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", name)[:63] or "node"
 
 
-class ClusterConfig(BaseModel):
+class ClusterConfig(_Section):
     """[cluster]: join the hosts on [bus].url as one fleet.
 
     Each host advertises its capacity under a node lease (a KV entry that lives `lease_ttl_s`
     unless renewed); one host holds the placer lease and writes where every agent replica runs;
     every host runs its share. A host whose lease lapses has its replicas placed elsewhere.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False
     # this host's name in the cluster; empty: $AGENTD_NODE, else the host name

@@ -11,9 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +26,12 @@ from agentd.bus import Subjects, ensure_inbox_consumer
 from agentd.cluster import AgentDemand
 from agentd.config import Config, LoadedAgent, load_agents
 from agentd.daemon._heartbeats import HeartbeatTracker
+from agentd.daemon._ps import ps_rows, replica_index
 from agentd.daemon._recorder import Recorder
+from agentd.daemon._replica_spec import replica_env, replica_spec
 from agentd.errors import AgentdError, ControlError, WorkerCrashed
 from agentd.gateway import LLMGateway
-from agentd.supervisor import ChildSpec, ChildState, RestartPolicy, RestartType, Supervisor
-from agentd.telemetry import TelemetrySettings
-from agentd.worker import CheckpointSettings, WorkerSettings
+from agentd.supervisor import ChildSpec, Supervisor
 
 __all__ = ["AgentFleet", "AgentRecord"]
 
@@ -149,7 +146,7 @@ class AgentFleet:
         async with self._lock(name):
             before = len(record.replicas)
             record.desired = count
-            kept = sorted(record.replicas, key=self._index)[:count]
+            kept = sorted(record.replicas, key=replica_index)[:count]
             free = [f"{name}-{i}" for i in range(bounds.max) if f"{name}-{i}" not in kept]
             await self._run_exactly(record, {*kept, *free[: count - len(kept)]})
             if count != before:
@@ -178,8 +175,8 @@ class AgentFleet:
     ) -> tuple[list[str], list[str]]:
         """Start the replicas of `replicas` not running and stop the others, all at once;
         returns (started, stopped). The caller holds the agent's lock."""
-        start = sorted(replicas - record.replicas, key=self._index)
-        stop = sorted(record.replicas - replicas, key=self._index)
+        start = sorted(replicas - record.replicas, key=replica_index)
+        stop = sorted(record.replicas - replicas, key=replica_index)
         async with anyio.create_task_group() as tg:
             for replica in start:
                 tg.start_soon(self._start_replica, record, replica)
@@ -224,7 +221,7 @@ class AgentFleet:
         record = self.get(name)
         restarted = []
         async with self._lock(name):
-            for replica in sorted(record.replicas, key=self._index):
+            for replica in sorted(record.replicas, key=replica_index):
                 await self._supervisor.restart(replica)
                 restarted.append(replica)
         return restarted
@@ -348,114 +345,26 @@ class AgentFleet:
     def _child_spec(
         self, record: AgentRecord, replica: str, creds: Path | None = None
     ) -> ChildSpec:
-        cfg = self._config
-        agent = record.agent
-        settings = WorkerSettings(
-            agent=record.name,
-            replica=replica,
-            agent_dir=agent.directory,
+        env = replica_env(
+            self._config,
+            record.agent,
+            record.name,
+            replica,
             nats_url=self._nats_url,
-            prefix=cfg.bus.prefix,
-            heartbeat_s=cfg.agents.heartbeat_s,
-            drain_grace_s=cfg.daemon.drain_grace_s,
-            state_dir=cfg.daemon.state_dir,
             params=record.params,
-            creds_file=creds,
-            tls_ca_file=cfg.bus.tls.ca_file,
-            # only a replica that keeps checkpoints is told the database's connection string
-            checkpoints=(
-                CheckpointSettings.from_config(cfg.checkpoints, os.environ)
-                if agent.spec.checkpoint
-                else CheckpointSettings()
-            ),
+            creds=creds,
+            llm=self._llm,
         )
-        env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        if cfg.checkpoints.backend == "postgres" and not agent.spec.checkpoint:
-            # a replica inherits the daemon's environment: blank the variable with the password
-            env[cfg.checkpoints.dsn_env] = ""
-        if agent.spec.model_pool:  # the pool its LLM nodes use, through the gateway
-            env["AGENTD_MODEL_POOL"] = agent.spec.model_pool
-        # the replica traces as the daemon does: same export, redaction and content settings
-        env.update(TelemetrySettings.from_config(cfg.trace).to_env())
-        if self._llm is not None and self._llm.url is not None:
-            # the replica's OpenAI clients reach its model pools through the LLM gateway
-            env |= self._llm.worker_env(record.name, replica)
-        # a tool call may wait for a person's approval, then run: the worker waits that long
-        tools = cfg.tools
-        env["AGENTD_TOOL_TIMEOUT_S"] = str(tools.approval_timeout_s + tools.call_timeout_s + 30)
-        restart = agent.spec.restart
-        return ChildSpec(
-            name=replica,
-            argv=[sys.executable, "-m", "agentd.worker", "--agent", record.name],
-            env=env,
-            cwd=agent.directory,
-            restart=RestartPolicy(
-                type=RestartType(restart.type),
-                max_restarts=restart.max_restarts,
-                window_s=restart.window_s,
-                backoff_initial_s=restart.backoff_initial_s,
-                backoff_max_s=restart.backoff_max_s,
-            ),
-            stop_grace_s=cfg.daemon.drain_grace_s,
-            ready=self.heartbeats.wait_ready,
-            ready_timeout_s=cfg.agents.ready_timeout_s,
-            liveness=self.heartbeats.is_alive,
-            liveness_interval_s=cfg.agents.heartbeat_s / 2,
-            liveness_timeout_s=cfg.agents.heartbeat_s,
-            liveness_failures=1,
-            log_path=cfg.daemon.state_dir / "logs" / f"{replica}.log",
-        )
+        return replica_spec(self._config, record.agent, record.name, replica, env, self.heartbeats)
 
     # views
     async def ps(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        now = time.time()
-        for name, record in sorted(self.agents.items()):
-            replicas = []
-            for replica in sorted(record.replicas, key=self._index):
-                try:
-                    info = self._supervisor.info(replica)
-                except KeyError:
-                    continue
-                live = self.heartbeats.latest(replica, info.pid)
-                state = str(info.state)
-                if info.state == ChildState.RUNNING and live.get("state") in {"paused", "draining"}:
-                    state = str(live["state"])
-                replicas.append(
-                    {
-                        "name": replica,
-                        "pid": info.pid,
-                        "state": state,
-                        "uptime_s": round(now - info.started_at, 1) if info.started_at else None,
-                        "restarts": info.restarts,
-                        "inflight": live.get("inflight", 0),
-                        "completed": live.get("completed", 0),
-                        "last_error": live.get("last_error") or info.last_error,
-                        "version": live.get("version", record.agent.version),
-                    }
-                )
-            if replicas and all(r["state"] == "failed" for r in replicas):
-                record.state = "failed"
-            rows.append(
-                {
-                    "agent": name,
-                    "version": record.agent.version,
-                    "description": record.agent.spec.description,
-                    "state": record.state,
-                    "desired": record.desired,
-                    "bounds": record.agent.spec.replicas.model_dump(),
-                    "concurrency": record.agent.spec.concurrency,
-                    "spawned_by": record.spawned_by,
-                    "error": record.error,
-                    "backlog": await self.backlog(name),
-                    "replicas": replicas,
-                }
-            )
-        return rows
+        """Every agent with its replicas, their state, load and errors (`agentctl ps`)."""
+        return await ps_rows(self.agents, self._supervisor, self.heartbeats, self.backlog)
 
     def logs_of(self, name: str) -> list[str]:
         record = self.get(name)
-        return sorted(record.replicas, key=self._index)
+        return sorted(record.replicas, key=replica_index)
 
     async def _event(self, kind: str, **body: Any) -> None:
         try:
@@ -471,8 +380,3 @@ class AgentFleet:
             return self._supervisor.info(replica).pid
         except KeyError:
             return None
-
-    @staticmethod
-    def _index(replica: str) -> int:
-        tail = replica.rsplit("-", 1)[-1]
-        return int(tail) if tail.isdigit() else 0

@@ -4,12 +4,11 @@ the connection string for agents that keep checkpoints, a blanked variable for t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
 from agentd.config import load_agent, load_config
-from agentd.daemon._fleet import AgentFleet, AgentRecord
+from agentd.daemon._replica_spec import replica_env as fleet_replica_env
 from agentd.worker import CheckpointSettings, WorkerSettings
 from tests.harness import REPO, TEST_AGENTS
 
@@ -19,13 +18,14 @@ DSN = "postgresql://agentd:pw-9@db:5432/agentd"
 def replica_env(tmp_path: Path, agent_dir: Path) -> dict[str, str]:
     config = tmp_path / "agentd.toml"
     config.write_text('[checkpoints]\nbackend = "postgres"\ndsn_env = "TEST_FLEET_DSN"\n')
-    unused = cast(Any, None)  # the bus, supervisor and recorder: not touched by _child_spec
-    fleet = AgentFleet(
-        unused, unused, unused, load_config(config).config, "nats://127.0.0.1:1", unused
-    )
     agent = load_agent(agent_dir)
-    spec = fleet._child_spec(AgentRecord(agent, agent.name, 1), f"{agent.name}-0")
-    return dict(spec.env or {})
+    return fleet_replica_env(
+        load_config(config).config,
+        agent,
+        agent.name,
+        f"{agent.name}-0",
+        nats_url="nats://127.0.0.1:1",
+    )
 
 
 def test_a_checkpointing_replica_is_told_the_store(

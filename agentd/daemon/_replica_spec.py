@@ -1,0 +1,105 @@
+"""How an agent replica is launched: its environment and its child spec for the supervisor.
+
+The environment carries everything the worker needs (agentd.worker.WorkerSettings), the model
+pool its LLM nodes use and the gateway's URL and token, the telemetry settings, and the tool
+timeout; a checkpoint store's connection string goes only to replicas that keep checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from agentd.config import Config, LoadedAgent
+from agentd.daemon._heartbeats import HeartbeatTracker
+from agentd.gateway import LLMGateway
+from agentd.supervisor import ChildSpec, RestartPolicy, RestartType
+from agentd.telemetry import TelemetrySettings
+from agentd.worker import CheckpointSettings, WorkerSettings
+
+__all__ = ["replica_env", "replica_spec"]
+
+
+def replica_env(
+    config: Config,
+    agent: LoadedAgent,
+    name: str,
+    replica: str,
+    *,
+    nats_url: str,
+    params: dict[str, Any] | None = None,
+    creds: Path | None = None,
+    llm: LLMGateway | None = None,
+) -> dict[str, str]:
+    """The environment of replica `replica` of agent `name` (a spawned instance's name)."""
+    cfg = config
+    settings = WorkerSettings(
+        agent=name,
+        replica=replica,
+        agent_dir=agent.directory,
+        nats_url=nats_url,
+        prefix=cfg.bus.prefix,
+        heartbeat_s=cfg.agents.heartbeat_s,
+        drain_grace_s=cfg.daemon.drain_grace_s,
+        state_dir=cfg.daemon.state_dir,
+        params=params,
+        creds_file=creds,
+        tls_ca_file=cfg.bus.tls.ca_file,
+        # only a replica that keeps checkpoints is told the database's connection string
+        checkpoints=(
+            CheckpointSettings.from_config(cfg.checkpoints, os.environ)
+            if agent.spec.checkpoint
+            else CheckpointSettings()
+        ),
+    )
+    env = {**agent.spec.env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+    if cfg.checkpoints.backend == "postgres" and not agent.spec.checkpoint:
+        # a replica inherits the daemon's environment: blank the variable with the password
+        env[cfg.checkpoints.dsn_env] = ""
+    if agent.spec.model_pool:  # the pool its LLM nodes use, through the gateway
+        env["AGENTD_MODEL_POOL"] = agent.spec.model_pool
+    # the replica traces as the daemon does: same export, redaction and content settings
+    env.update(TelemetrySettings.from_config(cfg.trace).to_env())
+    if llm is not None and llm.url is not None:
+        # the replica's OpenAI clients reach its model pools through the LLM gateway
+        env |= llm.worker_env(name, replica)
+    # a tool call may wait for a person's approval, then run: the worker waits that long
+    tools = cfg.tools
+    env["AGENTD_TOOL_TIMEOUT_S"] = str(tools.approval_timeout_s + tools.call_timeout_s + 30)
+    return env
+
+
+def replica_spec(
+    config: Config,
+    agent: LoadedAgent,
+    name: str,
+    replica: str,
+    env: dict[str, str],
+    heartbeats: HeartbeatTracker,
+) -> ChildSpec:
+    """The supervisor's spec: ready at the first heartbeat, alive while heartbeats come."""
+    cfg = config
+    restart = agent.spec.restart
+    return ChildSpec(
+        name=replica,
+        argv=[sys.executable, "-m", "agentd.worker", "--agent", name],
+        env=env,
+        cwd=agent.directory,
+        restart=RestartPolicy(
+            type=RestartType(restart.type),
+            max_restarts=restart.max_restarts,
+            window_s=restart.window_s,
+            backoff_initial_s=restart.backoff_initial_s,
+            backoff_max_s=restart.backoff_max_s,
+        ),
+        stop_grace_s=cfg.daemon.drain_grace_s,
+        ready=heartbeats.wait_ready,
+        ready_timeout_s=cfg.agents.ready_timeout_s,
+        liveness=heartbeats.is_alive,
+        liveness_interval_s=cfg.agents.heartbeat_s / 2,
+        liveness_timeout_s=cfg.agents.heartbeat_s,
+        liveness_failures=1,
+        log_path=cfg.daemon.state_dir / "logs" / f"{replica}.log",
+    )

@@ -300,7 +300,11 @@ class ModelPools:
         rule = entry.config.autoscale
         while True:
             await anyio.sleep(rule.interval_s)
-            await self._autoscale(entry)
+            try:
+                await self._autoscale(entry)
+            except Exception:
+                # One pool's failed step must not end run()'s task group, and every pool with it.
+                log.exception("autoscale step of model pool %s failed", entry.name)
 
     async def _autoscale(self, entry: Pool) -> None:
         """Read every ready replica's /metrics, then take at most one step."""

@@ -241,6 +241,31 @@ async def test_no_replica_answering_is_503_with_the_reasons() -> None:
         assert gw.records.of("llm.call")[0]["decision"] == "unavailable"
 
 
+async def test_a_pool_with_no_ready_replica_is_503_by_pool_and_served_name() -> None:
+    loading = ReplicaEndpoint("main", "main-0", "http://127.0.0.1:9", "org/chat", "org/model")
+    async with running_gateway(StaticUpstreams([], loading=[loading])) as gw:
+        headers = auth(gw.tokens.issue("intake", "intake-0"))
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            answers = [
+                await client.post(
+                    "/chat/completions", json={**CHAT, "model": name}, headers=headers
+                )
+                for name in ("main", "org/chat")
+            ]
+            unknown = await client.post(
+                "/chat/completions", json={**CHAT, "model": "other"}, headers=headers
+            )
+            models = (await client.get("/models", headers=headers)).json()["data"]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "no_replica"
+        assert "pool main has no ready replica" in error["message"]
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert [r["attributes"]["pool"] for r in gw.records.of("llm.call")[:2]] == ["main", "main"]
+    assert [(m["id"], m["root"], m["ready_replicas"]) for m in models] == [("main", "org/model", 0)]
+
+
 async def test_mid_stream_failure_ends_the_stream_with_an_error_event() -> None:
     async with (
         fake_replicas(FakeReplica("r0", "cut")) as (replica,),

@@ -43,6 +43,9 @@ async def test_replicas_load_in_the_background_with_visible_progress(tmp_path: P
     async with running_pools({"tiny": pool}, tmp_path / "state") as (pools, records):
         assert pools.pool_names() == ["tiny"]
         assert pools.endpoints("tiny") == []  # run() reported started before the replica
+        # known from the config while no replica is ready: the gateway answers 503, not 404
+        assert pools.pool_of("tiny") == "tiny" and pools.pool_of("other") is None
+        assert pools.model_id("tiny") == "fake-org/fake-model"
 
         def loading_line() -> object:
             loading = pools.snapshot()[0]["members"][0]["loading"]
@@ -219,3 +222,18 @@ async def test_a_failing_autoscale_step_is_logged_and_the_pools_run_on(
     failures = [r for r in caplog.records if "autoscale step of model pool tiny" in r.message]
     assert len(failures) == 2
     assert all(r.exc_info and "exploded" in str(r.exc_info[1]) for r in failures)
+
+
+async def test_a_pool_is_found_by_its_served_name_from_the_config(tmp_path: Path) -> None:
+    pools = ModelPools(
+        {
+            "small": fake_pool(tmp_path, served_name="org/small-chat"),
+            "large": fake_pool(tmp_path, model="org/large"),
+        },
+        state_dir=tmp_path / "state",
+        cores=[0],
+    )
+    # before run(): nothing is ready, and every name a request may use is known
+    assert pools.pool_of("org/small-chat") == "small" and pools.pool_of("small") == "small"
+    assert pools.pool_of("large") == "large" and pools.pool_of("org/large") is None
+    assert (pools.model_id("large"), pools.model_id("missing")) == ("org/large", None)

@@ -225,20 +225,29 @@ async def test_failure_before_first_byte_is_retried_elsewhere() -> None:
 
 
 async def test_no_replica_answering_is_503_with_the_reasons() -> None:
+    idle = ReplicaEndpoint("idle", "idle-0", "http://127.0.0.1:9", "idle-served", "org/model")
     async with fake_replicas(FakeReplica("a", "reset"), FakeReplica("b", "busy")) as replicas:
-        upstreams = endpoints(*replicas)
-        async with running_gateway(upstreams) as gw:
+        # pool main: every replica fails; pool idle: no replica is ready, none is tried
+        upstreams = StaticUpstreams(endpoints(*replicas).endpoints("main"), loading=[idle])
+        async with running_gateway(upstreams, budget_tokens=1000, budget_window_s=3600) as gw:
             headers = auth(gw.tokens.issue("intake", "intake-0"))
             async with httpx.AsyncClient(base_url=gw.url) as client:
                 response = await client.post("/chat/completions", json=CHAT, headers=headers)
                 empty = await client.post(
-                    "/chat/completions", json={**CHAT, "model": "main"}, headers=headers
+                    "/chat/completions", json={**CHAT, "model": "idle"}, headers=headers
                 )
-        assert response.status_code == 503 and empty.status_code == 503
-        message = response.json()["error"]["message"]
-        assert "a:" in message and "b: HTTP 503" in message
-        # a call that reached no model costs no budget and is recorded as unavailable
-        assert gw.records.of("llm.call")[0]["decision"] == "unavailable"
+            # a call that reached no model costs no budget and is recorded as unavailable
+            for pool in ("main", "idle"):
+                remaining = gw.gateway.budgets.remaining("intake", pool)
+                assert remaining == pytest.approx(1000, abs=0.5), pool
+    assert response.status_code == 503 and empty.status_code == 503
+    message = response.json()["error"]["message"]
+    assert "a:" in message and "b: HTTP 503" in message
+    assert empty.json()["error"]["message"] == "pool idle has no ready replica; retry later"
+    failed, unready = gw.records.of("llm.call")
+    assert failed["decision"] == unready["decision"] == "unavailable"
+    assert (failed["attributes"]["attempts"], unready["attributes"]["attempts"]) == (2, 0)
+    assert "model_replica" not in unready["attributes"]
 
 
 async def test_a_pool_with_no_ready_replica_is_503_by_pool_and_served_name() -> None:

@@ -235,6 +235,8 @@ class LLMGateway:
                 ):
                     used = reservation.tokens  # a model generated, usage unknown: charge it all
                 reservation.settle(used)
+                if outcome.endpoint is not None:
+                    span.set_server(outcome.endpoint.base_url)
                 if outcome.decision == "ok":
                     span.set_response(
                         model=outcome.endpoint.served_name if outcome.endpoint else None,

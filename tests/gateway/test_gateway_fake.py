@@ -15,11 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
 
 from agentd.config import GatewayConfig
 from agentd.errors import ConfigError
 from agentd.gateway import LLMGateway, ReplicaEndpoint, StaticUpstreams, TokenBook
+from agentd.telemetry import TelemetrySettings, setup_telemetry
 from tests.gateway.fake_openai import FakeReplica, fake_replicas
 from tests.gateway.support import running_gateway
 
@@ -44,6 +46,7 @@ class Answer:
     allowed: bool
     rule: str
     reason: str = ""
+    policy_version: str = ""
 
 
 async def test_chat_is_relayed_and_recorded() -> None:
@@ -67,6 +70,31 @@ async def test_chat_is_relayed_and_recorded() -> None:
         assert (attributes["tokens_in"], attributes["tokens_out"]) == (11, 3)
         assert attributes["finish_reason"] == "stop"
         assert record["outputs"]["sha256"] and record["inputs"]["bytes"] > 0
+
+
+async def test_the_chat_span_names_the_replica_the_call_went_to() -> None:
+    exporter = InMemorySpanExporter()
+    telemetry = setup_telemetry(
+        TelemetrySettings(export=True), service_name="agentd-test", exporter=exporter
+    )
+    try:
+        async with (
+            fake_replicas(FakeReplica("r0")) as (replica,),
+            running_gateway(endpoints(replica)) as gw,
+        ):
+            token = gw.tokens.issue("intake", "intake-0")
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                response = await client.post("/chat/completions", json=CHAT, headers=auth(token))
+            assert response.status_code == 200, response.text
+        telemetry.force_flush()
+    finally:
+        telemetry.shutdown()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "chat main"]
+    upstream = httpx.URL(replica.base_url)
+    assert span.attributes is not None
+    assert span.attributes["server.address"] == upstream.host == "127.0.0.1"
+    assert span.attributes["server.port"] == upstream.port
+    assert span.attributes["gen_ai.provider.name"] == "vllm"
 
 
 async def test_stream_asks_for_usage_and_records_ttft() -> None:
@@ -154,7 +182,7 @@ async def test_policy_denial_is_403_with_the_rule() -> None:
         assert action == "infer"
         if agent == "echo":
             return Answer(False, "policy.csv:9", "echo may not infer")
-        return Answer(True, "policy.csv:27")
+        return Answer(True, "policy.csv:27", policy_version="v7")
 
     async with (
         fake_replicas(FakeReplica("r0")) as (replica,),
@@ -173,6 +201,7 @@ async def test_policy_denial_is_403_with_the_rule() -> None:
         first, second = gw.records.of("llm.call")
         assert (first["decision"], first["rule"]) == ("policy_denied", "policy.csv:9")
         assert (second["decision"], second["rule"]) == ("ok", "policy.csv:27")
+        assert second["lineage"]["policy_version"] == "v7"
         assert len(replica.received) == 1
 
 

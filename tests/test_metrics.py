@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentd.gateway import ReplicaEndpoint, TokenHolder
+from agentd.gateway._records import call_record
+from agentd.gateway._relay import CallOutcome
 from agentd.metrics import AgentdMetrics
-from agentd.trace import DecisionRecord
+from agentd.trace import DecisionRecord, build_record
 from tests.harness import REPO, TEST_AGENTS, DaemonProcess, free_port, running_daemon, write_config
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -175,22 +178,21 @@ def test_backlog_replicas_and_restarts_follow_the_fleet(daemon: Daemon) -> None:
 
 
 def test_llm_calls_count_tokens_by_agent_and_pool() -> None:
-    """The gateway's `llm.call` records (not merged here yet) feed the token counters; the path
-    from the recorder to `observe` is the one the daemon tests above exercise."""
+    """The gateway's `llm.call` records, built by its own record builder, feed the token
+    counters; the path from the recorder to `observe` is the one the daemon tests above exercise."""
+    holder = TokenHolder("intake", "intake-0")
+    endpoint = ReplicaEndpoint("main", "main-0", "http://127.0.0.1:9", "main", "org/model")
+
+    def llm_call(**outcome: Any) -> DecisionRecord:
+        done = CallOutcome(endpoint=endpoint, attempts=1, **outcome)
+        fields = call_record(holder, b"{}", time.perf_counter(), {"pool": "main"}, outcome=done)
+        return build_record("llm.call", fields)
+
     metrics = AgentdMetrics()
     metrics.observe(
         [
-            DecisionRecord(
-                kind="llm.call",
-                agent="intake",
-                decision="ok",
-                attributes={"pool": "main", "tokens_in": 120, "tokens_out": 30},
-            ),
-            DecisionRecord(
-                kind="llm.call",
-                agent="intake",
-                attributes={"pool": "main", "gen_ai.usage.input_tokens": 5},
-            ),
+            llm_call(tokens_in=120, tokens_out=30),
+            llm_call(decision="cancelled", tokens_in=5),  # a stream cut before its usage
         ]
     )
     samples = _exposition(metrics)

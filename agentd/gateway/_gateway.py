@@ -174,7 +174,7 @@ class LLMGateway:
                     "object": "model",
                     "created": 0,
                     "owned_by": "agentd",
-                    "root": endpoints[0].model if endpoints else None,
+                    "root": self.upstreams.model_id(pool),
                     "ready_replicas": len(endpoints),
                 }
             )
@@ -235,6 +235,8 @@ class LLMGateway:
                 ):
                     used = reservation.tokens  # a model generated, usage unknown: charge it all
                 reservation.settle(used)
+                if outcome.endpoint is not None:
+                    span.set_server(outcome.endpoint.base_url)
                 if outcome.decision == "ok":
                     span.set_response(
                         model=outcome.endpoint.served_name if outcome.endpoint else None,
@@ -281,16 +283,13 @@ class LLMGateway:
             ) from None
 
     def _pool_of(self, model: str) -> str:
-        pools = self.upstreams.pool_names()
-        if model in pools:
-            return model
-        for pool in pools:
-            if any(e.served_name == model for e in self.upstreams.endpoints(pool)):
-                return pool
+        pool = self.upstreams.pool_of(model)
+        if pool is not None:
+            return pool
         raise Refusal(
             404,
             "invalid_request_error",
-            f"the model {model!r} does not exist; models: {sorted(pools)}",
+            f"the model {model!r} does not exist; models: {sorted(self.upstreams.pool_names())}",
             code="model_not_found",
             param="model",
         )

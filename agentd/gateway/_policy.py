@@ -17,6 +17,10 @@ class PolicyAnswer(Protocol):
     def rule(self) -> str: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def policy_version(self) -> str:
+        """The policy that answered (lineage of the call's record); empty if unknown."""
+        ...
 
 
 PolicyCheck = Callable[[str, str, str], PolicyAnswer]

@@ -82,9 +82,8 @@ def call_record(
     outputs = None
     if outcome is not None and outcome.output_digest is not None:
         outputs = {"sha256": outcome.output_digest, "bytes": outcome.output_bytes}
-    policy_version = getattr(rule, "policy_version", None) if rule is not None else None
-    if policy_version:
-        lineage["policy_version"] = policy_version
+    if rule is not None and rule.policy_version:
+        lineage["policy_version"] = rule.policy_version
     return {
         "agent": holder.agent if holder else None,
         "replica": holder.replica if holder else None,

@@ -43,18 +43,14 @@ class TokenBook:
         self._holders.pop(token, None)
         return True
 
-    def revoke_agent(self, agent: str) -> int:
+    def revoke_agent(self, agent: str) -> None:
         """Revoke every token held by `agent`'s replicas (its identity was revoked or its lease
-        lapsed); returns how many there were."""
+        lapsed)."""
         tokens = [token for token, holder in self._holders.items() if holder.agent == agent]
         for token in tokens:
             holder = self._holders.pop(token)
             self._by_replica.pop(holder.replica, None)
-        return len(tokens)
 
     def holder(self, token: str) -> TokenHolder | None:
         """Who holds `token`, or None for a token not (or no longer) issued."""
         return self._holders.get(token)
-
-    def __len__(self) -> int:
-        return len(self._holders)

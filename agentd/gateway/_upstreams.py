@@ -23,6 +23,15 @@ class Upstreams(Protocol):
 
     def pool_names(self) -> list[str]: ...
 
+    def pool_of(self, model: str) -> str | None:
+        """The pool a request's `model` names, by pool name or served name, whether or not a
+        replica is ready; None if no pool has that name."""
+        ...
+
+    def model_id(self, pool: str) -> str | None:
+        """The model the pool serves (what /v1/models shows as its root), ready or not."""
+        ...
+
     def endpoints(self, pool: str) -> list[ReplicaEndpoint]:
         """The pool's ready replicas (an unknown pool has none)."""
         ...
@@ -33,16 +42,38 @@ class Upstreams(Protocol):
 
 
 class StaticUpstreams:
-    """A fixed set of endpoints. Failures are counted and logged, never acted on."""
+    """A fixed set of endpoints. Failures are counted and logged, never acted on.
 
-    def __init__(self, endpoints: Iterable[ReplicaEndpoint]) -> None:
+    `loading` are replicas that name their pool (and its served name and model) but are not
+    ready: a pool with only those has no endpoints, like a pool whose replicas still load.
+    """
+
+    def __init__(
+        self, endpoints: Iterable[ReplicaEndpoint], *, loading: Iterable[ReplicaEndpoint] = ()
+    ) -> None:
         self._pools: dict[str, list[ReplicaEndpoint]] = {}
+        self._known: dict[str, list[ReplicaEndpoint]] = {}
         for endpoint in endpoints:
             self._pools.setdefault(endpoint.pool, []).append(endpoint)
+            self._known.setdefault(endpoint.pool, []).append(endpoint)
+        for endpoint in loading:
+            self._known.setdefault(endpoint.pool, []).append(endpoint)
         self.failures: list[tuple[str, str]] = []
 
     def pool_names(self) -> list[str]:
-        return list(self._pools)
+        return list(self._known)
+
+    def pool_of(self, model: str) -> str | None:
+        if model in self._known:
+            return model
+        for pool, known in self._known.items():
+            if any(e.served_name == model for e in known):
+                return pool
+        return None
+
+    def model_id(self, pool: str) -> str | None:
+        known = self._known.get(pool)
+        return known[0].model if known else None
 
     def endpoints(self, pool: str) -> list[ReplicaEndpoint]:
         return list(self._pools.get(pool, ()))

@@ -64,6 +64,9 @@ class ModelPools:
         base_env: Mapping[str, str] | None = None,
     ) -> None:
         self._pools = {name: Pool(name, cfg) for name, cfg in pools.items()}
+        # Known from the config, not from ready replicas: a request naming a loading pool's
+        # served name is a pool that cannot answer yet (503), not an unknown model (404).
+        self._served = {name: cfg.served_name or name for name, cfg in pools.items()}
         self._state_dir = state_dir
         self._record = record or (lambda kind, **fields: None)
         self._gpus = gpus
@@ -81,6 +84,17 @@ class ModelPools:
     def pool_names(self) -> list[str]:
         """Every configured pool, sorted."""
         return sorted(self._pools)
+
+    def pool_of(self, model: str) -> str | None:
+        """The pool a request's `model` names, by pool name or served name; None if none does."""
+        if model in self._pools:
+            return model
+        return next((p for p in sorted(self._served) if self._served[p] == model), None)
+
+    def model_id(self, pool: str) -> str | None:
+        """The model `pool` serves (its `[models.<pool>].model`); None for an unknown pool."""
+        entry = self._pools.get(pool)
+        return None if entry is None else entry.config.model
 
     def endpoints(self, pool: str) -> list[ReplicaEndpoint]:
         """The replicas of `pool` that serve now (ready, last probe passed); KeyError if none
@@ -300,7 +314,11 @@ class ModelPools:
         rule = entry.config.autoscale
         while True:
             await anyio.sleep(rule.interval_s)
-            await self._autoscale(entry)
+            try:
+                await self._autoscale(entry)
+            except Exception:
+                # One pool's failed step must not end run()'s task group, and every pool with it.
+                log.exception("autoscale step of model pool %s failed", entry.name)
 
     async def _autoscale(self, entry: Pool) -> None:
         """Read every ready replica's /metrics, then take at most one step."""

@@ -27,17 +27,12 @@ __all__ = ["AgentdMetrics"]
 
 RUN_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _NONE = "-"
-# the label names an LLM gateway may use for token counts (gateway records, OTel GenAI names)
-_TOKENS_IN = ("tokens_in", "input_tokens", "prompt_tokens", "gen_ai.usage.input_tokens")
-_TOKENS_OUT = ("tokens_out", "output_tokens", "completion_tokens", "gen_ai.usage.output_tokens")
 
 
-def _first_int(attributes: Mapping[str, Any], names: Sequence[str]) -> int | None:
-    for name in names:
-        value = attributes.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+def _count(attributes: Mapping[str, Any], name: str) -> int | None:
+    """An integer attribute (the gateway's `tokens_in` / `tokens_out`); None if absent."""
+    value = attributes.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class _FleetCollector(Collector):
@@ -181,8 +176,9 @@ class AgentdMetrics:
         agent = record.agent or _NONE
         pool_label = pool if isinstance(pool, str) else _NONE
         self._child(self.llm_calls, agent, pool_label).inc()
-        tokens_in = _first_int(attributes, _TOKENS_IN)
-        tokens_out = _first_int(attributes, _TOKENS_OUT)
+        # the gateway's llm.call records (agentd/gateway/_records.py) name them so
+        tokens_in = _count(attributes, "tokens_in")
+        tokens_out = _count(attributes, "tokens_out")
         if tokens_in:
             self._child(self.llm_tokens, agent, pool_label, "input").inc(tokens_in)
         if tokens_out:

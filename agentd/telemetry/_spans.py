@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -303,6 +304,15 @@ class ChatSpan:
         if (messages := _messages("assistant", output)) is not None:
             span.set_attribute("gen_ai.output.messages", messages)
 
+    def set_server(self, base_url: str) -> None:
+        """The replica the call went to: `server.address` and `server.port` of its URL."""
+        url = urlsplit(base_url)
+        if url.hostname:
+            self.span.set_attribute("server.address", url.hostname)
+        port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+        if port is not None:
+            self.span.set_attribute("server.port", port)
+
     def set_error(self, error_type: str, description: str | None = None) -> None:
         """A call that failed (e.g. "timeout", "policy_denied", an HTTP status)."""
         self.span.set_attribute("error.type", error_type)
@@ -313,15 +323,10 @@ class ChatSpan:
 def chat_span(
     model: str,
     *,
-    provider: str = "vllm",
     agent: str | None = None,
-    conversation_id: str | None = None,
     pool: str | None = None,
-    server_address: str | None = None,
-    server_port: int | None = None,
     parent: Context | None = None,
     max_tokens: int | None = None,
-    temperature: float | None = None,
     messages: Any = None,
 ) -> Iterator[ChatSpan]:
     """`chat {model}` around one model call, for the LLM gateway.
@@ -329,20 +334,17 @@ def chat_span(
     `parent` is `extract_context(request.headers)` of the agent's HTTP request, so the call is
     a child of the run that made it; inside the block, `inject_http_headers` on the upstream
     request's headers makes the vLLM call a child of this span. Exceptions mark it failed.
+    The replica is chosen inside the span: name it with `ChatSpan.set_server`.
     """
     attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider,
+        "gen_ai.provider.name": "vllm",
         "gen_ai.request.model": model,
     }
     optional: dict[str, AttributeValue | None] = {
         "gen_ai.agent.name": agent,
-        "gen_ai.conversation.id": conversation_id,
         "agentd.model.pool": pool,
-        "server.address": server_address,
-        "server.port": server_port,
         "gen_ai.request.max_tokens": max_tokens,
-        "gen_ai.request.temperature": temperature,
         "gen_ai.input.messages": content_text(messages) if messages is not None else None,
     }
     attributes.update({k: v for k, v in optional.items() if v is not None})

@@ -15,11 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
 
 from agentd.config import GatewayConfig
 from agentd.errors import ConfigError
 from agentd.gateway import LLMGateway, ReplicaEndpoint, StaticUpstreams, TokenBook
+from agentd.telemetry import TelemetrySettings, setup_telemetry
 from tests.gateway.fake_openai import FakeReplica, fake_replicas
 from tests.gateway.support import running_gateway
 
@@ -44,6 +46,7 @@ class Answer:
     allowed: bool
     rule: str
     reason: str = ""
+    policy_version: str = ""
 
 
 async def test_chat_is_relayed_and_recorded() -> None:
@@ -67,6 +70,31 @@ async def test_chat_is_relayed_and_recorded() -> None:
         assert (attributes["tokens_in"], attributes["tokens_out"]) == (11, 3)
         assert attributes["finish_reason"] == "stop"
         assert record["outputs"]["sha256"] and record["inputs"]["bytes"] > 0
+
+
+async def test_the_chat_span_names_the_replica_the_call_went_to() -> None:
+    exporter = InMemorySpanExporter()
+    telemetry = setup_telemetry(
+        TelemetrySettings(export=True), service_name="agentd-test", exporter=exporter
+    )
+    try:
+        async with (
+            fake_replicas(FakeReplica("r0")) as (replica,),
+            running_gateway(endpoints(replica)) as gw,
+        ):
+            token = gw.tokens.issue("intake", "intake-0")
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                response = await client.post("/chat/completions", json=CHAT, headers=auth(token))
+            assert response.status_code == 200, response.text
+        telemetry.force_flush()
+    finally:
+        telemetry.shutdown()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "chat main"]
+    upstream = httpx.URL(replica.base_url)
+    assert span.attributes is not None
+    assert span.attributes["server.address"] == upstream.host == "127.0.0.1"
+    assert span.attributes["server.port"] == upstream.port
+    assert span.attributes["gen_ai.provider.name"] == "vllm"
 
 
 async def test_stream_asks_for_usage_and_records_ttft() -> None:
@@ -154,7 +182,7 @@ async def test_policy_denial_is_403_with_the_rule() -> None:
         assert action == "infer"
         if agent == "echo":
             return Answer(False, "policy.csv:9", "echo may not infer")
-        return Answer(True, "policy.csv:27")
+        return Answer(True, "policy.csv:27", policy_version="v7")
 
     async with (
         fake_replicas(FakeReplica("r0")) as (replica,),
@@ -173,6 +201,7 @@ async def test_policy_denial_is_403_with_the_rule() -> None:
         first, second = gw.records.of("llm.call")
         assert (first["decision"], first["rule"]) == ("policy_denied", "policy.csv:9")
         assert (second["decision"], second["rule"]) == ("ok", "policy.csv:27")
+        assert second["lineage"]["policy_version"] == "v7"
         assert len(replica.received) == 1
 
 
@@ -225,20 +254,54 @@ async def test_failure_before_first_byte_is_retried_elsewhere() -> None:
 
 
 async def test_no_replica_answering_is_503_with_the_reasons() -> None:
+    idle = ReplicaEndpoint("idle", "idle-0", "http://127.0.0.1:9", "idle-served", "org/model")
     async with fake_replicas(FakeReplica("a", "reset"), FakeReplica("b", "busy")) as replicas:
-        upstreams = endpoints(*replicas)
-        async with running_gateway(upstreams) as gw:
+        # pool main: every replica fails; pool idle: no replica is ready, none is tried
+        upstreams = StaticUpstreams(endpoints(*replicas).endpoints("main"), loading=[idle])
+        async with running_gateway(upstreams, budget_tokens=1000, budget_window_s=3600) as gw:
             headers = auth(gw.tokens.issue("intake", "intake-0"))
             async with httpx.AsyncClient(base_url=gw.url) as client:
                 response = await client.post("/chat/completions", json=CHAT, headers=headers)
                 empty = await client.post(
-                    "/chat/completions", json={**CHAT, "model": "main"}, headers=headers
+                    "/chat/completions", json={**CHAT, "model": "idle"}, headers=headers
                 )
-        assert response.status_code == 503 and empty.status_code == 503
-        message = response.json()["error"]["message"]
-        assert "a:" in message and "b: HTTP 503" in message
-        # a call that reached no model costs no budget and is recorded as unavailable
-        assert gw.records.of("llm.call")[0]["decision"] == "unavailable"
+            # a call that reached no model costs no budget and is recorded as unavailable
+            for pool in ("main", "idle"):
+                remaining = gw.gateway.budgets.remaining("intake", pool)
+                assert remaining == pytest.approx(1000, abs=0.5), pool
+    assert response.status_code == 503 and empty.status_code == 503
+    message = response.json()["error"]["message"]
+    assert "a:" in message and "b: HTTP 503" in message
+    assert empty.json()["error"]["message"] == "pool idle has no ready replica; retry later"
+    failed, unready = gw.records.of("llm.call")
+    assert failed["decision"] == unready["decision"] == "unavailable"
+    assert (failed["attributes"]["attempts"], unready["attributes"]["attempts"]) == (2, 0)
+    assert "model_replica" not in unready["attributes"]
+
+
+async def test_a_pool_with_no_ready_replica_is_503_by_pool_and_served_name() -> None:
+    loading = ReplicaEndpoint("main", "main-0", "http://127.0.0.1:9", "org/chat", "org/model")
+    async with running_gateway(StaticUpstreams([], loading=[loading])) as gw:
+        headers = auth(gw.tokens.issue("intake", "intake-0"))
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            answers = [
+                await client.post(
+                    "/chat/completions", json={**CHAT, "model": name}, headers=headers
+                )
+                for name in ("main", "org/chat")
+            ]
+            unknown = await client.post(
+                "/chat/completions", json={**CHAT, "model": "other"}, headers=headers
+            )
+            models = (await client.get("/models", headers=headers)).json()["data"]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "no_replica"
+        assert "pool main has no ready replica" in error["message"]
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert [r["attributes"]["pool"] for r in gw.records.of("llm.call")[:2]] == ["main", "main"]
+    assert [(m["id"], m["root"], m["ready_replicas"]) for m in models] == [("main", "org/model", 0)]
 
 
 async def test_mid_stream_failure_ends_the_stream_with_an_error_event() -> None:

@@ -8,11 +8,19 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from agentd.inference import GpuInfo, ModelPools, PlacementError, ReplicaEndpoint
+from agentd.inference import (
+    GpuInfo,
+    ModelPools,
+    PlacementError,
+    ReplicaEndpoint,
+    ScaleDecision,
+    decide_scale,
+)
 from tests.harness import pid_alive
 from tests.inference.pool_helpers import fake_pool, poll, running_pools
 
@@ -35,6 +43,9 @@ async def test_replicas_load_in_the_background_with_visible_progress(tmp_path: P
     async with running_pools({"tiny": pool}, tmp_path / "state") as (pools, records):
         assert pools.pool_names() == ["tiny"]
         assert pools.endpoints("tiny") == []  # run() reported started before the replica
+        # known from the config while no replica is ready: the gateway answers 503, not 404
+        assert pools.pool_of("tiny") == "tiny" and pools.pool_of("other") is None
+        assert pools.model_id("tiny") == "fake-org/fake-model"
 
         def loading_line() -> object:
             loading = pools.snapshot()[0]["members"][0]["loading"]
@@ -183,3 +194,46 @@ async def test_shutdown_is_safe_before_run_and_twice(tmp_path: Path) -> None:
     await pools.shutdown()
     await pools.shutdown()
     assert pools.snapshot() == [] and pools.pids() == []
+
+
+async def test_a_failing_autoscale_step_is_logged_and_the_pools_run_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anything an autoscale step raises (not only a PlacementError) is logged; it neither ends
+    the pools nor stops that pool's autoscaler."""
+    calls = 0
+
+    def decide_that_fails_twice(*args: Any, **kwargs: Any) -> ScaleDecision:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise RuntimeError("autoscale rule exploded")
+        return decide_scale(*args, **kwargs)
+
+    monkeypatch.setattr("agentd.inference._pools.decide_scale", decide_that_fails_twice)
+    set_gauges(tmp_path, running=4, waiting=6)
+    pool = fake_pool(tmp_path, replicas={"min": 1, "max": 2})
+    async with running_pools({"tiny": pool}, tmp_path / "state", cores=[0, 1]) as (pools, rec):
+        # only the autoscaler, still running after its failed steps, can make this decision
+        await rec.wait("model.scaled", decision="1->2")
+        assert calls > 2
+        await rec.wait("model.started", replica="tiny-1")
+        assert len(pools.snapshot()[0]["members"]) == 2
+    failures = [r for r in caplog.records if "autoscale step of model pool tiny" in r.message]
+    assert len(failures) == 2
+    assert all(r.exc_info and "exploded" in str(r.exc_info[1]) for r in failures)
+
+
+async def test_a_pool_is_found_by_its_served_name_from_the_config(tmp_path: Path) -> None:
+    pools = ModelPools(
+        {
+            "small": fake_pool(tmp_path, served_name="org/small-chat"),
+            "large": fake_pool(tmp_path, model="org/large"),
+        },
+        state_dir=tmp_path / "state",
+        cores=[0],
+    )
+    # before run(): nothing is ready, and every name a request may use is known
+    assert pools.pool_of("org/small-chat") == "small" and pools.pool_of("small") == "small"
+    assert pools.pool_of("large") == "large" and pools.pool_of("org/large") is None
+    assert (pools.model_id("large"), pools.model_id("missing")) == ("org/large", None)

@@ -9,7 +9,7 @@ ledger; `build_trace_tree` arranges a run's, trace's or conversation's decisions
 
 from ._export import ExportPage, export_page
 from ._offline import verify_log_file
-from ._reader import open_reader
+from ._reader import open_reader, run_of_message
 from ._runs import RUN_STATUSES, RunSummary, derive_runs, message_id_of
 from ._time import parse_when
 from ._tree import TraceNode, build_trace_tree, token_counts
@@ -19,6 +19,7 @@ __all__ = [
     "ExportPage",
     "export_page",
     "open_reader",
+    "run_of_message",
     "verify_log_file",
     # runs
     "RUN_STATUSES",

@@ -247,14 +247,6 @@ class IdentityBook:
         )
         return "authorization {\n  users: [\n" + ",\n".join(users) + "\n  ]\n}\n"
 
-    def bootstrap_credentials(self) -> Credentials:
-        return Credentials(
-            identity="bootstrap",
-            user="bootstrap",
-            password=self.bootstrap_token,
-            inbox_prefix=BOOTSTRAP_INBOX_PREFIX,
-        )
-
 
 def _check_name(name: str, kind: str) -> None:
     if not NAME.match(name):
@@ -267,3 +259,10 @@ def _check_name(name: str, kind: str) -> None:
 def fresh_password() -> str:
     """A new random password for the server's `probe` user (one per config written)."""
     return secrets.token_urlsafe(18)
+
+
+def bootstrap_credentials(token: str) -> Credentials:
+    """What a client connects as to register with the bootstrap token (`agentd.api`)."""
+    return Credentials(
+        identity="bootstrap", user="bootstrap", password=token, inbox_prefix=BOOTSTRAP_INBOX_PREFIX
+    )

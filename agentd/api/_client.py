@@ -14,8 +14,8 @@ from typing import Any
 from agentd.bus import Credentials, connect
 from agentd.control import decode_reply, encode_request
 from agentd.identity import (
-    BOOTSTRAP_INBOX_PREFIX,
     agent_inbox_prefix,
+    bootstrap_credentials,
     new_user_seed,
     public_key_of,
 )
@@ -36,9 +36,7 @@ async def register_with_token(
     """Register `name` with the bootstrap token; returns the agent's own credentials (its seed
     never leaves this process) and the registration (lease, subjects)."""
     seed = new_user_seed()
-    bootstrap = Credentials(
-        identity="bootstrap", user="bootstrap", password=token, inbox_prefix=BOOTSTRAP_INBOX_PREFIX
-    )
+    bootstrap = bootstrap_credentials(token)
     nc = await connect(url, name="agentd-register", reconnect=False, credentials=bootstrap, tls=tls)
     try:
         args = {"name": name, "public_key": public_key_of(seed), "token": token, "spec": spec}

@@ -7,9 +7,11 @@ in pages; `derive_runs` lists runs from `run.*` records or from routed messages 
 ledger; `build_trace_tree` arranges a run's, trace's or conversation's decisions into a tree.
 """
 
+from agentd.trace import open_reader
+
 from ._export import ExportPage, export_page
 from ._offline import verify_log_file
-from ._reader import open_reader
+from ._reader import run_of_message
 from ._runs import RUN_STATUSES, RunSummary, derive_runs, message_id_of
 from ._time import parse_when
 from ._tree import TraceNode, build_trace_tree, token_counts
@@ -19,6 +21,7 @@ __all__ = [
     "ExportPage",
     "export_page",
     "open_reader",
+    "run_of_message",
     "verify_log_file",
     # runs
     "RUN_STATUSES",

@@ -2,16 +2,18 @@
 
 Each page is read through its own read-only connection (the daemon's writer is never held up)
 and resumes after the last seq of the page before, so pages neither repeat nor skip a record
-even while the daemon appends. A line is the same JSON object `DecisionLog.export` writes.
+even while the daemon appends. A line is the one `agentd.trace.export_lines` (and so
+`DecisionLog.export`) writes.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._reader import open_reader
+from agentd.trace import export_lines
 
 __all__ = ["ExportPage", "export_page"]
 
@@ -36,24 +38,10 @@ def export_page(
 ) -> ExportPage:
     """Records with `since <= ts < until` and `seq > after_seq`, oldest first, until about
     `max_bytes` of lines (at least one line per page, however large)."""
-    clauses, params = ["seq > ?"], [float(after_seq)]
-    if since is not None:
-        clauses.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("ts < ?")
-        params.append(until)
-    sql = (
-        "SELECT seq, prev_hash, hash, body FROM records WHERE "
-        + " AND ".join(clauses)
-        + " ORDER BY seq"
-    )
     lines: list[str] = []
     size = 0
-    with open_reader(path) as conn:
-        for seq, prev_hash, hash_hex, body in conn.execute(sql, params):
-            line = {"body": body, "hash": hash_hex, "prev_hash": prev_hash, "seq": seq}
-            text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    with closing(export_lines(path, since=since, until=until, after_seq=after_seq)) as source:
+        for text in source:
             if lines and size + len(text) > max_bytes:
                 return ExportPage(lines, int(json.loads(lines[-1])["seq"]))
             lines.append(text)

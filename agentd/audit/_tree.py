@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from agentd.trace import DecisionRecord
 
@@ -53,16 +52,6 @@ class TraceNode:
         yield from self.records
         for child in self.children:
             yield from child.walk()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "key": self.key,
-            "start": self.start,
-            "end": self.end,
-            "records": [r.model_dump(mode="json", exclude_none=True) for r in self.records],
-            "children": [c.to_dict() for c in self.children],
-        }
 
 
 def token_counts(record: DecisionRecord) -> tuple[int, int] | None:

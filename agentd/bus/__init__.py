@@ -4,7 +4,7 @@ Services may import this package; it imports only config and errors.
 """
 
 from agentd.bus._connect import connect
-from agentd.bus._credentials import Credentials
+from agentd.bus._credentials import Credentials, write_private
 from agentd.bus._embedded import (
     embedded_url,
     nats_server_argv,
@@ -28,6 +28,7 @@ __all__ = [
     "Credentials",
     "serve_each",
     "Subjects",
+    "write_private",
     # envelopes
     "Message",
     "RunResult",

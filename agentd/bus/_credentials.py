@@ -16,7 +16,7 @@ from typing import Any
 
 from agentd.errors import ConfigError
 
-__all__ = ["Credentials"]
+__all__ = ["Credentials", "write_private"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,18 +54,8 @@ class Credentials:
 
     def write(self, path: Path) -> Path:
         """Write atomically with mode 0600 (the file is a secret)."""
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         body = {k: v for k, v in asdict(self).items() if v is not None}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(body, f, indent=2)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(path, json.dumps(body, indent=2) + "\n")
         return path
 
     @classmethod
@@ -90,3 +80,19 @@ class Credentials:
         if not all(isinstance(v, str) for v in raw.values()):
             raise ConfigError(str(path), ["every value must be a string"])
         return cls(**raw)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, readable by this user only (mode 0600, its directory
+    0700 when created): a reader sees the old file or the new one, never a part, and the
+    secret is never on disk with wider permissions, not even for a moment."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -23,7 +23,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from agentd.audit import RUN_STATUSES, derive_runs, export_page, message_id_of, open_reader
+from agentd.audit import (
+    RUN_STATUSES,
+    derive_runs,
+    export_page,
+    message_id_of,
+    open_reader,
+    run_of_message,
+)
 from agentd.bus import Subjects
 from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
@@ -230,16 +237,10 @@ class AuditVerbs:
         return [DecisionRecord.from_body(body) for (body,) in rows]
 
     def _run_of_message(self, message_id: str) -> str | None:
-        """The run that handled `message_id`: the newest `run.started` record naming it (its
-        `inputs.message_id`; ids are plain tokens, so a quoted match is exact)."""
-        sql = "SELECT body FROM records WHERE kind = 'run.started' AND body LIKE ? "
-        sql += "ORDER BY seq DESC LIMIT 1"
         try:
-            with open_reader(self._log.path) as conn:
-                row = conn.execute(sql, (f'%"message_id":"{message_id}"%',)).fetchone()
+            return run_of_message(self._log.path, message_id)
         except sqlite3.Error as exc:
             raise ControlError("log_unreadable", f"cannot read the decision log: {exc}") from None
-        return DecisionRecord.from_body(row[0]).run_id if row else None
 
     async def _ledger_entries(self, keys: set[tuple[str, str]]) -> dict[str, dict[str, Any]]:
         if self._ledger is None:

@@ -6,7 +6,7 @@ server's config, applied with a reload; control requests are signed by the opera
 See docs/identity.md.
 """
 
-from agentd.identity._book import ROLES, Identity, IdentityBook
+from agentd.identity._book import ROLES, Identity, IdentityBook, bootstrap_credentials
 from agentd.identity._keys import new_user_seed, public_key_of, sign, valid_public_key, verify
 from agentd.identity._permissions import (
     BOOTSTRAP_INBOX_PREFIX,
@@ -28,6 +28,7 @@ __all__ = [
     "Identity",
     "IdentityBook",
     "ServerAuth",
+    "bootstrap_credentials",
     # permissions
     "BOOTSTRAP_INBOX_PREFIX",
     "Permissions",

@@ -9,16 +9,14 @@ book is state only: agentd.identity's `ServerAuth` applies it to a running serve
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentd.bus import Credentials, Subjects
+from agentd.bus import Credentials, Subjects, write_private
 from agentd.errors import ControlError
 from agentd.identity._keys import new_user_seed, public_key_of, valid_public_key
 from agentd.identity._permissions import (
@@ -79,7 +77,7 @@ class IdentityBook:
             else state_dir / bootstrap_token_file
         )
         self.identities: dict[str, Identity] = {}
-        self.probe_password = secrets.token_urlsafe(18)
+        self.probe_password = fresh_password()
         self._load()
         self.daemon = self._ensure_daemon()
         self.bootstrap_token = self._ensure_bootstrap_token()
@@ -96,7 +94,7 @@ class IdentityBook:
 
     def save(self) -> None:
         body = {"identities": [asdict(i) for i in self.identities.values()]}
-        _write_secret(self._path, json.dumps(body, indent=2) + "\n")
+        write_private(self._path, json.dumps(body, indent=2) + "\n")
 
     def _ensure_daemon(self) -> Credentials:
         path = self.credentials_dir / "daemon.creds"
@@ -113,7 +111,7 @@ class IdentityBook:
             token = ""
         if not token:
             token = secrets.token_urlsafe(32)
-            _write_secret(self._token_file, token + "\n")
+            write_private(self._token_file, token + "\n")
         return token
 
     @property
@@ -249,14 +247,6 @@ class IdentityBook:
         )
         return "authorization {\n  users: [\n" + ",\n".join(users) + "\n  ]\n}\n"
 
-    def bootstrap_credentials(self) -> Credentials:
-        return Credentials(
-            identity="bootstrap",
-            user="bootstrap",
-            password=self.bootstrap_token,
-            inbox_prefix=BOOTSTRAP_INBOX_PREFIX,
-        )
-
 
 def _check_name(name: str, kind: str) -> None:
     if not NAME.match(name):
@@ -266,14 +256,13 @@ def _check_name(name: str, kind: str) -> None:
         )
 
 
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def fresh_password() -> str:
+    """A new random password for the server's `probe` user (one per config written)."""
+    return secrets.token_urlsafe(18)
+
+
+def bootstrap_credentials(token: str) -> Credentials:
+    """What a client connects as to register with the bootstrap token (`agentd.api`)."""
+    return Credentials(
+        identity="bootstrap", user="bootstrap", password=token, inbox_prefix=BOOTSTRAP_INBOX_PREFIX
+    )

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import ssl
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +22,9 @@ from urllib.parse import urlparse
 import anyio
 from anyio.streams.tls import TLSStream
 
+from agentd.bus import write_private
 from agentd.errors import BusUnavailable
-from agentd.identity._book import IdentityBook
+from agentd.identity._book import IdentityBook, fresh_password
 
 __all__ = ["ServerAuth"]
 
@@ -59,22 +59,13 @@ class ServerAuth:
 
     def write(self) -> None:
         """Write the server's config (mode 0600: it holds the bootstrap token)."""
-        text = self._render_config(self.book.render_authorization())
-        fd, tmp = tempfile.mkstemp(dir=self.config_file.parent, prefix=".nats-server.conf.")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, self.config_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(self.config_file, self._render_config(self.book.render_authorization()))
 
     async def apply(self) -> float:
         """Make the running server use the book as it is now; returns the seconds it took."""
         async with self._lock:
             started = time.monotonic()
-            self.book.probe_password = _fresh_password()
+            self.book.probe_password = fresh_password()
             self.write()
             pid = self._server_pid()
             if pid is None:
@@ -126,9 +117,3 @@ async def _line(stream: Any, buffer: bytes) -> bytes:
     while b"\r\n" not in buffer:
         buffer += await stream.receive()
     return buffer
-
-
-def _fresh_password() -> str:
-    import secrets
-
-    return secrets.token_urlsafe(18)

@@ -13,10 +13,11 @@ from ._config import DecisionLogConfig, apply_retention, open_decision_log
 from ._errors import DecisionLogDamaged, DecisionLogError
 from ._ingest import TraceIngest
 from ._keys import load_or_create_signing_key, public_key_path, read_public_key
-from ._log import AppendResult, DecisionLog, LoggedRecord
+from ._log import AppendResult, DecisionLog
 from ._log_writer import LogWriter
 from ._proof import InclusionProof, verifier_source
 from ._publisher import TracePublisher, build_record
+from ._query import LoggedRecord, export_lines, open_reader
 from ._record import RECORD_KINDS, DecisionRecord, Lineage, new_record_id
 from ._redact import REDACTED, Redactor
 from ._retention import PruneResult
@@ -52,7 +53,9 @@ __all__ = [
     "DecisionLog",
     "LoggedRecord",
     "PruneResult",
-    # auditing
+    # reading and auditing
+    "export_lines",
+    "open_reader",
     "InclusionProof",
     "ProofVerdict",
     "VerifyReport",

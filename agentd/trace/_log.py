@@ -19,8 +19,9 @@ retention deleted a record, a late duplicate of it would be stored again.
 Threads. The log owns one SQLite connection, guarded by a lock: every method may be called from
 any thread and writes run one at a time. The async recorder should call `append_batch` through
 `anyio.to_thread.run_sync`. `get`, `find`, `verify` and `export` open their own read-only
-connection (a snapshot in WAL mode) so a long query or audit does not hold up appends; `prove`
-only takes the lock to sign a checkpoint when none covers the record yet.
+connection (a snapshot in WAL mode; the read side lives in `_query`) so a long query or audit
+does not hold up appends; `prove` only takes the lock to sign a checkpoint when none covers the
+record yet.
 
 Opening an existing log replays the records after the last checkpoint and refuses
 (`DecisionLogDamaged`) when they do not chain, when records the checkpoint covers are gone, or
@@ -30,7 +31,6 @@ log it cannot vouch for.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -41,9 +41,10 @@ from types import TracebackType
 from typing import Literal, Self
 
 from ._errors import DecisionLogDamaged, DecisionLogError
-from ._keyindex import BLOCK_SIZE, candidate_ranges, key_digest, record_key_digests
+from ._keyindex import BLOCK_SIZE, record_key_digests
 from ._keys import load_or_create_signing_key
 from ._proof import InclusionProof, build_inclusion_proof
+from ._query import LoggedRecord, export_lines, find_records, get_record
 from ._record import DecisionRecord
 from ._redact import Redactor
 from ._replay import replay_leaves, start_state
@@ -60,7 +61,7 @@ from ._wire import WireRecord
 from ._writer import ChainState, rollback, sign_checkpoint, write_batch
 from .verifier import key_id
 
-__all__ = ["AppendResult", "DecisionLog", "LoggedRecord"]
+__all__ = ["AppendResult", "DecisionLog"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +71,6 @@ class AppendResult:
     appended: int
     duplicates: int
     tree_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedRecord:
-    """A stored record with its position (`seq`, 1-based) and chain hash."""
-
-    seq: int
-    hash: str
-    record: DecisionRecord
 
 
 class DecisionLog:
@@ -246,8 +238,8 @@ class DecisionLog:
 
     def get(self, record_id: str) -> LoggedRecord | None:
         """The stored record with this id, if it is (still) in the log."""
-        found = self._select("WHERE id = ?", (record_id,), limit=1)
-        return found[0] if found else None
+        self._check_open()
+        return get_record(self.path, record_id)
 
     def find(
         self,
@@ -261,76 +253,26 @@ class DecisionLog:
         until: float | None = None,
         limit: int = 1000,
     ) -> list[LoggedRecord]:
-        """Records matching every given filter (time as epoch seconds, `until` exclusive), oldest
-        first, at most `limit`.
-
-        Filters by run, conversation or trace id read the block key filters first and scan only
-        the blocks that may hold the ids (see `_keyindex`).
-        """
-        digests = [
-            key_digest(prefix, value)
-            for prefix, value in (("r", run_id), ("c", conversation_id), ("t", trace_id))
-            if value is not None
-        ]
-        clauses: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("run_id", run_id),
-            ("conversation_id", conversation_id),
-            ("trace_id", trace_id),
-            ("agent", agent),
-            ("kind", kind),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            clauses.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("ts < ?")
-            params.append(until)
-        if not digests:
-            where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-            return self._select(where, tuple(params), limit=limit)
+        """Records matching every given filter, oldest first, at most `limit`; see
+        `find_records`."""
         self._check_open()
-        size = self.tree_size
-        reader = connect(self.path, read_only=True)
-        try:
-            retention = load_retention(reader)
-            first = 1 if retention is None else retention.pruned_to + 1
-            ranges = candidate_ranges(reader, digests, first, size)
-        finally:
-            reader.close()
-        found: list[LoggedRecord] = []
-        for lo, hi in ranges:
-            if len(found) >= limit:
-                break
-            where = " AND ".join(["seq BETWEEN ? AND ?", *clauses])
-            found += self._select(f"WHERE {where}", (lo, hi, *params), limit=limit - len(found))
-        return found
-
-    def _select(self, where: str, params: tuple[object, ...], *, limit: int) -> list[LoggedRecord]:
-        sql = f"SELECT seq, hash, body FROM records {where} ORDER BY seq LIMIT ?"
-        self._check_open()
-        # A read-only connection of its own: a query never waits for, or holds up, a commit.
-        reader = connect(self.path, read_only=True)
-        try:
-            rows = reader.execute(sql, (*params, limit)).fetchall()
-        finally:
-            reader.close()
-        return [LoggedRecord(int(s), h, DecisionRecord.from_body(b)) for s, h, b in rows]
+        return find_records(
+            self.path,
+            tree_size=self.tree_size,
+            run_id=run_id,
+            conversation_id=conversation_id,
+            trace_id=trace_id,
+            agent=agent,
+            kind=kind,
+            since=since,
+            until=until,
+            limit=limit,
+        )
 
     def export(self, since: float | None = None, until: float | None = None) -> Iterator[str]:
-        """JSON lines, oldest first: `{"body", "hash", "prev_hash", "seq"}` per record.
-
-        `body` is the stored record text as a JSON string, so an auditor can recompute every
-        leaf hash, and the chain across consecutive lines, from the export alone. `since` is
-        inclusive, `until` exclusive (epoch seconds). Reads a snapshot through its own
-        connection.
-        """
+        """JSON lines, oldest first, `since` inclusive, `until` exclusive; see `export_lines`."""
         self._check_open()
-        return _export_lines(self.path, since, until)
+        return export_lines(self.path, since=since, until=until)
 
     def verify(self, from_seq: int | None = None, to_seq: int | None = None) -> VerifyReport:
         """Verify the file against this log's key; see `verify_log`."""
@@ -383,23 +325,3 @@ class DecisionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise DecisionLogError(f"the decision log {self.path} is closed")
-
-
-def _export_lines(path: Path, since: float | None, until: float | None) -> Iterator[str]:
-    clauses, params = [], []
-    if since is not None:
-        clauses.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("ts < ?")
-        params.append(until)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    conn = connect(path, read_only=True)
-    try:
-        conn.execute("BEGIN")
-        sql = f"SELECT seq, prev_hash, hash, body FROM records {where} ORDER BY seq"
-        for seq, prev_hash, hash_hex, body in conn.execute(sql, params):
-            line = {"body": body, "hash": hash_hex, "prev_hash": prev_hash, "seq": seq}
-            yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
-    finally:
-        conn.close()

@@ -38,8 +38,6 @@ class BatchPuller:
         self._messages: list[Msg] = []
         self._done = anyio.Event()
         self._sub: Subscription | None = None
-        self.last_status: str | None = None
-        """The status that ended the last request, e.g. "408" (None: the batch filled)."""
 
     async def __aenter__(self) -> BatchPuller:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
@@ -57,7 +55,6 @@ class BatchPuller:
             raise RuntimeError("BatchPuller.fetch() outside `async with`")
         self._reply = f"{self._inbox}.{next(self._tokens)}"
         self._done = anyio.Event()
-        self.last_status = None
         want = self.batch - len(self._messages)
         if want > 0:
             request = {"batch": want, "expires": int(self.wait_s * 1e9)}
@@ -77,7 +74,6 @@ class BatchPuller:
             # 100 is an idle heartbeat; the rest end a request, but only ours: a late status
             # of an earlier request must not cut this one short
             if status != "100" and msg.subject == self._reply:
-                self.last_status = status
                 self._done.set()
             return
         # Messages count whichever request they answer: every one delivered must be handled.

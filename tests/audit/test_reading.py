@@ -18,6 +18,7 @@ from agentd.audit import (
     export_page,
     open_reader,
     parse_when,
+    run_of_message,
     verify_log_file,
 )
 from agentd.metrics import AgentdMetrics
@@ -187,6 +188,23 @@ def test_run_records_win_and_merge_with_the_routed_message() -> None:
     assert runs["r1"].status == "failed" and runs["r1"].error == "graph raised"
     assert runs["r1"].routed_at == 10.0 and runs["r1"].duration_s == pytest.approx(0.8)
     assert runs["r2"].status == "running" and runs["r2"].routed_at is None
+
+
+def test_a_message_id_names_its_run_literally_never_as_a_pattern(log: DecisionLog) -> None:
+    def started(message_id: str, run_id: str, ts: float) -> DecisionRecord:
+        return DecisionRecord(
+            kind="run.started", ts=ts, run_id=run_id, inputs={"message_id": message_id}
+        )
+
+    log.append_batch(
+        [started("msg-1", "r1", 1.0), started("msg_2", "r2", 2.0), started("msg-1", "r3", 3.0)]
+    )
+    assert run_of_message(log.path, "msg-1") == "r3"  # the newest run that handled it
+    assert run_of_message(log.path, "msg_2") == "r2"
+    # LIKE's wildcards in an id match only themselves: `agentctl trace %` is not the newest run
+    for wildcard in ("%", "_", "msg-_", "msg_1", "msg%", "%-1"):
+        assert run_of_message(log.path, wildcard) is None, wildcard
+    assert run_of_message(log.path, "msg") is None  # nor is a prefix
 
 
 # -- trace trees -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from agentd.bus import Credentials, Subjects, connect, nats_server_config
+from agentd.bus import Credentials, Subjects, connect, nats_server_config, write_private
 from agentd.config import EmbeddedNatsConfig, TlsConfig
 from agentd.errors import BusUnavailable, ConfigError, ControlError
 from agentd.identity import (
@@ -108,6 +108,16 @@ async def test_a_reload_admits_a_new_identity_and_shuts_out_a_revoked_one(
     probe, after = await RawConnection.open(target, creds)  # type: ignore[arg-type]
     await probe.aclose()
     assert after.startswith(b"-ERR 'Authorization Violation'")
+
+
+def test_a_private_write_replaces_a_readable_file_with_a_0600_one(tmp_path: Path) -> None:
+    path = tmp_path / "new-dir" / "secret"
+    write_private(path, "one\n")
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    path.chmod(0o644)
+    write_private(path, "two\n")
+    assert path.read_text() == "two\n" and path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["secret"]  # no temporary file left
 
 
 async def test_the_book_survives_a_restart_and_keeps_secrets_out(

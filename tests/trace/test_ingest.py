@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +24,15 @@ from nats.aio.client import Client
 from agentd.bus import Subjects
 from agentd.config import TraceConfig
 from agentd.daemon._recorder import Recorder
-from agentd.trace import DecisionLog, Lineage, LogWriter, TraceIngest, TracePublisher
+from agentd.trace import (
+    REDACTED,
+    DecisionLog,
+    Lineage,
+    LogWriter,
+    Redactor,
+    TraceIngest,
+    TracePublisher,
+)
 from tests.harness import nats_server
 
 from .conftest import make_record
@@ -51,11 +60,15 @@ class TracePath:
 
 @asynccontextmanager
 async def trace_path(
-    url: str, state: Path, prefix: str | None = None, **config: object
+    url: str,
+    state: Path,
+    prefix: str | None = None,
+    redactor: Redactor | None = None,
+    **config: object,
 ) -> AsyncIterator[TracePath]:
     """A running ingest on a fresh prefix (so each test has its own stream)."""
     subjects = Subjects(prefix or f"t{next(_prefixes)}")
-    log = DecisionLog(state / "decisions.db", signing_key_path=state / "key")
+    log = DecisionLog(state / "decisions.db", signing_key_path=state / "key", redactor=redactor)
     writer = LogWriter(log)
     recorder = Recorder(writer)
     nc = await nats.connect(url)
@@ -181,8 +194,70 @@ async def test_the_recorder_and_the_ingest_share_one_writer(nats_url: str, tmp_p
             assert await publisher.close()
         await wait_for_records(path, 600)
         assert path.log.verify().ok
+        # both producers' batches went through the one writer, in fewer transactions than
+        # records (see the next test for appends merged into one transaction)
+        assert 0 < path.writer.transactions < 600
     kinds = [r["kind"] for r in stored(tmp_path)]
     assert kinds.count("x.test.worker") == 300 and kinds.count("x.test.daemon") == 300
+
+
+async def test_appends_queued_during_a_write_commit_together(tmp_path: Path) -> None:
+    """Appends that queue while the writer's thread is busy go out in one transaction."""
+    log = DecisionLog(tmp_path / "decisions.db", signing_key_path=tmp_path / "key")
+    writer = LogWriter(log)
+    gate = threading.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            async with anyio.create_task_group() as producers:
+                producers.start_soon(writer.call, gate.wait)  # holds the writer's one thread
+                await anyio.wait_all_tasks_blocked()
+                for batch in range(4):
+                    records = [make_record(batch * 10 + i) for i in range(10)]
+                    producers.start_soon(writer.append, records)
+                await anyio.wait_all_tasks_blocked()
+                gate.set()
+            tg.cancel_scope.cancel()
+    finally:
+        gate.set()
+        await writer.close()
+    # the first append may go out alone; the others waited and were merged
+    assert writer.transactions <= 2
+    with DecisionLog(tmp_path / "decisions.db", signing_key_path=tmp_path / "key") as reopened:
+        assert reopened.tree_size == 40
+
+
+async def test_a_configured_secret_in_a_worker_record_never_reaches_the_sqlite_files(
+    nats_url: str, tmp_path: Path
+) -> None:
+    secret = "sk-" + "Q7x" * 10
+    redactor = Redactor([r"sk-[A-Za-z0-9]{20,}"])
+    async with trace_path(nats_url, tmp_path, redactor=redactor) as path:
+        publisher = TracePublisher(path.nc, path.subjects, "echo")
+        async with anyio.create_task_group() as tg:
+            await tg.start(publisher.run)
+            for i in range(20):
+                publisher.record(
+                    "tool.executed",
+                    inputs={"api_key": secret, f"header {secret}": "x"},
+                    outputs=f"echo {secret}",
+                    reason=f"called with {secret}",
+                    n=i,
+                )
+            assert await publisher.close()
+        await wait_for_records(path, 20)
+
+        def raw_bytes() -> bytes:
+            return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+        while_open = raw_bytes()
+        assert (tmp_path / "decisions.db-wal").stat().st_size > 0  # the WAL holds the records
+        assert REDACTED.encode() in while_open
+    after_close = raw_bytes()
+    for blob in (while_open, after_close):
+        assert secret.encode() not in blob
+        assert secret.encode("utf-16-le") not in blob
+    assert len(stored(tmp_path)) == 20
 
 
 async def test_records_wait_in_the_stream_until_an_ingest_runs(

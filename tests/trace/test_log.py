@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -150,6 +151,28 @@ def test_find_by_ids_uses_block_filters_and_matches_a_scan(open_log: LogFactory)
     assert log.find(run_id="no-such-run") == []
     got = log.get(records[7].id)
     assert got is not None and got.record == records[7] and got.seq == 8
+
+
+def test_find_and_get_read_through_one_connection_each(
+    open_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log()
+    records = [make_record(i) for i in range(BLOCK_SIZE * 3 + 10)]
+    for index in (10, BLOCK_SIZE * 2 + 10):  # two blocks apart: two candidate ranges
+        records[index] = make_record(index, run_id="rare-run")
+    log.append_batch(records)
+    opened: list[object] = []
+    real_connect = sqlite3.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(args[0])
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", counting_connect)
+    assert [r.seq for r in log.find(run_id="rare-run")] == [11, BLOCK_SIZE * 2 + 11]
+    assert len(opened) == 1, opened  # the key filters and every range: one snapshot
+    got = log.get(records[7].id)
+    assert got is not None and got.seq == 8 and len(opened) == 2
 
 
 def test_find_by_time_and_kind(open_log: LogFactory) -> None:

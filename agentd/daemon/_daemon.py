@@ -28,7 +28,7 @@ from agentd.daemon._services import Services
 from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
 from agentd.errors import ConfigError
-from agentd.inference import ModelPools
+from agentd.inference import ModelPools, missing_files
 from agentd.metrics import AgentdMetrics
 from agentd.supervisor import ChildEvent, Supervisor
 from agentd.telemetry import TelemetrySettings, setup_telemetry
@@ -66,7 +66,7 @@ class Daemon:
         )
         # like the policy: a pool that cannot start or be placed stops the start before anything
         # runs
-        if missing := self.pools.missing_files():
+        if missing := missing_files(self.config.models):
             raise ConfigError(loaded.source, missing)
         self.pools.check_placement()
         # [checkpoints] backend postgres reads its connection string from the environment: a

@@ -27,6 +27,7 @@ from agentd.inference._vllm_command import VLLM_SERVER_MODULE, vllm_command
 
 if TYPE_CHECKING:
     from agentd.inference._load import ReplicaLoad, parse_vllm_metrics
+    from agentd.inference._pool import missing_files
     from agentd.inference._pools import ModelPools, RecordDecision
     from agentd.inference._replica import ReplicaEndpoint
     from agentd.inference._replica_command import replica_command
@@ -56,6 +57,7 @@ __all__ = [
     "ModelPools",
     "RecordDecision",
     "ReplicaEndpoint",
+    "missing_files",
     # load and autoscaling
     "ReplicaLoad",
     "ScaleDecision",
@@ -68,6 +70,7 @@ _LAZY = {
     "MODEL_FILES": "_tiny_model",
     "build_tiny_model": "_tiny_model",
     "ModelPools": "_pools",
+    "missing_files": "_pool",
     "RecordDecision": "_pools",
     "ReplicaEndpoint": "_replica",
     "replica_command": "_replica_command",

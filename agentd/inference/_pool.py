@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,7 +21,7 @@ from agentd.inference._placement import (
 from agentd.inference._replica import PoolReplica
 from agentd.supervisor import ChildEvent, ChildEventKind, ChildInfo
 
-__all__ = ["Pool", "free_port", "record_child_event"]
+__all__ = ["Pool", "free_port", "missing_files", "record_child_event"]
 
 
 class Pool:
@@ -140,3 +141,21 @@ def free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def missing_files(pools: Mapping[str, ModelPoolConfig]) -> list[str]:
+    """What the pools need on this host and do not find: a local model directory, the
+    launcher's interpreter. One line per problem, naming the TOML path (empty: all there)."""
+    problems = []
+    for name, config in pools.items():
+        model = Path(config.model)
+        if model.is_absolute() and not model.is_dir():
+            hint = " (build the tiny offline model with `agentd models build-tiny DIR`)"
+            problems.append(f"models.{name}.model: no model directory at {model}{hint}")
+        python = config.launcher.python
+        if python is not None and not python.exists():
+            problems.append(
+                f"models.{name}.launcher.python: no interpreter at {python} "
+                "(install vLLM there, e.g. deploy/vllm-cpu/setup.sh DIR)"
+            )
+    return problems

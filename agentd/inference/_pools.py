@@ -218,24 +218,6 @@ class ModelPools:
         for entry in self._pools.values():
             taken += place_pool(entry.request(entry.config.replicas.min), *self._devices(), taken)
 
-    def missing_files(self) -> list[str]:
-        """What a pool needs on this host and does not find: a local model directory, the
-        launcher's interpreter. One line per problem, naming the TOML path (empty: all there)."""
-        problems = []
-        for name, entry in self._pools.items():
-            config = entry.config
-            model = Path(config.model)
-            if model.is_absolute() and not model.is_dir():
-                hint = " (build the tiny offline model with `agentd models build-tiny DIR`)"
-                problems.append(f"models.{name}.model: no model directory at {model}{hint}")
-            python = config.launcher.python
-            if python is not None and not python.exists():
-                problems.append(
-                    f"models.{name}.launcher.python: no interpreter at {python} "
-                    "(install vLLM there, e.g. deploy/vllm-cpu/setup.sh DIR)"
-                )
-        return problems
-
     def _devices(self) -> tuple[Sequence[GpuInfo], Sequence[int]]:
         if self._gpus is None:
             self._gpus = discover_gpus(visible=os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -13,9 +13,7 @@ Delivery guarantees (DESIGN.md, Data paths: Messages):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import ssl
 import time
 from collections import deque
@@ -41,6 +39,7 @@ from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger
 from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
+from agentd.worker._status import ReplicaStatus
 
 __all__ = ["AgentWorker"]
 
@@ -65,15 +64,11 @@ class AgentWorker:
         # under its own name, inbox and leases
         self.name = settings.agent
         self.subjects = Subjects(settings.prefix)
-        self._draining = anyio.Event()
-        self._resumed = anyio.Event()
-        self._resumed.set()
-        self._inflight = 0
+        # ready / paused / draining, runs in flight and counts: what heartbeats tell the daemon
+        self.status = ReplicaStatus(self.name, settings.replica, agent.version, self.subjects)
         self._held: dict[str, Msg] = {}  # message id -> JetStream message not yet settled
         self._queues: dict[str, deque[tuple[Msg, Message]]] = {}  # conversation -> its turn
         self._settled = anyio.Event()  # set (and replaced) each time a held message settles
-        self._stats = {"completed": 0, "failed": 0, "duplicates": 0, "dead_lettered": 0}
-        self._last_error: str | None = None
         self._max_deliver = 1
         self._ack_wait_s = 30.0
         self._dedupe_window_s = 120.0
@@ -90,8 +85,7 @@ class AgentWorker:
 
     async def shutdown(self) -> None:
         """Stop pulling new work; runs in flight finish within the drain grace."""
-        self._draining.set()
-        self._resumed.set()
+        self.status.drain()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
@@ -103,6 +97,7 @@ class AgentWorker:
         )
         try:
             self._nc, self._js = nc, nc.jetstream()
+            self.status.nc = nc
             consumer = self.subjects.inbox_consumer(self.name)
             psub = await self._js.pull_subscribe_bind(consumer, stream=self.subjects.inbox_stream)
             info = await psub.consumer_info()
@@ -127,13 +122,15 @@ class AgentWorker:
                 recorder=trace,
             )
             self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
-            commands = await nc.subscribe(self.subjects.command(self.name), cb=self._command)
+            commands = await nc.subscribe(
+                self.subjects.command(self.name), cb=self.status.on_command
+            )
             async with self._checkpoints(), anyio.create_task_group() as service:
                 await service.start(trace.run)
-                service.start_soon(self._heartbeat)
+                service.start_soon(self.status.beat, self.settings.heartbeat_s)
                 service.start_soon(self._keep_in_progress)
                 async with anyio.create_task_group() as runs:
-                    await self._publish_heartbeat("ready")
+                    await self.status.publish("ready")
                     log.info("%s ready (version %s)", self.settings.replica, self.agent.version)
                     task_status.started()
                     await self._pull(psub, runs)
@@ -172,10 +169,10 @@ class AgentWorker:
 
     # pulling
     async def _pull(self, psub: Any, runs: TaskGroup) -> None:
-        while not self._draining.is_set():
-            await self._resumed.wait()
-            free = self.agent.spec.concurrency - self._inflight
-            if free <= 0 or self._draining.is_set():
+        while not self.status.draining.is_set():
+            await self.status.resumed.wait()
+            free = self.agent.spec.concurrency - self.status.inflight
+            if free <= 0 or self.status.draining.is_set():
                 if free <= 0:
                     await self._settled.wait()
                 continue
@@ -199,7 +196,7 @@ class AgentWorker:
         if message.id in self._held:  # a redelivery of a message we still hold: keep ours
             runs.start_soon(self._keep_holding, msg)
             return
-        self._inflight += 1
+        self.status.inflight += 1
         self._held[message.id] = msg
         self._received[message.id] = time.time()
         queue = self._queues.get(message.conversation_id)
@@ -243,7 +240,7 @@ class AgentWorker:
             fresh = attempt == 1 and time.time() - message.sent_at < self._dedupe_window_s
             finished = None if fresh else await self._ledger.finished(message.id)
             if finished is not None:  # an earlier delivery ran it to completion: do not rerun
-                self._stats["duplicates"] += 1
+                self.status.stats["duplicates"] += 1
                 log.info("message %s already ran (run %s)", message.id, finished.run_id)
                 await self._settle(msg, message, finished)
                 settled = True
@@ -257,8 +254,8 @@ class AgentWorker:
                     output = await self._invoke(run, message, attempt, msg.headers)
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}"
-                    self._last_error = error
-                    self._stats["failed"] += 1
+                    self.status.last_error = error
+                    self.status.stats["failed"] += 1
                     log.warning("run %s (attempt %d) failed: %s", run.run_id, attempt, error)
                     if attempt >= self._max_deliver:
                         with anyio.CancelScope(shield=True):
@@ -272,7 +269,7 @@ class AgentWorker:
                     continue
                 result = self._result(message, run, started, ok=True, output=jsonable(output))
                 result, ours = await self._ledger.record_finished(message.id, result)
-                self._stats["completed" if ours else "duplicates"] += 1
+                self.status.stats["completed" if ours else "duplicates"] += 1
                 if not run.replied:  # else the graph answered early through ctx.reply()
                     await self._reply(message, result)
                 await self._records.stored(run)
@@ -365,7 +362,7 @@ class AgentWorker:
     def _forget(self, message: Message) -> None:
         self._received.pop(message.id, None)
         if self._held.pop(message.id, None) is not None:
-            self._inflight -= 1
+            self.status.inflight -= 1
             self._settled.set()
             self._settled = anyio.Event()
 
@@ -388,14 +385,14 @@ class AgentWorker:
             headers["Nats-Msg-Id"] = f"dlq-{message.id}-{time.time_ns()}"
         await self._js.publish(self.subjects.dead_letter(self.name), msg.data, headers=headers)
         await msg.term()
-        self._stats["dead_lettered"] += 1
+        self.status.stats["dead_lettered"] += 1
 
     async def _drain(self, runs: TaskGroup) -> None:
         """Wait for runs in flight up to the grace period, then cancel (they nak themselves)."""
-        log.info("%s draining: %d run(s) in flight", self.settings.replica, self._inflight)
-        await self._publish_heartbeat("draining")
+        log.info("%s draining: %d run(s) in flight", self.settings.replica, self.status.inflight)
+        await self.status.publish("draining")
         with anyio.move_on_after(self.settings.drain_grace_s):
-            while self._inflight:
+            while self.status.inflight:
                 await self._settled.wait()
         runs.cancel_scope.cancel()
 
@@ -412,45 +409,3 @@ class AgentWorker:
             for conversation in self._ledger.held:
                 with contextlib.suppress(Exception):
                     await self._ledger.renew(conversation)
-
-    async def _command(self, msg: Msg) -> None:
-        try:
-            verb = json.loads(msg.data).get("verb")
-        except (ValueError, AttributeError):
-            return
-        if verb == "pause":
-            self._resumed = anyio.Event()
-            log.info("%s paused: taking no new work", self.settings.replica)
-        elif verb == "resume":
-            self._resumed.set()
-            log.info("%s resumed", self.settings.replica)
-        await self._publish_heartbeat(self._state())
-
-    def _state(self) -> str:
-        if self._draining.is_set():
-            return "draining"
-        return "ready" if self._resumed.is_set() else "paused"
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.heartbeat_s)
-            await self._publish_heartbeat(self._state())
-
-    async def _publish_heartbeat(self, state: str) -> None:
-        beat = {
-            "agent": self.name,
-            "replica": self.settings.replica,
-            "pid": os.getpid(),
-            "version": self.agent.version,
-            "state": state,
-            "inflight": self._inflight,
-            "last_error": self._last_error,
-            "ts": time.time(),
-            **self._stats,
-        }
-        if self._nc is None:
-            return
-        try:
-            await self._nc.publish(self.subjects.heartbeat(self.name), json.dumps(beat).encode())
-        except Exception as exc:  # reconnecting: the next beat will go through
-            log.debug("heartbeat not sent: %s", exc)

@@ -46,7 +46,7 @@ from agentd.gateway import TokenBook as GatewayTokenBook
 from agentd.identity import client_ssl_context
 from agentd.inference import ModelPools, discover_gpus
 from agentd.metrics import AgentdMetrics, MetricsService
-from agentd.router import DeadLetters, Router
+from agentd.router import DeadLetters, ReplyRelay, Router
 from agentd.supervisor import Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
 from agentd.trace import Redactor, TraceIngest
@@ -94,6 +94,8 @@ class Services:
         self.cluster: Cluster | None = None
         self.registration: RegistrationService | None = None
         self.router: Router | None = None
+        self.dead_letters: DeadLetters | None = None
+        self.replies: ReplyRelay | None = None
         self.tools: ToolGateway | None = None
         self.control: ControlPlane | None = None
         self.metrics_service: MetricsService | None = None
@@ -199,6 +201,13 @@ class Services:
             on_decision=recorder.record,
         )
         await tg.start(self.router.run)
+        dead_letters = self.dead_letters = DeadLetters(
+            nc, js, self.subjects, router=self.router, record=recorder.record
+        )
+        await tg.start(dead_letters.run)
+        if identity is not None:  # replies cross NATS accounts through the daemon
+            self.replies = ReplyRelay(nc, self.subjects)
+            await tg.start(self.replies.run)
         self.step("router", "running")
         if self.llm is not None:
             await tg.start(self.llm.run)
@@ -224,7 +233,6 @@ class Services:
         await tg.start(self.tools.run)
         self.step("tools", "running")
         self.authority.record = recorder.record
-        dead_letters = DeadLetters(js, self.subjects)
         self.control = ControlPlane(
             nc,
             self.subjects,
@@ -319,7 +327,15 @@ class Services:
         if self.fleet:
             await self.fleet.shutdown()
         # the ingest after the fleet: replicas flush their last records as they stop
-        for plane in (self.llm, self.tools, self.control, self.router, self.ingest):
+        for plane in (
+            self.llm,
+            self.tools,
+            self.control,
+            self.router,
+            self.dead_letters,
+            self.replies,
+            self.ingest,
+        ):
             if plane:
                 await plane.shutdown()
         await self.pools.shutdown()

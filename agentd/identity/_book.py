@@ -18,6 +18,14 @@ from typing import Any
 
 from agentd.bus import Credentials, Subjects, write_private
 from agentd.errors import ControlError
+from agentd.identity._accounts import (
+    Import,
+    account_name,
+    agent_imports,
+    bootstrap_imports,
+    operator_imports,
+    render_accounts,
+)
 from agentd.identity._keys import new_user_seed, public_key_of, valid_public_key
 from agentd.identity._permissions import (
     BOOTSTRAP_INBOX_PREFIX,
@@ -61,6 +69,11 @@ class Identity:
         if self.kind == "operator":
             return operator_permissions(subjects, self.name)
         return agent_permissions(subjects, self.name, external=self.external)
+
+    def imports(self, subjects: Subjects) -> list[Import]:
+        if self.kind == "operator":
+            return operator_imports(subjects)
+        return agent_imports(subjects, self.name, external=self.external)
 
 
 class IdentityBook:
@@ -228,24 +241,34 @@ class IdentityBook:
         return [i for i in self.identities.values() if i.external and i.lease_until is not None]
 
     # the server's view
+    def account_names(self) -> frozenset[str]:
+        """Every account the server's config has besides the daemon's."""
+        names = {account_name(i) for i in self.identities}
+        return frozenset(names | {account_name("bootstrap"), account_name("probe")})
+
     def render_authorization(self) -> str:
-        """nats-server's `authorization` block: the daemon with full rights, every identity
-        with its permissions, the bootstrap user, and the reload probe."""
-        users = [f'    {{nkey: "{public_key_of(self.daemon.nkey_seed or "")}"}}']
+        """nats-server's `accounts` block (agentd.identity._accounts): the daemon in `AGENTD`
+        with full rights and the streams, every identity in an account of its own with its
+        imports and permissions, the bootstrap user, and the reload probe (no rights)."""
+        accounts: list[tuple[str, list[str], list[Import]]] = []
         for ident in sorted(self.identities.values(), key=lambda i: i.identity):
-            users.append(
-                f'    {{nkey: "{ident.public_key}", '
+            user = (
+                f'{{nkey: "{ident.public_key}", '
                 f"permissions: {ident.permissions(self.subjects).render()}}}"
             )
-        users.append(
-            f'    {{user: "bootstrap", password: {json.dumps(self.bootstrap_token)}, '
+            accounts.append((account_name(ident.identity), [user], ident.imports(self.subjects)))
+        bootstrap = (
+            f'{{user: "bootstrap", password: {json.dumps(self.bootstrap_token)}, '
             f"permissions: {bootstrap_permissions(self.subjects).render()}}}"
         )
-        users.append(
-            f'    {{user: "probe", password: {json.dumps(self.probe_password)}, '
+        accounts.append((account_name("bootstrap"), [bootstrap], bootstrap_imports(self.subjects)))
+        probe = (
+            f'{{user: "probe", password: {json.dumps(self.probe_password)}, '
             f"permissions: {probe_permissions().render()}}}"
         )
-        return "authorization {\n  users: [\n" + ",\n".join(users) + "\n  ]\n}\n"
+        accounts.append((account_name("probe"), [probe], []))
+        daemon = f'{{nkey: "{public_key_of(self.daemon.nkey_seed or "")}"}}'
+        return render_accounts(daemon, accounts)
 
 
 def _check_name(name: str, kind: str) -> None:

@@ -208,3 +208,17 @@ async def test_control_without_accounts_the_same_pull_purges_and_deletes() -> No
         assert (await js.stream_info(DLQ)).state.messages == 0  # purged by alpha
         with pytest.raises(NotFoundError):
             await js.stream_info(TRACE)  # deleted by alpha
+
+
+async def test_a_rollup_on_its_own_ledger_key_purges_no_one_elses(secure: DaemonProcess) -> None:
+    """`Nats-Rollup: all` on a write to one's own run-ledger key would purge the whole bucket
+    (every agent's finished runs and leases): the bucket takes no rollups."""
+    async with planted(secure) as intact:
+        async with connected(secure, agent_creds(secure, "alpha")) as alpha:
+            js = alpha.nc.jetstream()
+            for rollup in ("all", "sub"):
+                with contextlib.suppress(Exception):
+                    await js.publish(
+                        "$KV.agentd_runs.run.alpha.rollup", b"x", headers={"Nats-Rollup": rollup}
+                    )
+        await intact()

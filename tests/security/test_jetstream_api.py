@@ -222,3 +222,18 @@ async def test_a_rollup_on_its_own_ledger_key_purges_no_one_elses(secure: Daemon
                         "$KV.agentd_runs.run.alpha.rollup", b"x", headers={"Nats-Rollup": rollup}
                     )
         await intact()
+
+
+async def test_the_run_ledger_lists_no_keys_to_an_agent(secure: DaemonProcess) -> None:
+    """Stream info with a subjects filter named every agent's message ids and leases; from an
+    agent's account the JetStream API answers only that it has none."""
+    async with connected(secure, agent_creds(secure, "alpha")) as alpha:
+        try:
+            reply = await alpha.nc.request(
+                "$JS.API.STREAM.INFO.KV_agentd_runs",
+                json.dumps({"subjects_filter": ">"}).encode(),
+                timeout=2,
+            )
+        except nats.errors.Error:  # refused outright: nothing listed either
+            return
+    assert b"agentd_runs.run." not in reply.data, reply.data[:300]

@@ -44,6 +44,10 @@ OTHER_JETSTREAM = [
     f"$JS.API.STREAM.PURGE.{INBOX}",
     f"$JS.API.STREAM.MSG.GET.{INBOX}",
     "$JS.API.STREAM.INFO.AGENTD_DLQ",
+    # the run ledger's and the inbox's info: with a subjects filter, every agent's message ids,
+    # conversation leases and inbox counts
+    "$JS.API.STREAM.INFO.KV_agentd_runs",
+    f"$JS.API.STREAM.INFO.{INBOX}",
     "$JS.API.STREAM.LIST",
     "$JS.API.INFO",
     "$JS.API.DIRECT.GET.KV_agentd_tool_results.$KV.agentd_tool_results.x",

@@ -12,6 +12,7 @@ from agentd.bus._embedded import (
     nats_server_config,
     wait_until_listening,
 )
+from agentd.bus._jetstream import jetstream
 from agentd.bus._message import Message, RunResult, jsonable, new_id
 from agentd.bus._serve import serve_each
 from agentd.bus._streams import (
@@ -35,6 +36,7 @@ __all__ = [
     "jsonable",
     "new_id",
     # JetStream
+    "jetstream",
     "ensure_inbox_consumer",
     "ensure_streams",
     "ensure_trace_consumer",

@@ -24,6 +24,7 @@ from agentd.bus import (
     Subjects,
     connect,
     ensure_streams,
+    jetstream,
 )
 from agentd.cluster import Cluster
 from agentd.config import Config
@@ -128,7 +129,7 @@ class Services:
             credentials=self._own_credentials(),
             tls=client_ssl_context(self.config.bus.tls),
         )
-        js = nc.jetstream()
+        js = jetstream(nc)
         await ensure_streams(
             js, self.subjects, self.config.inbox, replicas=self.config.stream_replicas
         )

@@ -294,13 +294,16 @@ class GatewayConfig(_Section):
     `port` 0 (the default) takes a free port: the daemon's own replicas are told the URL; set a
     fixed port for clients outside the daemon. Token budgets apply per agent and pool:
     `budget_tokens` per `budget_window_s` (refilled continuously), `budgets` overrides it for
-    "agent/pool" keys; None means no budget.
+    "agent/pool" keys; None means no budget. A call reserves the most it may generate: its
+    sequences (prompts x max(n, best_of)) x max_tokens, `default_max_tokens` when it names none;
+    more than `max_sequences_per_call` sequences is refused (400).
     """
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
     default_max_tokens: int = Field(512, ge=1)
+    max_sequences_per_call: int = Field(64, ge=1)
     budget_tokens: int | None = Field(None, ge=1)
     budget_window_s: float = Field(60.0, gt=0)
     budgets: dict[str, int] = {}

@@ -32,7 +32,9 @@ def generated(daemon: DaemonProcess, agent: str, count: int) -> list[dict[str, A
     """`agent`'s llm.call records, once there are `count` of them (the recorder batches)."""
     deadline = time.monotonic() + 5
     while True:
-        records = [r for r in decision_records(daemon.state_dir, "llm.call") if r["agent"] == agent]
+        records = [
+            r for r in decision_records(daemon.state_dir, "llm.call") if r.get("agent") == agent
+        ]
         if len(records) >= count or time.monotonic() > deadline:
             return records
         time.sleep(0.05)

@@ -34,6 +34,7 @@ from agentd.config._models import (
     PoolAutoscaleConfig,
     PoolReplicasConfig,
     TlsConfig,
+    ToolOverride,
     ToolsConfig,
     TraceConfig,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "PoolReplicasConfig",
     "TlsConfig",
     "GatewayConfig",
+    "ToolOverride",
     "ToolsConfig",
     "TraceConfig",
     "CheckpointsConfig",

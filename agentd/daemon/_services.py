@@ -158,6 +158,8 @@ class Services:
                 tokens=GatewayTokenBook(),
                 record=recorder.record,
                 policy=self.authority.check,
+                # limits.toml's model limits; the limiter reloads with the policy
+                limits=self.authority.point.limiter if self.authority.point else None,
             )
             if identity is not None:  # registered agents' tokens: the gateway's book
                 identity.tokens = IdentityTokens(self.llm.tokens)

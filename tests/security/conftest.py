@@ -28,7 +28,23 @@ p, ext:nomodel, api:register, register, allow
 p, ext:modeler2, api:register, register, allow
 p, modeler, model:fake, infer, allow
 p, modeler2, model:fake, infer, allow
+p, ext:hog, api:register, register, allow
+p, ext:hogfree, api:register, register, allow
+p, ext:limited, api:register, register, allow
+p, hog, model:fake, infer, allow
+p, hogfree, model:fake, infer, allow
+p, limited, model:fake, infer, allow
 """
+# tests/security/test_llm_budgets.py: a limits.toml model limit on the fake pool
+EXTRA_LIMITS = """
+[[limit]]
+agent = "limited"
+model = "fake"
+per_minute = 60
+burst = 1000
+"""
+# hog has a 2,000-token budget on the fake pool; hogfree, its control, has none
+GATEWAY = '[gateway]\nbudgets = { "hog/fake" = 2000 }\n'
 LEASE_S = 2.0
 # a model pool for the gateway-token cases: a stand-in vLLM (no GPU, no weights, starts at once)
 FAKE_POOL = f"""
@@ -65,6 +81,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     shutil.copytree(REPO / "policies", policies)
     with (policies / "policy.csv").open("a") as f:
         f.write(EXTRA_POLICY)
+    with (policies / "limits.toml").open("a") as f:
+        f.write(EXTRA_LIMITS)
     config = write_config(
         root,
         agents_dir=make_agents(root),
@@ -72,6 +90,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         extra=(
             f"[autoscale]\nenabled = false\n[identity]\nlease_s = {LEASE_S}\nlease_check_s = 0.1\n"
             + FAKE_POOL
+            + GATEWAY
         ),
     )
     text = config.read_text().replace(f'dir = "{REPO / "policies"}"', f'dir = "{policies}"')

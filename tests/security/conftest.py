@@ -19,6 +19,7 @@ EXTRA_POLICY = """
 # tests/security: the attackers' daemon
 p, alpha, agent:beta, send, allow
 p, ext:outsider, api:register, register, allow
+p, ext:raider, api:register, register, allow
 p, ext:lapser, api:register, register, allow
 p, ext:revokee, api:register, register, allow
 p, ext:preauth, api:register, register, allow

@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
+from agentd.api import register_with_token
 from agentd.bus import Subjects
 from agentd.identity import agent_permissions, new_user_seed, public_key_of
 from tests.harness import NATS_SERVER, DaemonProcess, free_port
@@ -144,6 +145,21 @@ async def test_an_ack_with_a_reply_subject_acts_on_nothing(secure: DaemonProcess
             await intact()
     finally:
         assert secure.agentctl("start", "alpha").returncode == 0
+
+
+async def test_a_registered_external_agent_cannot_either(secure: DaemonProcess) -> None:
+    token = (secure.state_dir / "credentials" / "bootstrap.token").read_text().strip()
+    spec = {"version": "1", "description": "raids", "tools": [], "models": []}
+    creds, _ = await register_with_token(secure.url, token=token, name="raider", spec=spec)
+    pull = f"$JS.API.CONSUMER.MSG.NEXT.{INBOX}.inbox-raider"
+    async with planted(secure) as intact:
+        async with connected(secure, creds) as raider:
+            for target in TARGETS:
+                await raider.nc.publish(pull, EXPIRING_PULL, reply=target)
+                await raider.nc.publish("$KV.agentd_runs.run.raider.x", b"", reply=target)
+            await raider.nc.flush()
+            await anyio.sleep(0.5)
+        await intact()
 
 
 # the control: the same permissions without accounts, as agentd had them

@@ -37,6 +37,7 @@ from agentd.config._models import (
     ToolsConfig,
     TraceConfig,
 )
+from agentd.config._names import RESERVED_NAMES, reserved_name_problem
 
 __all__ = [
     # agentd.toml
@@ -67,6 +68,8 @@ __all__ = [
     "find_config",
     "load_config",
     # agent specs
+    "RESERVED_NAMES",
+    "reserved_name_problem",
     "AgentSpec",
     "LoadedAgent",
     "ReplicaBounds",

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agentd.bus import BoundedJSONError, loads_bounded
+
 __all__ = [
     "CallKind",
     "CallRequest",
@@ -63,10 +65,10 @@ class CallRequest:
 
 def parse_call(raw: bytes, kind: CallKind, *, default_max_tokens: int) -> CallRequest:
     """Parse and check a chat or completions body; raise MalformedRequest saying what is wrong."""
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+    try:  # the size is bounded before ([gateway].max_request_bytes); the depth here
+        body = loads_bounded(raw, what="the request body", max_bytes=max(len(raw), 1))
+    except BoundedJSONError as exc:
+        raise MalformedRequest(str(exc)) from None
     if not isinstance(body, dict):
         raise MalformedRequest("the request body must be a JSON object")
     model = body.get("model")

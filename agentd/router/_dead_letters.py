@@ -7,14 +7,22 @@ duplicate of the original) and removes it from the dead-letter stream.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from agentd.bus import Message, Subjects
+from agentd.bus import (
+    MAX_JSON_DEPTH,
+    BoundedJSONError,
+    Message,
+    Subjects,
+    json_depth,
+    loads_bounded,
+)
 from agentd.errors import ControlError
+
+MAX_DEAD_LETTER_BYTES = 1 << 20
 
 __all__ = ["DeadLetters"]
 
@@ -50,6 +58,8 @@ class DeadLetters:
         except NotFoundError:
             raise ControlError("not_found", f"no dead letter with sequence {seq}") from None
         try:
+            if json_depth(raw.data or b"", stop_after=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels")
             message = Message.model_validate_json(raw.data or b"")
         except ValueError as exc:
             raise ControlError(
@@ -75,8 +85,8 @@ class DeadLetters:
             "deliveries": int(headers.get("Agentd-Deliveries", "0") or 0),
         }
         try:
-            body = json.loads(data or b"")
-        except ValueError:
+            body = loads_bounded(data or b"", what="dead letter", max_bytes=MAX_DEAD_LETTER_BYTES)
+        except BoundedJSONError:
             entry.update(message_id=None, payload=(data or b"")[:200].decode(errors="replace"))
             return entry
         if isinstance(body, dict):

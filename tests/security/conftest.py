@@ -28,6 +28,13 @@ p, ext:nomodel, api:register, register, allow
 p, ext:modeler2, api:register, register, allow
 p, modeler, model:fake, infer, allow
 p, modeler2, model:fake, infer, allow
+# hardening: a name pre-authorized and then claimed through the bootstrap path; reserved names
+# that policy would let register; an external agent that fuzzes its own subjects; who may spawn
+p, ext:hijacked, api:register, register, allow
+p, ext:ctl, api:register, register, allow
+p, ext:daemon, api:register, register, allow
+p, ext:fuzzext, api:register, register, allow
+p, delta, agent:gamma, spawn, allow
 """
 LEASE_S = 2.0
 # a model pool for the gateway-token cases: a stand-in vLLM (no GPU, no weights, starts at once)
@@ -53,6 +60,7 @@ def make_agents(root: Path) -> Path:
         shutil.copy(REPO / "agents" / "echo" / "graph.py", folder / "graph.py")
         (folder / "agent.toml").write_text(
             f'name = "{name}"\ngraph = "graph:graph"\ncheckpoint = false\nautoscale = false\n'
+            "idle_timeout_s = 5\n"  # a spawned instance (test_spawn_policy) ends soon
             "[replicas]\ninitial = 1\nmin = 0\nmax = 2\n"
         )
     return agents

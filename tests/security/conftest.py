@@ -34,6 +34,7 @@ p, ext:hijacked, api:register, register, allow
 p, ext:ctl, api:register, register, allow
 p, ext:daemon, api:register, register, allow
 p, ext:fuzzext, api:register, register, allow
+p, ext:deepbody, api:register, register, allow
 p, delta, agent:gamma, spawn, allow
 """
 LEASE_S = 2.0

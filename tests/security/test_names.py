@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from agentd.api import call_api, register_with_token
 from agentd.bus import Credentials, Subjects
-from agentd.config import RESERVED_NAMES, AgentSpec
+from agentd.config import AgentSpec
 from agentd.errors import ControlError
 from agentd.identity import IdentityBook
 from tests.harness import DaemonProcess
@@ -48,16 +48,6 @@ async def test_the_bootstrap_token_cannot_take_a_pre_authorized_name(
         await call_api(agent.nc, "deregister", "hijacked")
 
 
-@pytest.mark.parametrize("name", ["ctl", "daemon"])
-async def test_a_reserved_name_cannot_register(secure: DaemonProcess, name: str) -> None:
-    """policy.csv lets ext:ctl and ext:daemon register (conftest): the name itself is refused.
-    An agent named `ctl` could subscribe to agentd.reply.ctl.>: agentctl's replies."""
-    with pytest.raises(ControlError) as err:
-        await register_with_token(secure.url, token=bootstrap_token(secure), name=name, spec=SPEC)
-    assert err.value.code == "reserved_name", err.value
-    assert f"{name!r} is reserved" in str(err.value)
-
-
 async def test_an_agent_named_ctl_reads_no_operator_replies(secure: DaemonProcess) -> None:
     """The attack end to end: register as `ctl`, listen where agentctl's `send --wait` replies
     go. Refused at registration; nothing heard."""
@@ -82,6 +72,16 @@ async def test_an_agent_named_ctl_reads_no_operator_replies(secure: DaemonProces
     raise AssertionError(f"an agent named ctl registered and heard {heard}")
 
 
+@pytest.mark.parametrize("name", ["ctl", "daemon"])
+async def test_a_reserved_name_cannot_register(secure: DaemonProcess, name: str) -> None:
+    """policy.csv lets ext:ctl and ext:daemon register (conftest): the name itself is refused.
+    An agent named `ctl` could subscribe to agentd.reply.ctl.>: agentctl's replies."""
+    with pytest.raises(ControlError) as err:
+        await register_with_token(secure.url, token=bootstrap_token(secure), name=name, spec=SPEC)
+    assert err.value.code == "reserved_name", err.value
+    assert f"{name!r} is reserved" in str(err.value)
+
+
 def test_a_reserved_name_cannot_be_issued(secure: DaemonProcess) -> None:
     out = secure.agentctl("agents", "issue", "operator")
     assert out.returncode != 0
@@ -89,6 +89,11 @@ def test_a_reserved_name_cannot_be_issued(secure: DaemonProcess) -> None:
 
 
 def test_reserved_names_refused_for_configured_agents_and_in_the_book(tmp_path: Path) -> None:
+    from agentd.config import RESERVED_NAMES
+
+    assert {"ctl", "daemon", "local", "operator", "bootstrap", "probe", "api", "evt"} <= set(
+        RESERVED_NAMES
+    )
     for name in sorted(RESERVED_NAMES):
         with pytest.raises(ValidationError, match="is reserved"):
             AgentSpec(name=name, graph="graph:graph")

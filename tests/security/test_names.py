@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nats
 import pytest
+from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from agentd.api import call_api, register_with_token
@@ -61,7 +61,7 @@ async def test_an_agent_named_ctl_reads_no_operator_replies(secure: DaemonProces
         return
     async with connected(secure, creds) as ctl:  # reached only where names are not reserved
 
-        async def on_reply(msg: nats.aio.msg.Msg) -> None:
+        async def on_reply(msg: Msg) -> None:
             heard.append(msg.data)
 
         await ctl.nc.subscribe("agentd.reply.ctl.>", cb=on_reply)

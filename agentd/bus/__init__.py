@@ -13,6 +13,7 @@ from agentd.bus._embedded import (
     wait_until_listening,
 )
 from agentd.bus._jetstream import jetstream
+from agentd.bus._json import MAX_JSON_DEPTH, BoundedJSONError, json_depth, loads_bounded
 from agentd.bus._message import Message, RunResult, jsonable, new_id
 from agentd.bus._serve import serve_each
 from agentd.bus._streams import (
@@ -31,6 +32,10 @@ __all__ = [
     "Subjects",
     "write_private",
     # envelopes
+    "BoundedJSONError",
+    "MAX_JSON_DEPTH",
+    "json_depth",
+    "loads_bounded",
     "Message",
     "RunResult",
     "jsonable",

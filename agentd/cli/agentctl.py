@@ -290,6 +290,8 @@ async def _operators(ctl: ControlClient, args: argparse.Namespace) -> Any:
         if args.role:
             request["role"] = args.role
         result = await ctl.call("operators.add", request)
+        if result.get("warning"):
+            print(f"warning: {result['warning']}", file=sys.stderr)
         if args.json:
             return result
         return f"credentials for operator {result['operator']}: {result['creds']}"

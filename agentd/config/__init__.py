@@ -38,6 +38,7 @@ from agentd.config._models import (
     ToolsConfig,
     TraceConfig,
 )
+from agentd.config._names import RESERVED_NAMES, reserved_name_problem
 
 __all__ = [
     # agentd.toml
@@ -69,6 +70,8 @@ __all__ = [
     "find_config",
     "load_config",
     # agent specs
+    "RESERVED_NAMES",
+    "reserved_name_problem",
     "AgentSpec",
     "LoadedAgent",
     "ReplicaBounds",

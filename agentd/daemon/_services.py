@@ -288,7 +288,9 @@ class Services:
             )
             await tg.start(self.metrics_service.run)
 
-        self.spawner = Spawner(nc, self.subjects, fleet, self.config.agents, recorder)
+        self.spawner = Spawner(
+            nc, self.subjects, fleet, self.config.agents, recorder, policy=self.authority
+        )
         await tg.start(self.spawner.run)
         self.autoscaler = Autoscaler(fleet, self.config.autoscale, cluster=self.cluster)
         await tg.start(self.autoscaler.run)

@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agentd.bus import BoundedJSONError, loads_bounded
+
 __all__ = [
     "CallKind",
     "CallRequest",
@@ -87,10 +89,10 @@ def parse_call(
 ) -> CallRequest:
     """Parse and check a chat or completions body; raise MalformedRequest saying what is wrong
     (or that it asks for more than `max_sequences` sequences)."""
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+    try:  # the size is bounded before ([gateway].max_request_bytes); the depth here
+        body = loads_bounded(raw, what="the request body", max_bytes=max(len(raw), 1))
+    except BoundedJSONError as exc:
+        raise MalformedRequest(str(exc)) from None
     if not isinstance(body, dict):
         raise MalformedRequest("the request body must be a JSON object")
     model = body.get("model")

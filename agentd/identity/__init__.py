@@ -27,7 +27,14 @@ from agentd.identity._permissions import (
     operator_permissions,
 )
 from agentd.identity._server import ServerAuth
-from agentd.identity._signing import AUTH_HEADER, MAX_SKEW_S, Speaker, sign_request, verify_request
+from agentd.identity._signing import (
+    AUTH_HEADER,
+    MAX_SKEW_S,
+    NonceCache,
+    Speaker,
+    sign_request,
+    verify_request,
+)
 from agentd.identity._tls import client_ssl_context, nats_tls_block, server_ssl_context
 from agentd.identity._tokens import MemoryTokenBook, TokenBook
 
@@ -64,6 +71,7 @@ __all__ = [
     "valid_public_key",
     "verify",
     "verify_request",
+    "NonceCache",
     # LLM-gateway tokens
     "MemoryTokenBook",
     "TokenBook",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd.bus import Credentials, Subjects, write_private
+from agentd.config import reserved_name_problem
 from agentd.errors import ControlError
 from agentd.identity._accounts import (
     Import,
@@ -202,7 +203,10 @@ class IdentityBook:
         self, name: str, public_key: str | None, spec: dict[str, Any], lease_until: float
     ) -> Identity:
         """Record a registration: with `public_key` (bootstrap path) a new identity for that
-        key; without (pre-authorized), the identity already issued to `name`."""
+        key; without (pre-authorized), the identity already issued to `name`.
+
+        A name is protected for as long as it is issued, leased or not: the bootstrap path may
+        not take a pre-authorized name (or one registered with another key) with a new key."""
         _check_name(name, "agent")
         identity = f"agent:{name}"
         known = self.identities.get(identity)
@@ -211,10 +215,17 @@ class IdentityBook:
         if public_key is not None:
             if not valid_public_key(public_key):
                 raise ControlError("bad_request", "public_key is not a NATS user public key (U...)")
-            if known is not None and known.public_key != public_key and known.lease_until:
-                raise ControlError("name_taken", f"{name!r} is registered with another key")
-            known = Identity(identity, public_key, external=True)
-            self.identities[identity] = known
+            if known is not None and known.public_key != public_key:
+                how = (
+                    "registered" if known.lease_until else "pre-authorized (agentctl agents issue)"
+                )
+                raise ControlError(
+                    "name_taken",
+                    f"{name!r} is {how} with another key: only that key may register it",
+                )
+            if known is None:
+                known = Identity(identity, public_key, external=True)
+                self.identities[identity] = known
         elif known is None:
             raise ControlError("unknown_identity", f"{name!r} was not pre-authorized")
         known.spec = spec
@@ -277,6 +288,9 @@ def _check_name(name: str, kind: str) -> None:
             "bad_request",
             f"{kind} name {name!r} must be lowercase letters, digits, _ and - (up to 63)",
         )
+    problem = reserved_name_problem(name) if kind == "agent" else None
+    if problem is not None:
+        raise ControlError("reserved_name", f"agent name {problem}")
 
 
 def fresh_password() -> str:

@@ -23,11 +23,21 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from agentd.bus import Message, Subjects, serve_each
+from agentd.bus import (
+    MAX_JSON_DEPTH,
+    BoundedJSONError,
+    Message,
+    Subjects,
+    json_depth,
+    loads_bounded,
+    serve_each,
+)
 from agentd.errors import ControlError
 
 if TYPE_CHECKING:
     from agentd.router._router import Router
+
+MAX_DEAD_LETTER_BYTES = 1 << 20
 
 __all__ = ["DeadLetters"]
 
@@ -141,6 +151,8 @@ class DeadLetters:
         except NotFoundError:
             raise ControlError("not_found", f"no dead letter with sequence {seq}") from None
         try:
+            if json_depth(raw.data or b"", stop_after=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels")
             message = Message.model_validate_json(raw.data or b"")
         except ValueError as exc:
             raise ControlError(
@@ -168,8 +180,8 @@ class DeadLetters:
             "deliveries": int(headers.get("Agentd-Deliveries", "0") or 0),
         }
         try:
-            body = json.loads(data or b"")
-        except ValueError:
+            body = loads_bounded(data or b"", what="dead letter", max_bytes=MAX_DEAD_LETTER_BYTES)
+        except BoundedJSONError:
             entry.update(message_id=None, payload=(data or b"")[:200].decode(errors="replace"))
             return entry
         if isinstance(body, dict):
@@ -183,12 +195,10 @@ class DeadLetters:
 
 
 def _parse_request(data: bytes) -> tuple[int, str, int]:
-    if len(data) > MAX_REQUEST_BYTES:
-        raise ControlError("bad_request", f"request is {len(data)} bytes; the limit is 4 KiB")
     try:
-        body = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise ControlError("bad_request", f"request is not valid JSON: {exc}") from None
+        body = loads_bounded(data, what="the dead-letter request", max_bytes=MAX_REQUEST_BYTES)
+    except BoundedJSONError as exc:
+        raise ControlError("bad_request", str(exc)) from None
     if not isinstance(body, dict):
         raise ControlError("bad_request", "request must be a JSON object")
     seq, deliveries, error = body.get("seq"), body.get("deliveries", 1), body.get("error", "")
@@ -203,7 +213,7 @@ def _parse_request(data: bytes) -> tuple[int, str, int]:
 
 def _message_id(data: bytes | None) -> str | None:
     try:
-        body = json.loads(data or b"")
-    except (ValueError, RecursionError):
+        body = loads_bounded(data or b"", what="message", max_bytes=MAX_DEAD_LETTER_BYTES)
+    except BoundedJSONError:
         return None
     return body.get("id") if isinstance(body, dict) else None

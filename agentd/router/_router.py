@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from agentd.bus import Message, Subjects, serve_each
+from agentd.bus import BoundedJSONError, Message, Subjects, loads_bounded, serve_each
 from agentd.errors import ControlError
 from agentd.router._policy_hook import AllowAll, PolicyHook
 from agentd.telemetry import (
@@ -185,15 +185,18 @@ class Router:
             log.exception("routing %s failed", msg.subject)
             reply = {"ok": False, "error": {"code": "internal", "message": str(exc)}}
         if msg.reply:
-            await msg.respond(json.dumps(reply).encode())
+            try:
+                await msg.respond(json.dumps(reply, default=str).encode())
+            except Exception:
+                log.warning("could not reply on %s to %s", msg.reply, msg.subject)
 
     def _parse(self, data: bytes, sender: str, to: str) -> Message:
         if len(data) > MAX_MESSAGE_BYTES:
             raise ControlError("bad_message", f"message is {len(data)} bytes; the limit is 1 MiB")
         try:
-            raw = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ControlError("bad_message", f"message is not valid JSON: {exc}") from None
+            raw = loads_bounded(data, what="message", max_bytes=MAX_MESSAGE_BYTES)
+        except BoundedJSONError as exc:
+            raise ControlError("bad_message", str(exc)) from None
         if not isinstance(raw, dict):
             raise ControlError("bad_message", "message must be a JSON object")
         # the subject names who speaks and to whom; the body cannot override it

@@ -35,6 +35,14 @@ p, ext:limited, api:register, register, allow
 p, hog, model:fake, infer, allow
 p, hogfree, model:fake, infer, allow
 p, limited, model:fake, infer, allow
+# hardening: a name pre-authorized and then claimed through the bootstrap path; reserved names
+# that policy would let register; an external agent that fuzzes its own subjects; who may spawn
+p, ext:hijacked, api:register, register, allow
+p, ext:ctl, api:register, register, allow
+p, ext:daemon, api:register, register, allow
+p, ext:fuzzext, api:register, register, allow
+p, ext:deepbody, api:register, register, allow
+p, delta, agent:gamma, spawn, allow
 """
 # tests/security/test_llm_budgets.py: a limits.toml model limit on the fake pool
 EXTRA_LIMITS = """
@@ -70,6 +78,7 @@ def make_agents(root: Path) -> Path:
         shutil.copy(REPO / "agents" / "echo" / "graph.py", folder / "graph.py")
         (folder / "agent.toml").write_text(
             f'name = "{name}"\ngraph = "graph:graph"\ncheckpoint = false\nautoscale = false\n'
+            "idle_timeout_s = 5\n"  # a spawned instance (test_spawn_policy) ends soon
             "[replicas]\ninitial = 1\nmin = 0\nmax = 2\n"
         )
     return agents

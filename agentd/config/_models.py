@@ -230,6 +230,9 @@ class TraceConfig(_Section):
     """Backlog the stream holds while the daemon is behind; publishers retry when it is full."""
     stream_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     stream_duplicate_window_s: float = Field(default=120.0, gt=0)
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+    """An agent's record dated further than this from the time the trace stream stored it is
+    refused (a `trace.rejected` record says so)."""
 
     @field_validator("redact_patterns")
     @classmethod

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from agentd.trace import DecisionRecord, LogWriter, build_record
+from agentd.trace import DAEMON_SOURCE, DecisionRecord, LogWriter, build_record
 
 __all__ = ["Recorder"]
 
@@ -42,7 +42,11 @@ class Recorder:
         self._observers.append(observer)
 
     def record(self, kind: str, **fields: Any) -> None:
-        """Queue one decision. Unknown fields go to `attributes`; never raises."""
+        """Queue one decision. Unknown fields go to `attributes`; never raises.
+
+        Its `source` is `daemon`: every record the daemon's components make is the daemon's.
+        """
+        fields.setdefault("source", DAEMON_SOURCE)
         try:  # the same construction as workers' records (TracePublisher.record)
             self._pending.append(build_record(kind, fields))
         except ValueError as exc:

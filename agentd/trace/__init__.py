@@ -22,6 +22,7 @@ from ._record import RECORD_KINDS, DecisionRecord, Lineage, new_record_id
 from ._redact import REDACTED, Redactor
 from ._retention import PruneResult
 from ._schema import Checkpoint
+from ._sources import AGENT_KINDS, DAEMON_SOURCE, agent_may_write, agent_source
 from ._verify import VerifyReport, verify_log
 from ._wire import RecordRejected, WireRecord, check_wire_record, parse_published
 from .verifier import ProofVerdict, verify_inclusion
@@ -33,6 +34,11 @@ __all__ = [
     "Lineage",
     "build_record",
     "new_record_id",
+    # who may write what
+    "AGENT_KINDS",
+    "DAEMON_SOURCE",
+    "agent_may_write",
+    "agent_source",
     # the durable path from workers: publish, check, ingest, write
     "LogWriter",
     "RecordRejected",

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from agentd.errors import AgentdError
 
+from ._sources import agent_may_write, agent_source, skew_problem
 from ._record import (
     _EXTENSION_KIND,
     _RESERIALIZE,
@@ -79,6 +80,8 @@ class WireRecord(NamedTuple):
     conversation_id: str | None
     trace_id: str | None
     body: str
+    source: str | None = None
+    """The `source` the body claims (the ingest puts the real one in)."""
 
     def body_json(self) -> str:
         """The JSON text the log stores and hashes (as for `DecisionRecord.body_json`)."""
@@ -144,21 +147,33 @@ def check_wire_record(data: bytes | str) -> WireRecord | None:
         obj.get("conversation_id"),
         obj.get("trace_id"),
         text,
+        obj.get("source"),
     )
 
 
-def parse_published(agent: str, data: bytes) -> WireRecord | DecisionRecord:
+def parse_published(
+    agent: str,
+    data: bytes,
+    *,
+    stored_at: float | None = None,
+    max_skew_s: float | None = None,
+) -> WireRecord | DecisionRecord:
     """Check a record published on `<prefix>.trace.<agent>`; raise `RecordRejected` if unfit.
 
     The subject's agent is the publisher's identity (NATS permissions let a replica publish
     only under its own name). A record without `agent` gets it; a record naming another agent
     is refused rather than rewritten: it comes from a misconfigured or forging replica, and
     storing it under either name would attribute a decision to an agent that may not have
-    made it. A record must carry `id` (a redelivery is recognized by it) and `ts`.
+    made it. A record must carry `id` (a redelivery is recognized by it) and `ts`, be of a kind
+    an agent may write (`agent_may_write`: never a daemon's decision) and, when `stored_at` (the
+    time the stream stored the message) and `max_skew_s` are given, be dated within
+    `max_skew_s` of it. The record returned carries `source` = `agent:<agent>`; a record that
+    claims another source is refused.
     """
     fast = check_wire_record(data)
     if fast is not None and fast.agent == agent:
-        return fast
+        _check_owned(agent, fast.kind, fast.ts, stored_at, max_skew_s)
+        return _with_source(fast, agent)
     if fast is not None and fast.agent is not None:
         raise RecordRejected(_other_agent(fast.agent, agent))
     try:
@@ -173,11 +188,50 @@ def parse_published(agent: str, data: bytes) -> WireRecord | DecisionRecord:
             f"no {' and no '.join(missing)}: a published record must carry its id and time,"
             " so that a redelivery is stored once"
         )
-    if record.agent is None:
-        return record.model_copy(update={"agent": agent})
-    if record.agent != agent:
+    if record.agent is not None and record.agent != agent:
         raise RecordRejected(_other_agent(record.agent, agent))
+    _check_owned(agent, record.kind, record.ts, stored_at, max_skew_s)
+    source = agent_source(agent)
+    if record.source is not None and record.source != source:
+        raise RecordRejected(_other_source(record.source, source))
+    if record.agent is None or record.source is None:
+        return record.model_copy(update={"agent": agent, "source": source})
     return record
+
+
+def _check_owned(
+    agent: str, kind: str, ts: float, stored_at: float | None, max_skew_s: float | None
+) -> None:
+    if not agent_may_write(kind):
+        raise RecordRejected(
+            f"agent {agent!r} may not write {kind!r} records: an agent's trace subject carries"
+            " only its runs (run.*) and its own extension records (x.*); this kind is the"
+            " daemon's"
+        )
+    if stored_at is not None and max_skew_s is not None:
+        problem = skew_problem(ts, stored_at, max_skew_s)
+        if problem is not None:
+            raise RecordRejected(problem)
+
+
+def _with_source(record: WireRecord, agent: str) -> WireRecord:
+    """`record` with `source` = `agent:<agent>` in its body (inserted as its first field)."""
+    source = agent_source(agent)
+    if record.source is not None:
+        if record.source == source:
+            return record
+        raise RecordRejected(_other_source(record.source, source))
+    text = record.body
+    start = text.find("{")
+    body = text[: start + 1] + f'"source":{json.dumps(source)},' + text[start + 1 :]
+    return record._replace(body=body, source=source)
+
+
+def _other_source(claimed: str, source: str) -> str:
+    return (
+        f"the record claims source {claimed[:64]!r} but arrived from {source!r}; the source of"
+        " a record is the identity it arrived from, never what it says"
+    )
 
 
 def body_digest(data: bytes) -> str:

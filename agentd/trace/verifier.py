@@ -57,6 +57,7 @@ __all__ = [
     "node_hash",
     "retention_message",
     "root_from_inclusion_path",
+    "verify_consistency",
     "verify_checkpoint_signature",
     "verify_inclusion",
 ]
@@ -103,6 +104,59 @@ def root_from_inclusion_path(
     if sn != 0:
         raise ValueError("audit path is shorter than the tree is deep")
     return r
+
+
+def verify_consistency(
+    first_size: int,
+    second_size: int,
+    first_root: bytes,
+    second_root: bytes,
+    proof: Sequence[bytes],
+) -> str | None:
+    """Check an RFC 6962 consistency proof (RFC 9162, section 2.1.4.2).
+
+    Returns None when `proof` shows that the tree of `second_size` leaves with `second_root`
+    extends the tree of `first_size` leaves with `first_root` (the first is a prefix of the
+    second: nothing in it was changed or removed), else why not.
+    """
+    if not 0 <= first_size <= second_size:
+        return f"tree size {second_size} is smaller than {first_size}: the log shrank"
+    if first_size == second_size:
+        if proof:
+            return "a proof between equal tree sizes must be empty"
+        return None if first_root == second_root else "equal tree sizes with different roots"
+    if first_size == 0:
+        return None if not proof else "a proof from the empty tree must be empty"
+    path = list(proof)
+    if first_size & (first_size - 1) == 0:  # a power of two: the first root is a node of the path
+        path.insert(0, first_root)
+    if not path:
+        return "the consistency proof is empty"
+    fn, sn = first_size - 1, second_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return "the consistency proof is longer than the trees are deep"
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        return "the consistency proof is shorter than the trees are deep"
+    if fr != first_root:
+        return f"the proof does not give the root signed at tree size {first_size}"
+    if sr != second_root:
+        return f"the proof does not give the root signed at tree size {second_size}"
+    return None
 
 
 def checkpoint_message(

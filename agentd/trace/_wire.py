@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from agentd.errors import AgentdError
 
-from ._sources import agent_may_write, agent_source, skew_problem
 from ._record import (
     _EXTENSION_KIND,
     _RESERIALIZE,
@@ -32,6 +31,7 @@ from ._record import (
     DecisionRecord,
     Lineage,
 )
+from ._sources import agent_may_write, agent_source, skew_problem
 
 __all__ = ["RecordRejected", "WireRecord", "check_wire_record", "parse_published"]
 

@@ -36,6 +36,7 @@ from agentd.config._models import (
     TlsConfig,
     ToolsConfig,
     TraceConfig,
+    WitnessConfig,
 )
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "GatewayConfig",
     "ToolsConfig",
     "TraceConfig",
+    "WitnessConfig",
     "CheckpointsConfig",
     "find_config",
     "load_config",

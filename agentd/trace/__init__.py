@@ -9,6 +9,7 @@ log's one writer, which its own `Recorder` shares. `agentd.trace.verifier` check
 nothing but the standard library and `cryptography`.
 """
 
+from ._anchor import WitnessEntry, check_witness_chain
 from ._config import DecisionLogConfig, apply_retention, open_decision_log
 from ._errors import DecisionLogDamaged, DecisionLogError
 from ._ingest import TraceIngest
@@ -25,7 +26,8 @@ from ._schema import Checkpoint
 from ._sources import AGENT_KINDS, DAEMON_SOURCE, agent_may_write, agent_source
 from ._verify import VerifyReport, verify_log
 from ._wire import RecordRejected, WireRecord, check_wire_record, parse_published
-from .verifier import ProofVerdict, verify_inclusion
+from ._witness import AnchorStore, FileWitness, StreamWitness, Witness, read_witness_file
+from .verifier import ProofVerdict, verify_consistency, verify_inclusion
 
 __all__ = [
     # records
@@ -68,6 +70,15 @@ __all__ = [
     "verifier_source",
     "verify_inclusion",
     "verify_log",
+    "verify_consistency",
+    # the anchor outside the file, and the witnesses
+    "AnchorStore",
+    "FileWitness",
+    "StreamWitness",
+    "Witness",
+    "WitnessEntry",
+    "check_witness_chain",
+    "read_witness_file",
     # keys
     "load_or_create_signing_key",
     "public_key_path",

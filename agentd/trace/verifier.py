@@ -58,6 +58,7 @@ __all__ = [
     "retention_message",
     "root_from_inclusion_path",
     "verify_consistency",
+    "verify_witness",
     "verify_checkpoint_signature",
     "verify_inclusion",
 ]
@@ -224,6 +225,69 @@ def verify_checkpoint_signature(
     return None
 
 
+def verify_witness(
+    entries: Sequence[dict[str, Any]],
+    public_keys: dict[str, Ed25519PublicKey],
+    log_id: str | None = None,
+) -> tuple[int | None, str] | None:
+    """Check checkpoints published outside the log on their own: each signed by a trusted key
+    (`public_keys` by key id), one log (`log_id` when given), and each RFC 6962 consistency
+    proof from the entry before it (entries `{"checkpoint", "previous_size", "consistency"}`,
+    in any order). Returns None when they hold, else (tree size of the first bad one, why).
+    """
+    try:
+        ordered = sorted(
+            entries,
+            key=lambda e: (int(e["checkpoint"]["tree_size"]), int(e["checkpoint"]["signed_at_us"])),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"a witness entry is malformed: {exc!r}"
+    previous: dict[str, Any] | None = None
+    for entry in ordered:
+        cp = entry["checkpoint"]
+        size = int(cp["tree_size"])
+        if log_id is not None and cp.get("log_id") != log_id:
+            return size, (
+                f"the witnessed checkpoint at tree size {size} is of log {cp.get('log_id')},"
+                f" not of this log ({log_id}): the file was replaced"
+            )
+        key = public_keys.get(str(cp.get("key_id")))
+        if key is None:
+            return size, (
+                f"the witnessed checkpoint at tree size {size} is signed by an untrusted key"
+                f" {cp.get('key_id')!r}"
+            )
+        failure = verify_checkpoint_signature(cp, str(cp.get("log_id")), key)
+        if failure is not None:
+            return size, f"witnessed checkpoint at tree size {size}: {failure}"
+        if previous is not None:
+            old = int(previous["tree_size"])
+            if old == size and previous["root"] != cp["root"]:
+                return size, (
+                    f"two checkpoints signed at tree size {size} with different roots: the log"
+                    " was rewritten and signed again"
+                )
+            if int(entry.get("previous_size") or 0) == old < size:
+                try:
+                    proof = [bytes.fromhex(h) for h in entry.get("consistency") or ()]
+                    failure = verify_consistency(
+                        old,
+                        size,
+                        bytes.fromhex(previous["root"]),
+                        bytes.fromhex(cp["root"]),
+                        proof,
+                    )
+                except (TypeError, ValueError) as exc:
+                    failure = f"malformed proof: {exc!r}"
+                if failure is not None:
+                    return size, (
+                        f"the checkpoint at tree size {size} is not consistent with the one at"
+                        f" {old}: {failure}"
+                    )
+        previous = cp
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ProofVerdict:
     """Outcome of checking one inclusion proof; `reason` says why it failed or what it showed."""
@@ -323,27 +387,41 @@ def verify_inclusion(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: verify a proof file; exit 0 when it verifies, 1 when not, 2 on bad usage."""
+    """Command line: verify a proof file (or a witness file); exit 0 when it verifies, 1 when
+    not, 2 on bad usage."""
     parser = argparse.ArgumentParser(
         prog="python -m agentd.trace.verifier",
-        description="Verify an agentd decision-log inclusion proof against its signed checkpoint.",
+        description="Verify an agentd decision-log inclusion proof against its signed checkpoint,"
+        " or a witness file of published checkpoints (--witness).",
     )
-    parser.add_argument("proof", type=Path, help="proof JSON file (agentctl audit prove ID)")
+    parser.add_argument("proof", type=Path, nargs="?", help="proof JSON (agentctl audit prove ID)")
     parser.add_argument(
         "--record", type=Path, help="file holding the exact record body to check instead"
     )
     parser.add_argument(
         "--public-key", help="pinned signer: a PEM file, or the key as 64 hex digits"
     )
+    parser.add_argument(
+        "--witness",
+        type=Path,
+        help="check a witness file (JSON lines of published checkpoints): signatures and the"
+        " consistency proofs between consecutive ones",
+    )
     args = parser.parse_args(argv)
+    if (args.proof is None) == (args.witness is None):
+        parser.error("give a proof file or --witness FILE")
     try:
-        proof_text = args.proof.read_text(encoding="utf-8")
-        record_text = args.record.read_bytes().rstrip(b"\r\n") if args.record else None
         pinned: Ed25519PublicKey | None = None
         if args.public_key:
             key_path = Path(args.public_key)
             key_data = key_path.read_bytes() if key_path.is_file() else args.public_key
             pinned = load_public_key(key_data)
+        if args.witness is not None:
+            lines = args.witness.read_text(encoding="utf-8").splitlines()
+            entries = [json.loads(line) for line in lines if line.strip()]
+            return _witness_main(entries, pinned)
+        proof_text = args.proof.read_text(encoding="utf-8")
+        record_text = args.record.read_bytes().rstrip(b"\r\n") if args.record else None
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -354,6 +432,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"OK: {verdict.reason}")
     if not verdict.key_pinned:
         print("warning: the signer's key was taken from the proof itself; pin it with --public-key")
+    return 0
+
+
+def _witness_main(entries: list[Any], pinned: Ed25519PublicKey | None) -> int:
+    if pinned is None:
+        print("error: --witness needs --public-key: a witness shows nothing without a pinned key")
+        return 2
+    if not all(isinstance(e, dict) and isinstance(e.get("checkpoint"), dict) for e in entries):
+        print("FAILED: a line of the witness file is not a witness entry")
+        return 1
+    bad = verify_witness(entries, {key_id(pinned): pinned})
+    if bad is not None:
+        print(f"FAILED at tree size {bad[0]}: {bad[1]}")
+        return 1
+    sizes = [int(e["checkpoint"]["tree_size"]) for e in entries]
+    print(
+        f"OK: {len(entries)} checkpoints up to tree size {max(sizes, default=0)} signed by key"
+        f" {key_id(pinned)}, each consistent with the one before"
+    )
     return 0
 
 

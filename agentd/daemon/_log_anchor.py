@@ -77,6 +77,7 @@ class LogAnchor:
             )
         # DecisionLogDamaged here stops the daemon: it must not sign over a rewritten log
         await self._writer.call(self._log.anchor, anchored)
+        self._writer.release()
         if anchored is not None:
             log.info(
                 "decision log extends the checkpoint published at tree size %d",

@@ -16,7 +16,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from agentd.trace import DAEMON_SOURCE, DecisionRecord, LogWriter, build_record
+from agentd.trace import (
+    DAEMON_SOURCE,
+    DecisionLogDamaged,
+    DecisionRecord,
+    LogWriter,
+    build_record,
+)
 
 __all__ = ["Recorder"]
 
@@ -69,6 +75,9 @@ class Recorder:
         batch, self._pending = self._pending, []
         try:
             await self.writer.append(batch)
+        except DecisionLogDamaged as exc:  # the log refuses to be extended: said once, plainly
+            log.error("%d decision records not written: %s", len(batch), exc)
+            return
         except Exception:
             log.exception("writing %d decision records failed", len(batch))
             return

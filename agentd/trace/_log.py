@@ -223,6 +223,11 @@ class DecisionLog:
         return self._state.latest
 
     @property
+    def held(self) -> bool:
+        """Signing waits for `anchor()` (an anchored log not checked yet)."""
+        return self._held
+
+    @property
     def unsigned(self) -> int:
         """Records appended since the latest checkpoint."""
         return self._state.frontier.size - self._state.checkpointed

@@ -116,7 +116,15 @@ class LogAnchor:
             return
         # rebuilt from the file: DecisionLogDamaged if it no longer gives both roots
         entry = await self._writer.call(self._log.witness_entry, previous, current)
-        await self._anchor.publish(entry)
+        try:
+            await self._anchor.publish(entry)
+        except nats.errors.Error as exc:  # the bus is down or closing: the next tick retries
+            log.warning(
+                "anchoring the checkpoint at tree size %d failed (tried again): %r",
+                current.tree_size,
+                exc,
+            )
+            return
         self._published = current
         self.published += 1
         for witness in self._witnesses:

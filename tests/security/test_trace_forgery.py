@@ -115,8 +115,11 @@ async def test_a_replica_cannot_claim_to_be_the_daemon(secure: DaemonProcess) ->
 
 
 async def test_every_stored_record_says_who_wrote_it(secure: DaemonProcess) -> None:
-    await publish(secure, [forged_body({"kind": "x.alpha.note"})])
+    note = forged_body({"kind": "x.alpha.note"})
+    await publish(secure, [note])
     notes = records_where(secure, "x.alpha.note", lambda r: True)
     assert notes and {r["source"] for r in notes} == {"agent:alpha"}
+    shown = secure.agentctl("trace", json.loads(note)["id"])
+    assert shown.returncode == 0 and "from agent:alpha" in shown.stdout, shown.stderr
     daemon_kinds = records_where(secure, "agent.spawned", lambda r: True)
     assert daemon_kinds and {r["source"] for r in daemon_kinds} == {"daemon"}

@@ -5,8 +5,12 @@ secrets and replaces large payloads by digests; the `DecisionLog` stores records
 SQLite, hash-chained, under signed RFC 6962 Merkle checkpoints, and answers the auditors'
 questions: `verify`, `prove`, `export`. Workers publish their records with a `TracePublisher`
 to `<prefix>.trace.<agent>`; the daemon's `TraceIngest` writes them through the `LogWriter`, the
-log's one writer, which its own `Recorder` shares. `agentd.trace.verifier` checks a proof with
-nothing but the standard library and `cryptography`.
+log's one writer, which its own `Recorder` shares; an agent may write only its runs and `x.*`
+records, and every record says its `source` (`_sources`). The log is anchored outside its file
+(`_anchor`, `_witness`): each signed checkpoint is published with an RFC 6962 consistency proof
+to the daemon's JetStream and to witnesses, the writer refuses to extend a file that does not
+give the last one, and `verify` checks the file against them. `agentd.trace.verifier` checks a
+proof or a witness file with nothing but the standard library and `cryptography`.
 """
 
 from ._anchor import WitnessEntry, check_witness_chain

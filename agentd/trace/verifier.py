@@ -5,6 +5,7 @@ copy this one file and check a proof without installing agentd::
 
     python verifier.py proof.json --public-key decision-log.key.pub
     python -m agentd.trace.verifier proof.json --public-key decision-log.key.pub
+    python verifier.py --witness agentd.jsonl --public-key decision-log.key.pub
 
 It also defines the formats the log writes, so the log and every verifier agree on one source:
 
@@ -19,6 +20,9 @@ It also defines the formats the log writes, so the log and every verifier agree 
   in integer microseconds since the epoch, one per line. Integers and hex only, so any language can
   rebuild the exact bytes.
 - **Key id**: the first 16 hex digits of SHA-256 over the raw 32-byte public key.
+- **Witness entry** (one JSON line of a witness file): `{"format": "agentd-witness/1",
+  "checkpoint": {...}, "previous_size": m, "consistency": [hex...]}`, the RFC 6962 / RFC 9162
+  consistency proof from the checkpoint published before it (tree size m) to this one.
 
 A proof is a JSON object: `{"version": 1, "log_id", "record_id", "record": "<body text>",
 "leaf_index", "tree_size", "audit_path": [hex...], "checkpoint": {...}, "public_key": hex}`. It

@@ -12,6 +12,7 @@ strings, a missing id) answers None and `parse_published` lets pydantic decide a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -216,15 +217,38 @@ def _check_owned(
 
 def _with_source(record: WireRecord, agent: str) -> WireRecord:
     """`record` with `source` = `agent:<agent>` in its body (inserted as its first field)."""
-    source = agent_source(agent)
-    if record.source is not None:
-        if record.source == source:
+    claimed = record.source
+    if claimed is not None:
+        if claimed == agent_source(agent):
             return record
-        raise RecordRejected(_other_source(record.source, source))
+        raise RecordRejected(_other_source(claimed, agent_source(agent)))
     text = record.body
+    prefix, source = _source_field(agent)
+    # the body is a JSON object: its first character is '{' unless whitespace precedes it
+    body = prefix + text[1:] if text[0] == "{" else _insert_after_brace(text, prefix)
+    return WireRecord(
+        record.id,
+        record.ts,
+        record.kind,
+        record.agent,
+        record.run_id,
+        record.conversation_id,
+        record.trace_id,
+        body,
+        source,
+    )
+
+
+def _insert_after_brace(text: str, prefix: str) -> str:
     start = text.find("{")
-    body = text[: start + 1] + f'"source":{json.dumps(source)},' + text[start + 1 :]
-    return record._replace(body=body, source=source)
+    return text[:start] + prefix + text[start + 1 :]
+
+
+@functools.lru_cache(maxsize=4096)
+def _source_field(agent: str) -> tuple[str, str]:
+    """('{"source":"agent:<agent>",', 'agent:<agent>'): built once per agent."""
+    source = agent_source(agent)
+    return '{"source":' + json.dumps(source) + ",", source
 
 
 def _other_source(claimed: str, source: str) -> str:

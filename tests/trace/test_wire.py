@@ -137,3 +137,11 @@ def test_the_pydantic_path_still_refuses_what_the_fast_path_declines() -> None:
     assert check_wire_record(text) is None
     with pytest.raises(ValidationError):
         DecisionRecord.from_wire(text)
+
+
+def test_the_source_goes_after_the_opening_brace_even_after_whitespace() -> None:
+    body = " \n" + make_record(5, agent="echo", kind="run.finished").body_json()
+    checked = parse_published("echo", body.encode())
+    assert isinstance(checked, WireRecord)
+    assert checked.body.startswith(' \n{"source":"agent:echo",')
+    assert DecisionRecord.from_body(checked.body).source == "agent:echo"

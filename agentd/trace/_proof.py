@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from . import verifier as verifier_module
 from ._errors import DecisionLogDamaged, DecisionLogError
-from ._merkle import consistency_path, inclusion_path
+from ._merkle import MerkleFrontier, consistency_path, inclusion_path
 from ._replay import replay_leaves, start_state
 from ._schema import Checkpoint, load_checkpoints, load_retention
 from .verifier import (
@@ -33,6 +33,7 @@ __all__ = [
     "InclusionProof",
     "build_consistency_proof",
     "build_inclusion_proof",
+    "checked_consistency",
     "verifier_source",
 ]
 
@@ -135,8 +136,9 @@ def build_consistency_proof(
     public_key: Ed25519PublicKey,
     old: Checkpoint,
     new: Checkpoint,
-) -> list[bytes]:
-    """RFC 6962 consistency proof from checkpoint `old` to `new`, from the stored records.
+) -> tuple[list[bytes], MerkleFrontier]:
+    """RFC 6962 consistency proof from checkpoint `old` to `new`, from the stored records, and
+    the Merkle frontier at `new`.
 
     Raises DecisionLogDamaged when the records no longer give `old`'s root (then the log does
     not extend the checkpoint it signed) or `new`'s.
@@ -158,6 +160,21 @@ def build_consistency_proof(
             f" {old.tree_size}: the file was rewritten after it was signed",
             seq=base + 1,
         )
+    return checked_consistency(frontier, leaves, old, new), _extended(frontier, leaves)
+
+
+def _extended(frontier: MerkleFrontier, leaves: list[bytes]) -> MerkleFrontier:
+    grown = frontier.copy()
+    for leaf in leaves:
+        grown.append(leaf)
+    return grown
+
+
+def checked_consistency(
+    frontier: MerkleFrontier, leaves: list[bytes], old: Checkpoint, new: Checkpoint
+) -> list[bytes]:
+    """The consistency proof from `old` (whose frontier is `frontier`) to `new` (`leaves`
+    appended), checked against both signed roots: DecisionLogDamaged if it does not join them."""
     proof = consistency_path(frontier, leaves)
     failure = verify_consistency(
         old.tree_size, new.tree_size, bytes.fromhex(old.root), bytes.fromhex(new.root), proof

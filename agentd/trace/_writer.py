@@ -50,6 +50,10 @@ class ChainState:
     block_keys: set[int]
     latest: Checkpoint | None = None
     """The last checkpoint signed (or found on open)."""
+    leaves: list[bytes] | None = None
+    """Leaf hashes appended after tree size `leaves_base`, kept (when not None) so that the
+    consistency proof of the next published checkpoint needs no reread of the file."""
+    leaves_base: int = 0
 
 
 def rollback(conn: sqlite3.Connection) -> None:
@@ -99,6 +103,8 @@ def write_batch(
         sha256 = hashlib.sha256
         crc32 = zlib.crc32
         append_leaf = frontier.append
+        new_leaves: list[bytes] = []
+        keep_leaf = new_leaves.append
         add_key = block_keys.add
         size = frontier.size
         for record_id, record in unique.items():
@@ -108,6 +114,7 @@ def write_batch(
             leaf = sha256(b"\x00" + body.encode("utf-8")).digest()
             chain = sha256(chain + leaf).digest()
             append_leaf(leaf)
+            keep_leaf(leaf)
             size += 1
             # the block filter's digests (`record_key_digests`, inlined: this loop is hot)
             run_id, conversation_id, trace_id = (
@@ -156,6 +163,8 @@ def write_batch(
     state.frontier, state.chain, state.checkpointed = frontier, chain, checkpointed
     state.latest = latest
     state.block_keys = block_keys
+    if state.leaves is not None:
+        state.leaves.extend(new_leaves)
     return len(rows), duplicates
 
 

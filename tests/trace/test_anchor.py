@@ -269,3 +269,34 @@ def test_the_standalone_verifier_checks_a_witness_file(
     path.write_text("\n".join(lines) + "\n")
     assert verifier_main(["--witness", str(path), "--public-key", key]) == 1
     assert "tree size 30" in capsys.readouterr().out
+
+
+def test_proofs_from_the_writers_kept_leaves_equal_those_rebuilt_from_the_file(
+    state_dir: Path,
+) -> None:
+    state_dir.mkdir()
+    log = DecisionLog(
+        state_dir / "decisions.db",
+        signing_key_path=state_dir / "decision-log.key",
+        checkpoint_every=7,
+        anchored=True,
+    )
+    log.anchor(None)
+    kept: list[WitnessEntry] = []
+    for lo in range(0, 60, 4):
+        log.append_batch([make_record(i) for i in range(lo, lo + 4)])
+        current, previous = log.last_checkpoint, kept[-1].checkpoint if kept else None
+        if current is not None and (previous is None or current.tree_size > previous.tree_size):
+            kept.append(log.witness_entry(previous, current))
+    log.close()
+    keys = {key_id(log.public_key): log.public_key}
+    assert len(kept) >= 6 and check_witness_chain(kept, keys, log.log_id) is None
+    reopened = DecisionLog(
+        state_dir / "decisions.db", signing_key_path=state_dir / "decision-log.key"
+    )
+    try:  # not anchored: every proof is rebuilt from the file
+        for before, entry in zip(kept, kept[1:], strict=False):
+            rebuilt = reopened.witness_entry(before.checkpoint, entry.checkpoint)
+            assert rebuilt == entry
+    finally:
+        reopened.close()

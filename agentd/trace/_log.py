@@ -44,13 +44,7 @@ from ._anchor import WitnessEntry, check_log_extends
 from ._errors import DecisionLogDamaged, DecisionLogError
 from ._keyindex import BLOCK_SIZE, record_key_digests
 from ._keys import load_or_create_signing_key
-from ._merkle import MerkleFrontier
-from ._proof import (
-    InclusionProof,
-    build_consistency_proof,
-    build_inclusion_proof,
-    checked_consistency,
-)
+from ._proof import InclusionProof, build_inclusion_proof
 from ._query import LoggedRecord, export_lines, find_records, get_record
 from ._record import DecisionRecord
 from ._redact import Redactor
@@ -65,13 +59,13 @@ from ._schema import (
 )
 from ._verify import VerifyReport, verify_log
 from ._wire import WireRecord
+from ._witness_proofs import WitnessProofs
 from ._writer import ChainState, rollback, sign_checkpoint, write_batch
 from .verifier import key_id
 
 __all__ = ["AppendResult", "DecisionLog"]
 
 _NEVER = 1 << 62  # checkpoint_every while signing is held
-_MAX_KEPT_LEAVES = 1 << 17  # 4 MiB of leaf hashes waiting for the next published checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +106,10 @@ class DecisionLog:
         # kept outside it (or `anchor(None)` said there is none yet)
         self._held = anchored
         self._refusal: DecisionLogDamaged | None = None
-        self._published: MerkleFrontier | None = None  # the frontier at the last published size
         self._conn = connect(self.path, synchronous=synchronous)
         try:
             self.log_id = create_schema(self._conn, uuid.uuid4().hex)
+            self._proofs = WitnessProofs(self.path, self.log_id, self.public_key)
             self._state = self._load_state()
         except BaseException:
             self._conn.close()
@@ -272,66 +266,12 @@ class DecisionLog:
             self._state.leaves, self._state.leaves_base = [], self._state.frontier.size
 
     def witness_entry(self, previous: Checkpoint | None, current: Checkpoint) -> WitnessEntry:
-        """`current` with the consistency proof from `previous` (both signed by this log).
-
-        Built from the leaves the writer kept since `previous` when it has them, else rebuilt
-        from the records in the file: DecisionLogDamaged if they no longer give both roots (the
-        file was rewritten since they were signed).
-        """
-        if previous is None or previous.tree_size in (0, current.tree_size):
-            entry = WitnessEntry(current, 0 if previous is None else previous.tree_size)
-            self._published_at(current, None)
-            return entry
-        old, new = previous.tree_size, current.tree_size
+        """`current` with the consistency proof from `previous` (both signed by this log), for
+        publishing; see `WitnessProofs` (DecisionLogDamaged if the records no longer give both
+        roots)."""
         with self._lock:
-            state, base = self._state, self._published
-            kept = state.leaves
-            if base is not None and base.size == old and kept is not None:
-                start = old - state.leaves_base
-                if start >= 0 and len(kept) >= new - state.leaves_base:
-                    leaves = kept[start : new - state.leaves_base]
-                    proof = checked_consistency(base, leaves, previous, current)
-                    self._published = self._stored_frontier(current) or _grown(base, leaves)
-                    self._trim_leaves(new)
-                    return WitnessEntry(current, old, tuple(proof))
-        reader = connect(self.path, read_only=True)
-        try:
-            reader.execute("BEGIN")
-            proof, frontier = build_consistency_proof(
-                reader, self.log_id, self.public_key, previous, current
-            )
-        finally:
-            reader.close()
-        self._published_at(current, frontier)
-        return WitnessEntry(current, old, tuple(proof))
-
-    def _stored_frontier(self, cp: Checkpoint) -> MerkleFrontier | None:
-        """The frontier stored with checkpoint `cp`, if it gives the signed root."""
-        row = self._conn.execute(
-            "SELECT frontier FROM checkpoints WHERE tree_size = ?", (cp.tree_size,)
-        ).fetchone()
-        try:
-            frontier = None if row is None else MerkleFrontier.decode(cp.tree_size, row[0])
-        except ValueError:
-            return None
-        return frontier if frontier is not None and frontier.root().hex() == cp.root else None
-
-    def _published_at(self, current: Checkpoint, frontier: MerkleFrontier | None) -> None:
-        with self._lock:
-            self._published = frontier
-            self._trim_leaves(current.tree_size)
-
-    def _trim_leaves(self, size: int) -> None:
-        """Drop kept leaves up to `size`; stop keeping them past a bound (publishing stalls)."""
-        state = self._state
-        if state.leaves is None:
-            return
-        if state.leaves_base <= size:
-            del state.leaves[: size - state.leaves_base]
-            state.leaves_base = size
-        if len(state.leaves) > _MAX_KEPT_LEAVES:  # the next proof rereads the file instead
-            state.leaves, state.leaves_base = [], state.frontier.size
-            self._published = None
+            self._check_open()
+            return self._proofs.entry(self._conn, self._state, previous, current)
 
     def _sign(self, message: bytes) -> tuple[str, str]:
         return self._key.sign(message).hex(), self.key_id
@@ -473,9 +413,3 @@ class DecisionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise DecisionLogError(f"the decision log {self.path} is closed")
-
-
-def _grown(frontier: MerkleFrontier, leaves: Sequence[bytes]) -> MerkleFrontier:
-    for leaf in leaves:
-        frontier.append(leaf)
-    return frontier

@@ -20,7 +20,9 @@ import anyio
 import nats
 import pytest
 
-from agentd.trace import read_public_key, verify_log
+from agentd.bus import Subjects
+from agentd.config import ClusterConfig
+from agentd.trace import StreamWitness, read_public_key, verify_log
 from agentd.trace.verifier import leaf_hash
 from tests.harness import DaemonProcess, running_daemon, write_config
 
@@ -34,7 +36,7 @@ def anchored_config(root: Path, *, anchor: bool = True) -> Path:
     trace = (
         f"[trace]\ncheckpoint_every = 10\ncheckpoint_interval_s = 0.3\n"
         f"anchor = {json.dumps(anchor)}\n"
-        + (f'[trace.witness]\nfile = "{witness}"\n' if anchor else "")
+        + (f'[trace.witness]\nfile = "{witness}"\nstream = true\n' if anchor else "")
     )
     return write_config(root, enabled=[], extra=trace)
 
@@ -49,6 +51,15 @@ async def publish_notes(daemon: DaemonProcess, count: int, first: int = 0) -> No
             await js.publish(
                 "agentd.trace.echo", json.dumps({**body, "reason": f"paid {i}"}).encode()
             )
+    finally:
+        await nc.close()
+
+
+async def stream_entries(daemon: DaemonProcess) -> list[int]:
+    nc = await nats.connect(daemon.url, **daemon.nats_options())
+    try:
+        witness = StreamWitness(nc.jetstream(), Subjects(), ClusterConfig().node)
+        return [e.checkpoint.tree_size for e in await witness.entries()]
     finally:
         await nc.close()
 
@@ -183,6 +194,9 @@ def test_online_verify_names_a_record_rewritten_under_a_running_daemon(tmp_path:
         daemon.wait_ready()
         write_and_stop(daemon, witness, stop=False)
         db = daemon.state_dir / "decisions.db"
+        # the stream witness holds what the file witness holds
+        in_stream = anyio.run(stream_entries, daemon)
+        assert sorted(in_stream) == witnessed_sizes(witness)
         seq, record_id = target(db, witnessed_sizes(witness))
         rewrite(db, seq)
         report = daemon.agentctl("audit", "verify")

@@ -132,7 +132,8 @@ def check_log_extends(
     if anchor.log_id != log_id:
         raise DecisionLogDamaged(
             f"{where} is of log {anchor.log_id}, but this file is log {log_id}: the decision"
-            " log file was replaced"
+            " log file was replaced (or another daemon with the same [cluster].node anchors its"
+            " log in this NATS: give each its own node name)"
         )
     failure = verify_checkpoint_signature(anchor.to_json_object(), log_id, public_key)
     if failure is not None:

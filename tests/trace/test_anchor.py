@@ -300,3 +300,26 @@ def test_proofs_from_the_writers_kept_leaves_equal_those_rebuilt_from_the_file(
             assert rebuilt == entry
     finally:
         reopened.close()
+
+
+def test_a_truncated_or_replaced_file_is_refused_at_the_anchor(
+    open_log: LogFactory, state_dir: Path, tmp_path: Path
+) -> None:
+    log, entries = written(open_log)
+    log.close()
+    db = state_dir / "decisions.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DELETE FROM records WHERE seq > 25")
+    conn.execute("DELETE FROM checkpoints WHERE tree_size > 25")
+    conn.close()
+    key = state_dir / "decision-log.key"
+    truncated = DecisionLog(db, signing_key_path=key, anchored=True)
+    with pytest.raises(DecisionLogDamaged, match=r"records 26\.\.40 are missing .* truncated"):
+        truncated.anchor(entries[-1].checkpoint)
+    truncated.close()
+    other = DecisionLog(tmp_path / "new.db", signing_key_path=key, anchored=True)
+    with pytest.raises(DecisionLogDamaged, match="the decision log file was replaced"):
+        other.anchor(entries[-1].checkpoint)
+    other.close()

@@ -146,7 +146,7 @@ class Services:
                 self.config, js, self.subjects, recorder.writer, self.state_dir
             )
             await tg.start(self.anchor.run)
-            self.step("anchor", "decision log anchored")
+            self.step("anchor", "decision log anchored")  # `agentctl status` shows it
         # before any replica starts: workers publish their records to the trace stream
         self.ingest = TraceIngest(
             nc,

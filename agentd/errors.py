@@ -70,10 +70,12 @@ class PolicyDenied(AgentdError):
 
 
 class RateLimited(AgentdError):
-    """A rate limit or budget is spent; retry after `retry_after_s` seconds."""
+    """A rate limit or budget is spent; retry after `retry_after_s` seconds. `rule` names the
+    limit that refused (`limits.toml:LINE`) when one did."""
 
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
+    def __init__(self, message: str, *, retry_after_s: float, rule: str | None = None) -> None:
         self.retry_after_s = retry_after_s
+        self.rule = rule
         super().__init__(message)
 
 

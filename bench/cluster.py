@@ -117,7 +117,7 @@ async def routed_throughput(url: str) -> float:
         if replies >= MESSAGES:
             done.set()
 
-    await nc.subscribe("agentd.reply.bench.*", cb=on_reply)
+    await nc.subscribe("agentd.reply.ctl.bench.*", cb=on_reply)
     started = time.monotonic()
     for i in range(MESSAGES):
         message = Message.model_validate(
@@ -125,7 +125,7 @@ async def routed_throughput(url: str) -> float:
                 "from": "bench",
                 "to": "echo",
                 "payload": {"i": i},
-                "reply_to": f"agentd.reply.bench.{i}",
+                "reply_to": f"agentd.reply.ctl.bench.{i}",
             }
         )
         await nc.publish("agentd.out.bench.echo", message.to_json())

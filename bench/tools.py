@@ -106,7 +106,8 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
             registry=ToolRegistry.load(tools_dir),
             allowed_tools=lambda agent: ["bench.echo", "bench.echo_sync", "bench.nope"],
             record=lambda kind, **fields: records.append(kind),
-            config=ToolsConfig(),
+            # 64 calls in flight from one agent: the running-call bounds must not refuse them
+            config=ToolsConfig(max_running_per_agent=64, max_running_per_tool=64),
         )
         body = {"args": {"text": "hello", "n": 1}, "message_id": "m", "run_id": "r"}
         raw = json.dumps(body).encode()

@@ -351,12 +351,12 @@ async def send_and_collect(
             if expected <= set(results):
                 done.set()
 
-        sub = await ctl.nc.subscribe(f"agentd.reply.t{batch}.*", cb=on_reply)
+        sub = await ctl.nc.subscribe(f"agentd.reply.ctl.t{batch}.*", cb=on_reply)
         for i, payload in enumerate(payloads):
             args: dict[str, Any] = {
                 "to": agent,
                 "payload": payload,
-                "reply_to": f"agentd.reply.t{batch}.{i}",
+                "reply_to": f"agentd.reply.ctl.t{batch}.{i}",
                 "id": f"{batch}-{i}",
             }
             if conversations:

@@ -4,6 +4,12 @@ The file is $AGENTD_LOANS_DB, else <state dir>/tools/loans.sqlite (state dir fro
 $AGENTD_STATE_DIR, else .agentd); it is created with a few rows on first use. Queries run on a
 read-only connection, so even a write that got past policy (constraints.toml allows one
 SELECT/WITH statement) fails here too.
+
+A query is work its caller shapes (a recursive CTE can run forever), so the tool runs in a
+child process killed at its deadline (`isolated=True`), and the query itself stops at the
+deadline: SQLite's progress handler checks it every few thousand VM steps, and the gateway's
+cancel interrupts the connection from another thread. Either alone stops it, in the daemon too
+(`[tools.overrides."sql.query"] isolated = false`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from agentd.tools import tool
+from agentd.errors import ToolError
+from agentd.tools import call_deadline, tool
 
 MAX_ROWS = 1000
+# SQLite VM instructions between two looks at the deadline (about a millisecond of work)
+CHECK_EVERY = 10_000
 _SEED = [
     ("A-1001", "Grace Hopper", 60000.0, "approved"),
     ("A-1002", "Alan Turing", 12000.0, "pending"),
@@ -44,17 +53,25 @@ def _ensure(path: Path) -> None:
     db.close()
 
 
-@tool("sql.query", timeout_s=10)
+@tool("sql.query", timeout_s=10, isolated=True, max_running=4)
 def sql_query(
     query: Annotated[str, Field(description="one SELECT (or WITH ... SELECT) statement")],
 ) -> list[dict[str, Any]]:
     """Rows of a read-only query on the loan applications table (at most 1,000)."""
     path = database_path()
     _ensure(path)
+    deadline = call_deadline()
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         db.row_factory = sqlite3.Row
-        rows = db.execute(query).fetchmany(MAX_ROWS)
+        # a non-zero answer aborts the statement ("interrupted")
+        db.set_progress_handler(deadline.expired, CHECK_EVERY)
+        with deadline.on_cancel(db.interrupt):
+            rows = db.execute(query).fetchmany(MAX_ROWS)
         return [dict(row) for row in rows]
+    except sqlite3.OperationalError as exc:
+        if deadline.expired():
+            raise ToolError("sql.query: the query ran past its deadline and was stopped") from None
+        raise ToolError(f"sql.query: {exc}") from None
     finally:
         db.close()

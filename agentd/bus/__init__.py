@@ -12,6 +12,8 @@ from agentd.bus._embedded import (
     nats_server_config,
     wait_until_listening,
 )
+from agentd.bus._jetstream import jetstream
+from agentd.bus._json import MAX_JSON_DEPTH, BoundedJSONError, json_depth, loads_bounded
 from agentd.bus._message import Message, RunResult, jsonable, new_id
 from agentd.bus._serve import serve_each
 from agentd.bus._streams import (
@@ -30,11 +32,16 @@ __all__ = [
     "Subjects",
     "write_private",
     # envelopes
+    "BoundedJSONError",
+    "MAX_JSON_DEPTH",
+    "json_depth",
+    "loads_bounded",
     "Message",
     "RunResult",
     "jsonable",
     "new_id",
     # JetStream
+    "jetstream",
     "ensure_inbox_consumer",
     "ensure_streams",
     "ensure_trace_consumer",

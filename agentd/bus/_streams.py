@@ -59,18 +59,29 @@ async def ensure_streams(
             await js.add_stream(config)
         else:
             await js.update_stream(config)
-    await js.create_key_value(
-        KeyValueConfig(
-            bucket=subjects.runs_bucket,
-            description="finished runs by message id",
-            # longer than any redelivery can arrive: the inbox's own retention
-            ttl=cfg.max_age_s,
-            max_value_size=2 << 20,
-            storage=StorageType.FILE,
-            direct=True,
-            replicas=replicas,
+    ledger_stream = f"KV_{subjects.runs_bucket}"
+    try:
+        ledger = (await js.stream_info(ledger_stream)).config
+    except NotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=subjects.runs_bucket,
+                description="finished runs by message id",
+                # longer than any redelivery can arrive: the inbox's own retention
+                ttl=cfg.max_age_s,
+                max_value_size=2 << 20,
+                storage=StorageType.FILE,
+                direct=True,
+                replicas=replicas,
+            )
         )
-    )
+        ledger = (await js.stream_info(ledger_stream)).config
+    # replicas write their own keys of this bucket; a `Nats-Rollup: all` header on such a
+    # write would purge every agent's entries. Nothing here needs rollups (no KV purge).
+    if ledger.allow_rollup_hdrs or ledger.max_age != cfg.max_age_s:
+        ledger.allow_rollup_hdrs = False
+        ledger.max_age = cfg.max_age_s
+        await js.update_stream(ledger)
 
 
 async def ensure_inbox_consumer(

@@ -43,9 +43,30 @@ class Subjects:
     def dead_letter_all(self) -> str:
         return f"{self.prefix}.dlq.>"
 
+    # a replica gives up on one of its inbox messages: the daemon copies it into the dead-letter
+    # stream (request/reply); only the daemon writes `dlq`
+    def dead_letter_request(self, agent: str) -> str:
+        return f"{self.prefix}.dead.{agent}"
+
+    @property
+    def dead_letter_request_all(self) -> str:
+        return f"{self.prefix}.dead.*"
+
     # replies to a sender that asked for one (ask, send --wait)
     def reply(self, owner: str, token: str) -> str:
         return f"{self.prefix}.reply.{owner}.{token}"
+
+    @property
+    def reply_all(self) -> str:
+        return f"{self.prefix}.reply.>"
+
+    # the owner token of operators' replies (`agentctl send --wait`)
+    operator_reply_owner = "ctl"
+
+    def delivered(self, owner: str, token: str) -> str:
+        """Where the daemon relays a reply to `owner` (with NATS accounts, a reply published
+        in the answerer's account reaches the asker's account only through the daemon)."""
+        return f"{self.prefix}.deliver.{owner}.{token}"
 
     # replica liveness: core NATS, not stored
     def heartbeat(self, agent: str) -> str:

@@ -209,7 +209,7 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
     if args.command == "send" and not args.wait:
         result = await ctl.call("send", request)
         return result if args.json else f"sent {result['message_id']} to {result['to']}"
-    reply_subject = ctl.subjects.reply("ctl", new_id())
+    reply_subject = ctl.subjects.reply(ctl.subjects.operator_reply_owner, new_id())
     sub = await ctl.nc.subscribe(reply_subject, max_msgs=1)
     request["reply_to"] = reply_subject
     sent = await ctl.call("send", request)
@@ -290,6 +290,8 @@ async def _operators(ctl: ControlClient, args: argparse.Namespace) -> Any:
         if args.role:
             request["role"] = args.role
         result = await ctl.call("operators.add", request)
+        if result.get("warning"):
+            print(f"warning: {result['warning']}", file=sys.stderr)
         if args.json:
             return result
         return f"credentials for operator {result['operator']}: {result['creds']}"

@@ -34,10 +34,12 @@ from agentd.config._models import (
     PoolAutoscaleConfig,
     PoolReplicasConfig,
     TlsConfig,
+    ToolOverride,
     ToolsConfig,
     TraceConfig,
     WitnessConfig,
 )
+from agentd.config._names import RESERVED_NAMES, reserved_name_problem
 
 __all__ = [
     # agentd.toml
@@ -62,6 +64,7 @@ __all__ = [
     "PoolReplicasConfig",
     "TlsConfig",
     "GatewayConfig",
+    "ToolOverride",
     "ToolsConfig",
     "TraceConfig",
     "WitnessConfig",
@@ -69,6 +72,8 @@ __all__ = [
     "find_config",
     "load_config",
     # agent specs
+    "RESERVED_NAMES",
+    "reserved_name_problem",
     "AgentSpec",
     "LoadedAgent",
     "ReplicaBounds",

@@ -12,9 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentd.config._errors import describe_validation_error
+from agentd.config._names import reserved_name_problem
 from agentd.errors import SpecError
 
 __all__ = ["AgentSpec", "LoadedAgent", "ReplicaBounds", "RestartSpec", "load_agent", "load_agents"]
@@ -57,6 +58,15 @@ class AgentSpec(_Section):
     """The contents of one agent.toml."""
 
     name: str = Field(pattern=AGENT_NAME.pattern)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        problem = reserved_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
     description: str = ""
     graph: str = Field(pattern=_GRAPH_REF.pattern, description="module:attr in the agent folder")
     model_pool: str | None = None

@@ -277,14 +277,31 @@ class PolicyConfig(_Section):
     dir: Path = Path("policies")
 
 
+class ToolOverride(_Section):
+    """[tools.overrides."<tool>"]: what the operator says about one tool, over its declaration."""
+
+    timeout_s: float | None = Field(None, gt=0)
+    max_running: int | None = Field(None, ge=1)
+    isolated: bool | None = None
+    """true: each call in a child process killed at its deadline; false: in the daemon."""
+
+
 class ToolsConfig(_Section):
-    """[tools]: the tool gateway and the tools it runs for agents."""
+    """[tools]: the tool gateway and the tools it runs for agents.
+
+    Calls running at once are bounded per agent (all tools) and per tool (all agents; a tool's
+    `max_running` replaces the default); a call over a bound is refused (`rate_limited`,
+    retryable), never queued.
+    """
 
     dir: Path = Path("tools")
     call_timeout_s: float = Field(30.0, gt=0)
     approval_timeout_s: float = Field(300.0, gt=0)
     approval_ttl_s: float = Field(600.0, gt=0)
     results_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    max_running_per_agent: int = Field(16, ge=1)
+    max_running_per_tool: int = Field(32, ge=1)
+    overrides: dict[str, ToolOverride] = {}
 
 
 class MetricsConfig(_Section):
@@ -320,13 +337,16 @@ class GatewayConfig(_Section):
     `port` 0 (the default) takes a free port: the daemon's own replicas are told the URL; set a
     fixed port for clients outside the daemon. Token budgets apply per agent and pool:
     `budget_tokens` per `budget_window_s` (refilled continuously), `budgets` overrides it for
-    "agent/pool" keys; None means no budget.
+    "agent/pool" keys; None means no budget. A call reserves the most it may generate: its
+    sequences (prompts x max(n, best_of)) x max_tokens, `default_max_tokens` when it names none;
+    more than `max_sequences_per_call` sequences is refused (400).
     """
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
     default_max_tokens: int = Field(512, ge=1)
+    max_sequences_per_call: int = Field(64, ge=1)
     budget_tokens: int | None = Field(None, ge=1)
     budget_window_s: float = Field(60.0, gt=0)
     budgets: dict[str, int] = {}

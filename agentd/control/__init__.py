@@ -3,6 +3,7 @@
 from agentd.control._plane import Authenticator, Authorizer, ControlPlane, Handler
 from agentd.control._protocol import (
     PROTOCOL_VERSION,
+    READ_ONLY_VERBS,
     ControlRequest,
     decode_reply,
     decode_request,
@@ -13,6 +14,7 @@ from agentd.control._protocol import (
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "READ_ONLY_VERBS",
     "Authenticator",
     "Authorizer",
     "ControlPlane",

@@ -12,10 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from agentd.bus import BoundedJSONError, loads_bounded
 from agentd.errors import ControlError
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "READ_ONLY_VERBS",
     "ControlRequest",
     "decode_reply",
     "decode_request",
@@ -26,6 +28,16 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20
+# Verbs that only look: a replay of a signed request for one of these (within the signature's
+# time window) changes nothing, so the daemon does not spend its nonce cache on them. Every other
+# verb, including any added later, is state-changing: its nonce is accepted once.
+READ_ONLY_VERBS: frozenset[str] = frozenset(
+    {
+        "agents", "approvals", "audit.export", "audit.prove", "audit.verify", "config",
+        "dlq.list", "logs", "models", "nodes", "policy.explain", "policy.test", "ps", "runs",
+        "status", "trace",
+    }
+)  # fmt: skip
 
 
 class ControlRequest(BaseModel):
@@ -47,9 +59,9 @@ def decode_request(data: bytes) -> ControlRequest:
     if not data.strip():
         return ControlRequest()
     try:
-        raw = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ControlError("bad_request", f"request is not valid JSON: {exc}") from None
+        raw = loads_bounded(data, what="request", max_bytes=MAX_REQUEST_BYTES)
+    except BoundedJSONError as exc:
+        raise ControlError("bad_request", str(exc)) from None
     if not isinstance(raw, dict):
         raise ControlError("bad_request", "request must be a JSON object")
     try:

@@ -12,7 +12,7 @@ of the log); verification and views are not.
 
 from __future__ import annotations
 
-import json
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,7 +31,7 @@ from agentd.audit import (
     open_reader,
     run_of_message,
 )
-from agentd.bus import Subjects
+from agentd.bus import BoundedJSONError, Subjects, loads_bounded
 from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.errors import ControlError
@@ -39,6 +39,8 @@ from agentd.router import DeadLetters
 from agentd.trace import DecisionLog, DecisionRecord, WitnessEntry, public_key_path
 
 __all__ = ["AuditVerbs"]
+
+log = logging.getLogger("agentd.audit")
 
 MAX_TRACE_RECORDS = 5000
 # a page stays well under NATS's default 1 MiB payload limit, JSON escaping included
@@ -259,6 +261,14 @@ class AuditVerbs:
                 entry = await self._ledger.get(f"run.{agent}.{message_id}")
             except KeyNotFoundError:
                 continue
-            if entry.value:
-                entries[message_id] = json.loads(entry.value)
+            if not entry.value:
+                continue
+            # the ledger's run keys are written by the agent's own replicas: untrusted input
+            try:
+                value = loads_bounded(entry.value, what="a run-ledger entry", max_bytes=1 << 20)
+            except BoundedJSONError as exc:
+                log.warning("run %s of %s: %s", message_id, agent, exc)
+                continue
+            if isinstance(value, dict):
+                entries[message_id] = value
         return entries

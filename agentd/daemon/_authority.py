@@ -48,6 +48,31 @@ class Authority:
             decision.effect == "allow", decision.rule, decision.reason, decision.policy_version
         )
 
+    def roles_of(self, subject: str) -> tuple[str, ...]:
+        """The roles policy.csv gives `subject`, directly or through other roles."""
+        if self.point is None:
+            return ()
+        return tuple(s for s in self.point.policy.access.subjects_of(subject) if s != subject)
+
+    def refuse_verb(self, operator: str, verb: str, answer: HookDecision, reason: str) -> None:
+        """Record and raise a refusal of control verb `verb` decided outside policy.csv."""
+        if self.record is not None:
+            self.record(
+                "control.command",
+                operator=operator,
+                decision="denied",
+                rule=answer.rule,
+                reason=reason,
+                verb=verb,
+                lineage={"policy_version": answer.policy_version},
+            )
+        raise ControlError(
+            "forbidden",
+            f"operator {operator!r} may not use {verb!r}: {reason}",
+            rule=answer.rule,
+            policy_version=answer.policy_version,
+        )
+
     def authorize_verb(self, operator: str, verb: str) -> HookDecision:
         """May `operator` use control verb `verb`? Raises ControlError("forbidden") if not."""
         answer = self.check(f"operator:{operator}", f"ctl:{verb}", verb)

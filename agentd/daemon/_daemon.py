@@ -39,6 +39,8 @@ __all__ = ["Daemon"]
 
 log = logging.getLogger("agentd.daemon")
 
+DAEMON_UMASK = 0o077
+
 
 class Daemon:
     """The agentd process: one root task group holding every service."""
@@ -266,6 +268,10 @@ def _unwrap_damaged() -> Iterator[None]:
 
 def run_daemon(loaded: LoadedConfig, *, log_format: str | None = None) -> int:
     """Entry point used by `agentd run`."""
+    # Everything the daemon writes (decision log, checkpoints, logs, tool data such as the
+    # loan ledger, state) is for its own user, whatever umask the caller had; its children
+    # inherit this. Files meant for others (the log's public key) set their mode explicitly.
+    os.umask(DAEMON_UMASK)
     cfg = loaded.config.daemon
     setup_logging(cfg.log_level, log_format or cfg.log_format)
     daemon = Daemon(loaded)

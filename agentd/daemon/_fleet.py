@@ -302,6 +302,7 @@ class AgentFleet:
         restart policy, and after max_restarts the agent is marked failed."""
         policy = record.agent.spec.restart
         record.replicas.add(replica)
+        self.heartbeats.expect(replica)
         creds = None
         if self._issue_credentials is not None:
             creds = await self._issue_credentials(record.name)
@@ -318,6 +319,7 @@ class AgentFleet:
             )
             return
         record.replicas.discard(replica)
+        self.heartbeats.forget(replica)
         if self._llm is not None:
             self._llm.revoke(replica)
         record.state = "failed"

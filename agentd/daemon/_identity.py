@@ -20,7 +20,7 @@ from nats.js.errors import NotFoundError
 from agentd.api import RegistrationService
 from agentd.bus import Credentials, Subjects, ensure_inbox_consumer
 from agentd.config import Config
-from agentd.control import ControlPlane, ControlRequest
+from agentd.control import READ_ONLY_VERBS, ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._recorder import Recorder
@@ -28,6 +28,7 @@ from agentd.errors import ControlError
 from agentd.identity import (
     IdentityBook,
     MemoryTokenBook,
+    NonceCache,
     ServerAuth,
     TokenBook,
     client_ssl_context,
@@ -54,6 +55,8 @@ class DaemonIdentity:
         self.default_operator_creds = self.book.ensure_operator(DEFAULT_OPERATOR, "admin")
         # the LLM gateway's book once it is connected (DaemonIdentity.tokens is the seam)
         self.tokens: TokenBook = MemoryTokenBook()
+        # nonces of signed state-changing control requests, so none runs twice (a replay)
+        self.nonces = NonceCache()
         self.server: ServerAuth | None = None
         self.registration: RegistrationService | None = None
         self.fleet: AgentFleet | None = None
@@ -164,20 +167,62 @@ class DaemonIdentity:
 
     # the control plane
     def authenticate(self, subject: str, body: bytes, headers: dict[str, str] | None) -> str:
-        return verify_request(self.book, subject, body, headers).name
+        """The operator who signed the request; a state-changing verb's nonce is accepted once
+        (read-only verbs may be replayed within the signature's window: READ_ONLY_VERBS)."""
+        speaker = verify_request(self.book, subject, body, headers)
+        verb = subject[len(self.subjects.ctl("")) :]
+        if verb not in READ_ONLY_VERBS:
+            try:
+                self.nonces.claim(speaker)
+            except ControlError as exc:
+                log.warning("refused %s signed by operator %s: %s", verb, speaker.name, exc)
+                self.record(
+                    "control.command",
+                    operator=speaker.name,
+                    decision="denied",
+                    rule="replay",
+                    reason=str(exc),
+                    verb=verb,
+                )
+                raise
+        return speaker.name
 
     def authorize(self, operator: str, verb: str) -> HookDecision:
-        """Policy for (operator:<name>, ctl:<verb>); where no rule names the operator at all,
-        the role their credentials were issued with decides."""
+        """Policy for (operator:<name>, ctl:<verb>), capped by the role the operator's
+        credentials were issued with (docs/identity.md, "Roles"): the issued role is the most
+        they may do; policy.csv may deny them more, never grant more. Where no rule names the
+        operator at all, the issued role decides."""
         answer = self.authority.check(f"operator:{operator}", f"ctl:{verb}", verb)
+        ident = self.book.identities.get(f"operator:{operator}")
+        role = ident.role if ident is not None else None
+        if role is None:
+            return answer if answer.allowed else self.authority.authorize_verb(operator, verb)
+        by_role = self.authority.check(f"role:{role}", f"ctl:{verb}", verb)
+        if answer.allowed and not by_role.allowed:
+            reason = (
+                f"their credentials were issued with role {role!r}, which may not; policy.csv "
+                f"would allow it ({answer.rule}) but cannot widen an issued role"
+            )
+            log.warning("refused %s to operator %s: %s", verb, operator, reason)
+            self.authority.refuse_verb(operator, verb, answer, reason)
         if answer.allowed:
             return answer
-        ident = self.book.identities.get(f"operator:{operator}")
-        if ident is not None and ident.role and answer.rule.startswith("model.conf"):
-            by_role = self.authority.check(f"role:{ident.role}", f"ctl:{verb}", verb)
-            if by_role.allowed:
-                return by_role
+        if answer.rule.startswith("model.conf") and by_role.allowed:
+            return by_role
         return self.authority.authorize_verb(operator, verb)
+
+    def role_conflict(self, name: str, role: str | None) -> str | None:
+        """A warning when policy.csv links operator `name` to roles other than `role`."""
+        if role is None:
+            return None
+        linked = [r for r in self.authority.roles_of(f"operator:{name}") if r != f"role:{role}"]
+        beyond = [r for r in linked if r not in self.authority.roles_of(f"role:{role}")]
+        if not beyond:
+            return None
+        return (
+            f"policy.csv also gives operator:{name} {', '.join(beyond)}; the issued role "
+            f"{role!r} is authoritative: they get at most what {role!r} may do"
+        )
 
     def register_verbs(self, control: ControlPlane) -> None:
         control.register("agents", self.agents)
@@ -259,10 +304,16 @@ class DaemonIdentity:
         role = request.args.get("role")
         if role is not None and not isinstance(role, str):
             raise ControlError("bad_request", "argument 'role' must be a string")
-        self._command(request, "operators.add", target=name, role=role)
+        warning = self.role_conflict(name, role)
+        if warning is not None:
+            log.warning("operators add %s: %s", name, warning)
+        self._command(request, "operators.add", target=name, role=role, reason=warning)
         path = self.book.issue_operator(name, role)
         await self.apply()
-        return {"operator": name, "role": role, "creds": str(path)}
+        result: dict[str, Any] = {"operator": name, "role": role, "creds": str(path)}
+        if warning is not None:
+            result["warning"] = warning
+        return result
 
     async def operators_revoke(self, request: ControlRequest) -> dict[str, Any]:
         name = _text(request, "name")

@@ -24,6 +24,7 @@ from agentd.bus import (
     Subjects,
     connect,
     ensure_streams,
+    jetstream,
 )
 from agentd.cluster import Cluster
 from agentd.config import Config
@@ -47,7 +48,7 @@ from agentd.gateway import TokenBook as GatewayTokenBook
 from agentd.identity import client_ssl_context
 from agentd.inference import ModelPools, discover_gpus
 from agentd.metrics import AgentdMetrics, MetricsService
-from agentd.router import DeadLetters, Router
+from agentd.router import DeadLetters, ReplyRelay, Router
 from agentd.supervisor import Supervisor
 from agentd.tools import ToolGateway, ToolRegistry
 from agentd.trace import Redactor, TraceIngest
@@ -96,6 +97,8 @@ class Services:
         self.cluster: Cluster | None = None
         self.registration: RegistrationService | None = None
         self.router: Router | None = None
+        self.dead_letters: DeadLetters | None = None
+        self.replies: ReplyRelay | None = None
         self.tools: ToolGateway | None = None
         self.control: ControlPlane | None = None
         self.metrics_service: MetricsService | None = None
@@ -128,7 +131,7 @@ class Services:
             credentials=self._own_credentials(),
             tls=client_ssl_context(self.config.bus.tls),
         )
-        js = nc.jetstream()
+        js = jetstream(nc)
         await ensure_streams(
             js, self.subjects, self.config.inbox, replicas=self.config.stream_replicas
         )
@@ -165,6 +168,8 @@ class Services:
                 tokens=GatewayTokenBook(),
                 record=recorder.record,
                 policy=self.authority.check,
+                # limits.toml's model limits; the limiter reloads with the policy
+                limits=self.authority.point.limiter if self.authority.point else None,
             )
             if identity is not None:  # registered agents' tokens: the gateway's book
                 identity.tokens = IdentityTokens(self.llm.tokens)
@@ -209,6 +214,13 @@ class Services:
             on_decision=recorder.record,
         )
         await tg.start(self.router.run)
+        dead_letters = self.dead_letters = DeadLetters(
+            nc, js, self.subjects, router=self.router, record=recorder.record
+        )
+        await tg.start(dead_letters.run)
+        if identity is not None:  # replies cross NATS accounts through the daemon
+            self.replies = ReplyRelay(nc, self.subjects)
+            await tg.start(self.replies.run)
         self.step("router", "running")
         if self.llm is not None:
             await tg.start(self.llm.run)
@@ -234,7 +246,6 @@ class Services:
         await tg.start(self.tools.run)
         self.step("tools", "running")
         self.authority.record = recorder.record
-        dead_letters = DeadLetters(js, self.subjects)
         self.control = ControlPlane(
             nc,
             self.subjects,
@@ -288,7 +299,9 @@ class Services:
             )
             await tg.start(self.metrics_service.run)
 
-        self.spawner = Spawner(nc, self.subjects, fleet, self.config.agents, recorder)
+        self.spawner = Spawner(
+            nc, self.subjects, fleet, self.config.agents, recorder, policy=self.authority
+        )
         await tg.start(self.spawner.run)
         self.autoscaler = Autoscaler(fleet, self.config.autoscale, cluster=self.cluster)
         await tg.start(self.autoscaler.run)
@@ -330,7 +343,15 @@ class Services:
         if self.fleet:
             await self.fleet.shutdown()
         # the ingest after the fleet: replicas flush their last records as they stop
-        for plane in (self.llm, self.tools, self.control, self.router, self.ingest):
+        for plane in (
+            self.llm,
+            self.tools,
+            self.control,
+            self.router,
+            self.dead_letters,
+            self.replies,
+            self.ingest,
+        ):
             if plane:
                 await plane.shutdown()
         await self.pools.shutdown()

@@ -2,8 +2,11 @@
 
 An agent asks on `agentd.spawn.<itself>` (the subject names who asks) for an instance of another
 agent's spec with parameters; the instance gets its own name, inbox and replica, and the asker
-can `ask`/`send` it by that name. Bounded by the asker's `spawn_quota` and the daemon's
-`[agents].max_spawned`; an instance ends once it has been idle for its `idle_timeout_s`.
+can `ask`/`send` it by that name. Decided by policy like every other action (`<asker>`,
+`agent:<template>`, `spawn`; the decision is recorded either way), then bounded by the asker's
+`spawn_quota` and the daemon's `[agents].max_spawned`; an instance ends once it has been idle
+for its `idle_timeout_s`. The request is parsed within bounds (size, nesting depth), and any
+failure is answered as an error: one request never stops the spawner.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from agentd.bus import Subjects, serve_each
+from agentd.bus import BoundedJSONError, Subjects, loads_bounded, serve_each
 from agentd.config import AgentsConfig
 from agentd.daemon._fleet import AgentFleet, AgentRecord
 from agentd.daemon._recorder import Recorder
-from agentd.errors import ControlError
+from agentd.errors import AgentdError, ControlError
+from agentd.router import AllowAll, PolicyHook
 
 __all__ = ["Spawner"]
 
 log = logging.getLogger("agentd.fleet")
+
+MAX_SPAWN_REQUEST_BYTES = 64 * 1024
 
 
 class Spawner:
@@ -38,8 +44,10 @@ class Spawner:
         cfg: AgentsConfig,
         recorder: Recorder,
         *,
+        policy: PolicyHook | None = None,
         reap_every_s: float = 1.0,
     ) -> None:
+        self._policy: PolicyHook = policy or AllowAll()
         self._nc = nc
         self._subjects = subjects
         self._fleet = fleet
@@ -64,11 +72,13 @@ class Spawner:
         by = msg.subject.rsplit(".", 1)[-1]
         try:
             try:
-                request = json.loads(msg.data)
-            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                raise ControlError(
-                    "bad_request", f"spawn request is not valid JSON: {exc}"
-                ) from None
+                request = loads_bounded(
+                    msg.data,
+                    what=f"the spawn request on {msg.subject}",
+                    max_bytes=MAX_SPAWN_REQUEST_BYTES,
+                )
+            except BoundedJSONError as exc:
+                raise ControlError("bad_request", str(exc)) from None
             if not isinstance(request, dict) or not isinstance(request.get("agent"), str):
                 raise ControlError("bad_request", "spawn needs {'agent': NAME, 'params': {...}}")
             params = request.get("params") or {}
@@ -78,13 +88,36 @@ class Spawner:
             reply: dict[str, Any] = {"ok": True, "agent": name}
         except ControlError as exc:
             reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
-        except ValueError as exc:
+        except (ValueError, AgentdError) as exc:
             reply = {"ok": False, "error": {"code": "bad_request", "message": str(exc)}}
+        except Exception as exc:  # a bug must not end the spawner (and the daemon with it)
+            log.exception("spawn request on %s failed", msg.subject)
+            message = f"the spawn failed inside the daemon: {type(exc).__name__}: {exc}"
+            reply = {"ok": False, "error": {"code": "internal", "message": message}}
         if msg.reply:
-            await msg.respond(json.dumps(reply).encode())
+            try:
+                await msg.respond(json.dumps(reply, default=str).encode())
+            except Exception:
+                log.warning("could not answer the spawn request on %s", msg.subject)
 
     async def spawn(self, template: str, by: str, params: dict[str, Any]) -> str:
-        """Start an instance of agent `template` for agent `by`; returns the instance's name."""
+        """Start an instance of agent `template` for agent `by`; returns the instance's name.
+        Raises ControlError: policy_denied, quota, spawn_failed, or the fleet's unknown agent."""
+        answer = self._policy.check(by, f"agent:{template}", "spawn")
+        if not answer.allowed:
+            self._recorder.record(
+                "agent.spawned",
+                agent=by,
+                decision="refused",
+                rule=answer.rule,
+                reason=answer.reason or f"policy does not let {by} spawn {template}",
+                inputs={"template": template, "params": params},
+                lineage={"policy_version": answer.policy_version},
+            )
+            raise ControlError(
+                "policy_denied",
+                f"{by} may not spawn {template}: {answer.reason or answer.rule}",
+            )
         spec = self._fleet.get(template).agent
         parent = self._fleet.agents.get(by)
         quota = parent.agent.spec.spawn_quota if parent else 0
@@ -104,8 +137,9 @@ class Spawner:
             agent=name,
             decision="spawned",
             reason=f"spawned by {by}",
+            rule=answer.rule,
             inputs={"template": template, "params": params},
-            lineage={"agent_version": spec.version},
+            lineage={"agent_version": spec.version, "policy_version": answer.policy_version},
         )
         record = AgentRecord(spec, name, 0, spawned_by=by, params=params)
         await self._fleet.add(record, 1)

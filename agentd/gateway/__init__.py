@@ -7,7 +7,7 @@ record per call. See DESIGN.md, "Data paths: Models".
 
 from __future__ import annotations
 
-from agentd.gateway._budgets import BudgetBook, Reservation
+from agentd.gateway._budgets import BudgetBook, Reservation, TokenLimits
 from agentd.gateway._gateway import LLMGateway, PolicyAnswer, PolicyCheck
 from agentd.gateway._protocol import MalformedRequest, parse_call
 from agentd.gateway._routing import AffinityRouter, ReplicaChooser, RoundRobin
@@ -25,6 +25,7 @@ __all__ = [
     # budgets
     "BudgetBook",
     "Reservation",
+    "TokenLimits",
     # where calls go
     "AffinityRouter",
     "ReplicaChooser",

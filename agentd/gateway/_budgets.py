@@ -1,8 +1,11 @@
 """Token budgets per agent and pool: reserve up front, settle with the real usage.
 
 Each (agent, pool) has a bucket of `capacity` tokens refilled continuously over `window_s`. A
-call reserves its prompt estimate plus max_tokens before it goes upstream, so concurrent calls
-cannot overspend; when the response says what it really used, the difference is given back.
+call reserves its prompt estimate plus the most it may generate (every sequence running to
+max_tokens) before it goes upstream, so concurrent calls cannot overspend; when the response
+says what it really used, the difference is given back. The same reservation is taken from the
+policy's model limits (limits.toml `model = ...` entries, `TokenLimits`) when the gateway has
+them: a call goes upstream only when both can pay for it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,25 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from agentd.errors import RateLimited
 
-__all__ = ["BudgetBook", "Reservation"]
+__all__ = ["BudgetBook", "Reservation", "TokenLimits"]
+
+
+class TokenLimits(Protocol):
+    """limits.toml's per-agent model limits, as the gateway uses them (the daemon passes the
+    policy's `agentd.policy.RateLimiter`, which reloads with the policy)."""
+
+    def acquire_tokens(self, agent: str, model: str, tokens: int) -> None:
+        """Take `tokens` from (agent, model)'s bucket, or raise `RateLimited` (with the rule)
+        and take nothing; no limit for the key: nothing to take."""
+        ...
+
+    def settle_tokens(self, agent: str, model: str, reserved: int, used: int) -> None:
+        """Give back `reserved - used` (a negative difference charges the overrun)."""
+        ...
 
 
 @dataclass
@@ -32,14 +50,19 @@ class Reservation:
     key: tuple[str, str]
     tokens: int
     settled: bool = False
+    limits: TokenLimits | None = None
 
     def settle(self, used: int | None) -> None:
         """Give back what was reserved and not used (all of it when `used` is None because the
         call never reached a model). Repeatable: only the first call counts."""
-        if self.settled or self.book is None:
+        if self.settled:
             return
         self.settled = True
-        self.book.refund(self.key, self.tokens - (used if used is not None else 0))
+        spent = used if used is not None else 0
+        if self.book is not None:
+            self.book.refund(self.key, self.tokens - spent)
+        if self.limits is not None:
+            self.limits.settle_tokens(self.key[0], self.key[1], self.tokens, spent)
 
 
 class BudgetBook:
@@ -52,7 +75,9 @@ class BudgetBook:
         overrides: Mapping[str, int] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        limits: TokenLimits | None = None,
     ) -> None:
+        self.limits = limits
         self._default = default_tokens
         self._window_s = window_s
         self._overrides = dict(overrides or {})
@@ -63,8 +88,20 @@ class BudgetBook:
         return self._overrides.get(f"{agent}/{pool}", self._default)
 
     def reserve(self, agent: str, pool: str, tokens: int) -> Reservation:
-        """Hold `tokens` of `agent`'s budget on `pool`; raise RateLimited (with the seconds
-        until enough has refilled) when the budget cannot cover them."""
+        """Hold `tokens` of `agent`'s budget on `pool` and of its model limit; raise
+        RateLimited (with the seconds until enough has refilled, and the limit's rule when a
+        limits.toml entry refused) when either cannot cover them; then nothing is held."""
+        held = self._reserve_budget(agent, pool, tokens)
+        if self.limits is not None:
+            try:
+                self.limits.acquire_tokens(agent, pool, tokens)
+            except RateLimited:
+                held.settle(None)
+                raise
+            held.limits = self.limits
+        return held
+
+    def _reserve_budget(self, agent: str, pool: str, tokens: int) -> Reservation:
         key = (agent, pool)
         capacity = self.capacity(agent, pool)
         if capacity is None:

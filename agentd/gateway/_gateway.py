@@ -1,7 +1,8 @@
 """The LLM gateway: an OpenAI-compatible HTTP server in front of every model pool.
 
-Each call: bearer token -> agent (401), body checked (400), model name -> pool (404), policy
-(agent, model:<pool>, infer) (403 with the rule), token budget reserved (429 with Retry-After),
+Each call: bearer token -> agent (401), body checked and what it may generate bounded (400),
+model name -> pool (404), policy (agent, model:<pool>, infer) (403 with the rule), token budget
+and limits.toml model limit reserved for that bound (429 with Retry-After),
 relayed to a replica chosen for prefix affinity under a load bound, budget settled with the
 real usage, and one `llm.call` decision record written, whatever the outcome.
 """
@@ -23,7 +24,7 @@ from anyio.abc import TaskStatus
 
 from agentd.config import GatewayConfig
 from agentd.errors import ConfigError, RateLimited
-from agentd.gateway._budgets import BudgetBook
+from agentd.gateway._budgets import BudgetBook, Reservation, TokenLimits
 from agentd.gateway._policy import PolicyAnswer, PolicyCheck
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
 from agentd.gateway._records import Refusal, call_record, refusal_response
@@ -56,12 +57,15 @@ class LLMGateway:
         record: Callable[..., None],
         policy: PolicyCheck | None = None,
         chooser: ReplicaChooser | None = None,
+        limits: TokenLimits | None = None,
     ) -> None:
         self.config = config
         self.upstreams = upstreams
         self.tokens = tokens
         self.policy = policy
-        self.budgets = BudgetBook(config.budget_tokens, config.budget_window_s, config.budgets)
+        self.budgets = BudgetBook(
+            config.budget_tokens, config.budget_window_s, config.budgets, limits=limits
+        )
         self.chooser = chooser or AffinityRouter(config.load_factor)
         self._record = record
         self._relay: Relay | None = None
@@ -190,12 +194,23 @@ class LLMGateway:
             holder = self._holder(request)
             raw = await self._read(request)
             try:
-                call = parse_call(raw, kind, default_max_tokens=self.config.default_max_tokens)
+                call = parse_call(
+                    raw,
+                    kind,
+                    default_max_tokens=self.config.default_max_tokens,
+                    max_sequences=self.config.max_sequences_per_call,
+                )
             except MalformedRequest as exc:
                 raise Refusal(
                     400, "invalid_request_error", str(exc), code="bad_request", param=exc.param
                 ) from None
-            fields.update(model=call.model, stream=call.stream, max_tokens=call.max_tokens)
+            fields.update(
+                model=call.model,
+                stream=call.stream,
+                max_tokens=call.max_tokens,
+                sequences=call.sequences,
+                reserved=call.token_estimate,
+            )
             pool = self._pool_of(call.model)
             fields["pool"] = pool
             answer = self._authorize(holder, pool)
@@ -309,10 +324,30 @@ class LLMGateway:
             )
         return answer
 
-    def _reserve(self, holder: TokenHolder, pool: str, tokens: int) -> Any:
+    def _reserve(self, holder: TokenHolder, pool: str, tokens: int) -> Reservation:
         try:
             return self.budgets.reserve(holder.agent, pool, tokens)
         except RateLimited as exc:
+            if exc.rule is not None:  # a limits.toml model limit
+                if math.isinf(exc.retry_after_s):  # more than its burst: no wait helps
+                    raise Refusal(
+                        400,
+                        "invalid_request_error",
+                        f"{exc}: the call may use {tokens} tokens, more than the limit ever "
+                        "allows at once; lower max_tokens, n or the number of prompts",
+                        code="exceeds_limit",
+                        rule=exc.rule,
+                    ) from None
+                refused = Refusal(
+                    429,
+                    "rate_limit_error",
+                    str(exc),
+                    code="rate_limited",
+                    rule=exc.rule,
+                    retry_after_s=exc.retry_after_s,
+                )
+                refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+                raise refused from None
             refused = Refusal(
                 429,
                 "rate_limit_error",

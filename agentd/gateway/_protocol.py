@@ -1,9 +1,18 @@
 """The OpenAI wire format, as little of it as the gateway needs.
 
-`parse_call` reads a request body once: the model it names, whether it streams, how many tokens
-it may generate, and the affinity key (agent + the prompt's repeating prefix). The body goes
-upstream as the same bytes unless the gateway must change it (the served model name, a default
-max_tokens, usage in the stream). Errors are OpenAI-shaped JSON so OpenAI clients show them.
+`parse_call` reads a request body once: the model it names, whether it streams, an upper bound
+of what it may generate, and the affinity key (agent + the prompt's repeating prefix). The body
+goes upstream as the same bytes unless the gateway must change it (the served model name, a
+default max_tokens, usage in the stream). Errors are OpenAI-shaped JSON so OpenAI clients show
+them.
+
+The bound: a call generates at most `sequences * max_tokens` tokens, where `sequences` is the
+number of prompts (a completions `prompt` may be a list of strings or of token-id lists, and
+`prompt_embeds` a list) times the sequences generated per prompt (`n`, `best_of` where a server
+honours it, the beam width `n` of `use_beam_search`). vLLM's `max_tokens` defaults to the rest of
+the context when absent: the gateway writes its own default into the body instead, so the bound
+holds for what the server is told. A parameter whose value could make the bound wrong (a prompt
+list of mixed shapes, a non-integer `n`) is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from agentd.bus import BoundedJSONError, loads_bounded
 
 __all__ = [
     "CallKind",
@@ -44,6 +55,8 @@ class CallRequest:
     stream: bool
     max_tokens: int
     choices: int
+    """Sequences generated per prompt: max(n, best_of)."""
+    prompts: int
     prefix: bytes
     body: dict[str, Any]
     raw: bytes
@@ -56,17 +69,30 @@ class CallRequest:
         return json.dumps({**self.body, "model": served_name}).encode()
 
     @property
+    def sequences(self) -> int:
+        """How many sequences the call makes the model generate (prompts x choices)."""
+        return self.prompts * self.choices
+
+    @property
     def token_estimate(self) -> int:
-        """Tokens to reserve: a rough prompt size (4 bytes a token) plus what it may generate."""
-        return len(self.raw) // 4 + self.max_tokens * self.choices
+        """Tokens to reserve: a rough prompt size (4 bytes a token) plus the most the call may
+        generate (every sequence running to max_tokens)."""
+        return len(self.raw) // 4 + self.max_tokens * self.sequences
 
 
-def parse_call(raw: bytes, kind: CallKind, *, default_max_tokens: int) -> CallRequest:
-    """Parse and check a chat or completions body; raise MalformedRequest saying what is wrong."""
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+def parse_call(
+    raw: bytes,
+    kind: CallKind,
+    *,
+    default_max_tokens: int,
+    max_sequences: int | None = None,
+) -> CallRequest:
+    """Parse and check a chat or completions body; raise MalformedRequest saying what is wrong
+    (or that it asks for more than `max_sequences` sequences)."""
+    try:  # the size is bounded before ([gateway].max_request_bytes); the depth here
+        body = loads_bounded(raw, what="the request body", max_bytes=max(len(raw), 1))
+    except BoundedJSONError as exc:
+        raise MalformedRequest(str(exc)) from None
     if not isinstance(body, dict):
         raise MalformedRequest("the request body must be a JSON object")
     model = body.get("model")
@@ -75,16 +101,30 @@ def parse_call(raw: bytes, kind: CallKind, *, default_max_tokens: int) -> CallRe
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise MalformedRequest("'stream' must be true or false", "stream")
-    choices = _positive_int(body, "n", 1)
+    choices = _choices(body)
     changed = False
-    limit_key = "max_tokens"
-    if kind == "chat/completions" and body.get("max_completion_tokens") is not None:
-        limit_key = "max_completion_tokens"
-    if body.get(limit_key) is None:
-        body[limit_key] = default_max_tokens
+    limit_keys = ["max_tokens"]
+    if kind == "chat/completions":
+        limit_keys.append("max_completion_tokens")
+    given = [key for key in limit_keys if body.get(key) is not None]
+    if not given:
+        body["max_tokens"] = default_max_tokens
         changed = True
-    max_tokens = _positive_int(body, limit_key, default_max_tokens)
-    prefix = _chat_prefix(body) if kind == "chat/completions" else _completion_prefix(body)
+        given = ["max_tokens"]
+    # a server reads one of the two; reserving the larger holds whichever it reads
+    max_tokens = max(_positive_int(body, key, default_max_tokens) for key in given)
+    if kind == "chat/completions":
+        prompts, prefix = 1, _chat_prefix(body)
+    else:
+        prompts, prefix = _completion_prompts(body), _completion_prefix(body)
+    if max_sequences is not None and prompts * choices > max_sequences:
+        param = "n" if prompts == 1 else "prompt"
+        raise MalformedRequest(
+            f"the call asks for {prompts * choices} sequences ({prompts} prompt(s) x "
+            f"{choices} per prompt); the gateway serves at most {max_sequences} per call "
+            "([gateway].max_sequences_per_call): split it into smaller calls",
+            param,
+        )
     if stream:
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
@@ -93,7 +133,67 @@ def parse_call(raw: bytes, kind: CallKind, *, default_max_tokens: int) -> CallRe
         if not (options or {}).get("include_usage"):
             body["stream_options"] = {**(options or {}), "include_usage": True}
             changed = True
-    return CallRequest(kind, model, stream, max_tokens, choices, prefix, body, raw, changed)
+    return CallRequest(
+        kind, model, stream, max_tokens, choices, prompts, prefix, body, raw, changed
+    )
+
+
+def _choices(body: dict[str, Any]) -> int:
+    """Sequences per prompt: `n` (also the beam width of `use_beam_search`), or `best_of`
+    where larger (servers that honour it generate best_of and return n)."""
+    choices = _positive_int(body, "n", 1)
+    if body.get("best_of") is not None:
+        choices = max(choices, _positive_int(body, "best_of", 1))
+    beam = body.get("use_beam_search")
+    if beam is not None and not isinstance(beam, bool):
+        raise MalformedRequest(
+            f"'use_beam_search' must be true or false, got {beam!r}", "use_beam_search"
+        )
+    return choices
+
+
+def _completion_prompts(body: dict[str, Any]) -> int:
+    """How many prompts a completions body holds: `prompt` (a string, a token-id list, or a
+    list of either) plus `prompt_embeds` (one, or a list)."""
+    prompt = body.get("prompt")
+    count = 0
+    if isinstance(prompt, str):
+        count = 1
+    elif isinstance(prompt, list):
+        if not prompt:
+            raise MalformedRequest("'prompt' must not be an empty list", "prompt")
+        if all(_is_token(x) for x in prompt):
+            count = 1  # one prompt given as token ids
+        elif all(isinstance(x, str) for x in prompt) or all(_is_token_list(x) for x in prompt):
+            count = len(prompt)
+        else:
+            raise MalformedRequest(
+                "'prompt' must be a string, a list of token ids, a list of strings or a list "
+                "of token-id lists (not a mix): the gateway cannot bound what it generates",
+                "prompt",
+            )
+    elif prompt is not None:
+        raise MalformedRequest("'prompt' must be a string or a list", "prompt")
+    embeds = body.get("prompt_embeds")
+    if isinstance(embeds, list):
+        count += len(embeds)
+    elif isinstance(embeds, str):
+        count += 1
+    elif embeds is not None:
+        raise MalformedRequest(
+            "'prompt_embeds' must be a string or a list of strings", "prompt_embeds"
+        )
+    if count == 0:
+        raise MalformedRequest("'prompt' is required", "prompt")
+    return count
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_token_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_token(x) for x in value)
 
 
 def _positive_int(body: dict[str, Any], key: str, default: int) -> int:
@@ -128,14 +228,14 @@ def _chat_prefix(body: dict[str, Any]) -> bytes:
 
 def _completion_prefix(body: dict[str, Any]) -> bytes:
     prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt:
+    if isinstance(prompt, list) and prompt and not _is_token(prompt[0]):
         prompt = prompt[0]
     if isinstance(prompt, list):  # token ids
         text = json.dumps(prompt[:512])
     elif isinstance(prompt, str):
         text = prompt
-    else:
-        raise MalformedRequest("'prompt' must be a string or a list", "prompt")
+    else:  # prompt_embeds only: affinity by agent alone
+        text = ""
     return hashlib.blake2b(text[:_PREFIX_CHARS].encode(), digest_size=16).digest()
 
 

@@ -1,11 +1,20 @@
 """Identity: who speaks on the bus, proven by NATS, and what each identity may do there.
 
 Credentials are nkeys (seeds in files of mode 0600 under the state directory; the server and
-the book hold only public keys), permissions are per-identity allow lists in the embedded
-server's config, applied with a reload; control requests are signed by the operator's key.
-See docs/identity.md.
+the book hold only public keys). Every identity has a NATS account of its own that imports only
+its own subjects from the daemon's account (where the streams live), with allow lists inside
+it, applied with a reload; control requests are signed by the operator's key. See
+docs/identity.md.
 """
 
+from agentd.identity._accounts import (
+    DAEMON_ACCOUNT,
+    Import,
+    account_name,
+    agent_imports,
+    bootstrap_imports,
+    operator_imports,
+)
 from agentd.identity._book import ROLES, Identity, IdentityBook, bootstrap_credentials
 from agentd.identity._keys import new_user_seed, public_key_of, sign, valid_public_key, verify
 from agentd.identity._permissions import (
@@ -18,7 +27,14 @@ from agentd.identity._permissions import (
     operator_permissions,
 )
 from agentd.identity._server import ServerAuth
-from agentd.identity._signing import AUTH_HEADER, MAX_SKEW_S, Speaker, sign_request, verify_request
+from agentd.identity._signing import (
+    AUTH_HEADER,
+    MAX_SKEW_S,
+    NonceCache,
+    Speaker,
+    sign_request,
+    verify_request,
+)
 from agentd.identity._tls import client_ssl_context, nats_tls_block, server_ssl_context
 from agentd.identity._tokens import MemoryTokenBook, TokenBook
 
@@ -29,6 +45,13 @@ __all__ = [
     "IdentityBook",
     "ServerAuth",
     "bootstrap_credentials",
+    # accounts: what each identity's NATS account imports from the daemon's
+    "DAEMON_ACCOUNT",
+    "Import",
+    "account_name",
+    "agent_imports",
+    "bootstrap_imports",
+    "operator_imports",
     # permissions
     "BOOTSTRAP_INBOX_PREFIX",
     "Permissions",
@@ -48,6 +71,7 @@ __all__ = [
     "valid_public_key",
     "verify",
     "verify_request",
+    "NonceCache",
     # LLM-gateway tokens
     "MemoryTokenBook",
     "TokenBook",

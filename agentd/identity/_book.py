@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from agentd.bus import Credentials, Subjects, write_private
+from agentd.config import reserved_name_problem
 from agentd.errors import ControlError
+from agentd.identity._accounts import (
+    Import,
+    account_name,
+    agent_imports,
+    bootstrap_imports,
+    operator_imports,
+    render_accounts,
+)
 from agentd.identity._keys import new_user_seed, public_key_of, valid_public_key
 from agentd.identity._permissions import (
     BOOTSTRAP_INBOX_PREFIX,
@@ -61,6 +70,11 @@ class Identity:
         if self.kind == "operator":
             return operator_permissions(subjects, self.name)
         return agent_permissions(subjects, self.name, external=self.external)
+
+    def imports(self, subjects: Subjects) -> list[Import]:
+        if self.kind == "operator":
+            return operator_imports(subjects)
+        return agent_imports(subjects, self.name, external=self.external)
 
 
 class IdentityBook:
@@ -189,7 +203,10 @@ class IdentityBook:
         self, name: str, public_key: str | None, spec: dict[str, Any], lease_until: float
     ) -> Identity:
         """Record a registration: with `public_key` (bootstrap path) a new identity for that
-        key; without (pre-authorized), the identity already issued to `name`."""
+        key; without (pre-authorized), the identity already issued to `name`.
+
+        A name is protected for as long as it is issued, leased or not: the bootstrap path may
+        not take a pre-authorized name (or one registered with another key) with a new key."""
         _check_name(name, "agent")
         identity = f"agent:{name}"
         known = self.identities.get(identity)
@@ -198,10 +215,17 @@ class IdentityBook:
         if public_key is not None:
             if not valid_public_key(public_key):
                 raise ControlError("bad_request", "public_key is not a NATS user public key (U...)")
-            if known is not None and known.public_key != public_key and known.lease_until:
-                raise ControlError("name_taken", f"{name!r} is registered with another key")
-            known = Identity(identity, public_key, external=True)
-            self.identities[identity] = known
+            if known is not None and known.public_key != public_key:
+                how = (
+                    "registered" if known.lease_until else "pre-authorized (agentctl agents issue)"
+                )
+                raise ControlError(
+                    "name_taken",
+                    f"{name!r} is {how} with another key: only that key may register it",
+                )
+            if known is None:
+                known = Identity(identity, public_key, external=True)
+                self.identities[identity] = known
         elif known is None:
             raise ControlError("unknown_identity", f"{name!r} was not pre-authorized")
         known.spec = spec
@@ -228,24 +252,34 @@ class IdentityBook:
         return [i for i in self.identities.values() if i.external and i.lease_until is not None]
 
     # the server's view
+    def account_names(self) -> frozenset[str]:
+        """Every account the server's config has besides the daemon's."""
+        names = {account_name(i) for i in self.identities}
+        return frozenset(names | {account_name("bootstrap"), account_name("probe")})
+
     def render_authorization(self) -> str:
-        """nats-server's `authorization` block: the daemon with full rights, every identity
-        with its permissions, the bootstrap user, and the reload probe."""
-        users = [f'    {{nkey: "{public_key_of(self.daemon.nkey_seed or "")}"}}']
+        """nats-server's `accounts` block (agentd.identity._accounts): the daemon in `AGENTD`
+        with full rights and the streams, every identity in an account of its own with its
+        imports and permissions, the bootstrap user, and the reload probe (no rights)."""
+        accounts: list[tuple[str, list[str], list[Import]]] = []
         for ident in sorted(self.identities.values(), key=lambda i: i.identity):
-            users.append(
-                f'    {{nkey: "{ident.public_key}", '
+            user = (
+                f'{{nkey: "{ident.public_key}", '
                 f"permissions: {ident.permissions(self.subjects).render()}}}"
             )
-        users.append(
-            f'    {{user: "bootstrap", password: {json.dumps(self.bootstrap_token)}, '
+            accounts.append((account_name(ident.identity), [user], ident.imports(self.subjects)))
+        bootstrap = (
+            f'{{user: "bootstrap", password: {json.dumps(self.bootstrap_token)}, '
             f"permissions: {bootstrap_permissions(self.subjects).render()}}}"
         )
-        users.append(
-            f'    {{user: "probe", password: {json.dumps(self.probe_password)}, '
+        accounts.append((account_name("bootstrap"), [bootstrap], bootstrap_imports(self.subjects)))
+        probe = (
+            f'{{user: "probe", password: {json.dumps(self.probe_password)}, '
             f"permissions: {probe_permissions().render()}}}"
         )
-        return "authorization {\n  users: [\n" + ",\n".join(users) + "\n  ]\n}\n"
+        accounts.append((account_name("probe"), [probe], []))
+        daemon = f'{{nkey: "{public_key_of(self.daemon.nkey_seed or "")}"}}'
+        return render_accounts(daemon, accounts)
 
 
 def _check_name(name: str, kind: str) -> None:
@@ -254,6 +288,9 @@ def _check_name(name: str, kind: str) -> None:
             "bad_request",
             f"{kind} name {name!r} must be lowercase letters, digits, _ and - (up to 63)",
         )
+    problem = reserved_name_problem(name) if kind == "agent" else None
+    if problem is not None:
+        raise ControlError("reserved_name", f"agent name {problem}")
 
 
 def fresh_password() -> str:

@@ -1,11 +1,10 @@
-"""What each kind of identity may publish and subscribe to on NATS (DESIGN.md, Subjects).
+"""What each kind of identity may publish and subscribe to inside its own NATS account.
 
-The subject is the identity: a replica of `A` may publish only under its own name, so the
-daemon can trust `<agent>` in `agentd.out.<agent>.*`, `agentd.tool.<agent>.*`,
-`agentd.trace.<agent>`, `agentd.hb.<agent>` and `agentd.spawn.<agent>`. Reading an inbox goes
-through its durable consumer, which NATS governs by publish rights on the consumer's
-`$JS.API.CONSUMER.MSG.NEXT` and `$JS.ACK` subjects. Replies come back on an inbox prefix only
-that identity may subscribe to, so no client reads another's replies.
+The account's imports (agentd.identity._accounts) are the boundary: they decide what reaches
+the daemon's account at all. These allow lists say the same thing to the user inside the
+account: publish only what the account imports as services (so a replica of `A` speaks only
+under its own name: `agentd.out.A.*`, `agentd.tool.A.>`, `agentd.trace.A`, ...), subscribe
+only to its streams and its own reply inbox.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from agentd.bus import Subjects
+from agentd.identity._accounts import Import, agent_imports, bootstrap_imports, operator_imports
 
 __all__ = [
     "Permissions",
@@ -52,60 +52,29 @@ def operator_inbox_prefix(operator: str) -> str:
 BOOTSTRAP_INBOX_PREFIX = "_INBOX_bootstrap"
 
 
+def _within(imports: list[Import], inbox_prefix: str | None) -> Permissions:
+    """A user's allow lists inside its own account: publish what its account imports as
+    services, subscribe to what it imports as streams and to its own reply inbox."""
+    publish = [i.seen_as for i in imports if i.kind == "service"]
+    subscribe = [f"{inbox_prefix}.>"] if inbox_prefix else []
+    subscribe += [i.seen_as for i in imports if i.kind == "stream"]
+    return Permissions(tuple(publish), tuple(subscribe))
+
+
 def agent_permissions(subjects: Subjects, agent: str, *, external: bool = False) -> Permissions:
     """A replica of `agent` (or a registered external agent of that name)."""
-    p = subjects.prefix
-    stream = subjects.inbox_stream
-    consumer = subjects.inbox_consumer(agent)
-    runs = subjects.runs_bucket
-    publish = [
-        f"{p}.out.{agent}.*",
-        f"{p}.tool.{agent}.>",
-        f"{p}.trace.{agent}",
-        f"{p}.hb.{agent}",
-        f"{p}.spawn.{agent}",
-        f"{p}.dlq.{agent}",
-        # a run's result goes to whoever asked: reply subjects are random tokens under the
-        # asker's name, which the router requires (see docs/identity.md)
-        f"{p}.reply.>",
-        # its own inbox consumer: fetch, acks, and reading its settings
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
-        f"$JS.ACK.{stream}.{consumer}.>",
-        f"$JS.API.STREAM.INFO.{stream}",
-        # the run ledger: its own finished runs and conversation leases
-        f"$JS.API.STREAM.INFO.KV_{runs}",
-        f"$KV.{runs}.run.{agent}.>",
-        f"$KV.{runs}.lease.{agent}.>",
-        f"$JS.API.DIRECT.GET.KV_{runs}.$KV.{runs}.run.{agent}.>",
-        f"$JS.API.DIRECT.GET.KV_{runs}.$KV.{runs}.lease.{agent}.>",
-    ]
-    if external:
-        publish += [f"{p}.api.{verb}.{agent}" for verb in ("register", "heartbeat", "deregister")]
-    subscribe = [
-        f"{agent_inbox_prefix(agent)}.>",
-        f"{p}.reply.{agent}.>",
-        f"{p}.cmd.{agent}",
-    ]
-    return Permissions(tuple(publish), tuple(subscribe))
+    return _within(agent_imports(subjects, agent, external=external), agent_inbox_prefix(agent))
 
 
 def operator_permissions(subjects: Subjects, operator: str) -> Permissions:
     """An operator's console: control requests (signed; the daemon checks the role in policy),
     replies on its own inbox, run results it asked for, and lifecycle events."""
-    p = subjects.prefix
-    return Permissions(
-        publish=(f"{p}.ctl.>",),
-        subscribe=(f"{operator_inbox_prefix(operator)}.>", f"{p}.reply.>", f"{p}.evt.>"),
-    )
+    return _within(operator_imports(subjects), operator_inbox_prefix(operator))
 
 
 def bootstrap_permissions(subjects: Subjects) -> Permissions:
     """Whoever holds the bootstrap token: ask to register, and hear the answer."""
-    return Permissions(
-        publish=(f"{subjects.prefix}.api.register",),
-        subscribe=(f"{BOOTSTRAP_INBOX_PREFIX}.>",),
-    )
+    return _within(bootstrap_imports(subjects), BOOTSTRAP_INBOX_PREFIX)
 
 
 def probe_permissions() -> Permissions:

@@ -222,9 +222,23 @@ class RateLimiter:
                     f"rate limit {bucket.limit.rule} for {key}: {cost:g} {bucket.limit.unit} "
                     f"needed, {max(bucket.tokens, 0):.3g} available; retry after {wait:.3f}s",
                     retry_after_s=wait,
+                    rule=bucket.limit.rule,
                 )
             for _, bucket in buckets:
                 bucket.tokens -= cost
+
+    def acquire_tokens(self, agent: str, model: str, tokens: int) -> None:
+        """Reserve `tokens` of `agent`'s (agent, model) limit before an LLM call (the gateway's
+        `TokenLimits`); `RateLimited` names the rule. No limit for the key: nothing to take."""
+        self.acquire(RateKey.agent_model(agent, model), float(tokens))
+
+    def settle_tokens(self, agent: str, model: str, reserved: int, used: int) -> None:
+        """Settle a reservation with what the call used: give back the rest (capped at the
+        burst), or charge the overrun (the bucket may go into debt)."""
+        with self._lock:
+            bucket = self._bucket(RateKey.agent_model(agent, model), self._clock())
+            if bucket is not None:
+                bucket.tokens = min(bucket.limit.burst, bucket.tokens + reserved - used)
 
     def charge(self, key: RateKey, cost: float) -> None:
         """Spend `cost` even if the bucket goes into debt (e.g. tokens counted after a call)."""

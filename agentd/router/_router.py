@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from agentd.bus import Message, Subjects, serve_each
+from agentd.bus import BoundedJSONError, Message, Subjects, loads_bounded, serve_each
 from agentd.errors import ControlError
 from agentd.router._policy_hook import AllowAll, PolicyHook
 from agentd.telemetry import (
@@ -76,12 +76,21 @@ class Router:
     def set_policy(self, policy: PolicyHook) -> None:
         self._policy = policy
 
-    async def route(self, message: Message, headers: dict[str, str] | None = None) -> Routed:
+    async def route(
+        self,
+        message: Message,
+        headers: dict[str, str] | None = None,
+        *,
+        dedupe_id: str | None = None,
+        replay_of: int | None = None,
+    ) -> Routed:
         """Store `message` in its recipient's inbox, or raise ControlError saying why not.
 
         `headers` are the sender's: its W3C trace context goes into the inbox message as it
         is, so the recipient's run is a child of the sender's run; a message without one (an
-        operator's `agentctl send`) starts a trace at this router's `route` span.
+        operator's `agentctl send`) starts a trace at this router's `route` span. A replayed
+        dead letter passes a fresh `dedupe_id` (else the message id) and its dead-letter
+        sequence, which the decision records.
         """
         subject = self._subjects.inbox(message.to)
         with route_span(
@@ -93,15 +102,38 @@ class Router:
             parent=extract_context(headers),
         ):
             carried = trace_headers_of(headers) or inject_nats_headers() or {}
-            return await self._route(message, subject, carried)
+            extra = {} if replay_of is None else {"replay_of": replay_of}
+            return await self._route(message, subject, carried, dedupe_id or message.id, extra)
 
-    async def _route(self, message: Message, subject: str, carried: dict[str, str]) -> Routed:
+    async def _route(
+        self,
+        message: Message,
+        subject: str,
+        carried: dict[str, str],
+        dedupe_id: str,
+        extra: dict[str, Any],
+    ) -> Routed:
         if message.to not in self._known_agents():
-            self._decide(message, "refused", rule="unknown recipient")
+            self._decide(message, "refused", rule="unknown recipient", **extra)
             raise ControlError(
                 "unknown_recipient",
                 f"no agent named {message.to!r}",
                 agents=sorted(self._known_agents()),
+            )
+        owner = (
+            self._subjects.operator_reply_owner
+            if message.sender.startswith("operator:")
+            else message.sender
+        )
+        replies = self._subjects.reply(owner, "")
+        if message.reply_to is not None and not (
+            message.reply_to.startswith(replies) and len(message.reply_to) > len(replies)
+        ):
+            # an answer goes back to whoever asked, never to someone else's subject
+            self._decide(message, "refused", rule="reply_to outside the sender's replies", **extra)
+            raise ControlError(
+                "bad_message",
+                f"reply_to must be a subject under {replies}<token>, not {message.reply_to!r}",
             )
         answer = self._policy.check(message.sender, f"agent:{message.to}", "send")
         if not answer.allowed:
@@ -111,6 +143,7 @@ class Router:
                 rule=answer.rule,
                 reason=answer.reason,
                 lineage={"policy_version": answer.policy_version},
+                **extra,
             )
             raise ControlError(
                 "policy_denied",
@@ -118,7 +151,7 @@ class Router:
                 rule=answer.rule,
             )
         ack = await self._js.publish(
-            subject, message.to_json(), headers={**carried, "Nats-Msg-Id": message.id}
+            subject, message.to_json(), headers={**carried, "Nats-Msg-Id": dedupe_id}
         )
         self._decide(
             message,
@@ -127,6 +160,7 @@ class Router:
             seq=ack.seq,
             duplicate=ack.duplicate,
             lineage={"policy_version": answer.policy_version},
+            **extra,
         )
         return Routed(message.id, message.to, ack.seq, bool(ack.duplicate))
 
@@ -151,15 +185,18 @@ class Router:
             log.exception("routing %s failed", msg.subject)
             reply = {"ok": False, "error": {"code": "internal", "message": str(exc)}}
         if msg.reply:
-            await msg.respond(json.dumps(reply).encode())
+            try:
+                await msg.respond(json.dumps(reply, default=str).encode())
+            except Exception:
+                log.warning("could not reply on %s to %s", msg.reply, msg.subject)
 
     def _parse(self, data: bytes, sender: str, to: str) -> Message:
         if len(data) > MAX_MESSAGE_BYTES:
             raise ControlError("bad_message", f"message is {len(data)} bytes; the limit is 1 MiB")
         try:
-            raw = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ControlError("bad_message", f"message is not valid JSON: {exc}") from None
+            raw = loads_bounded(data, what="message", max_bytes=MAX_MESSAGE_BYTES)
+        except BoundedJSONError as exc:
+            raise ControlError("bad_message", str(exc)) from None
         if not isinstance(raw, dict):
             raise ControlError("bad_message", "message must be a JSON object")
         # the subject names who speaks and to whom; the body cannot override it

@@ -12,6 +12,7 @@ part of every isolated call's time.
 import importlib
 from typing import TYPE_CHECKING
 
+from agentd.tools._deadline import CallDeadline, call_deadline
 from agentd.tools._host import run_tool
 from agentd.tools._registry import (
     InvalidArguments,
@@ -34,6 +35,9 @@ __all__ = [
     "ToolSpec",
     "load_tool_file",
     "tool",
+    # inside a call: its deadline
+    "CallDeadline",
+    "call_deadline",
     # the gateway
     "ErrorCode",
     "ToolCallRequest",

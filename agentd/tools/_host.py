@@ -2,10 +2,16 @@
 
 - async tools are awaited under `anyio.fail_after`;
 - sync tools run in a worker thread. A Python thread cannot be killed: on timeout the caller
-  gets its error at once, but the thread runs on until the function returns (and its side
-  effect may still happen). Tools that can hang or must be stoppable ask for isolation;
+  gets its error at once and the call's deadline is cancelled (`CallDeadline`: the tool's
+  `on_cancel` hooks run, e.g. SQLite's `interrupt`), but a tool that ignores its deadline runs
+  on until the function returns (and its side effect may still happen). A call abandoned before
+  its thread started never starts. Tools that can hang or must be stoppable ask for isolation;
 - `isolated=True` tools run in a child process (`python -m agentd.tools.host`) in a process group
   of their own, which is SIGKILLed on timeout or cancellation, with whatever it started.
+
+`on_finished` is called once the call's work has really ended: when a thread tool's function
+returns (perhaps after the timeout), when an isolated call's process is gone, when an async tool
+is done; the gateway's running-call bounds are released by it.
 
 Timeouts and exceptions become `ToolError` (timeouts are `retryable`; a tool may raise
 `ToolError(..., retryable=True)` itself to say so). Results must be JSON.
@@ -19,8 +25,10 @@ import json
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -28,6 +36,7 @@ from pydantic import BaseModel, JsonValue
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from agentd.errors import ToolError
+from agentd.tools._deadline import CallDeadline, running_until
 from agentd.tools._registry import ToolSpec
 
 __all__ = ["invoke_in_process", "run_tool"]
@@ -37,31 +46,108 @@ MAX_OUTPUT_BYTES = 16 << 20
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-async def run_tool(spec: ToolSpec, args: BaseModel, *, timeout_s: float) -> JsonValue:
-    """Run `spec` with validated `args` within `timeout_s`; the JSON result or `ToolError`."""
-    if spec.isolated:
-        return await _run_isolated(spec, args, timeout_s)
+async def run_tool(
+    spec: ToolSpec,
+    args: BaseModel,
+    *,
+    timeout_s: float,
+    isolated: bool | None = None,
+    on_finished: Callable[[], object] | None = None,
+) -> JsonValue:
+    """Run `spec` with validated `args` within `timeout_s` (in a child process when `isolated`,
+    default: as the tool declares); the JSON result or `ToolError`."""
+    finish = _Finish(on_finished)
+    if spec.isolated if isolated is None else isolated:
+        try:
+            return await _run_isolated(spec, args, timeout_s)
+        finally:
+            finish.now()
+    deadline = CallDeadline(timeout_s)
     try:
         with anyio.fail_after(timeout_s):
-            result = await invoke_in_process(spec, args)
+            result = await invoke_in_process(spec, args, deadline=deadline, finish=finish)
     except TimeoutError:
-        raise ToolError(f"{spec.name} timed out after {timeout_s:g}s", retryable=True) from None
-    except ToolError:
-        raise
+        deadline.cancel()
+        raise ToolError(
+            f"{spec.name} timed out after {timeout_s:g}s (its deadline was cancelled)",
+            retryable=True,
+        ) from None
     except Exception as exc:
+        if deadline.expired():  # the tool stopped itself at its deadline
+            raise ToolError(
+                f"{spec.name} timed out after {timeout_s:g}s and stopped: {exc}", retryable=True
+            ) from None
+        if isinstance(exc, ToolError):
+            raise
         raise ToolError(f"{spec.name} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        deadline.cancel()  # whatever the tool left registered must not outlive the call
+        finish.abandoned()
     return as_json(spec.name, result)
 
 
-async def invoke_in_process(spec: ToolSpec, args: BaseModel) -> Any:
-    """Call the tool here and return what it returns (no timeout, no conversion)."""
+async def invoke_in_process(
+    spec: ToolSpec,
+    args: BaseModel,
+    *,
+    deadline: CallDeadline | None = None,
+    finish: _Finish | None = None,
+) -> Any:
+    """Call the tool here and return what it returns (no timeout, no conversion), with
+    `deadline` as the call's (`call_deadline()`)."""
+    deadline = deadline or CallDeadline()
     if spec.kind == "langchain":
-        return await spec.target.ainvoke(args.model_dump())
+        with running_until(deadline):
+            return await spec.target.ainvoke(args.model_dump())
     kwargs = {name: getattr(args, name) for name in type(args).model_fields}
     if spec.is_async:
-        return await spec.target(**kwargs)
+        with running_until(deadline):
+            return await spec.target(**kwargs)
     call = functools.partial(spec.target, **kwargs)
-    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+    finish = finish or _Finish(None)
+
+    def in_thread() -> Any:
+        if not finish.start():
+            raise ToolError(f"{spec.name} was abandoned before it started")
+        try:
+            with running_until(deadline):
+                return call()
+        finally:
+            finish.now()
+
+    return await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+
+
+class _Finish:
+    """Calls `on_finished` once, when the work has ended: the thread's own end, or at once for
+    a thread abandoned before it started (which then never starts)."""
+
+    def __init__(self, on_finished: Callable[[], object] | None) -> None:
+        self._on_finished = on_finished
+        self._state: Literal["pending", "running", "done"] = "pending"
+        self._lock = threading.Lock()
+
+    def start(self) -> bool:
+        with self._lock:
+            if self._state != "pending":
+                return False
+            self._state = "running"
+            return True
+
+    def abandoned(self) -> None:
+        """The caller stops waiting: finished now unless a thread still runs the work."""
+        with self._lock:
+            if self._state == "running":
+                return
+        self.now()
+
+    def now(self) -> None:
+        with self._lock:
+            if self._state == "done":
+                return
+            self._state = "done"
+        if self._on_finished is not None:
+            self._on_finished()
 
 
 def as_json(name: str, result: Any) -> JsonValue:
@@ -80,6 +166,7 @@ async def _run_isolated(spec: ToolSpec, args: BaseModel, timeout_s: float) -> Js
         "attr": spec.attr,
         "tool": spec.name,
         "args": args.model_dump(mode="json"),
+        "timeout_s": timeout_s,
     }
     env = dict(os.environ)
     # the child imports agentd from wherever this process did

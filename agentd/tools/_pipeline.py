@@ -1,7 +1,8 @@
 """The steps of one tool call, in order, each recorded as one decision.
 
     tool exists and is in the agent's spec -> arguments fit the schema -> policy
-    -> stored result? (replay) -> rate limit -> human approval (parks) -> claim -> run -> store
+    -> stored result? (replay) -> rate limit -> human approval (parks) -> claim
+    -> a running slot (per agent, per tool) -> run until the deadline -> store
 
 The order matters: the spec and schema come before policy, so policy decides on exactly the
 arguments that will run (validated, in JSON form); policy comes before the stored result, so a
@@ -32,6 +33,7 @@ from agentd.tools._protocol import ErrorCode, ToolRefusal
 from agentd.tools._records import CallRecorder, ToolCall
 from agentd.tools._registry import InvalidArguments, ToolRegistry, ToolSpec
 from agentd.tools._results import CallRecord, ResultStore
+from agentd.tools._running import RunningCalls, TooManyRunning
 
 __all__ = ["CallPipeline"]
 
@@ -74,6 +76,9 @@ class CallPipeline:
         self._config = config
         self._book = book
         self._shared: dict[str, _Shared] = {}
+        self.running = RunningCalls(
+            per_agent=config.max_running_per_agent, per_tool=config.max_running_per_tool
+        )
 
     async def serve(self, call: ToolCall) -> tuple[JsonValue, bool]:
         """Run `call` through every step: its result and whether it was replayed, or a
@@ -206,7 +211,12 @@ class CallPipeline:
     ) -> tuple[JsonValue, bool]:
         version = decision.policy_version
         assert self.store is not None
-        timeout_s = spec.timeout_s or self._config.call_timeout_s
+        override = self._config.overrides.get(spec.name)
+        timeout_s = (
+            (override.timeout_s if override else None)
+            or spec.timeout_s
+            or self._config.call_timeout_s
+        )
         claim = functools.partial(
             self.store.claim,
             key,
@@ -233,9 +243,27 @@ class CallPipeline:
         if done is not None:  # stored already (a rerun), or another gateway finished it
             return self._replay(call, done, digest, decision), True
         assert revision is not None
+        try:
+            slot = self.running.take(
+                call.agent,
+                spec.name,
+                tool_limit=(override.max_running if override else None) or spec.max_running,
+            )
+        except TooManyRunning as exc:
+            with anyio.CancelScope(shield=True):
+                await self.store.release(key, revision)
+            raise self.records.deny(
+                call, "rate_limited", str(exc), exc.rule, policy_version=version, retryable=True
+            ) from None
         started = time.monotonic()
         try:
-            result = await run_tool(spec, args, timeout_s=timeout_s)
+            result = await run_tool(
+                spec,
+                args,
+                timeout_s=timeout_s,
+                isolated=override.isolated if override else None,
+                on_finished=slot.release,
+            )
         except ToolError as exc:
             with anyio.CancelScope(shield=True):
                 await self.store.release(key, revision)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from agentd.bus import MAX_JSON_DEPTH, json_depth
 from agentd.errors import AgentdError
 
 __all__ = ["ErrorCode", "ToolCallRequest", "ToolRefusal", "ok_reply", "parse_request"]
@@ -91,6 +92,12 @@ def parse_request(data: bytes) -> ToolCallRequest:
     """The request, or `ToolRefusal("bad_request")` naming what is wrong."""
     if len(data) > MAX_REQUEST_BYTES:
         raise ToolRefusal("bad_request", f"request is {len(data)} bytes; the limit is 1 MiB")
+    if json_depth(data, stop_after=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ToolRefusal(
+            "bad_request",
+            f"request nests arrays/objects deeper than the limit of {MAX_JSON_DEPTH} levels",
+            rule="request",
+        )
     try:
         return ToolCallRequest.model_validate_json(data)
     except ValidationError as exc:

@@ -41,23 +41,35 @@ class _ToolMark:
     name: str
     isolated: bool
     timeout_s: float | None
+    max_running: int | None
 
 
-def tool(name: str, *, isolated: bool = False, timeout_s: float | None = None) -> Callable[[F], F]:
+def tool(
+    name: str,
+    *,
+    isolated: bool = False,
+    timeout_s: float | None = None,
+    max_running: int | None = None,
+) -> Callable[[F], F]:
     """Declare a typed function (sync or async) as the tool `name`; the function is unchanged.
 
-    `isolated=True` runs each call in a child process that is killed on timeout; `timeout_s`
-    overrides the gateway's default call timeout for this tool.
+    `isolated=True` runs each call in a child process that is killed on timeout (declare it for
+    tools that run work a caller shapes: queries, code, fetches); `timeout_s` overrides the
+    gateway's default call timeout for this tool; `max_running` its bound on calls running at
+    once ([tools].max_running_per_tool otherwise). `[tools.overrides."<name>"]` overrides all
+    three.
     """
     if not TOOL_NAME.match(name):
         raise ValueError(f"tool name {name!r}: use letters, digits, _ and -, dot-separated")
     if timeout_s is not None and not timeout_s > 0:
         raise ValueError(f"tool {name}: timeout_s must be positive")
+    if max_running is not None and max_running < 1:
+        raise ValueError(f"tool {name}: max_running must be at least 1")
 
     def mark(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@tool({name!r}) must decorate a function")
-        setattr(fn, _MARK, _ToolMark(name, isolated, timeout_s))
+        setattr(fn, _MARK, _ToolMark(name, isolated, timeout_s, max_running))
         return fn
 
     return mark
@@ -89,6 +101,8 @@ class ToolSpec:
     attr: str
     """The module attribute that holds the tool (how an isolated child finds it)."""
     line: int | None = None
+    max_running: int | None = None
+    """Calls of this tool running at once, all agents; None: [tools].max_running_per_tool."""
 
     @functools.cached_property
     def schema(self) -> dict[str, Any]:
@@ -277,6 +291,7 @@ def _function_spec(fn: Callable[..., Any], mark: _ToolMark, file: Path, attr: st
         file=file,
         attr=attr,
         line=line,
+        max_running=mark.max_running,
     )
 
 

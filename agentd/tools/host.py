@@ -9,6 +9,7 @@ this process's group.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import anyio
 
 from agentd.errors import ToolError
+from agentd.tools._deadline import CallDeadline
 from agentd.tools._host import as_json, invoke_in_process
 from agentd.tools._registry import load_tool_file
 
@@ -29,7 +31,9 @@ def _call(request: dict[str, Any]) -> dict[str, Any]:
         raise ToolError(f"tool {request['tool']} is no longer in {request['file']}")
     spec = found[0]
     args = spec.validate(request["args"])
-    result = anyio.run(invoke_in_process, spec, args)
+    # the tool sees its deadline here too, so it can stop itself before the parent kills it
+    deadline = CallDeadline(request.get("timeout_s"))
+    result = anyio.run(functools.partial(invoke_in_process, spec, args, deadline=deadline))
     return {"ok": True, "result": as_json(spec.name, result)}
 
 

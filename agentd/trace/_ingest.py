@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from agentd.bus import Subjects, ensure_trace_consumer, ensure_trace_stream
+from agentd.bus import Subjects, ensure_trace_consumer, ensure_trace_stream, jetstream
 from agentd.config import TraceConfig
 
 from ._log_writer import LogWriter
@@ -109,7 +109,7 @@ class TraceIngest:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Create the stream and consumer, then ingest until `shutdown()`."""
         cfg = self._config
-        js = self._nc.jetstream()
+        js = jetstream(self._nc)
         await ensure_trace_stream(
             js,
             self._subjects,

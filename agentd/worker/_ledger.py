@@ -18,12 +18,20 @@ import hashlib
 import json
 import time
 
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from agentd.bus import RunResult
 
-__all__ = ["RunLedger"]
+__all__ = ["RunLedger", "run_ledger"]
+
+
+def run_ledger(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The bucket as a replica sees it: by name, without asking for the stream's info (a
+    replica's account cannot: that info would list every agent's keys). The daemon creates it
+    with direct gets allowed (agentd.bus.ensure_streams)."""
+    return KeyValue(name=bucket, stream=f"KV_{bucket}", pre=f"$KV.{bucket}.", js=js, direct=True)
 
 
 def _lease_key(agent: str, conversation: str) -> str:

@@ -27,6 +27,11 @@ class WorkerSettings:
     prefix: str = "agentd"
     heartbeat_s: float = 1.0
     drain_grace_s: float = 10.0
+    # the inbox as the daemon configured it ([inbox], the agent spec): a replica's NATS account
+    # cannot read the stream's or the consumer's settings
+    dedupe_window_s: float = 120.0
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
     state_dir: Path | None = None
     params: dict[str, Any] | None = None
     creds_file: Path | None = None
@@ -44,6 +49,9 @@ class WorkerSettings:
             "AGENTD_PREFIX": self.prefix,
             "AGENTD_HEARTBEAT_S": str(self.heartbeat_s),
             "AGENTD_DRAIN_GRACE_S": str(self.drain_grace_s),
+            "AGENTD_DEDUPE_WINDOW_S": str(self.dedupe_window_s),
+            "AGENTD_ACK_WAIT_S": str(self.ack_wait_s),
+            "AGENTD_MAX_DELIVER": str(self.max_deliver),
         }
         if self.state_dir is not None:
             env["AGENTD_STATE_DIR"] = str(self.state_dir)
@@ -82,6 +90,9 @@ class WorkerSettings:
             prefix=env.get("AGENTD_PREFIX", "agentd"),
             heartbeat_s=number("AGENTD_HEARTBEAT_S", 1.0),
             drain_grace_s=number("AGENTD_DRAIN_GRACE_S", 10.0),
+            dedupe_window_s=number("AGENTD_DEDUPE_WINDOW_S", 120.0),
+            ack_wait_s=number("AGENTD_ACK_WAIT_S", 30.0),
+            max_deliver=int(number("AGENTD_MAX_DELIVER", 5)),
             state_dir=Path(env["AGENTD_STATE_DIR"]) if env.get("AGENTD_STATE_DIR") else None,
             params=_params(env.get("AGENTD_PARAMS"), problems),
             creds_file=Path(env["AGENTD_CREDS"]) if env.get("AGENTD_CREDS") else None,

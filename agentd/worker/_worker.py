@@ -13,6 +13,7 @@ Delivery guarantees (DESIGN.md, Data paths: Messages):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import ssl
 import time
@@ -36,7 +37,7 @@ from agentd.trace import TracePublisher
 from agentd.worker._checkpoints import open_checkpointer
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._graph import Runnable, load_graph
-from agentd.worker._ledger import RunLedger
+from agentd.worker._ledger import RunLedger, run_ledger
 from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 from agentd.worker._status import ReplicaStatus
@@ -52,6 +53,7 @@ log = logging.getLogger("agentd.worker")
 
 # how long a replica waits between tries for a conversation another replica is running
 LEASE_POLL_S = 0.02
+DEAD_LETTER_TIMEOUT_S = 5.0
 
 
 class AgentWorker:
@@ -69,9 +71,9 @@ class AgentWorker:
         self._held: dict[str, Msg] = {}  # message id -> JetStream message not yet settled
         self._queues: dict[str, deque[tuple[Msg, Message]]] = {}  # conversation -> its turn
         self._settled = anyio.Event()  # set (and replaced) each time a held message settles
-        self._max_deliver = 1
-        self._ack_wait_s = 30.0
-        self._dedupe_window_s = 120.0
+        self._max_deliver = settings.max_deliver
+        self._ack_wait_s = settings.ack_wait_s
+        self._dedupe_window_s = settings.dedupe_window_s
         self._received: dict[str, float] = {}  # message id -> when it arrived
         # set in run()
         self._nc: Client | None = None
@@ -100,14 +102,11 @@ class AgentWorker:
             self.status.nc = nc
             consumer = self.subjects.inbox_consumer(self.name)
             psub = await self._js.pull_subscribe_bind(consumer, stream=self.subjects.inbox_stream)
-            info = await psub.consumer_info()
-            self._max_deliver = info.config.max_deliver or 1
-            self._ack_wait_s = info.config.ack_wait or 30.0
-            stream = await self._js.stream_info(self.subjects.inbox_stream)
-            self._dedupe_window_s = stream.config.duplicate_window or 120.0
-            kv = await self._js.key_value(self.subjects.runs_bucket)
             self._ledger = RunLedger(
-                kv, agent=self.name, replica=self.settings.replica, lease_s=self._ack_wait_s
+                run_ledger(self._js, self.subjects.runs_bucket),
+                agent=self.name,
+                replica=self.settings.replica,
+                lease_s=self._ack_wait_s,
             )
             self._trace = trace = TracePublisher(
                 nc, self.subjects, self.name, replica=self.settings.replica, lineage=self._lineage
@@ -375,15 +374,29 @@ class AgentWorker:
     async def _dead_letter(
         self, msg: Msg, message: Message | None, error: str, *, attempts: int = 1
     ) -> None:
-        assert self._js is not None
-        headers = {
-            "Agentd-Error": error[:1000].replace("\n", " "),
-            "Agentd-Agent": self.name,
-            "Agentd-Deliveries": str(attempts),
+        """Ask the daemon to keep this inbox message as a dead letter, then let it go. Only
+        the daemon writes the dead-letter stream: it copies the message from this agent's
+        inbox itself, so a replica can neither forge nor misattribute one."""
+        assert self._nc is not None
+        request = {
+            "seq": msg.metadata.sequence.stream,
+            "error": error[:1000].replace("\n", " "),
+            "deliveries": attempts,
         }
-        if message is not None:
-            headers["Nats-Msg-Id"] = f"dlq-{message.id}-{time.time_ns()}"
-        await self._js.publish(self.subjects.dead_letter(self.name), msg.data, headers=headers)
+        try:
+            reply = await self._nc.request(
+                self.subjects.dead_letter_request(self.name),
+                json.dumps(request).encode(),
+                timeout=DEAD_LETTER_TIMEOUT_S,
+            )
+            answer = json.loads(reply.data)
+        except Exception as exc:  # the daemon is away: JetStream redelivers, we decide again
+            log.warning("dead-lettering message %s failed: %s", request["seq"], exc)
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        if not answer.get("ok"):
+            log.error("the daemon refused dead letter %s: %s", request["seq"], answer)
         await msg.term()
         self.status.stats["dead_lettered"] += 1
 

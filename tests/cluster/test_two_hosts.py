@@ -168,7 +168,7 @@ class Sender:
                     {
                         "to": agent,
                         "payload": {"n": mid},
-                        "reply_to": f"agentd.reply.t{self.batch}.{mid}",
+                        "reply_to": f"agentd.reply.ctl.t{self.batch}.{mid}",
                         "id": mid,
                     },
                 )
@@ -185,7 +185,7 @@ class Sender:
             self.replies.setdefault(result["message_id"], result)
             self._arrived.set()
 
-        await nc.subscribe(f"agentd.reply.t{self.batch}.*", cb=on_reply)
+        await nc.subscribe(f"agentd.reply.ctl.t{self.batch}.*", cb=on_reply)
         task_status.started()
         try:
             await anyio.sleep_forever()

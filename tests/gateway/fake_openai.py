@@ -4,7 +4,8 @@ Each replica answers like vLLM (usage, finish reasons, SSE chunks ending in a us
 [DONE]) and can be told to fail: `reset` drops the connection before answering, `busy`
 answers 503, `reject` answers 400 (as vLLM does for a prompt too long), `cut` streams two
 chunks and then drops the connection. Every body it receives is kept, so tests can check what
-the gateway sent.
+the gateway sent. With `generate_max` it answers like a model that never stops: every sequence
+(each prompt x max(n, best_of)) runs to max_tokens, and the usage says so.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class FakeReplica:
     mode: Mode = "ok"
     received: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
+    generate_max: bool = False
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -39,6 +41,8 @@ class FakeReplica:
             return web.json_response({"error": error}, status=400)
         if self.mode == "busy":
             return web.json_response({"error": "engine dead"}, status=503)
+        if self.generate_max and not body.get("stream"):
+            return web.json_response(_ran_to_max(body))
         words = ["hello", " from", f" {self.name}"]
         usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 14}
         if not body.get("stream"):
@@ -78,6 +82,18 @@ class FakeReplica:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+def _ran_to_max(body: dict[str, Any]) -> dict[str, Any]:
+    prompt = body.get("prompt", [])
+    prompts = len(prompt) if isinstance(prompt, list) and not isinstance(prompt[0], int) else 1
+    sequences = prompts * max(body.get("n") or 1, body.get("best_of") or 1)
+    max_tokens = body.get("max_completion_tokens") or body["max_tokens"]
+    choices = [
+        {"index": i, "text": "x" * max_tokens, "finish_reason": "length"} for i in range(sequences)
+    ]
+    usage = {"prompt_tokens": prompts, "completion_tokens": sequences * max_tokens}
+    return {"id": "cmpl-max", "object": "text_completion", "choices": choices, "usage": usage}
 
 
 @asynccontextmanager

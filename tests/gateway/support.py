@@ -10,7 +10,14 @@ from typing import Any
 import anyio
 
 from agentd.config import GatewayConfig
-from agentd.gateway import LLMGateway, PolicyCheck, ReplicaChooser, TokenBook, Upstreams
+from agentd.gateway import (
+    LLMGateway,
+    PolicyCheck,
+    ReplicaChooser,
+    TokenBook,
+    TokenLimits,
+    Upstreams,
+)
 
 
 @dataclass
@@ -40,6 +47,7 @@ async def running_gateway(
     *,
     policy: PolicyCheck | None = None,
     chooser: ReplicaChooser | None = None,
+    limits: TokenLimits | None = None,
     **config: Any,
 ) -> AsyncIterator[Running]:
     tokens = TokenBook()
@@ -51,6 +59,7 @@ async def running_gateway(
         record=records,
         policy=policy,
         chooser=chooser,
+        limits=limits,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)

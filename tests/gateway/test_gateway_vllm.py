@@ -22,6 +22,7 @@ from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
 
 from agentd.gateway import ReplicaEndpoint, RoundRobin, StaticUpstreams
+from agentd.gateway._protocol import CallRequest
 from tests.gateway.support import running_gateway
 from tests.gateway.underwriter import APPLICATION, Context, rationale_drafter, underwriter_graph
 from tests.inference.tool_schemas import TOOLS, Report, WeatherArgs
@@ -163,6 +164,42 @@ async def test_budget_unknown_model_malformed_and_still_healthy(servers: Servers
         "bad_request",
         "ok",
     ]
+
+
+async def test_a_prompt_list_n_or_best_of_cannot_spend_past_the_budget(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = 2000
+    upstreams = StaticUpstreams([servers.endpoint()])
+    # 8 prompts x 300 tokens, every one run to its end: 2,400 tokens against 2,000
+    attack = {"model": "main", "prompt": ["Once upon a time"] * 8, "max_tokens": 300}
+    attack["ignore_eos"] = True
+    single = {**attack, "prompt": "Once upon a time"}
+    async with running_gateway(upstreams, budget_tokens=budget, budget_window_s=3600) as gw:
+        headers = {"Authorization": f"Bearer {gw.tokens.issue('intake', 'intake-0')}"}
+        async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=120) as client:
+            refused = [
+                await client.post("/completions", json=body)
+                for body in (attack, {**single, "n": 8}, {**single, "best_of": 8})
+            ]
+            within = await client.post("/completions", json={**attack, "prompt": ["a", "b"]})
+    assert [r.status_code for r in refused] == [429, 429, 429], [r.text for r in refused]
+    assert within.status_code == 200, within.text
+    # vLLM counts every prompt of a list: what the reservation is an upper bound of
+    assert within.json()["usage"]["completion_tokens"] == 600
+    assert len(within.json()["choices"]) == 2
+
+    # control: the reservation the gateway made before (n x max_tokens) lets the list through
+    def old_estimate(self: CallRequest) -> int:
+        return len(self.raw) // 4 + self.max_tokens * self.choices
+
+    monkeypatch.setattr(CallRequest, "token_estimate", property(old_estimate))
+    async with running_gateway(upstreams, budget_tokens=budget, budget_window_s=3600) as gw:
+        headers = {"Authorization": f"Bearer {gw.tokens.issue('intake', 'intake-0')}"}
+        async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=120) as client:
+            through = await client.post("/completions", json=attack)
+    assert through.status_code == 200, through.text
+    assert through.json()["usage"]["completion_tokens"] == 2400 > budget
 
 
 async def test_dead_replica_is_retried_on_the_live_one(servers: Servers) -> None:

@@ -6,6 +6,8 @@ It prints a few loading lines, waits $FAKE_VLLM_STARTUP_S, then serves /health,
 /v1/completions and /metrics; the gauges on /metrics come from the JSON file
 $FAKE_VLLM_METRICS (``{"running": 0, "waiting": 0, "kv": 0.0}``), read at each request. With
 $FAKE_VLLM_ENGINE set it starts a child process first, as vLLM starts its engine core.
+Completions run like a model that never stops: every sequence (each prompt x n) runs to
+max_tokens (vLLM's default 16), one choice each, and the usage says so.
 """
 
 from __future__ import annotations
@@ -37,13 +39,21 @@ async def completions(request: web.Request) -> web.Response:
     served = request.app["served_name"]
     if body.get("model") != served:
         return web.json_response({"error": f"model {body.get('model')!r} not found"}, status=404)
+    prompt = body.get("prompt")
+    prompts = len(prompt) if isinstance(prompt, list) and not isinstance(prompt[0], int) else 1
+    sequences = prompts * int(body.get("n") or 1)
+    max_tokens = int(body.get("max_tokens") or 16)
+    choices = [{"index": i, "text": "x", "finish_reason": "length"} for i in range(sequences)]
+    generated = sequences * max_tokens
+    usage = {"prompt_tokens": prompts, "completion_tokens": generated}
+    usage["total_tokens"] = prompts + generated
     return web.json_response(
         {
             "id": "cmpl-fake",
             "object": "text_completion",
             "model": served,
-            "choices": [{"index": 0, "text": "x", "finish_reason": "length"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            "choices": choices,
+            "usage": usage,
         }
     )
 

@@ -19,6 +19,7 @@ EXTRA_POLICY = """
 # tests/security: the attackers' daemon
 p, alpha, agent:beta, send, allow
 p, ext:outsider, api:register, register, allow
+p, ext:raider, api:register, register, allow
 p, ext:lapser, api:register, register, allow
 p, ext:revokee, api:register, register, allow
 p, ext:preauth, api:register, register, allow
@@ -28,7 +29,31 @@ p, ext:nomodel, api:register, register, allow
 p, ext:modeler2, api:register, register, allow
 p, modeler, model:fake, infer, allow
 p, modeler2, model:fake, infer, allow
+p, ext:hog, api:register, register, allow
+p, ext:hogfree, api:register, register, allow
+p, ext:limited, api:register, register, allow
+p, hog, model:fake, infer, allow
+p, hogfree, model:fake, infer, allow
+p, limited, model:fake, infer, allow
+# hardening: a name pre-authorized and then claimed through the bootstrap path; reserved names
+# that policy would let register; an external agent that fuzzes its own subjects; who may spawn
+p, ext:hijacked, api:register, register, allow
+p, ext:ctl, api:register, register, allow
+p, ext:daemon, api:register, register, allow
+p, ext:fuzzext, api:register, register, allow
+p, ext:deepbody, api:register, register, allow
+p, delta, agent:gamma, spawn, allow
 """
+# tests/security/test_llm_budgets.py: a limits.toml model limit on the fake pool
+EXTRA_LIMITS = """
+[[limit]]
+agent = "limited"
+model = "fake"
+per_minute = 60
+burst = 1000
+"""
+# hog has a 2,000-token budget on the fake pool; hogfree, its control, has none
+GATEWAY = '[gateway]\nbudgets = { "hog/fake" = 2000 }\n'
 LEASE_S = 2.0
 # a model pool for the gateway-token cases: a stand-in vLLM (no GPU, no weights, starts at once)
 FAKE_POOL = f"""
@@ -53,6 +78,7 @@ def make_agents(root: Path) -> Path:
         shutil.copy(REPO / "agents" / "echo" / "graph.py", folder / "graph.py")
         (folder / "agent.toml").write_text(
             f'name = "{name}"\ngraph = "graph:graph"\ncheckpoint = false\nautoscale = false\n'
+            "idle_timeout_s = 5\n"  # a spawned instance (test_spawn_policy) ends soon
             "[replicas]\ninitial = 1\nmin = 0\nmax = 2\n"
         )
     return agents
@@ -65,6 +91,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     shutil.copytree(REPO / "policies", policies)
     with (policies / "policy.csv").open("a") as f:
         f.write(EXTRA_POLICY)
+    with (policies / "limits.toml").open("a") as f:
+        f.write(EXTRA_LIMITS)
     config = write_config(
         root,
         agents_dir=make_agents(root),
@@ -72,6 +100,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         extra=(
             f"[autoscale]\nenabled = false\n[identity]\nlease_s = {LEASE_S}\nlease_check_s = 0.1\n"
             + FAKE_POOL
+            + GATEWAY
         ),
     )
     text = config.read_text().replace(f'dir = "{REPO / "policies"}"', f'dir = "{policies}"')

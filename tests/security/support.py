@@ -25,6 +25,7 @@ __all__ = [
     "connected",
     "records_where",
     "refused",
+    "rss_mb",
     "self_signed",
 ]
 
@@ -210,3 +211,11 @@ def self_signed(folder: Path) -> TlsConfig:
     return TlsConfig(
         cert_file=folder / "cert.pem", key_file=folder / "key.pem", ca_file=folder / "cert.pem"
     )
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MiB (VmRSS), for the figures the suite prints."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")

@@ -85,8 +85,8 @@ async def test_tampered_or_missing_signatures_are_refused(
     elif tamper == "other_body":
         body = b'{"args": {"agent": "gamma", "replicas": 2}}'
     elif tamper == "stale":
-        key, _, sig = headers[AUTH_HEADER].split(" ")
-        headers = {AUTH_HEADER: f"{key} {time.time() - 3600:.3f} {sig}"}
+        key, _, nonce, sig = headers[AUTH_HEADER].split(" ")
+        headers = {AUTH_HEADER: f"{key} {time.time() - 3600:.3f} {nonce} {sig}"}
     else:
         headers = {AUTH_HEADER: "not a signature"}
     async with connected(secure, None) as daemon_rights:  # even the daemon's own connection

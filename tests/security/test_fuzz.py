@@ -180,3 +180,176 @@ def test_the_daemon_is_healthy_after_the_fuzzing(secure: DaemonProcess, bus: Bus
         secure, "agent.failed", lambda r: r.get("agent") in {"alpha", "beta"}, timeout_s=0
     )
     assert failed == []
+
+
+# --- hostile payloads from each identity, on every subject it may publish to (issue 18, item 2)
+#
+# The cases above use the daemon's own rights. These connect as an agent (alpha's replica
+# credentials), a registered external agent, the bootstrap user and an operator, and send what
+# hostile code would: nesting far past any parser's recursion (100 KB of `[`, the finding that
+# stopped the daemon through the spawner), valid JSON nested too deep, ~1 MB bodies, and bytes
+# that are not JSON at all. Every request must be answered as a bad request (never `internal`,
+# never silence), and the daemon must still serve afterwards.
+
+HOSTILE = settings(FUZZ, max_examples=12)
+deep = st.one_of(
+    st.integers(65, 300_000).map(lambda n: b"[" * n),  # unbalanced, as in the finding
+    st.integers(65, 20_000).map(lambda n: b"[" * n + b"]" * n),  # valid JSON, too deep
+    st.integers(65, 20_000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
+    st.integers(65, 2_000).map(lambda n: b'{"args": ' + b"[" * n + b"]" * n + b"}"),
+)
+huge = st.integers(200_000, 999_000).map(lambda n: b"[" + b"1," * (n // 2 - 1) + b"1]")
+garbage = st.binary(min_size=1, max_size=4096).filter(
+    lambda b: bool(b.strip()) and not b.strip().startswith(b"{")
+)
+hostile = st.one_of(deep, huge, garbage)
+NIL_REPLY_SUBJECTS = {"agentd.hb.alpha", "agentd.hb.fuzzext"}  # heartbeats: no reply expected
+JETSTREAM_SUBJECTS = {"agentd.trace.alpha", "agentd.trace.fuzzext"}
+OPERATOR_VERBS = (
+    "status", "ps", "scale", "send", "dlq.list", "dlq.replay", "policy.test", "policy.reload",
+    "audit.prove", "runs", "agents.issue", "agents.revoke", "operators.add", "stop", "approve",
+)  # fmt: skip
+
+
+def agent_subjects(name: str) -> list[str]:
+    return [
+        f"agentd.out.{name}.beta",
+        f"agentd.tool.{name}.credit.score",
+        f"agentd.spawn.{name}",
+        f"agentd.hb.{name}",
+        f"agentd.trace.{name}",
+        f"agentd.dead.{name}",  # dead letters: the daemon writes them, on request
+    ]
+
+
+@pytest.fixture
+def external_creds(secure: DaemonProcess) -> Iterator[Any]:
+    """A registered external agent (pre-authorized `fuzzext`) with its own credentials, whose
+    lease a heartbeat keeps (it is LEASE_S short) while the test runs."""
+    from pathlib import Path
+
+    from agentd.bus import Credentials
+
+    out = secure.agentctl("--json", "agents", "issue", "fuzzext")
+    assert out.returncode == 0, out.stderr
+    creds = Credentials.load(Path(json.loads(out.stdout)["creds"]))
+    keeper = Bus(secure.url, creds.connect_options())
+    body = json.dumps({"v": 1, "args": {"spec": {"version": "1"}}}).encode()
+    assert keeper.request("agentd.api.register.fuzzext", body)["ok"] is True
+
+    async def keep_the_lease() -> None:
+        while True:
+            await keeper.nc.request("agentd.api.heartbeat.fuzzext", b'{"v": 1}', timeout=5)
+            await asyncio.sleep(0.3)
+
+    beating = asyncio.run_coroutine_threadsafe(keep_the_lease(), keeper.loop)
+    try:
+        yield creds
+    finally:
+        beating.cancel()
+        keeper.run(keeper.nc.request("agentd.api.deregister.fuzzext", b"{}", timeout=5))
+        keeper.close()
+
+
+def identities(secure: DaemonProcess, external: Any) -> dict[str, tuple[dict[str, Any], list[str]]]:
+    """Who attacks (connect options) and the subjects each may publish to."""
+    from agentd.bus import Credentials
+    from agentd.identity import bootstrap_credentials
+    from tests.security.support import agent_creds
+
+    alpha = Credentials.load(agent_creds(secure, "alpha"))
+    token = (secure.state_dir / "credentials" / "bootstrap.token").read_text().strip()
+    operator = admin_credentials(secure.url)
+    return {
+        "agent": (alpha.connect_options(), agent_subjects("alpha")),
+        "external": (
+            external.connect_options(),
+            [
+                *agent_subjects("fuzzext"),
+                "agentd.api.register.fuzzext",
+                "agentd.api.heartbeat.fuzzext",
+                "agentd.api.deregister.fuzzext",
+            ],
+        ),
+        "bootstrap": (bootstrap_credentials(token).connect_options(), ["agentd.api.register"]),
+        "operator": (operator.connect_options(), [f"agentd.ctl.{v}" for v in OPERATOR_VERBS]),
+    }
+
+
+@pytest.mark.parametrize("who", ["agent", "external", "bootstrap", "operator"])
+def test_hostile_payloads_from_each_identity_are_refused_and_the_daemon_serves(
+    secure: DaemonProcess, external_creds: Any, who: str
+) -> None:
+    from tests.security.support import rss_mb
+
+    options, subjects = identities(secure, external_creds)[who]
+    operator = admin_credentials(secure.url)
+    attacker = Bus(secure.url, options)
+    before = rss_mb(secure.pid)
+    sent: dict[str, int] = {}
+    try:
+        for subject in subjects:
+            fuzz_one_subject(attacker, subject, operator if who == "operator" else None, sent)
+            assert secure.proc.poll() is None, f"the daemon died on {subject}:\n{secure.log()}"
+        attacker.run(attacker.nc.flush())
+    finally:
+        attacker.close()
+    assert_still_serves(secure)
+    print(
+        f"\nfuzz[{who}]: {sum(sent.values())} hostile payloads on {len(subjects)} subjects; "
+        f"daemon RSS {before:.0f} -> {rss_mb(secure.pid):.0f} MiB"
+    )
+
+
+def fuzz_one_subject(attacker: Bus, subject: str, signer: Any, sent: dict[str, int]) -> None:
+    """Hostile payloads on `subject`; each request answered as a bad request, not `internal`."""
+    from agentd.identity import sign_request
+
+    @HOSTILE
+    @given(data=hostile)
+    def one(data: bytes) -> None:
+        sent[subject] = sent.get(subject, 0) + 1
+        if subject in NIL_REPLY_SUBJECTS:
+            attacker.run(attacker.nc.publish(subject, data))
+            return
+        headers = sign_request(signer, subject, data) if signer is not None else None
+        reply = attacker.run(attacker.nc.request(subject, data, timeout=10, headers=headers))
+        if subject in JETSTREAM_SUBJECTS:  # the stream's ack; the ingest reads it later
+            return
+        body = json.loads(reply.data)
+        check_reply(body)
+        assert body["ok"] is False, (subject, body)
+        assert body["error"]["code"] != "internal", (subject, body)
+
+    one()
+
+
+def test_one_nested_message_on_its_own_spawn_subject_does_not_stop_the_daemon(
+    secure: DaemonProcess,
+) -> None:
+    """The finding itself: 100 KB of `[` on alpha's own spawn subject, with alpha's credentials."""
+    from agentd.bus import Credentials
+    from tests.security.support import agent_creds
+
+    alpha = Bus(secure.url, Credentials.load(agent_creds(secure, "alpha")).connect_options())
+    try:
+        finding = alpha.request("agentd.spawn.alpha", b"[" * 100_000)
+        under_the_size_limit = alpha.request("agentd.spawn.alpha", b"[" * 60_000)
+    finally:
+        alpha.close()
+    assert finding["ok"] is False and finding["error"]["code"] == "bad_request", finding
+    assert "the limit is 65536 bytes" in finding["error"]["message"], finding
+    assert under_the_size_limit["error"]["code"] == "bad_request", under_the_size_limit
+    message = under_the_size_limit["error"]["message"]
+    assert "deeper than the limit of 64" in message, under_the_size_limit
+    assert_still_serves(secure)
+
+
+def assert_still_serves(secure: DaemonProcess) -> None:
+    """The daemon answers ps and runs a send/ask round trip."""
+    assert secure.proc.poll() is None, secure.log()[-3000:]
+    ps = secure.agentctl("--json", "ps")
+    assert ps.returncode == 0, ps.stderr
+    assert {"alpha", "beta"} <= {row["agent"] for row in json.loads(ps.stdout)}
+    out = secure.agentctl("send", "beta", '{"after": "fuzz"}', "--wait")
+    assert out.returncode == 0 and json.loads(out.stdout) == {"after": "fuzz"}, out.stderr

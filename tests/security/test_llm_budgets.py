@@ -1,0 +1,121 @@
+"""LLM budgets hold against an agent that shapes its calls: with only its own gateway token, an
+agent cannot make the model generate more than its budget through prompt lists, n or best_of,
+and limits.toml's model limits are enforced. The fake pool runs every sequence to max_tokens,
+so the tokens the records count are what a real model could have been made to generate.
+
+Issue 18, item 6: two /v1/completions calls with 200 prompts each generated 200,000 tokens
+against a 2,000-token budget (the gateway reserved n x max_tokens, not the prompts).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import DaemonProcess, decision_records
+from tests.security.test_gateway_tokens import gateway_url, llm_token, served
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+BUDGET = 2000  # conftest: [gateway].budgets "hog/fake"
+PROMPTS = [f"write story {i}" for i in range(200)]
+
+
+def attack(prompts: int = 200, **extra: Any) -> dict[str, Any]:
+    return {"model": "fake", "prompt": PROMPTS[:prompts], "max_tokens": 500, **extra}
+
+
+def generated(daemon: DaemonProcess, agent: str, count: int) -> list[dict[str, Any]]:
+    """`agent`'s llm.call records, once there are `count` of them (the recorder batches)."""
+    deadline = time.monotonic() + 5
+    while True:
+        records = [
+            r for r in decision_records(daemon.state_dir, "llm.call") if r.get("agent") == agent
+        ]
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+def tokens_out(records: list[dict[str, Any]]) -> int:
+    return sum(r["attributes"].get("tokens_out") or 0 for r in records)
+
+
+async def test_prompt_lists_n_and_best_of_cannot_spend_past_the_budget(
+    secure: DaemonProcess,
+) -> None:
+    url = await gateway_url(secure)
+    token = await llm_token(secure, "hog")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await served(client, url, token)).status_code == 200
+        answers = {
+            # the issue's attack, twice: over the per-call cap, refused before any budget
+            "200 prompts": await client.post(f"{url}/completions", json=attack(), headers=headers),
+            "200 prompts again": await client.post(
+                f"{url}/completions", json=attack(), headers=headers
+            ),
+            # under the cap, over the budget, each multiplier alone
+            "60 prompts": await client.post(f"{url}/completions", json=attack(60), headers=headers),
+            "60 token-id prompts": await client.post(
+                f"{url}/completions",
+                json={**attack(), "prompt": [[17, i] for i in range(60)]},
+                headers=headers,
+            ),
+            "n=60": await client.post(f"{url}/completions", json=attack(1, n=60), headers=headers),
+            "best_of=60": await client.post(
+                f"{url}/completions", json=attack(1, best_of=60), headers=headers
+            ),
+        }
+        within = await client.post(
+            f"{url}/completions",
+            json={"model": "fake", "prompt": ["a", "b"], "max_tokens": 100},
+            headers=headers,
+        )
+    for what, answer in answers.items():
+        assert answer.status_code in (400, 429), (what, answer.text)
+    assert answers["200 prompts"].json()["error"]["param"] == "prompt"
+    assert answers["60 prompts"].json()["error"]["code"] == "budget_exhausted"
+    assert within.status_code == 200, within.text
+    records = generated(secure, "hog", 8)
+    assert len(records) == 8
+    assert tokens_out(records) == 1 + 200 <= BUDGET  # the first small call, then 2 x 100
+    assert sorted(r["decision"] for r in records).count("ok") == 2
+
+
+async def test_control_without_a_budget_the_same_call_generates_past_it(
+    secure: DaemonProcess,
+) -> None:
+    url = await gateway_url(secure)
+    token = await llm_token(secure, "hogfree")
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await served(client, url, token)).status_code == 200
+        answer = await client.post(
+            f"{url}/completions", json=attack(60), headers={"Authorization": f"Bearer {token}"}
+        )
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["choices"]) == 60
+    records = generated(secure, "hogfree", 2)
+    assert tokens_out(records) == 1 + 60 * 500 > BUDGET
+
+
+async def test_a_limits_toml_model_limit_is_enforced(secure: DaemonProcess) -> None:
+    url = await gateway_url(secure)
+    token = await llm_token(secure, "limited")
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"model": "fake", "prompt": ["a", "b"], "max_tokens": 300}
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await served(client, url, token)).status_code == 200
+        first = await client.post(f"{url}/completions", json=body, headers=headers)
+        second = await client.post(f"{url}/completions", json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert second.status_code == 429, second.text
+    assert second.json()["error"]["code"] == "rate_limited"
+    assert int(second.headers["Retry-After"]) >= 100  # ~400 tokens short at 1 token a second
+    records = generated(secure, "limited", 3)
+    limited = [r for r in records if r["decision"] == "rate_limited"]
+    assert len(limited) == 1 and limited[0]["rule"].startswith("limits.toml:")
+    assert limited[0]["attributes"]["retry_after_s"] > 100

@@ -105,8 +105,9 @@ def check_wire_record(data: bytes | str) -> WireRecord | None:
             return None
     else:
         text = data
-    # Escapes the log re-serializes can only be there if a backslash is (a memchr, not a scan).
-    if "\\" in text and _RESERIALIZE.search(text) is not None:
+    # What `DecisionRecord.from_wire` re-serializes: escapes (only where a backslash is) and the
+    # words NaN / Infinity, even inside a string; substring tests first (a memchr, not a scan)
+    if ("\\" in text or "NaN" in text or "Infinity" in text) and _RESERIALIZE.search(text):
         return None
     try:
         obj = _decode(text)  # NaN and Infinity (outside strings) raise here

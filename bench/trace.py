@@ -41,12 +41,13 @@ from agentd.bus import Subjects  # noqa: E402
 from agentd.config import TraceConfig  # noqa: E402
 from agentd.trace import DecisionLog, LogWriter, Redactor, TraceIngest, TracePublisher  # noqa: E402
 
-KIND = "tool.executed"
+# what a worker publishes (its run records): only the daemon writes tool.* records
+KIND = "run.finished"
 
 
 async def publisher_main(url: str, agent: str, count: int) -> None:
     """One worker process: build the records, say ready, publish them all on "go"."""
-    records = [r.model_copy(update={"agent": agent}) for r in make_records(count)]
+    records = [r.model_copy(update={"agent": agent, "kind": KIND}) for r in make_records(count)]
     for record in records:
         record.body_json()  # serialized once up front, as a worker does when it records
     nc = await nats.connect(url)

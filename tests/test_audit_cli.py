@@ -321,4 +321,4 @@ def test_a_daemon_on_a_tampered_log_reports_it_and_refuses_proofs(
         assert f"record 3 (id {record_id})" in out.stderr
         proof = d.agentctl("audit", "prove", later_id)
         assert proof.returncode == 1 and "DecisionLogDamaged" in proof.stderr, proof.stderr
-        assert d.stop() == 0
+        assert d.stop() == 0, d.log()[-4000:]

@@ -103,6 +103,7 @@ def test_embedded_nats_killed_is_restarted_and_the_daemon_serves_again(tmp_path:
             "supervisor": "running",
             "nats": "running",
             "bus": "connected",
+            "anchor": "decision log anchored",
             "router": "running",
             "control": "running",
             "agents": "running",

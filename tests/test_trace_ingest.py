@@ -114,7 +114,7 @@ def count_records(state: Path) -> tuple[int, int]:
     db = sqlite3.connect(f"file:{state / 'decisions.db'}?mode=ro", uri=True)
     try:
         row = db.execute(
-            "SELECT count(*), count(DISTINCT id) FROM records WHERE kind = 'tool.executed'"
+            "SELECT count(*), count(DISTINCT id) FROM records WHERE kind = 'x.test.kill'"
         ).fetchone()
     except sqlite3.OperationalError:  # not created yet
         return 0, 0
@@ -176,7 +176,7 @@ def test_sigkill_with_10000_records_in_flight_loses_and_duplicates_nothing(
     assert (rows, distinct) == (total, total), f"{at_kill} stored at the kill, {in_hand} unacked"
     db = sqlite3.connect(f"file:{state / 'decisions.db'}?mode=ro", uri=True)
     try:
-        ids = {r[0] for r in db.execute("SELECT id FROM records WHERE kind = 'tool.executed'")}
+        ids = {r[0] for r in db.execute("SELECT id FROM records WHERE kind = 'x.test.kill'")}
     finally:
         db.close()
     expected = {f"kill{k}-{i:06d}" for k in range(publishers) for i in range(total // publishers)}

@@ -145,5 +145,19 @@ class Subjects:
         """Key-value bucket of finished runs by message id: a redelivery does not run again."""
         return f"{self.prefix.replace('.', '_')}_runs"
 
+    @property
+    def log_anchor_bucket(self) -> str:
+        """Key-value bucket of the decision log's last published checkpoint, one key per host
+        (with history): the anchor outside the log file."""
+        return f"{self.prefix.replace('.', '_')}_log_anchor"
+
+    @property
+    def witness_stream(self) -> str:
+        """Stream of the decision logs' signed checkpoints ([trace.witness].stream)."""
+        return f"{self.prefix.replace('.', '_').upper()}_WITNESS"
+
+    def witness(self, node: str) -> str:
+        return f"{self.prefix}.witness.{node}"
+
     def inbox_consumer(self, agent: str) -> str:
         return f"inbox-{agent}"

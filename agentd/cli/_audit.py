@@ -51,6 +51,14 @@ def add_log_commands(sub: Any) -> None:
     verify.add_argument(
         "--key", type=Path, help="pinned public key for --log (default: the .pub beside it)"
     )
+    verify.add_argument(
+        "--witness",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --log: checkpoints published outside the log ([trace.witness].file); the"
+        " daemon checks its anchor and configured witnesses itself",
+    )
     prove = audit_sub.add_parser("prove", help="an inclusion proof of one record")
     prove.add_argument("id", help="record id")
     prove.add_argument("--out", type=Path, help="write the proof here (default: stdout)")
@@ -92,6 +100,11 @@ def _verify_text(report: dict[str, Any]) -> str:
         text = f"OK: {report['reason']} (signed through record {report['signed_through']})"
         if report["signed_through"] == 0 and report["checked"]:
             text += "\nno checkpoint is signed yet: the hash chain alone protects these records"
+        if report.get("witnessed_through"):
+            text += "\nchecked against checkpoints published outside the log through record"
+            text += f" {report['witnessed_through']}"
+        elif report.get("anchored") is False:
+            text += "\nwarning: [trace].anchor is off: nothing outside the log vouches for it"
         return text
     where = ""
     if report.get("first_bad_seq") is not None:
@@ -119,12 +132,17 @@ def is_offline(args: argparse.Namespace) -> bool:
 
 def run_offline(args: argparse.Namespace) -> str | None:
     report, key_file = verify_log_file(
-        args.log, args.key, from_seq=args.from_seq, to_seq=args.to_seq
+        args.log, args.key, from_seq=args.from_seq, to_seq=args.to_seq, witness=args.witness
     )
     result = {**report.to_dict(), "log": str(args.log), "public_key_file": str(key_file)}
     text = _finish_verify(result, args.json)
     if text is not None and args.key is None:
         text += f"\nwarning: checked against {key_file}, found beside the log; pin a copy (--key)"
+    if text is not None and not args.witness:
+        text += (
+            "\nwarning: no witness given (--witness): a record rewritten with the chain"
+            " recomputed and the checkpoints after it deleted would verify"
+        )
     return text
 
 
@@ -133,6 +151,12 @@ def run_offline(args: argparse.Namespace) -> str | None:
 
 async def audit(ctl: ControlClient, args: argparse.Namespace) -> Any:
     if args.audit_command == "verify":
+        if args.witness:
+            raise ControlError(
+                "bad_request",
+                "--witness goes with --log (offline); the daemon checks its own anchor and the"
+                " witnesses [trace.witness] configures",
+            )
         request = {k: v for k in ("from_seq", "to_seq") if (v := getattr(args, k)) is not None}
         # a whole log takes a while (about a minute per million records here): wait for it
         report = await ctl.call("audit.verify", request, timeout_s=max(args.timeout, VERIFY_WAIT_S))

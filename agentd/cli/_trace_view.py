@@ -7,7 +7,7 @@ from typing import Any
 
 from agentd.audit import TraceNode, build_trace_tree, token_counts
 from agentd.cli._table import render_table
-from agentd.trace import DecisionRecord
+from agentd.trace import DAEMON_SOURCE, DecisionRecord
 
 __all__ = ["format_time", "render_decision_line", "render_runs", "render_trace"]
 
@@ -58,6 +58,8 @@ def _details(record: DecisionRecord) -> str:
         parts.append(f"why: {_short(record.reason, 60)}")
     if record.operator:
         parts.append(f"by {record.operator}")
+    if record.source and record.source != DAEMON_SOURCE:  # written by an agent, not the daemon
+        parts.append(f"from {record.source}")
     lineage = record.lineage
     if lineage is not None:
         bits = [

@@ -37,6 +37,7 @@ from agentd.config._models import (
     ToolOverride,
     ToolsConfig,
     TraceConfig,
+    WitnessConfig,
 )
 from agentd.config._names import RESERVED_NAMES, reserved_name_problem
 
@@ -66,6 +67,7 @@ __all__ = [
     "ToolOverride",
     "ToolsConfig",
     "TraceConfig",
+    "WitnessConfig",
     "CheckpointsConfig",
     "find_config",
     "load_config",

@@ -50,6 +50,7 @@ __all__ = [
     "TlsConfig",
     "ToolsConfig",
     "TraceConfig",
+    "WitnessConfig",
 ]
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -207,6 +208,21 @@ class OtlpConfig(_Section):
         return endpoint
 
 
+class WitnessConfig(_Section):
+    """[trace.witness]: where signed checkpoints of the decision log are published besides the
+    daemon's own anchor (see docs/audit.md, "Anchoring"), so that deleting them from the log
+    file, or rewriting records they cover, is detected by `agentctl audit verify`.
+
+    `file`: a JSON-lines file, one checkpoint per line, appended and synced; put it on another
+    mount (a network share, a disk the agents cannot write). `stream`: a JetStream stream
+    (`<PREFIX>_WITNESS`, subject `<prefix>.witness.<node>`, `[cluster].stream_replicas`
+    replicas in a cluster: on other hosts).
+    """
+
+    file: Path | None = None
+    stream: bool = False
+
+
 class TraceConfig(_Section):
     """[trace]: the durable, hash-chained decision log under the state directory, and the
     OpenTelemetry export ([trace.otlp])."""
@@ -230,6 +246,16 @@ class TraceConfig(_Section):
     """Backlog the stream holds while the daemon is behind; publishers retry when it is full."""
     stream_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     stream_duplicate_window_s: float = Field(default=120.0, gt=0)
+    anchor: bool = True
+    """Keep the last signed checkpoint outside the log file (the daemon's JetStream key-value
+    bucket) and refuse to extend a log that does not extend it."""
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    """Sign (and publish) a checkpoint at least this often while records arrive: the bound on
+    how long the newest records rest on the hash chain alone."""
+    witness: WitnessConfig = WitnessConfig()
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+    """An agent's record dated further than this from the time the trace stream stored it is
+    refused (a `trace.rejected` record says so)."""
 
     @field_validator("redact_patterns")
     @classmethod

@@ -36,7 +36,7 @@ from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.errors import ControlError
 from agentd.router import DeadLetters
-from agentd.trace import DecisionLog, DecisionRecord, public_key_path
+from agentd.trace import DecisionLog, DecisionRecord, WitnessEntry, public_key_path
 
 __all__ = ["AuditVerbs"]
 
@@ -77,6 +77,7 @@ class AuditVerbs:
         js: JetStreamContext,
         subjects: Subjects,
         dead_letters: DeadLetters,
+        witnessed: Callable[[], Awaitable[list[WitnessEntry]]] | None = None,
     ) -> None:
         self._log = decision_log
         self._public_key_file = public_key_path(signing_key_file)
@@ -85,6 +86,7 @@ class AuditVerbs:
         self._subjects = subjects
         self._ledger: KeyValue | None = None
         self._dead_letters = dead_letters
+        self._witnessed = witnessed
 
     def register(self, control: ControlPlane) -> None:
         verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
@@ -103,9 +105,12 @@ class AuditVerbs:
     async def verify(self, request: ControlRequest) -> dict[str, Any]:
         """Verify the whole log (or `from_seq`..`to_seq`) against the daemon's key."""
         from_seq, to_seq = _opt(request, "from_seq", int), _opt(request, "to_seq", int)
-        report = await anyio.to_thread.run_sync(self._log.verify, from_seq, to_seq)
+        # the checkpoints kept outside the file: the anchor and the witnesses
+        witness = await self._witnessed() if self._witnessed is not None else []
+        report = await anyio.to_thread.run_sync(self._log.verify, from_seq, to_seq, witness)
         return {
             **report.to_dict(),
+            "anchored": self._witnessed is not None,
             "key_id": self._log.key_id,
             "log": str(self._log.path),
             "public_key_file": str(self._public_key_file),

@@ -7,12 +7,13 @@ set flags (uvicorn's model); a second SIGINT forces at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -32,7 +33,7 @@ from agentd.inference import ModelPools, missing_files
 from agentd.metrics import AgentdMetrics
 from agentd.supervisor import ChildEvent, Supervisor
 from agentd.telemetry import TelemetrySettings, setup_telemetry
-from agentd.trace import DecisionRecord, LogWriter, open_decision_log
+from agentd.trace import DecisionLogDamaged, DecisionRecord, LogWriter, open_decision_log
 
 __all__ = ["Daemon"]
 
@@ -104,25 +105,30 @@ class Daemon:
                 attributes={"service.instance.id": f"{socket.gethostname()}-{os.getpid()}"},
             )
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._handle_signals, tg)
-                    await tg.start(writer.run)
-                    await tg.start(self._recorder.run)
-                    await services.start(tg)
-                    ready_after = time.time() - self.started_at
-                    log.info("agentd ready in %.2fs; NATS at %s", ready_after, self.nats_url)
-                    agents = len(services.fleet.names) if services.fleet else 0
-                    self.notifier.ready(f"serving {agents} agents")
-                    if self.notifier.watchdog_interval_s:
-                        tg.start_soon(self._watchdog)
-                    await self._stop.wait()
-                    await self._shutdown(tg)
+                with _unwrap_damaged():
+                    await self._serve(writer, services)
             finally:
                 await self._recorder.close()
                 # export what is buffered; off the loop, an unreachable collector takes time
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(telemetry.shutdown)
         return self.exit_code
+
+    async def _serve(self, writer: LogWriter, services: Services) -> None:
+        assert self._recorder is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._handle_signals, tg)
+            await tg.start(writer.run)
+            await tg.start(self._recorder.run)
+            await services.start(tg)
+            ready_after = time.time() - self.started_at
+            log.info("agentd ready in %.2fs; NATS at %s", ready_after, self.nats_url)
+            agents = len(services.fleet.names) if services.fleet else 0
+            self.notifier.ready(f"serving {agents} agents")
+            if self.notifier.watchdog_interval_s:
+                tg.start_soon(self._watchdog)
+            await self._stop.wait()
+            await self._shutdown(tg)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -242,6 +248,22 @@ class Daemon:
             "metrics_url": services.metrics_url() if services else None,
             "cluster": services.cluster.summary() if services and services.cluster else None,
         }
+
+
+@contextlib.contextmanager
+def _unwrap_damaged() -> Iterator[None]:
+    """A decision log that does not extend its anchor stops the daemon with that error (the
+    command line prints it), not with the task group's exception group around it."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        damaged, _ = group.split(DecisionLogDamaged)
+        if damaged is None:
+            raise
+        first: BaseException = damaged
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 def run_daemon(loaded: LoadedConfig, *, log_format: str | None = None) -> int:

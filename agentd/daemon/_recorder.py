@@ -16,7 +16,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from agentd.trace import DecisionRecord, LogWriter, build_record
+from agentd.trace import (
+    DAEMON_SOURCE,
+    DecisionLogDamaged,
+    DecisionRecord,
+    LogWriter,
+    build_record,
+)
 
 __all__ = ["Recorder"]
 
@@ -42,7 +48,11 @@ class Recorder:
         self._observers.append(observer)
 
     def record(self, kind: str, **fields: Any) -> None:
-        """Queue one decision. Unknown fields go to `attributes`; never raises."""
+        """Queue one decision. Unknown fields go to `attributes`; never raises.
+
+        Its `source` is `daemon`: every record the daemon's components make is the daemon's.
+        """
+        fields.setdefault("source", DAEMON_SOURCE)
         try:  # the same construction as workers' records (TracePublisher.record)
             self._pending.append(build_record(kind, fields))
         except ValueError as exc:
@@ -65,6 +75,9 @@ class Recorder:
         batch, self._pending = self._pending, []
         try:
             await self.writer.append(batch)
+        except DecisionLogDamaged as exc:  # the log refuses to be extended: said once, plainly
+            log.error("%d decision records not written: %s", len(batch), exc)
+            return
         except Exception:
             log.exception("writing %d decision records failed", len(batch))
             return

@@ -38,6 +38,7 @@ from agentd.daemon._embedded_nats import start_embedded_nats
 from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._llm_tokens import IdentityTokens
+from agentd.daemon._log_anchor import LogAnchor, build_log_anchor
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._spawner import Spawner
 from agentd.daemon._systemd import SystemdNotifier
@@ -89,6 +90,7 @@ class Services:
         # who may speak on the bus (docs/identity.md); None: [identity].enabled = false
         self.identity: DaemonIdentity | None = None
         self.ingest: TraceIngest | None = None
+        self.anchor: LogAnchor | None = None
         self.llm: LLMGateway | None = None
         self.fleet: AgentFleet | None = None
         # [cluster]: this host's node lease, the placer role, its share of the placement
@@ -140,6 +142,14 @@ class Services:
         if self.config.models:  # a service line only where pools are configured
             self.step("models", f"{len(self.config.models)} pools")
         recorder = self.recorder
+        if self.config.trace.anchor:
+            # before anything is ingested: a log that does not extend the checkpoint published
+            # outside it stops the start here (DecisionLogDamaged), signing nothing over it
+            self.anchor = build_log_anchor(
+                self.config, js, self.subjects, recorder.writer, self.state_dir
+            )
+            await tg.start(self.anchor.run)
+            self.step("anchor", "decision log anchored")  # `agentctl status` shows it
         # before any replica starts: workers publish their records to the trace stream
         self.ingest = TraceIngest(
             nc,
@@ -266,6 +276,7 @@ class Services:
             js=js,
             subjects=self.subjects,
             dead_letters=dead_letters,
+            witnessed=self.anchor.witnessed if self.anchor is not None else None,
         ).register(self.control)
         recorder.add_observer(DecisionFeed(nc, self.subjects, recorder.log.redactor or Redactor()))
         await tg.start(self.control.run)

@@ -42,6 +42,7 @@ def open_decision_log(config: DecisionLogConfig, state_dir: Path) -> DecisionLog
         checkpoint_every=config.checkpoint_every,
         synchronous=config.synchronous,
         redactor=redactor_for(config),
+        anchored=config.anchor,
     )
 
 

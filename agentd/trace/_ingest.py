@@ -3,10 +3,12 @@
 One durable pull consumer reads `<prefix>.trace.*` in batches of `[trace].ingest_batch`
 messages; a message holds one record, or several, one per line, when it has the
 `Agentd-Records` header (see `TracePublisher`). Each record is checked on its own
-(`parse_published`): a malformed record, or one that names another agent than its subject, is
-refused with a log line naming the subject, the stream sequence (and line) and the reason,
-noted in the log as a `trace.rejected` record that keeps only the body's digest, and never holds
-up the rest of its message or batch; a message none of whose records can be stored is
+(`parse_published`): a malformed record, one that names another agent than its subject, one of
+a kind only the daemon writes, or one dated more than `[trace].max_clock_skew_s` from the time
+the stream stored it (see `_sources`), is refused with a log line naming the subject, the stream
+sequence (and line) and the reason, noted in the log as a `trace.rejected` record that keeps only
+the body's digest, and never holds up the rest of its message or batch; every accepted record is
+stored with `source` = `agent:<name>`; a message none of whose records can be stored is
 terminated (never delivered again). The accepted records
 of a batch go to the `LogWriter` as one append, and the batch's messages are acked only after
 that append committed. If the daemon dies in between, JetStream delivers them again after
@@ -64,6 +66,16 @@ class _Checked:
     refusals: list[tuple[Msg, str, bytes, str, int | None]]
     unusable: list[Msg]
     """Messages none of whose records can be stored: terminated."""
+
+
+def _stored_at(msg: Msg) -> float | None:
+    """When the stream stored `msg` (the server's clock), from its ack subject."""
+    if not msg.reply:
+        return None
+    try:
+        return msg.metadata.timestamp.timestamp()
+    except (nats.errors.Error, ValueError, IndexError):
+        return None
 
 
 class TraceIngest:
@@ -170,6 +182,7 @@ class TraceIngest:
         accepted: list[Msg] = []
         checked = _Checked(_Batch(records, accepted), [], [])
         prefix_len = self._prefix_len
+        max_skew_s = self._config.max_clock_skew_s
         for msg in messages:
             agent = msg.subject[prefix_len:]
             headers = msg.headers
@@ -184,9 +197,12 @@ class TraceIngest:
                     checked.unusable.append(msg)
                     continue
             kept = 0
+            stored_at = _stored_at(msg)
             for line, body in enumerate(bodies):
                 try:
-                    records.append(parse_published(agent, body))
+                    records.append(
+                        parse_published(agent, body, stored_at=stored_at, max_skew_s=max_skew_s)
+                    )
                 except RecordRejected as exc:
                     checked.refusals.append((msg, agent, body, exc.reason, line if count else None))
                     continue

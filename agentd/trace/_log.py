@@ -34,12 +34,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
+from ._anchor import WitnessEntry, check_log_extends
 from ._errors import DecisionLogDamaged, DecisionLogError
 from ._keyindex import BLOCK_SIZE, record_key_digests
 from ._keys import load_or_create_signing_key
@@ -58,10 +59,13 @@ from ._schema import (
 )
 from ._verify import VerifyReport, verify_log
 from ._wire import WireRecord
+from ._witness_proofs import WitnessProofs
 from ._writer import ChainState, rollback, sign_checkpoint, write_batch
 from .verifier import key_id
 
 __all__ = ["AppendResult", "DecisionLog"]
+
+_NEVER = 1 << 62  # checkpoint_every while signing is held
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class DecisionLog:
         checkpoint_every: int = 1000,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         redactor: Redactor | None = None,
+        anchored: bool = False,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
@@ -97,9 +102,14 @@ class DecisionLog:
         self.key_id = key_id(self.public_key)
         self._lock = threading.Lock()
         self._closed = False
+        # anchored: sign nothing until `anchor()` has checked the file against the checkpoint
+        # kept outside it (or `anchor(None)` said there is none yet)
+        self._held = anchored
+        self._refusal: DecisionLogDamaged | None = None
         self._conn = connect(self.path, synchronous=synchronous)
         try:
             self.log_id = create_schema(self._conn, uuid.uuid4().hex)
+            self._proofs = WitnessProofs(self.path, self.log_id, self.public_key)
             self._state = self._load_state()
         except BaseException:
             self._conn.close()
@@ -135,7 +145,9 @@ class DecisionLog:
             (size - size % BLOCK_SIZE,),
         ):
             block_keys.update(record_key_digests(run_id, conversation_id, trace_id))
-        return ChainState(frontier, chain, checkpointed, block_keys)
+        return ChainState(
+            frontier, chain, checkpointed, block_keys, None if latest is None else latest.checkpoint
+        )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -160,14 +172,20 @@ class DecisionLog:
             ]
         with self._lock:
             self._check_open()
-            appended, duplicates = write_batch(
-                self._conn,
-                self._state,
-                batch,
-                sign=self._sign,
-                log_id=self.log_id,
-                checkpoint_every=self.checkpoint_every,
-            )
+            if self._refusal is not None:
+                raise self._refusal
+            try:
+                appended, duplicates = write_batch(
+                    self._conn,
+                    self._state,
+                    batch,
+                    sign=self._sign,
+                    log_id=self.log_id,
+                    checkpoint_every=_NEVER if self._held else self.checkpoint_every,
+                )
+            except DecisionLogDamaged as exc:
+                self._refusal = exc  # rewritten under the writer: never sign over it
+                raise
             return AppendResult(appended, duplicates, self._state.frontier.size)
 
     def append(self, record: DecisionRecord) -> AppendResult:
@@ -185,7 +203,7 @@ class DecisionLog:
 
     def _checkpoint_locked(self) -> Checkpoint | None:
         state = self._state
-        if state.frontier.size > state.checkpointed:
+        if state.frontier.size > state.checkpointed and not self._held and self._refusal is None:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 cp = sign_checkpoint(
@@ -195,10 +213,65 @@ class DecisionLog:
             except BaseException:
                 rollback(self._conn)
                 raise
-            state.checkpointed = cp.tree_size
+            state.checkpointed, state.latest = cp.tree_size, cp
             return cp
-        checkpoints = load_checkpoints(self._conn, self.log_id)
-        return checkpoints[-1].checkpoint if checkpoints else None
+        return state.latest
+
+    # -- the anchor outside the file ------------------------------------------------------------
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The latest signed checkpoint (None while there is none)."""
+        return self._state.latest
+
+    @property
+    def held(self) -> bool:
+        """Signing waits for `anchor()` (an anchored log not checked yet)."""
+        return self._held
+
+    @property
+    def unsigned(self) -> int:
+        """Records appended since the latest checkpoint."""
+        return self._state.frontier.size - self._state.checkpointed
+
+    def anchor(self, anchored: Checkpoint | None) -> None:
+        """Check the file against the last checkpoint published outside it, then allow signing.
+
+        Raises DecisionLogDamaged (and keeps refusing to write or sign) when the records do not
+        give `anchored`'s root: the file was rewritten, truncated or replaced. None: nothing was
+        published yet (a new log, or anchoring newly turned on): the file is taken as it is.
+        """
+        with self._lock:
+            self._check_open()
+            if anchored is not None:
+                self._conn.execute("BEGIN")
+                try:
+                    retention = load_retention(self._conn)
+                    check_log_extends(
+                        self._conn,
+                        anchored,
+                        log_id=self.log_id,
+                        public_key=self.public_key,
+                        checkpoints=load_checkpoints(self._conn, self.log_id),
+                        size=self._state.frontier.size,
+                        pruned_to=0 if retention is None else retention.pruned_to,
+                    )
+                except DecisionLogDamaged as exc:
+                    self._refusal = exc
+                    raise
+                finally:
+                    self._conn.execute("ROLLBACK")
+            self._held = False
+            # from now on keep the leaves the next consistency proofs need
+            self._state.leaves, self._state.leaves_base = [], self._state.frontier.size
+
+    def witness_entry(self, previous: Checkpoint | None, current: Checkpoint) -> WitnessEntry:
+        """`current` with the consistency proof from `previous` (both signed by this log), for
+        publishing; see `WitnessProofs` (DecisionLogDamaged if the records no longer give both
+        roots)."""
+        with self._lock:
+            self._check_open()
+            return self._proofs.entry(self._conn, self._state, previous, current)
 
     def _sign(self, message: bytes) -> tuple[str, str]:
         return self._key.sign(message).hex(), self.key_id
@@ -218,7 +291,11 @@ class DecisionLog:
         """
         with self._lock:
             self._check_open()
-            return prune_log(
+            if self._held or self._refusal is not None:
+                raise DecisionLogError(
+                    f"{self.path} is not anchored (or refused): retention waits for the anchor"
+                )
+            result = prune_log(
                 self._conn,
                 self._state,
                 self.log_id,
@@ -228,6 +305,9 @@ class DecisionLog:
                 max_records=max_records,
                 now=time.time() if now is None else now,
             )
+            checkpoints = load_checkpoints(self._conn, self.log_id)
+            self._state.latest = checkpoints[-1].checkpoint if checkpoints else None
+            return result
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -274,10 +354,18 @@ class DecisionLog:
         self._check_open()
         return export_lines(self.path, since=since, until=until)
 
-    def verify(self, from_seq: int | None = None, to_seq: int | None = None) -> VerifyReport:
-        """Verify the file against this log's key; see `verify_log`."""
+    def verify(
+        self,
+        from_seq: int | None = None,
+        to_seq: int | None = None,
+        witness: Sequence[WitnessEntry] = (),
+    ) -> VerifyReport:
+        """Verify the file against this log's key and the checkpoints published outside it;
+        see `verify_log`."""
         self._check_open()
-        return verify_log(self.path, [self.public_key], from_seq=from_seq, to_seq=to_seq)
+        return verify_log(
+            self.path, [self.public_key], from_seq=from_seq, to_seq=to_seq, witness=witness
+        )
 
     def prove(self, record_id: str, *, tree_size: int | None = None) -> InclusionProof:
         """An inclusion proof of `record_id` against the latest (or the given) checkpoint.

@@ -23,7 +23,7 @@ from typing import TypeVar, TypeVarTuple, Unpack
 import anyio
 from anyio.abc import TaskStatus
 
-from ._errors import DecisionLogError
+from ._errors import DecisionLogDamaged, DecisionLogError
 from ._log import AppendResult, DecisionLog
 from ._record import DecisionRecord
 from ._wire import WireRecord
@@ -60,6 +60,10 @@ class LogWriter:
         self._running = False
         self._thread = anyio.CapacityLimiter(1)
         self._committed = anyio.Event()
+        # an anchored log: nothing is written until its anchor was checked (`release`)
+        self._released = anyio.Event()
+        if not decision_log.held:
+            self._released.set()
         self.transactions = 0
         """Transactions committed so far (merged batches count once)."""
 
@@ -90,6 +94,10 @@ class LogWriter:
         """
         return await anyio.to_thread.run_sync(func, *args, limiter=self._thread)
 
+    def release(self) -> None:
+        """Start writing: the log's anchor was checked (`DecisionLog.anchor`)."""
+        self._released.set()
+
     async def next_commit(self) -> None:
         """Wait until the next transaction commits (for tests and status views)."""
         await self._committed.wait()
@@ -99,6 +107,7 @@ class LogWriter:
         self._running = True
         task_status.started()
         try:
+            await self._released.wait()  # queued batches wait for the anchor check
             while not (self._closing and not self._queue):
                 if not self._queue:
                     await self._wake.wait()
@@ -114,6 +123,7 @@ class LogWriter:
         """Write what is queued, then sign a final checkpoint and close the log (repeatable)."""
         self._closing = True
         self._wake.set()
+        self._released.set()  # what is queued is written (a refused log refuses it)
         with anyio.CancelScope(shield=True):
             if self._running:
                 await self._stopped.wait()
@@ -136,8 +146,9 @@ class LogWriter:
                 self.log.append_batch, records, limiter=self._thread
             )
         except Exception as exc:
-            if len(merged) == 1:
-                merged[0].error = exc
+            if len(merged) == 1 or isinstance(exc, DecisionLogDamaged):  # refused: all of them
+                for pending in merged:
+                    pending.error = exc
             else:
                 log.warning("a merged write of %d records failed (%s); retrying apart", count, exc)
                 await self._write_apart(merged)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 from .verifier import EMPTY_ROOT, node_hash
 
-__all__ = ["MerkleFrontier", "inclusion_path", "subtree_root"]
+__all__ = ["MerkleFrontier", "consistency_path", "inclusion_path", "subtree_root"]
 
 
 class MerkleFrontier:
@@ -114,4 +114,42 @@ def inclusion_path(left: MerkleFrontier, leaves: Sequence[bytes], tree_size: int
             path.append(range_hash(lo, lo + k))
             lo = lo + k
     path.reverse()
+    return path
+
+
+def consistency_path(old: MerkleFrontier, leaves: Sequence[bytes]) -> list[bytes]:
+    """RFC 6962 consistency proof from the tree of `old.size` leaves to that of
+    `old.size + len(leaves)` leaves (`leaves` are the leaf hashes appended since).
+
+    Every proof node lies either inside [0, old.size), where it is one of `old`'s frontier
+    nodes (a left sibling on the way down, or the old tree's last complete subtree), or at or
+    after `old.size`, where `leaves` give it.
+    """
+    m, n = old.size, old.size + len(leaves)
+    if m == 0 or m == n:
+        return []
+    known = {(lo, hi): h for lo, hi, h in old.ranges()}
+
+    def range_hash(lo: int, hi: int) -> bytes:
+        if hi <= m:
+            return known[(lo, hi)]
+        return subtree_root(leaves[lo - m : hi - m])
+
+    path: list[bytes] = []
+
+    def subproof(lo: int, hi: int, complete: bool) -> None:
+        # SUBPROOF(m - lo, D[lo:hi], complete) of RFC 6962 section 2.1.2, in absolute offsets
+        if hi - lo == m - lo:
+            if not complete:
+                path.append(range_hash(lo, hi))
+            return
+        k = _split(hi - lo)
+        if m - lo <= k:
+            subproof(lo, lo + k, complete)
+            path.append(range_hash(lo + k, hi))
+        else:
+            subproof(lo + k, hi, False)
+            path.append(range_hash(lo, lo + k))
+
+    subproof(0, n, True)
     return path

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from . import verifier as verifier_module
 from ._errors import DecisionLogDamaged, DecisionLogError
-from ._merkle import inclusion_path
+from ._merkle import MerkleFrontier, consistency_path, inclusion_path
 from ._replay import replay_leaves, start_state
 from ._schema import Checkpoint, load_checkpoints, load_retention
 from .verifier import (
@@ -25,10 +25,17 @@ from .verifier import (
     ProofVerdict,
     leaf_hash,
     root_from_inclusion_path,
+    verify_consistency,
     verify_inclusion,
 )
 
-__all__ = ["InclusionProof", "build_inclusion_proof", "verifier_source"]
+__all__ = [
+    "InclusionProof",
+    "build_consistency_proof",
+    "build_inclusion_proof",
+    "checked_consistency",
+    "verifier_source",
+]
 
 
 def verifier_source() -> str:
@@ -121,6 +128,64 @@ def build_inclusion_proof(
         checkpoint=target.to_json_object(),
         public_key=raw_key.hex(),
     )
+
+
+def build_consistency_proof(
+    conn: sqlite3.Connection,
+    log_id: str,
+    public_key: Ed25519PublicKey,
+    old: Checkpoint,
+    new: Checkpoint,
+) -> tuple[list[bytes], MerkleFrontier]:
+    """RFC 6962 consistency proof from checkpoint `old` to `new`, from the stored records, and
+    the Merkle frontier at `new`.
+
+    Raises DecisionLogDamaged when the records no longer give `old`'s root (then the log does
+    not extend the checkpoint it signed) or `new`'s.
+    """
+    checkpoints = load_checkpoints(conn, log_id)
+    retention = load_retention(conn)
+    pruned_to = 0 if retention is None else retention.pruned_to
+    frontier, chain = start_state(checkpoints, old.tree_size, log_id, public_key, pruned_to)
+    base = frontier.size
+    leaves: list[bytes] = []
+    for replayed in replay_leaves(conn, frontier.size, chain, new.tree_size):
+        if replayed.seq <= old.tree_size:
+            frontier.append(replayed.leaf)
+        else:
+            leaves.append(replayed.leaf)
+    if frontier.root().hex() != old.root:
+        raise DecisionLogDamaged(
+            f"records {base + 1}..{old.tree_size} no longer give the root signed at tree size"
+            f" {old.tree_size}: the file was rewritten after it was signed",
+            seq=base + 1,
+        )
+    return checked_consistency(frontier, leaves, old, new), _extended(frontier, leaves)
+
+
+def _extended(frontier: MerkleFrontier, leaves: list[bytes]) -> MerkleFrontier:
+    grown = frontier.copy()
+    for leaf in leaves:
+        grown.append(leaf)
+    return grown
+
+
+def checked_consistency(
+    frontier: MerkleFrontier, leaves: list[bytes], old: Checkpoint, new: Checkpoint
+) -> list[bytes]:
+    """The consistency proof from `old` (whose frontier is `frontier`) to `new` (`leaves`
+    appended), checked against both signed roots: DecisionLogDamaged if it does not join them."""
+    proof = consistency_path(frontier, leaves)
+    failure = verify_consistency(
+        old.tree_size, new.tree_size, bytes.fromhex(old.root), bytes.fromhex(new.root), proof
+    )
+    if failure is not None:
+        raise DecisionLogDamaged(
+            f"records {old.tree_size + 1}..{new.tree_size} do not give the root signed at tree"
+            f" size {new.tree_size} ({failure}): the file was rewritten after it was signed",
+            seq=old.tree_size + 1,
+        )
+    return proof
 
 
 def _pick_checkpoint(checkpoints: list[Checkpoint], seq: int, tree_size: int | None) -> Checkpoint:

@@ -87,9 +87,10 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "run.started",
         "run.finished",
         "run.failed",
-        # the daemon's trace ingest refused a record a replica published (malformed, or naming
-        # another agent than its subject): `agent` is the subject's, `reason` says why, the
-        # body itself is kept only as a digest
+        # the daemon's trace ingest refused a record a replica published (malformed, naming
+        # another agent than its subject, of a kind agents may not write, or dated outside the
+        # clock-skew window): `agent` is the subject's, `reason` says why, the body itself is
+        # kept only as a digest
         "trace.rejected",
     }
 )
@@ -97,6 +98,7 @@ RECORD_KINDS: frozenset[str] = frozenset(
 # the record's free-text fields: redaction scans them, the ingest's wire check types them
 TEXT_FIELDS = (
     "agent",
+    "source",
     "replica",
     "run_id",
     "conversation_id",
@@ -176,6 +178,10 @@ class DecisionRecord(BaseModel):
     ts: float = Field(default_factory=time.time, allow_inf_nan=False)
     kind: Annotated[str, AfterValidator(_check_kind)]
     agent: str | None = None
+    source: str | None = None
+    """The identity the record arrived from: `daemon` for the daemon's own records,
+    `agent:<name>` for records ingested from `<prefix>.trace.<name>` (set by the ingest, never
+    trusted from the publisher)."""
     replica: str | None = None
     run_id: str | None = None
     conversation_id: str | None = None

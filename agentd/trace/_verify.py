@@ -21,8 +21,14 @@ checkpoint at `pruned_to`, whose signature, frontier and the signed retention st
 first.
 
 What a local check cannot see: an attacker who removes the newest records *and* the checkpoints
-covering them, or who re-signs everything with a new key, leaves a log that verifies. Pin the
-public key and keep copies of recent checkpoints elsewhere to catch that.
+covering them, or who rewrites a record, recomputes the chain after it and deletes the
+checkpoints that covered it, or who re-signs everything with a new key, leaves a log that
+verifies. Pin the public key, and pass the checkpoints published outside the file (`witness`:
+the daemon's anchor and its witnesses, see `_anchor`): they are checked on their own first
+(signatures, RFC 6962 consistency between consecutive ones), then the file must hold each of
+them (a missing one was deleted) and its records must give each one's root and chain head (the
+report names the first record after the last checkpoint that matched, as above), and no
+witnessed checkpoint may lie beyond the last record (truncated).
 
 `from_seq`/`to_seq` narrow the check: it starts at the nearest checkpoint at or before `from_seq`
 (so a few records before it are checked too) and stops after `to_seq`.
@@ -34,13 +40,14 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ._anchor import WitnessEntry, check_witness_chain
 from ._merkle import MerkleFrontier
 from ._schema import (
     ZERO_HASH,
@@ -75,6 +82,8 @@ class VerifyReport:
     first_bad_id: str | None = None
     bad_checkpoint: int | None = None
     signed_through: int = 0
+    witnessed_through: int = 0
+    """The largest tree size of a checkpoint published outside the file that was checked."""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready fields (what `agentctl audit verify --json` prints)."""
@@ -100,9 +109,11 @@ def verify_log(
     *,
     from_seq: int | None = None,
     to_seq: int | None = None,
+    witness: Sequence[WitnessEntry] = (),
 ) -> VerifyReport:
-    """Verify the log file at `path` against the trusted checkpoint signing keys."""
-    run = _Run({key_id(k): k for k in public_keys})
+    """Verify the log file at `path` against the trusted checkpoint signing keys and the
+    checkpoints published outside it (`witness`, in any order)."""
+    run = _Run({key_id(k): k for k in public_keys}, witness)
     try:
         conn = connect(path, read_only=True)
     except sqlite3.Error as exc:
@@ -118,14 +129,25 @@ def verify_log(
     finally:
         conn.close()
     reason = f"{run.checked} records and {run.checkpoints} checkpoints verify"
-    return VerifyReport(True, reason, run.checked, run.checkpoints, signed_through=run.signed)
+    if witness:
+        reason += f", consistent with {len(run.external)} witnessed checkpoints"
+    return VerifyReport(
+        True,
+        reason,
+        run.checked,
+        run.checkpoints,
+        signed_through=run.signed,
+        witnessed_through=max(run.external, default=0),
+    )
 
 
 class _Run:
-    def __init__(self, keys: dict[str, Ed25519PublicKey]) -> None:
+    def __init__(self, keys: dict[str, Ed25519PublicKey], witness: Sequence[WitnessEntry]) -> None:
         self.keys = keys
         self.checked = self.checkpoints = self.signed = self.last = 0
         self.log_id = ""
+        self.witness = witness
+        self.external = {e.checkpoint.tree_size: e for e in witness}
 
     def report(self, bad: _Bad) -> VerifyReport:
         return VerifyReport(
@@ -144,6 +166,9 @@ class _Run:
         if log_id is None:
             raise _Bad("not a decision log: the meta table has no log_id")
         self.log_id = log_id
+        bad = check_witness_chain(self.witness, self.keys, log_id)
+        if bad is not None:
+            raise _Bad(bad[1], checkpoint=bad[0])
         checkpoints = load_checkpoints(conn, log_id)
         by_size = {c.checkpoint.tree_size: c for c in checkpoints}
         frontier, chain = MerkleFrontier(), ZERO_HASH
@@ -174,6 +199,18 @@ class _Run:
         self.scan(conn, by_size, frontier, chain, to_seq)
         ends_before = to_seq is not None and to_seq <= self.last
         later = [c for c in checkpoints if c.checkpoint.tree_size > self.last]
+        beyond = [size for size in self.external if size > self.last]
+        if (
+            beyond
+            and not ends_before
+            and (not later or min(beyond) <= later[0].checkpoint.tree_size)
+        ):
+            size = min(beyond)
+            raise _Bad(
+                f"records {self.last + 1}..{size} are missing: the checkpoint published outside"
+                f" the log at tree size {size} covers them (the log was truncated)",
+                seq=self.last + 1,
+            )
         if later and not ends_before:
             self.check_signature(later[0])
             size = later[0].checkpoint.tree_size
@@ -265,10 +302,40 @@ class _Run:
             frontier.append(leaf)
             self.checked += 1
             self.last = seq
+            witnessed = self.external.get(seq)
+            if witnessed is not None:
+                self.check_witnessed(conn, witnessed, frontier, chain, good_size)
+                if seq not in by_size:
+                    raise _Bad(
+                        f"the checkpoint signed at tree size {seq} is missing from the log,"
+                        " although it was published outside it: deleted",
+                        checkpoint=seq,
+                    )
             stored = by_size.get(seq)
             if stored is not None:
                 self.check_checkpoint(conn, stored, frontier, chain, good_size)
                 good_size = seq
+
+    def check_witnessed(
+        self,
+        conn: sqlite3.Connection,
+        entry: WitnessEntry,
+        frontier: MerkleFrontier,
+        chain: bytes,
+        good_size: int,
+    ) -> None:
+        cp = entry.checkpoint
+        if cp.root != frontier.root().hex() or cp.chain_head != chain.hex():
+            first = good_size + 1
+            row = conn.execute("SELECT id FROM records WHERE seq = ?", (first,)).fetchone()
+            raise _Bad(
+                f"records {first}..{cp.tree_size} do not give the root of the checkpoint"
+                f" published outside the log at tree size {cp.tree_size}: a record in this range"
+                " was rewritten and the chain recomputed (and the checkpoints covering it"
+                " deleted or re-signed)",
+                seq=first,
+                record_id=None if row is None else _text(row[0]),
+            )
 
     def check_checkpoint(
         self,

@@ -12,6 +12,7 @@ strings, a missing id) answers None and `parse_published` lets pydantic decide a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -31,6 +32,7 @@ from ._record import (
     DecisionRecord,
     Lineage,
 )
+from ._sources import agent_may_write, agent_source, skew_problem
 
 __all__ = ["RecordRejected", "WireRecord", "check_wire_record", "parse_published"]
 
@@ -79,6 +81,8 @@ class WireRecord(NamedTuple):
     conversation_id: str | None
     trace_id: str | None
     body: str
+    source: str | None = None
+    """The `source` the body claims (the ingest puts the real one in)."""
 
     def body_json(self) -> str:
         """The JSON text the log stores and hashes (as for `DecisionRecord.body_json`)."""
@@ -101,8 +105,9 @@ def check_wire_record(data: bytes | str) -> WireRecord | None:
             return None
     else:
         text = data
-    # Escapes the log re-serializes can only be there if a backslash is (a memchr, not a scan).
-    if "\\" in text and _RESERIALIZE.search(text) is not None:
+    # What `DecisionRecord.from_wire` re-serializes: escapes (only where a backslash is) and the
+    # words NaN / Infinity, even inside a string; substring tests first (a memchr, not a scan)
+    if ("\\" in text or "NaN" in text or "Infinity" in text) and _RESERIALIZE.search(text):
         return None
     try:
         obj = _decode(text)  # NaN and Infinity (outside strings) raise here
@@ -144,21 +149,33 @@ def check_wire_record(data: bytes | str) -> WireRecord | None:
         obj.get("conversation_id"),
         obj.get("trace_id"),
         text,
+        obj.get("source"),
     )
 
 
-def parse_published(agent: str, data: bytes) -> WireRecord | DecisionRecord:
+def parse_published(
+    agent: str,
+    data: bytes,
+    *,
+    stored_at: float | None = None,
+    max_skew_s: float | None = None,
+) -> WireRecord | DecisionRecord:
     """Check a record published on `<prefix>.trace.<agent>`; raise `RecordRejected` if unfit.
 
     The subject's agent is the publisher's identity (NATS permissions let a replica publish
     only under its own name). A record without `agent` gets it; a record naming another agent
     is refused rather than rewritten: it comes from a misconfigured or forging replica, and
     storing it under either name would attribute a decision to an agent that may not have
-    made it. A record must carry `id` (a redelivery is recognized by it) and `ts`.
+    made it. A record must carry `id` (a redelivery is recognized by it) and `ts`, be of a kind
+    an agent may write (`agent_may_write`: never a daemon's decision) and, when `stored_at` (the
+    time the stream stored the message) and `max_skew_s` are given, be dated within
+    `max_skew_s` of it. The record returned carries `source` = `agent:<agent>`; a record that
+    claims another source is refused.
     """
     fast = check_wire_record(data)
     if fast is not None and fast.agent == agent:
-        return fast
+        _check_owned(agent, fast.kind, fast.ts, stored_at, max_skew_s)
+        return _with_source(fast, agent)
     if fast is not None and fast.agent is not None:
         raise RecordRejected(_other_agent(fast.agent, agent))
     try:
@@ -173,11 +190,73 @@ def parse_published(agent: str, data: bytes) -> WireRecord | DecisionRecord:
             f"no {' and no '.join(missing)}: a published record must carry its id and time,"
             " so that a redelivery is stored once"
         )
-    if record.agent is None:
-        return record.model_copy(update={"agent": agent})
-    if record.agent != agent:
+    if record.agent is not None and record.agent != agent:
         raise RecordRejected(_other_agent(record.agent, agent))
+    _check_owned(agent, record.kind, record.ts, stored_at, max_skew_s)
+    source = agent_source(agent)
+    if record.source is not None and record.source != source:
+        raise RecordRejected(_other_source(record.source, source))
+    if record.agent is None or record.source is None:
+        return record.model_copy(update={"agent": agent, "source": source})
     return record
+
+
+def _check_owned(
+    agent: str, kind: str, ts: float, stored_at: float | None, max_skew_s: float | None
+) -> None:
+    if not agent_may_write(kind):
+        raise RecordRejected(
+            f"agent {agent!r} may not write {kind!r} records: an agent's trace subject carries"
+            " only its runs (run.*) and its own extension records (x.*); this kind is the"
+            " daemon's"
+        )
+    if stored_at is not None and max_skew_s is not None:
+        problem = skew_problem(ts, stored_at, max_skew_s)
+        if problem is not None:
+            raise RecordRejected(problem)
+
+
+def _with_source(record: WireRecord, agent: str) -> WireRecord:
+    """`record` with `source` = `agent:<agent>` in its body (inserted as its first field)."""
+    claimed = record.source
+    if claimed is not None:
+        if claimed == agent_source(agent):
+            return record
+        raise RecordRejected(_other_source(claimed, agent_source(agent)))
+    text = record.body
+    prefix, source = _source_field(agent)
+    # the body is a JSON object: its first character is '{' unless whitespace precedes it
+    body = prefix + text[1:] if text[0] == "{" else _insert_after_brace(text, prefix)
+    return WireRecord(
+        record.id,
+        record.ts,
+        record.kind,
+        record.agent,
+        record.run_id,
+        record.conversation_id,
+        record.trace_id,
+        body,
+        source,
+    )
+
+
+def _insert_after_brace(text: str, prefix: str) -> str:
+    start = text.find("{")
+    return text[:start] + prefix + text[start + 1 :]
+
+
+@functools.lru_cache(maxsize=4096)
+def _source_field(agent: str) -> tuple[str, str]:
+    """('{"source":"agent:<agent>",', 'agent:<agent>'): built once per agent."""
+    source = agent_source(agent)
+    return '{"source":' + json.dumps(source) + ",", source
+
+
+def _other_source(claimed: str, source: str) -> str:
+    return (
+        f"the record claims source {claimed[:64]!r} but arrived from {source!r}; the source of"
+        " a record is the identity it arrived from, never what it says"
+    )
 
 
 def body_digest(data: bytes) -> str:

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ._errors import DecisionLogError
+from ._errors import DecisionLogDamaged, DecisionLogError
 from ._keyindex import BLOCK_SIZE, KEY_SEEDS, block_filter
 from ._merkle import MerkleFrontier
 from ._record import DecisionRecord
@@ -48,6 +48,12 @@ class ChainState:
     chain: bytes
     checkpointed: int
     block_keys: set[int]
+    latest: Checkpoint | None = None
+    """The last checkpoint signed (or found on open)."""
+    leaves: list[bytes] | None = None
+    """Leaf hashes appended after tree size `leaves_base`, kept (when not None) so that the
+    consistency proof of the next published checkpoint needs no reread of the file."""
+    leaves_base: int = 0
 
 
 def rollback(conn: sqlite3.Connection) -> None:
@@ -81,12 +87,14 @@ def write_batch(
     block_keys = set(state.block_keys)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        (last,) = conn.execute("SELECT max(seq) FROM records").fetchone()
-        if last is not None and last != frontier.size:
+        head = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        if head is not None and head[0] != frontier.size:
             raise DecisionLogError(
-                f"the log holds {last} records but this writer expected {frontier.size}:"
+                f"the log holds {head[0]} records but this writer expected {frontier.size}:"
                 " another process writes the same file"
             )
+        if head is not None and head[1] != state.chain.hex():
+            raise _rewritten(conn, state, int(head[0]))
         stored = _stored_ids(conn, list(unique))
         duplicates += len(stored)
         rows = []
@@ -95,6 +103,8 @@ def write_batch(
         sha256 = hashlib.sha256
         crc32 = zlib.crc32
         append_leaf = frontier.append
+        new_leaves: list[bytes] = []
+        keep_leaf = new_leaves.append
         add_key = block_keys.add
         size = frontier.size
         for record_id, record in unique.items():
@@ -104,6 +114,7 @@ def write_batch(
             leaf = sha256(b"\x00" + body.encode("utf-8")).digest()
             chain = sha256(chain + leaf).digest()
             append_leaf(leaf)
+            keep_leaf(leaf)
             size += 1
             # the block filter's digests (`record_key_digests`, inlined: this loop is hot)
             run_id, conversation_id, trace_id = (
@@ -141,15 +152,19 @@ def write_batch(
             )
             prev_hex = chain_hex
         conn.executemany(_INSERT, rows)
-        checkpointed = state.checkpointed
+        checkpointed, latest = state.checkpointed, state.latest
         if frontier.size - checkpointed >= checkpoint_every:
-            checkpointed = sign_checkpoint(conn, frontier, chain, sign, log_id).tree_size
+            latest = sign_checkpoint(conn, frontier, chain, sign, log_id)
+            checkpointed = latest.tree_size
         conn.execute("COMMIT")
     except BaseException:
         rollback(conn)
         raise
     state.frontier, state.chain, state.checkpointed = frontier, chain, checkpointed
+    state.latest = latest
     state.block_keys = block_keys
+    if state.leaves is not None:
+        state.leaves.extend(new_leaves)
     return len(rows), duplicates
 
 
@@ -171,6 +186,35 @@ def sign_checkpoint(
         (cp.tree_size, root, head, signed_at_us, key, signature, frontier.encode()),
     )
     return cp
+
+
+def _rewritten(conn: sqlite3.Connection, state: ChainState, last: int) -> DecisionLogDamaged:
+    """The file's head no longer is the chain this writer built: someone rewrote records under
+    it (and recomputed the chain, or the last hash would still match)."""
+    signed = state.latest
+    first = 1
+    # the first record after the latest checkpoint whose chain head the file still holds
+    for size, head in conn.execute(
+        "SELECT tree_size, chain_head FROM checkpoints ORDER BY tree_size DESC"
+    ):
+        row = conn.execute("SELECT hash FROM records WHERE seq = ?", (size,)).fetchone()
+        if row is not None and row[0] == head:
+            first = int(size) + 1
+            break
+    row = conn.execute("SELECT id FROM records WHERE seq = ?", (first,)).fetchone()
+    named = f"record {first}" + ("" if row is None else f" (id {row[0]})")
+    where = (
+        f"the checkpoint signed at tree size {signed.tree_size}"
+        if signed is not None
+        else "the records this writer appended"
+    )
+    return DecisionLogDamaged(
+        f"the decision log was rewritten under its writer: record {last}'s stored hash is not"
+        f" the chain head the writer built, so the file no longer extends {where}; {named} is"
+        " the first that can be the changed one. The writer refuses to extend or sign it: stop"
+        " the daemon, restore decisions.db, run `agentctl audit verify --log FILE`",
+        seq=first,
+    )
 
 
 def _stored_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:

@@ -5,6 +5,7 @@ copy this one file and check a proof without installing agentd::
 
     python verifier.py proof.json --public-key decision-log.key.pub
     python -m agentd.trace.verifier proof.json --public-key decision-log.key.pub
+    python verifier.py --witness agentd.jsonl --public-key decision-log.key.pub
 
 It also defines the formats the log writes, so the log and every verifier agree on one source:
 
@@ -19,6 +20,9 @@ It also defines the formats the log writes, so the log and every verifier agree 
   in integer microseconds since the epoch, one per line. Integers and hex only, so any language can
   rebuild the exact bytes.
 - **Key id**: the first 16 hex digits of SHA-256 over the raw 32-byte public key.
+- **Witness entry** (one JSON line of a witness file): `{"format": "agentd-witness/1",
+  "checkpoint": {...}, "previous_size": m, "consistency": [hex...]}`, the RFC 6962 / RFC 9162
+  consistency proof from the checkpoint published before it (tree size m) to this one.
 
 A proof is a JSON object: `{"version": 1, "log_id", "record_id", "record": "<body text>",
 "leaf_index", "tree_size", "audit_path": [hex...], "checkpoint": {...}, "public_key": hex}`. It
@@ -57,6 +61,8 @@ __all__ = [
     "node_hash",
     "retention_message",
     "root_from_inclusion_path",
+    "verify_consistency",
+    "verify_witness",
     "verify_checkpoint_signature",
     "verify_inclusion",
 ]
@@ -103,6 +109,59 @@ def root_from_inclusion_path(
     if sn != 0:
         raise ValueError("audit path is shorter than the tree is deep")
     return r
+
+
+def verify_consistency(
+    first_size: int,
+    second_size: int,
+    first_root: bytes,
+    second_root: bytes,
+    proof: Sequence[bytes],
+) -> str | None:
+    """Check an RFC 6962 consistency proof (RFC 9162, section 2.1.4.2).
+
+    Returns None when `proof` shows that the tree of `second_size` leaves with `second_root`
+    extends the tree of `first_size` leaves with `first_root` (the first is a prefix of the
+    second: nothing in it was changed or removed), else why not.
+    """
+    if not 0 <= first_size <= second_size:
+        return f"tree size {second_size} is smaller than {first_size}: the log shrank"
+    if first_size == second_size:
+        if proof:
+            return "a proof between equal tree sizes must be empty"
+        return None if first_root == second_root else "equal tree sizes with different roots"
+    if first_size == 0:
+        return None if not proof else "a proof from the empty tree must be empty"
+    path = list(proof)
+    if first_size & (first_size - 1) == 0:  # a power of two: the first root is a node of the path
+        path.insert(0, first_root)
+    if not path:
+        return "the consistency proof is empty"
+    fn, sn = first_size - 1, second_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return "the consistency proof is longer than the trees are deep"
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        return "the consistency proof is shorter than the trees are deep"
+    if fr != first_root:
+        return f"the proof does not give the root signed at tree size {first_size}"
+    if sr != second_root:
+        return f"the proof does not give the root signed at tree size {second_size}"
+    return None
 
 
 def checkpoint_message(
@@ -167,6 +226,69 @@ def verify_checkpoint_signature(
         public_key.verify(signature, message)
     except InvalidSignature:
         return "checkpoint signature does not verify"
+    return None
+
+
+def verify_witness(
+    entries: Sequence[dict[str, Any]],
+    public_keys: dict[str, Ed25519PublicKey],
+    log_id: str | None = None,
+) -> tuple[int | None, str] | None:
+    """Check checkpoints published outside the log on their own: each signed by a trusted key
+    (`public_keys` by key id), one log (`log_id` when given), and each RFC 6962 consistency
+    proof from the entry before it (entries `{"checkpoint", "previous_size", "consistency"}`,
+    in any order). Returns None when they hold, else (tree size of the first bad one, why).
+    """
+    try:
+        ordered = sorted(
+            entries,
+            key=lambda e: (int(e["checkpoint"]["tree_size"]), int(e["checkpoint"]["signed_at_us"])),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"a witness entry is malformed: {exc!r}"
+    previous: dict[str, Any] | None = None
+    for entry in ordered:
+        cp = entry["checkpoint"]
+        size = int(cp["tree_size"])
+        if log_id is not None and cp.get("log_id") != log_id:
+            return size, (
+                f"the witnessed checkpoint at tree size {size} is of log {cp.get('log_id')},"
+                f" not of this log ({log_id}): the file was replaced"
+            )
+        key = public_keys.get(str(cp.get("key_id")))
+        if key is None:
+            return size, (
+                f"the witnessed checkpoint at tree size {size} is signed by an untrusted key"
+                f" {cp.get('key_id')!r}"
+            )
+        failure = verify_checkpoint_signature(cp, str(cp.get("log_id")), key)
+        if failure is not None:
+            return size, f"witnessed checkpoint at tree size {size}: {failure}"
+        if previous is not None:
+            old = int(previous["tree_size"])
+            if old == size and previous["root"] != cp["root"]:
+                return size, (
+                    f"two checkpoints signed at tree size {size} with different roots: the log"
+                    " was rewritten and signed again"
+                )
+            if int(entry.get("previous_size") or 0) == old < size:
+                try:
+                    proof = [bytes.fromhex(h) for h in entry.get("consistency") or ()]
+                    failure = verify_consistency(
+                        old,
+                        size,
+                        bytes.fromhex(previous["root"]),
+                        bytes.fromhex(cp["root"]),
+                        proof,
+                    )
+                except (TypeError, ValueError) as exc:
+                    failure = f"malformed proof: {exc!r}"
+                if failure is not None:
+                    return size, (
+                        f"the checkpoint at tree size {size} is not consistent with the one at"
+                        f" {old}: {failure}"
+                    )
+        previous = cp
     return None
 
 
@@ -269,27 +391,41 @@ def verify_inclusion(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: verify a proof file; exit 0 when it verifies, 1 when not, 2 on bad usage."""
+    """Command line: verify a proof file (or a witness file); exit 0 when it verifies, 1 when
+    not, 2 on bad usage."""
     parser = argparse.ArgumentParser(
         prog="python -m agentd.trace.verifier",
-        description="Verify an agentd decision-log inclusion proof against its signed checkpoint.",
+        description="Verify an agentd decision-log inclusion proof against its signed checkpoint,"
+        " or a witness file of published checkpoints (--witness).",
     )
-    parser.add_argument("proof", type=Path, help="proof JSON file (agentctl audit prove ID)")
+    parser.add_argument("proof", type=Path, nargs="?", help="proof JSON (agentctl audit prove ID)")
     parser.add_argument(
         "--record", type=Path, help="file holding the exact record body to check instead"
     )
     parser.add_argument(
         "--public-key", help="pinned signer: a PEM file, or the key as 64 hex digits"
     )
+    parser.add_argument(
+        "--witness",
+        type=Path,
+        help="check a witness file (JSON lines of published checkpoints): signatures and the"
+        " consistency proofs between consecutive ones",
+    )
     args = parser.parse_args(argv)
+    if (args.proof is None) == (args.witness is None):
+        parser.error("give a proof file or --witness FILE")
     try:
-        proof_text = args.proof.read_text(encoding="utf-8")
-        record_text = args.record.read_bytes().rstrip(b"\r\n") if args.record else None
         pinned: Ed25519PublicKey | None = None
         if args.public_key:
             key_path = Path(args.public_key)
             key_data = key_path.read_bytes() if key_path.is_file() else args.public_key
             pinned = load_public_key(key_data)
+        if args.witness is not None:
+            lines = args.witness.read_text(encoding="utf-8").splitlines()
+            entries = [json.loads(line) for line in lines if line.strip()]
+            return _witness_main(entries, pinned)
+        proof_text = args.proof.read_text(encoding="utf-8")
+        record_text = args.record.read_bytes().rstrip(b"\r\n") if args.record else None
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -300,6 +436,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"OK: {verdict.reason}")
     if not verdict.key_pinned:
         print("warning: the signer's key was taken from the proof itself; pin it with --public-key")
+    return 0
+
+
+def _witness_main(entries: list[Any], pinned: Ed25519PublicKey | None) -> int:
+    if pinned is None:
+        print("error: --witness needs --public-key: a witness shows nothing without a pinned key")
+        return 2
+    if not all(isinstance(e, dict) and isinstance(e.get("checkpoint"), dict) for e in entries):
+        print("FAILED: a line of the witness file is not a witness entry")
+        return 1
+    bad = verify_witness(entries, {key_id(pinned): pinned})
+    if bad is not None:
+        print(f"FAILED at tree size {bad[0]}: {bad[1]}")
+        return 1
+    sizes = [int(e["checkpoint"]["tree_size"]) for e in entries]
+    print(
+        f"OK: {len(entries)} checkpoints up to tree size {max(sizes, default=0)} signed by key"
+        f" {key_id(pinned)}, each consistent with the one before"
+    )
     return 0
 
 

@@ -33,7 +33,7 @@ async def publish(url: str, agent: str, count: int, id_prefix: str, rate: float)
                     await anyio.sleep(max(0.0, started + i / rate - time.monotonic()))
                 record = DecisionRecord(
                     id=f"{id_prefix}-{i:06d}",
-                    kind="tool.executed",
+                    kind="x.test.kill",
                     agent=agent,
                     replica=f"{agent}-1",
                     run_id=f"{id_prefix}-run-{i // 10}",

@@ -25,6 +25,7 @@ def test_config_opens_a_working_log(tmp_path: Path) -> None:
     config = DecisionLogConfig.model_validate(tomllib.loads(TOML)["trace"])
     (tmp_path / "audit").mkdir()
     log = open_decision_log(config, tmp_path)
+    log.anchor(None)  # [trace].anchor: signing waits for the daemon's anchor check (none here)
     try:
         assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         log.append_batch(

@@ -133,7 +133,7 @@ async def test_a_record_published_twice_is_stored_once(nats_url: str, tmp_path: 
     async with trace_path(nats_url, tmp_path) as path:
         js = path.nc.jetstream()
         subject = path.subjects.trace("echo")
-        records = [make_record(i, agent="echo") for i in range(50)]
+        records = [make_record(i, agent="echo", kind="run.started") for i in range(50)]
         for record in records:
             body = record.body_json().encode()
             # once with the stream's dedupe header, once without: only the log can drop it
@@ -158,11 +158,11 @@ async def test_a_malformed_record_is_refused_and_ingest_goes_on(
     caplog.set_level(logging.WARNING, logger="agentd.trace")
     async with trace_path(nats_url, tmp_path) as path:
         js = path.nc.jetstream()
-        good = [make_record(i, agent="echo") for i in range(3)]
+        good = [make_record(i, agent="echo", kind="run.started") for i in range(3)]
         await js.publish(path.subjects.trace("echo"), good[0].body_json().encode())
         await js.publish(path.subjects.trace("echo"), b'{"id": "bad-1", "kind": 42}')
         await js.publish(path.subjects.trace("echo"), good[1].body_json().encode())
-        forged = make_record(99, agent="bank").body_json().encode()
+        forged = make_record(99, agent="bank", kind="run.started").body_json().encode()
         await js.publish(path.subjects.trace("echo"), forged)
         await js.publish(path.subjects.trace("echo"), good[2].body_json().encode())
         # three good records and two trace.rejected records from the daemon's recorder
@@ -238,7 +238,7 @@ async def test_a_configured_secret_in_a_worker_record_never_reaches_the_sqlite_f
             await tg.start(publisher.run)
             for i in range(20):
                 publisher.record(
-                    "tool.executed",
+                    "x.test.secret",
                     inputs={"api_key": secret, f"header {secret}": "x"},
                     outputs=f"echo {secret}",
                     reason=f"called with {secret}",
@@ -293,7 +293,9 @@ async def test_a_message_of_several_records_is_checked_record_by_record(
     async with trace_path(nats_url, tmp_path) as path:
         js = path.nc.jetstream()
         subject = path.subjects.trace("echo")
-        good = [make_record(i, agent="echo").body_json().encode() for i in range(3)]
+        good = [
+            make_record(i, agent="echo", kind="run.started").body_json().encode() for i in range(3)
+        ]
         lines = [good[0], b'{"id": "bad-2", "ts": 1.0, "kind": "nope"}', good[1], good[2]]
         await js.publish(subject, b"\n".join(lines), headers={"Agentd-Records": "4"})
         # a count that disagrees with the lines: the message is damaged, nothing is stored

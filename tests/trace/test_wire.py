@@ -78,18 +78,39 @@ def test_fast_check_accepts_only_what_the_model_accepts_with_the_same_values(
     assert fast.body == text == record.body_json()
 
 
-def test_a_worker_record_takes_the_fast_path_verbatim() -> None:
-    body = make_record(1, agent="echo").body_json()
+def test_a_worker_record_takes_the_fast_path_verbatim_with_its_source() -> None:
+    body = make_record(1, agent="echo", kind="run.started").body_json()
     checked = parse_published("echo", body.encode())
     assert isinstance(checked, WireRecord)
-    assert checked.body == body and checked.agent == "echo" and checked.id == "rec-000001"
+    assert checked.body == '{"source":"agent:echo",' + body[1:]
+    assert checked.agent == "echo" and checked.id == "rec-000001"
+    assert DecisionRecord.from_body(checked.body).source == "agent:echo"
 
 
 def test_a_record_without_agent_gets_the_subjects_agent() -> None:
-    body = make_record(2).model_copy(update={"agent": None}).body_json()
+    body = make_record(2, kind="x.test.step").model_copy(update={"agent": None}).body_json()
     checked = parse_published("echo", body.encode())
     assert checked.agent == "echo"
     assert json.loads(checked.body_json())["agent"] == "echo"
+    assert json.loads(checked.body_json())["source"] == "agent:echo"
+
+
+@pytest.mark.parametrize("claimed", ["daemon", "agent:bank"])
+def test_a_record_claiming_another_source_is_refused_on_both_paths(claimed: str) -> None:
+    record = make_record(3, agent="echo", kind="run.started", source=claimed)
+    fast = record.body_json().encode()
+    slow = fast.replace(b'"id":', b'"reason":"a\\/b","id":', 1)  # an escape it re-serializes
+    assert check_wire_record(fast) is not None and check_wire_record(slow) is None
+    for data in (fast, slow):
+        with pytest.raises(RecordRejected) as caught:
+            parse_published("echo", data)
+        assert f"claims source {claimed!r}" in caught.value.reason
+
+
+def test_a_record_naming_its_own_source_is_stored_once_with_it() -> None:
+    body = make_record(4, agent="echo", kind="run.started", source="agent:echo").body_json()
+    checked = parse_published("echo", body.encode())
+    assert checked.body_json() == body
 
 
 @pytest.mark.parametrize(
@@ -116,3 +137,11 @@ def test_the_pydantic_path_still_refuses_what_the_fast_path_declines() -> None:
     assert check_wire_record(text) is None
     with pytest.raises(ValidationError):
         DecisionRecord.from_wire(text)
+
+
+def test_the_source_goes_after_the_opening_brace_even_after_whitespace() -> None:
+    body = " \n" + make_record(5, agent="echo", kind="run.finished").body_json()
+    checked = parse_published("echo", body.encode())
+    assert isinstance(checked, WireRecord)
+    assert checked.body.startswith(' \n{"source":"agent:echo",')
+    assert DecisionRecord.from_body(checked.body).source == "agent:echo"

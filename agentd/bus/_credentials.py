@@ -62,14 +62,28 @@ class Credentials:
     def load(cls, path: Path) -> Credentials:
         """Read a credentials file; ConfigError names the file and what is wrong with it."""
         try:
-            raw = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise ConfigError(str(path), ["credentials file does not exist"]) from None
         except PermissionError:
             raise ConfigError(
                 str(path), ["credentials file is not readable by this user"]
             ) from None
-        except (ValueError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise ConfigError(str(path), [f"not a credentials file (JSON): {exc}"]) from None
+        return cls.from_json(text, source=str(path))
+
+    def to_json(self) -> str:
+        """The credentials as the file holds them (a secret: pass it by handle, never log it)."""
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str) -> Credentials:
+        """Credentials from their JSON text; ConfigError names `source` (a file, a variable)."""
+        path = source
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
             raise ConfigError(str(path), [f"not a credentials file (JSON): {exc}"]) from None
         if not isinstance(raw, dict) or not isinstance(raw.get("identity"), str):
             raise ConfigError(str(path), ["not a credentials file: no 'identity'"])

@@ -40,6 +40,7 @@ from agentd.config._models import (
     WitnessConfig,
 )
 from agentd.config._names import RESERVED_NAMES, reserved_name_problem
+from agentd.config._sandbox import AgentSandboxSpec, SandboxConfig, SandboxLimits
 
 __all__ = [
     # agentd.toml
@@ -69,6 +70,9 @@ __all__ = [
     "TraceConfig",
     "WitnessConfig",
     "CheckpointsConfig",
+    "SandboxConfig",
+    "SandboxLimits",
+    "AgentSandboxSpec",
     "find_config",
     "load_config",
     # agent specs

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agentd.config._errors import describe_validation_error
 from agentd.config._names import reserved_name_problem
+from agentd.config._sandbox import AgentSandboxSpec
 from agentd.errors import SpecError
 
 __all__ = ["AgentSpec", "LoadedAgent", "ReplicaBounds", "RestartSpec", "load_agent", "load_agents"]
@@ -81,6 +82,7 @@ class AgentSpec(_Section):
     autoscale: bool = Field(True, description="scale between replicas.min and max on backlog")
     spawn_quota: int = Field(4, ge=0, le=256, description="agents this one may spawn at once")
     idle_timeout_s: float = Field(300.0, gt=0, description="a spawned instance ends when idle")
+    sandbox: AgentSandboxSpec = AgentSandboxSpec()
 
 
 class LoadedAgent:

@@ -26,6 +26,7 @@ from agentd.config._model_pools import (
     PoolName,
     PoolReplicasConfig,
 )
+from agentd.config._sandbox import SandboxConfig
 from agentd.config._section import _Section
 
 __all__ = [
@@ -386,6 +387,7 @@ class Config(_Section):
     identity: IdentityConfig = IdentityConfig()
     gateway: GatewayConfig = GatewayConfig()
     cluster: ClusterConfig = ClusterConfig()
+    sandbox: SandboxConfig = SandboxConfig()
 
     @model_validator(mode="after")
     def _cluster_needs_a_shared_bus(self) -> Config:

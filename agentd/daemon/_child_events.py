@@ -51,6 +51,12 @@ async def report_child_event(
             signal=event.signal,
             restarts=event.restarts,
             lineage={"agent_version": record.agent.version} if record else None,
+            # which sandbox the process runs under (agentctl ps shows it too)
+            inputs=(
+                {"sandbox": record.sandbox}
+                if record is not None and event.kind == "spawn"
+                else None
+            ),
         )
     if nc is None or not nc.is_connected:
         return

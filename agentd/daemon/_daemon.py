@@ -25,6 +25,7 @@ from agentd.daemon._authority import Authority
 from agentd.daemon._child_events import report_child_event
 from agentd.daemon._logging import setup_logging
 from agentd.daemon._recorder import Recorder
+from agentd.daemon._sandbox import host_abi, sandbox_startup_check
 from agentd.daemon._services import Services
 from agentd.daemon._statedir import StateDirLock
 from agentd.daemon._systemd import SystemdNotifier
@@ -76,6 +77,9 @@ class Daemon:
         # missing one stops the start here, not in every replica later
         if missing := self.config.checkpoints.environment_problems(os.environ):
             raise ConfigError(loaded.source, missing)
+        # the kernel sandbox of replicas: what this host cannot protect is said here, and
+        # [sandbox].require refuses to start without all of it
+        sandbox_startup_check(self.config, str(loaded.source), host_abi())
         self.nats_url = self.config.bus.url or embedded_url(self.config.bus.embedded)
         if self.config.bus.url is None and self.config.bus.tls.enabled:
             self.nats_url = self.nats_url.replace("nats://", "tls://", 1)

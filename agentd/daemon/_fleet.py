@@ -29,7 +29,13 @@ from agentd.daemon._heartbeats import HeartbeatTracker
 from agentd.daemon._ps import ps_rows, replica_index
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._replica_spec import replica_env, replica_spec
-from agentd.errors import AgentdError, ControlError, WorkerCrashed
+from agentd.daemon._sandbox import (
+    agent_sandbox_problems,
+    host_abi,
+    prepare_replica_dirs,
+    replica_plan,
+)
+from agentd.errors import AgentdError, ControlError, SpecError, WorkerCrashed
 from agentd.gateway import LLMGateway
 from agentd.supervisor import ChildSpec, Supervisor
 
@@ -50,6 +56,8 @@ class AgentRecord:
     error: str | None = None
     spawned_by: str | None = None
     params: dict[str, Any] | None = None
+    sandbox: dict[str, Any] | None = None
+    """The sandbox its replicas run under (SandboxPlan.summary()); None: [sandbox].mode off."""
 
 
 class AgentFleet:
@@ -88,6 +96,7 @@ class AgentFleet:
         # In a cluster the placer decides where replicas run (agentd.cluster): the fleet starts
         # none by itself, and `scale` asks the cluster for a new desired count.
         self.desire: Callable[[str, int], Awaitable[int]] | None = None
+        self._sandbox_abi = host_abi() if config.sandbox.mode != "off" else 0
 
     @property
     def names(self) -> set[str]:
@@ -100,6 +109,12 @@ class AgentFleet:
             for err in errors:
                 log.error("agent not started: %s", err)
                 self.spec_errors.append(str(err))
+            for agent in list(loaded):
+                if problems := agent_sandbox_problems(self._config, agent):
+                    err = SpecError(str(agent.spec_path), problems)
+                    log.error("agent not started: %s", err)
+                    self.spec_errors.append(str(err))
+                    loaded.remove(agent)
             for agent in loaded:
                 self.agents[agent.name] = AgentRecord(agent, agent.name, 0)
             async with anyio.create_task_group() as tg:
@@ -357,7 +372,24 @@ class AgentFleet:
             creds=creds,
             llm=self._llm,
         )
-        return replica_spec(self._config, record.agent, record.name, replica, env, self.heartbeats)
+        plan = None
+        if self._config.sandbox.mode != "off":
+            scratch, checkpoints = prepare_replica_dirs(
+                self._config, record.name, checkpoint=record.agent.spec.checkpoint
+            )
+            env |= {"AGENTD_SCRATCH_DIR": str(scratch), "TMPDIR": str(scratch)}
+            plan = replica_plan(
+                self._config,
+                record.agent,
+                env,
+                abi=self._sandbox_abi,
+                scratch=scratch,
+                checkpoints=checkpoints,
+            )
+            record.sandbox = plan.summary()
+        return replica_spec(
+            self._config, record.agent, record.name, replica, env, self.heartbeats, plan
+        )
 
     # views
     async def ps(self) -> list[dict[str, Any]]:

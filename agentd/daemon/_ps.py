@@ -70,6 +70,7 @@ async def ps_rows(
                 "error": record.error,
                 "backlog": await backlog(name),
                 "replicas": replicas,
+                "sandbox": record.sandbox,
             }
         )
     return rows

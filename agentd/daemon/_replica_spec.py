@@ -15,7 +15,9 @@ from typing import Any
 from agentd.config import Config, LoadedAgent
 from agentd.daemon._heartbeats import HeartbeatTracker
 from agentd.gateway import LLMGateway
+from agentd.sandbox import ENV_PLAN, SandboxPlan, wrapper_argv
 from agentd.supervisor import ChildSpec, RestartPolicy, RestartType
+from agentd.bus import Credentials
 from agentd.telemetry import TelemetrySettings
 from agentd.worker import CheckpointSettings, WorkerSettings
 
@@ -48,7 +50,9 @@ def replica_env(
         max_deliver=agent.spec.max_deliveries or cfg.inbox.max_deliver,
         state_dir=cfg.daemon.state_dir,
         params=params,
-        creds_file=creds,
+        # the credentials themselves, not their path: a sandboxed replica cannot open the
+        # credentials directory (docs/sandbox.md, "Secrets by handle")
+        creds_json=Credentials.load(creds).to_json() if creds is not None else None,
         tls_ca_file=cfg.bus.tls.ca_file,
         # only a replica that keeps checkpoints is told the database's connection string
         checkpoints=(
@@ -81,13 +85,19 @@ def replica_spec(
     replica: str,
     env: dict[str, str],
     heartbeats: HeartbeatTracker,
+    sandbox: SandboxPlan | None = None,
 ) -> ChildSpec:
-    """The supervisor's spec: ready at the first heartbeat, alive while heartbeats come."""
+    """The supervisor's spec: ready at the first heartbeat, alive while heartbeats come; with
+    `sandbox`, the worker starts under the sandbox's exec wrapper."""
     cfg = config
     restart = agent.spec.restart
+    argv = [sys.executable, "-m", "agentd.worker", "--agent", name]
+    if sandbox is not None:
+        argv = wrapper_argv(argv)
+        env = {**env, ENV_PLAN: sandbox.to_json()}
     return ChildSpec(
         name=replica,
-        argv=[sys.executable, "-m", "agentd.worker", "--agent", name],
+        argv=argv,
         env=env,
         cwd=agent.directory,
         restart=RestartPolicy(

@@ -147,7 +147,9 @@ async def open_checkpointer(
             f"checkpoints (backend sqlite) of agent {agent!r}: the replica has no state "
             "directory (AGENTD_STATE_DIR)"
         )
-    folder = state_dir / "checkpoints"
+    # a folder per agent: a sandboxed replica may write its own (SQLite adds -wal and -shm
+    # files beside the database) and nothing of another agent's
+    folder = state_dir / "checkpoints" / agent
     folder.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(folder / f"{agent}.sqlite")) as sqlite:
         yield sqlite

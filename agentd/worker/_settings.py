@@ -35,7 +35,11 @@ class WorkerSettings:
     state_dir: Path | None = None
     params: dict[str, Any] | None = None
     creds_file: Path | None = None
-    """The replica's NATS credentials (agentd.identity); None where NATS needs none."""
+    """The replica's NATS credentials (agentd.identity) as a file; None where NATS needs none
+    or where `creds_json` carries them."""
+    creds_json: str | None = field(default=None, repr=False)
+    """The credentials themselves (AGENTD_CREDS_JSON): how the daemon passes them, so a
+    sandboxed replica needs no path into the credentials directory."""
     tls_ca_file: Path | None = None
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
     """Where the graph's conversation state lives ([checkpoints])."""
@@ -59,6 +63,8 @@ class WorkerSettings:
             env["AGENTD_PARAMS"] = json.dumps(self.params)
         if self.creds_file is not None:
             env["AGENTD_CREDS"] = str(self.creds_file)
+        if self.creds_json is not None:
+            env["AGENTD_CREDS_JSON"] = self.creds_json
         if self.tls_ca_file is not None:
             env["AGENTD_TLS_CA_FILE"] = str(self.tls_ca_file)
         env.update(self.checkpoints.to_env())
@@ -96,6 +102,7 @@ class WorkerSettings:
             state_dir=Path(env["AGENTD_STATE_DIR"]) if env.get("AGENTD_STATE_DIR") else None,
             params=_params(env.get("AGENTD_PARAMS"), problems),
             creds_file=Path(env["AGENTD_CREDS"]) if env.get("AGENTD_CREDS") else None,
+            creds_json=env.get("AGENTD_CREDS_JSON") or None,
             tls_ca_file=(
                 Path(env["AGENTD_TLS_CA_FILE"]) if env.get("AGENTD_TLS_CA_FILE") else None
             ),

@@ -94,7 +94,7 @@ class AgentWorker:
         nc = await connect(
             settings.nats_url,
             name=f"agentd-worker-{settings.replica}",
-            credentials=Credentials.load(settings.creds_file) if settings.creds_file else None,
+            credentials=_credentials(settings),
             tls=_tls_context(settings.tls_ca_file),
         )
         try:
@@ -422,3 +422,9 @@ class AgentWorker:
             for conversation in self._ledger.held:
                 with contextlib.suppress(Exception):
                     await self._ledger.renew(conversation)
+
+
+def _credentials(settings: WorkerSettings) -> Credentials | None:
+    if settings.creds_json is not None:
+        return Credentials.from_json(settings.creds_json, source="AGENTD_CREDS_JSON")
+    return Credentials.load(settings.creds_file) if settings.creds_file else None

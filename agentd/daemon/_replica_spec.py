@@ -7,6 +7,7 @@ timeout; a checkpoint store's connection string goes only to replicas that keep 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,11 @@ from agentd.sandbox import ENV_PLAN, SandboxPlan, wrapper_argv
 from agentd.supervisor import ChildSpec, RestartPolicy, RestartType
 from agentd.bus import Credentials
 from agentd.telemetry import TelemetrySettings
-from agentd.worker import CheckpointSettings, WorkerSettings
+from agentd.worker import SECRETS_ENV, CheckpointSettings, WorkerSettings
+
+SECRET_KEYS = frozenset(
+    {"AGENTD_CREDS_JSON", "AGENTD_LLM_TOKEN", "OPENAI_API_KEY", "AGENTD_CHECKPOINT_DSN"}
+)
 
 __all__ = ["replica_env", "replica_spec"]
 
@@ -95,6 +100,12 @@ def replica_spec(
     if sandbox is not None:
         argv = wrapper_argv(argv)
         env = {**env, ENV_PLAN: sandbox.to_json()}
+    # secrets by handle: on the replica's stdin, not in an environment /proc shows
+    secret_keys = {*SECRET_KEYS, cfg.checkpoints.dsn_env}
+    secrets = {k: v for k, v in env.items() if k in secret_keys and v}
+    # blank, not absent: the child's environment is merged over the daemon's
+    env = {**env, **dict.fromkeys(secrets, "")}
+    env[SECRETS_ENV] = "stdin"
     return ChildSpec(
         name=replica,
         argv=argv,
@@ -115,4 +126,5 @@ def replica_spec(
         liveness_timeout_s=cfg.agents.heartbeat_s,
         liveness_failures=1,
         log_path=cfg.daemon.state_dir / "logs" / f"{replica}.log",
+        stdin_data=json.dumps(secrets).encode(),
     )

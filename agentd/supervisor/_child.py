@@ -217,7 +217,9 @@ class ChildRunner:
         """Spawn one process and see it through to its end."""
         spec = self.spec
         try:
-            proc = await spawn_child(spec.argv, env=spec.env, cwd=spec.cwd)
+            proc = await spawn_child(
+                spec.argv, env=spec.env, cwd=spec.cwd, stdin_data=spec.stdin_data
+            )
         except OSError as exc:
             reason = f"could not be started ({spec.argv[0]!r}: {exc})"
             self._last_error = reason

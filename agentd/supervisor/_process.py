@@ -244,18 +244,32 @@ class ChildProcess:
 
 
 async def spawn_child(
-    argv: Sequence[str], *, env: Mapping[str, str] | None, cwd: str | Path | None
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | Path | None,
+    stdin_data: bytes | None = None,
 ) -> ChildProcess:
-    """Start `argv` as the leader of a new session, stdout+stderr into a pipe we read.
+    """Start `argv` as the leader of a new session, stdout+stderr into a pipe we read, and
+    `stdin_data` (at most a pipe's buffer, 64 KiB) on its stdin, else /dev/null.
 
     Raises OSError if the program cannot be started (not found, not executable, bad cwd).
     """
     full_env = None if env is None else {**os.environ, **env}
+    stdin: int = asyncio.subprocess.DEVNULL
+    if stdin_data is not None:
+        if len(stdin_data) > 65536:
+            raise OSError(f"stdin_data of {len(stdin_data)} bytes does not fit a pipe's buffer")
+        stdin, feed = os.pipe()
+        try:
+            os.write(feed, stdin_data)  # fits the buffer: never blocks
+        finally:
+            os.close(feed)
     read_fd, write_fd = os.pipe()
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=stdin,
             stdout=write_fd,
             stderr=write_fd,
             env=full_env,
@@ -269,6 +283,8 @@ async def spawn_child(
     finally:
         # The child holds its own copy; ours would keep the pipe open after the child's death.
         os.close(write_fd)
+        if stdin_data is not None:
+            os.close(stdin)
     os.set_blocking(read_fd, False)
     stat = proc_stat(process.pid)
     return ChildProcess(

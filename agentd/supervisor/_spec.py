@@ -93,6 +93,9 @@ class ChildSpec:
     liveness_timeout_s: float = 2.0
     liveness_failures: int = 3
     log_path: Path | None = None
+    stdin_data: bytes | None = field(default=None, repr=False)
+    """What the child reads on its stdin, then end of file (else /dev/null): how a secret
+    reaches it without an environment other processes can read or a file."""
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
 

@@ -13,7 +13,7 @@ from agentd.worker._checkpoints import (
 )
 from agentd.worker._context import AgentContext, RunInfo, SendFailed, ToolCallFailed
 from agentd.worker._graph import Runnable, load_graph
-from agentd.worker._settings import WorkerSettings
+from agentd.worker._settings import SECRETS_ENV, WorkerSettings, take_secrets
 from agentd.worker._worker import AgentWorker
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "SendFailed",
     "ToolCallFailed",
     "WorkerSettings",
+    "SECRETS_ENV",
+    "take_secrets",
     "application_name",
     "load_graph",
     "open_checkpointer",

@@ -15,7 +15,35 @@ from typing import Any
 from agentd.errors import ConfigError
 from agentd.worker._checkpoints import CheckpointSettings
 
-__all__ = ["WorkerSettings"]
+__all__ = ["SECRETS_ENV", "WorkerSettings", "take_secrets"]
+
+SECRETS_ENV = "AGENTD_SECRETS"
+"""Set to "stdin" by the daemon: the replica's secrets (NATS credentials, LLM token, a
+checkpoint store's connection string) come as a JSON object on stdin, not in the environment,
+which another process of the same user can read in /proc/<pid>/environ."""
+
+
+def take_secrets(environ: Any = None) -> None:
+    """With AGENTD_SECRETS=stdin, read the secrets from stdin into this process's environment
+    (os.environ: not /proc/<pid>/environ, which keeps the environment the process started
+    with) and put /dev/null on stdin."""
+    env = os.environ if environ is None else environ
+    if env.get(SECRETS_ENV) != "stdin":
+        return
+    import sys
+
+    text = sys.stdin.buffer.read(1 << 16)
+    try:
+        secrets = json.loads(text) if text else {}
+    except ValueError as exc:
+        raise ConfigError("the worker's stdin", [f"secrets: not JSON ({exc})"]) from None
+    if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+        raise ConfigError("the worker's stdin", ["secrets: must be a JSON object of strings"])
+    env.update(secrets)
+    del env[SECRETS_ENV]
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
 
 
 @dataclass(frozen=True, kw_only=True)

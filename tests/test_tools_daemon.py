@@ -94,7 +94,8 @@ def test_a_redelivered_run_does_not_execute_the_tool_twice(
     daemon: DaemonProcess, ledger: Path, tmp_path: Path
 ) -> None:
     before = len(ledger_lines(ledger))
-    marker = tmp_path / "crashed-once"
+    # in the replica's own scratch folder: the only place a sandboxed replica may write
+    marker = daemon.dir / "state" / "scratch" / "toolrunner" / f"crashed-once-{tmp_path.name}"
     payload = {"tool": "loan.approve", "args": approve_args(5000), "crash_once": str(marker)}
     out = call(daemon, payload)  # the first run dies after the call; the rerun gets the result
     assert marker.exists(), "the first run must have crashed after its tool call"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import agentd
-from agentd.config import find_config, load_agents, load_config
+from agentd.config import Config, find_config, load_agents, load_config
 from agentd.errors import AgentdError, ConfigError
 
 
@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)
     check = agents_sub.add_parser("check", help="validate agent specs")
     check.add_argument("names", nargs="*", help="agents to check (default: all)")
+    sub.add_parser("doctor", help="check what this host lets agentd protect (sandbox)")
     models = sub.add_parser("models", help="model commands")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     tiny = models_sub.add_parser(
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "agents":
             return _check_agents(loaded.config.agents.dir, args.names)
+        if args.command == "doctor":
+            return _doctor(loaded.config)
         from agentd.daemon import run_daemon  # the daemon's imports are only paid for `run`
 
         return run_daemon(loaded, log_format=args.log_format)
@@ -76,6 +79,28 @@ def _build_tiny(directory: Path, seed: int) -> int:
         return 1
     print(f"tiny model in {out}: {', '.join(MODEL_FILES)}")
     print(f'serve it with [models.tiny] model = "{out}" (see agentd.toml)')
+    return 0
+
+
+def _doctor(config: Config) -> int:
+    import os
+
+    from agentd.sandbox._doctor import host_report
+
+    cap = os.environ.get("AGENTD_SANDBOX_MAX_ABI")
+    rows, abi = host_report(int(cap) if cap and cap.isdigit() else None)
+    for check, ok, detail in rows:
+        print(f"{'ok  ' if ok else 'MISS'} {check}: {detail}")
+    mode = config.sandbox.mode
+    print(f"[sandbox] mode = {mode}, require = {str(config.sandbox.require).lower()}")
+    if mode == "off":
+        print("agent replicas run UNSANDBOXED ([sandbox].mode = off)")
+        return 1
+    if abi < 6:
+        verdict = "refuses to start" if config.sandbox.require else "runs with what is enforced"
+        print(f"agentd {verdict}: Landlock ABI {abi} < 6")
+        return 1 if config.sandbox.require else 0
+    print("agent replicas: everything above marked ok is enforced")
     return 0
 
 

@@ -223,3 +223,37 @@ def test_without_landlock_warn_runs_and_names_what_is_not_protected(tmp_path: Pa
     assert "signal and abstract unix socket scoping (Landlock ABI 6)" in log
     assert "filesystem rules" not in log.split("NOT protected:")[1].split("\n")[0]
     assert echo["landlock_abi"] == 3 and len(echo["missing"]) == 3
+
+
+def test_doctor_prints_what_is_and_is_not_protected(tmp_path: Path) -> None:
+    config = write_config(tmp_path, extra="\n[sandbox]\nrequire = true\n")
+
+    def doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "agentd.cli.agentd", "--config", str(config), "doctor"]
+        return subprocess.run(
+            command, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+        )
+
+    full = doctor({})
+    assert full.returncode == 0, full.stdout
+    assert "ok     TCP connect and bind by port: enforced" in full.stdout
+    assert "user namespaces" in full.stdout and "cgroup v2 delegation" in full.stdout
+    none = doctor({"AGENTD_SANDBOX_MAX_ABI": "0"})
+    assert none.returncode == 1
+    assert "MISS Landlock: not available" in none.stdout
+    assert "MISS   filesystem rules (read, write, execute): NOT protected" in none.stdout
+    assert "agentd refuses to start: Landlock ABI 0 < 6" in none.stdout
+
+
+def test_the_sandbox_bench_runs_in_smoke_mode() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "sandbox.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    ratios = result["ratio_enforce_over_off"]
+    assert ratios["spawn_to_ready_median"] > 0 and ratios["echo_round_trip_median"] > 0
+    assert result["enforce"]["spawn_to_ready"]["p50_us"] > 0

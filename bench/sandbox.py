@@ -1,0 +1,105 @@
+"""The sandbox's cost: replica spawn-to-ready (`scale echo 1 -> 2`, answered once the new
+replica is ready) and the echo round trip, with [sandbox].mode = "enforce" and "off", two
+daemons side by side, measured alternately in the same run. Ratios: enforce / off.
+
+Run: .venv/bin/python bench/sandbox.py [--smoke]   (prints JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import percentiles  # noqa: E402
+
+from agentd.cli._client import ControlClient  # noqa: E402
+from tests.harness import DaemonProcess, admin_credentials, write_config  # noqa: E402
+
+MODES = ("enforce", "off")
+
+
+async def spawn_to_ready(ctl: ControlClient) -> float:
+    t0 = time.perf_counter()
+    await ctl.call("scale", {"agent": "echo", "replicas": 2}, timeout_s=60)
+    elapsed = time.perf_counter() - t0
+    await ctl.call("scale", {"agent": "echo", "replicas": 1}, timeout_s=60)
+    return elapsed
+
+
+async def echo_round_trip(ctl: ControlClient, i: int) -> float:
+    reply_to = ctl.subjects.reply("ctl", f"bench{i}")
+    sub = await ctl.nc.subscribe(reply_to, max_msgs=1)
+    t0 = time.perf_counter()
+    await ctl.call("send", {"to": "echo", "payload": {"i": i}, "reply_to": reply_to})
+    msg = await sub.next_msg(timeout=10)
+    elapsed = time.perf_counter() - t0
+    assert json.loads(msg.data)["output"] == {"i": i}
+    return elapsed
+
+
+async def measure(urls: dict[str, str], spawns: int, rounds: int) -> dict[str, Any]:
+    samples: dict[str, dict[str, list[float]]] = {m: {"spawn": [], "echo": []} for m in MODES}
+    clients = {m: ControlClient(urls[m], credentials=admin_credentials(urls[m])) for m in MODES}
+    for client in clients.values():
+        await client.__aenter__()
+    try:
+        for i in range(rounds + 20):  # alternate, the first 20 warm up
+            for mode in MODES if i % 2 else reversed(MODES):
+                elapsed = await echo_round_trip(clients[mode], i)
+                if i >= 20:
+                    samples[mode]["echo"].append(elapsed)
+        for i in range(spawns):
+            for mode in MODES if i % 2 else reversed(MODES):
+                samples[mode]["spawn"].append(await spawn_to_ready(clients[mode]))
+    finally:
+        for client in clients.values():
+            await client.__aexit__(None, None, None)
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        out[mode] = {
+            "spawn_to_ready": percentiles(samples[mode]["spawn"]),
+            "echo_round_trip": percentiles(samples[mode]["echo"]),
+        }
+    med = {m: {k: statistics.median(v) for k, v in samples[m].items()} for m in MODES}
+    out["ratio_enforce_over_off"] = {
+        "spawn_to_ready_median": round(med["enforce"]["spawn"] / med["off"]["spawn"], 3),
+        "echo_round_trip_median": round(med["enforce"]["echo"] / med["off"]["echo"], 3),
+    }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="small counts (the tests run it)")
+    args = parser.parse_args()
+    spawns, rounds = (2, 10) if args.smoke else (20, 300)
+    with tempfile.TemporaryDirectory() as tmp:
+        daemons = {}
+        try:
+            for mode in MODES:
+                folder = Path(tmp) / mode
+                folder.mkdir()
+                extra = f'[autoscale]\nenabled = false\n\n[sandbox]\nmode = "{mode}"\n'
+                daemons[mode] = DaemonProcess(write_config(folder, extra=extra))
+            for daemon in daemons.values():
+                daemon.wait_ready()
+            result = asyncio.run(measure({m: d.url for m, d in daemons.items()}, spawns, rounds))
+        finally:
+            for daemon in daemons.values():
+                daemon.close()
+    result["counts"] = {"spawns": spawns, "echo_rounds": rounds}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

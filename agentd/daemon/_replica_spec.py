@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agentd.bus import Credentials
 from agentd.config import Config, LoadedAgent
 from agentd.daemon._heartbeats import HeartbeatTracker
 from agentd.gateway import LLMGateway
 from agentd.sandbox import ENV_PLAN, SandboxPlan, wrapper_argv
 from agentd.supervisor import ChildSpec, RestartPolicy, RestartType
-from agentd.bus import Credentials
 from agentd.telemetry import TelemetrySettings
 from agentd.worker import SECRETS_ENV, CheckpointSettings, WorkerSettings
 

@@ -65,8 +65,9 @@ def sandbox_startup_check(config: Config, source: str, abi: int) -> list[str]:
         return []
     missing = missing_protections(abi)
     if not missing:
-        log.info("sandbox: Landlock ABI %d, mode %s: every protection enforced", abi,
-                 config.sandbox.mode)
+        log.info(
+            "sandbox: Landlock ABI %d, mode %s: every protection enforced", abi, config.sandbox.mode
+        )
         return []
     if config.sandbox.require:
         raise ConfigError(
@@ -149,7 +150,9 @@ def agent_sandbox_problems(config: Config, agent: LoadedAgent) -> list[str]:
     return problems
 
 
-def prepare_replica_dirs(config: Config, name: str, *, checkpoint: bool) -> tuple[Path, Path | None]:
+def prepare_replica_dirs(
+    config: Config, name: str, *, checkpoint: bool
+) -> tuple[Path, Path | None]:
     """Create (mode 0700) the agent's scratch folder and, for SQLite checkpoints, its own
     checkpoint folder, moving a database from the old shared folder into it once."""
     state = config.daemon.state_dir
@@ -233,8 +236,14 @@ def _ports(config: Config, env: Mapping[str, str]) -> list[int]:
     if env.get("AGENTD_CHECKPOINT_DSN"):
         urls.append(env["AGENTD_CHECKPOINT_DSN"])
     ports = []
-    defaults = {"nats": 4222, "tls": 4222, "http": 80, "https": 443, "postgresql": 5432,
-                "postgres": 5432}
+    defaults = {
+        "nats": 4222,
+        "tls": 4222,
+        "http": 80,
+        "https": 443,
+        "postgresql": 5432,
+        "postgres": 5432,
+    }
     for url in urls:
         url = url.strip()
         if not url:

@@ -41,7 +41,7 @@ def host_report(abi_cap: int | None = None) -> tuple[list[tuple[str, bool, str]]
         (
             "separate uid per replica",
             False,
-            "not done: replicas run as this user (uid %d); UDP and hosts are not filtered" % uid,
+            f"not done: replicas run as this user (uid {uid}); UDP and hosts are not filtered",
         )
     )
     return rows, abi

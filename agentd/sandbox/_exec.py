@@ -52,8 +52,11 @@ def main(argv: list[str]) -> int:
     applied = f"landlock-abi={abi} digest={plan.digest} mode={plan.mode}"
     env["AGENTD_SANDBOX_APPLIED"] = applied
     missing = "; ".join(plan.missing) or "none"
-    print(f"agentd.sandbox: {applied} rules={len(plan.fs)} "
-          f"connect_ports={list(plan.connect_ports)} missing: {missing}", file=sys.stderr)
+    print(
+        f"agentd.sandbox: {applied} rules={len(plan.fs)} "
+        f"connect_ports={list(plan.connect_ports)} missing: {missing}",
+        file=sys.stderr,
+    )
     sys.stderr.flush()
     try:
         os.execve(program[0], program, env)

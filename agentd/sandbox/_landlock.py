@@ -209,8 +209,6 @@ def _add_path_rule(ruleset: int, path: str, rights: int) -> None:
         try:
             _syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, ctypes.c_uint32(0))
         except OSError as exc:
-            raise LandlockError(
-                exc.errno, f"landlock_add_rule ({path}): {exc.strerror}"
-            ) from None
+            raise LandlockError(exc.errno, f"landlock_add_rule ({path}): {exc.strerror}") from None
     finally:
         os.close(fd)

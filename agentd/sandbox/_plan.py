@@ -41,8 +41,11 @@ _MISSING = (
     (3, "truncate(2) outside the write rules (Landlock ABI 3, TRUNCATE)"),
     (4, "TCP connect and bind rules (Landlock ABI 4): any TCP port is reachable"),
     (5, "ioctl on device files (Landlock ABI 5, IOCTL_DEV)"),
-    (6, "signal and abstract unix socket scoping (Landlock ABI 6): the replica can signal "
-        "the daemon and any process of this user"),
+    (
+        6,
+        "signal and abstract unix socket scoping (Landlock ABI 6): the replica can signal "
+        "the daemon and any process of this user",
+    ),
 )
 
 # children of a directory carved around a protected path: more is a misconfiguration

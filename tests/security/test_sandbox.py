@@ -196,7 +196,7 @@ def _run(config: Path, env: dict[str, str], timeout_s: float = 60) -> subprocess
 
 
 def test_without_landlock_require_refuses_to_start_and_says_why(tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra='\n[sandbox]\nrequire = true\n')
+    config = write_config(tmp_path, extra="\n[sandbox]\nrequire = true\n")
     proc = _run(config, {"AGENTD_SANDBOX_MAX_ABI": "0"})
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2

@@ -19,7 +19,7 @@ from langgraph.graph import END, START, StateGraph
 log = logging.getLogger("hostile")
 
 # runs in the graph and, as source, in a child process (which inherits the sandbox)
-ATTEMPTS = r'''
+ATTEMPTS = r"""
 import os, signal, socket
 
 def attempts(state_dir, other_agent, other_pid, daemon_pid, forbidden_port, allowed_port):
@@ -69,7 +69,7 @@ def attempts(state_dir, other_agent, other_pid, daemon_pid, forbidden_port, allo
         except Exception as exc:
             outcome[name] = f"denied: {type(exc).__name__}: {exc}"
     return outcome
-'''
+"""
 
 
 class Attack(TypedDict, total=False):
@@ -99,8 +99,12 @@ def build() -> Any:
         mine = scope["attempts"](*args)
         for name, outcome in mine.items():
             log.warning("attempt %r: %s", name, outcome)
-        child = subprocess.run(
-            [sys.executable, "-c", ATTEMPTS + f"\nimport json\nprint(json.dumps(attempts(*{args!r})))"],
+        child = subprocess.run(  # noqa: ASYNC221 - a hostile graph blocks if it likes
+            [
+                sys.executable,
+                "-c",
+                ATTEMPTS + f"\nimport json\nprint(json.dumps(attempts(*{args!r})))",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

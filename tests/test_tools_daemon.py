@@ -95,7 +95,7 @@ def test_a_redelivered_run_does_not_execute_the_tool_twice(
 ) -> None:
     before = len(ledger_lines(ledger))
     # in the replica's own scratch folder: the only place a sandboxed replica may write
-    marker = daemon.dir / "state" / "scratch" / "toolrunner" / f"crashed-once-{tmp_path.name}"
+    marker = daemon.dir / "state" / "scratch" / "underwriter" / f"crashed-once-{tmp_path.name}"
     payload = {"tool": "loan.approve", "args": approve_args(5000), "crash_once": str(marker)}
     out = call(daemon, payload)  # the first run dies after the call; the rerun gets the result
     assert marker.exists(), "the first run must have crashed after its tool call"

@@ -148,7 +148,7 @@ async def test_sqlite_stays_the_single_host_default(tmp_path: Path) -> None:
             graph = notes_graph().compile(checkpointer=saver)
             out = await graph.ainvoke({"notes": [expected[-1]]}, thread)
         assert out == {"notes": expected}
-    assert (tmp_path / "checkpoints" / "tally.sqlite").is_file()
+    assert (tmp_path / "checkpoints" / "tally" / "tally.sqlite").is_file()
     with pytest.raises(CheckpointStoreUnavailable, match="no state directory"):
         async with open_checkpointer(CheckpointSettings(), agent="tally", state_dir=None):
             pytest.fail("opened SQLite without a state directory")

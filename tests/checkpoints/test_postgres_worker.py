@@ -201,5 +201,5 @@ async def test_with_sqlite_the_state_stays_on_its_host(nats_url: str, tmp_path: 
             worker.kill()
             worker.wait(10)
         await nc.close()
-    assert (host_a / "checkpoints" / "tally.sqlite").is_file()
-    assert (host_b / "checkpoints" / "tally.sqlite").is_file()
+    assert (host_a / "checkpoints" / "tally" / "tally.sqlite").is_file()
+    assert (host_b / "checkpoints" / "tally" / "tally.sqlite").is_file()

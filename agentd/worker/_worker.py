@@ -13,7 +13,6 @@ Delivery guarantees (DESIGN.md, Data paths: Messages):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -36,6 +35,7 @@ from agentd.telemetry import extract_context, invoke_agent_span, set_agent_outpu
 from agentd.trace import TracePublisher
 from agentd.worker._checkpoints import open_checkpointer
 from agentd.worker._context import AgentContext, RunInfo
+from agentd.worker._dead_letters import give_up
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger, run_ledger
 from agentd.worker._run_records import RunRecords, agent_lineage
@@ -53,7 +53,6 @@ log = logging.getLogger("agentd.worker")
 
 # how long a replica waits between tries for a conversation another replica is running
 LEASE_POLL_S = 0.02
-DEAD_LETTER_TIMEOUT_S = 5.0
 
 
 class AgentWorker:
@@ -190,7 +189,7 @@ class AgentWorker:
         try:
             message = Message.model_validate_json(msg.data)
         except ValidationError as exc:
-            runs.start_soon(self._dead_letter, msg, None, f"malformed message: {exc}")
+            runs.start_soon(self._dead_letter, msg, f"malformed message: {exc}")
             return
         if message.id in self._held:  # a redelivery of a message we still hold: keep ours
             runs.start_soon(self._keep_holding, msg)
@@ -258,7 +257,7 @@ class AgentWorker:
                     log.warning("run %s (attempt %d) failed: %s", run.run_id, attempt, error)
                     if attempt >= self._max_deliver:
                         with anyio.CancelScope(shield=True):
-                            await self._dead_letter(msg, message, error, attempts=attempt)
+                            await self._dead_letter(msg, error, attempts=attempt)
                             failure = self._result(message, run, started, ok=False, error=error)
                             await self._reply(message, failure)
                         settled = True
@@ -371,34 +370,10 @@ class AgentWorker:
         with contextlib.suppress(Exception):
             await msg.in_progress()
 
-    async def _dead_letter(
-        self, msg: Msg, message: Message | None, error: str, *, attempts: int = 1
-    ) -> None:
-        """Ask the daemon to keep this inbox message as a dead letter, then let it go. Only
-        the daemon writes the dead-letter stream: it copies the message from this agent's
-        inbox itself, so a replica can neither forge nor misattribute one."""
+    async def _dead_letter(self, msg: Msg, error: str, *, attempts: int = 1) -> None:
         assert self._nc is not None
-        request = {
-            "seq": msg.metadata.sequence.stream,
-            "error": error[:1000].replace("\n", " "),
-            "deliveries": attempts,
-        }
-        try:
-            reply = await self._nc.request(
-                self.subjects.dead_letter_request(self.name),
-                json.dumps(request).encode(),
-                timeout=DEAD_LETTER_TIMEOUT_S,
-            )
-            answer = json.loads(reply.data)
-        except Exception as exc:  # the daemon is away: JetStream redelivers, we decide again
-            log.warning("dead-lettering message %s failed: %s", request["seq"], exc)
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            return
-        if not answer.get("ok"):
-            log.error("the daemon refused dead letter %s: %s", request["seq"], answer)
-        await msg.term()
-        self.status.stats["dead_lettered"] += 1
+        if await give_up(self._nc, self.subjects, self.name, msg, error, attempts=attempts):
+            self.status.stats["dead_lettered"] += 1
 
     async def _drain(self, runs: TaskGroup) -> None:
         """Wait for runs in flight up to the grace period, then cancel (they nak themselves)."""

@@ -78,8 +78,8 @@ def parse_taint_rules(
                 PolicyProblem(
                     file,
                     entry.line_of("tool"),
-                    f"a second [[taint]] rule for {parsed.tool}; the first is at line "
-                    f"{other.line}: one rule per tool",
+                    f"a second [[taint]] rule for {parsed.tool}; the first is {other.rule} "
+                    f"(line {other.line}: its effect): one rule per tool",
                 )
             )
             continue

@@ -298,3 +298,46 @@ async def test_forged_ids_and_headers_do_not_launder_the_taint(
     # control: with the agent window off, the same forged ids get the loan through
     control = await _forge(windowless, page)
     assert control["approve"]["ok"], control["approve"]
+
+
+def test_reloaded_to_approve_the_call_waits_for_a_person_who_sees_the_taint(
+    daemon: DaemonProcess, page: str
+) -> None:
+    constraints = daemon.dir / "policies" / "constraints.toml"
+    shipped = constraints.read_text()
+    assert shipped.count('effect = "deny"') == 1
+    constraints.write_text(shipped.replace('effect = "deny"', 'effect = "approve"'))
+    assert daemon.agentctl("policy", "reload").returncode == 0
+    paid = len(ledger(daemon))
+    box: dict[str, Any] = {}
+    caller = threading.Thread(target=lambda: box.update(send(daemon, "reader", {"url": page})))
+    caller.start()
+    try:
+        waiting = None
+        deadline = time.monotonic() + 60
+        while waiting is None and time.monotonic() < deadline:
+            out = daemon.agentctl("--json", "approvals")
+            assert out.returncode == 0, out.stderr
+            waiting = next((w for w in json.loads(out.stdout) if w["agent"] == "reader"), None)
+            time.sleep(0.1)
+        assert waiting is not None, "the tainted call never waited for approval"
+        origin = fetch_record(daemon, "reader")
+        assert waiting["tainted"] is True
+        assert waiting["taint_record"] == origin["id"]
+        assert waiting["rule"].endswith("[loan.approve] tainted approve")
+        table = daemon.agentctl("approvals").stdout
+        assert f"http.fetch {origin['id']}" in table, table
+        assert daemon.agentctl("deny", waiting["id"], "--reason", "injected").returncode == 0
+        caller.join(60)
+        assert box["refused"]["code"] == "approval_denied", box
+        assert len(ledger(daemon)) == paid
+        asked = records_where(
+            daemon,
+            "tool.approval_requested",
+            lambda r: r.get("attributes", {}).get("approval_id") == waiting["id"],
+        )
+        assert asked and asked[0]["attributes"]["taint_record"] == origin["id"]
+    finally:
+        caller.join(60)
+        constraints.write_text(shipped)
+        assert daemon.agentctl("policy", "reload").returncode == 0

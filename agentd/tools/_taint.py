@@ -134,15 +134,21 @@ class TaintBook:
             writes[f"agent.{agent}"] = (now + window, taint)
         for key, (until, value) in writes.items():
             self._keep(key, until, value, now)
-        if self._kv is None:
+        kv = self._kv
+        if kv is None:
             return
-        for key in writes:
+
+        async def store(key: str) -> None:
             until, value = self._marks[key]
             body = json.dumps({"until": until, **asdict(value)}).encode()
             try:
-                await self._kv.put(key, body)
+                await kv.put(key, body)
             except Exception:  # memory holds it; a restart or another host may not
                 log.exception("storing the taint %s failed", key)
+
+        async with anyio.create_task_group() as tg:  # one round trip, not three
+            for key in writes:
+                tg.start_soon(store, key)
 
     # the service: the bucket and the watcher that keeps memory in step with it
     async def run(

@@ -89,7 +89,7 @@ async def test_another_book_on_the_bucket_follows_new_taints(nats_url: str) -> N
     async with running(nats_url, "taint_e") as one, running(nats_url, "taint_e") as other:
         await one.taint_received(ORIGIN, "conv-1", "msg-1")
         with anyio.fail_after(5):
-            while other.of_call("reader", "conv-1", None) is None:
+            while other.of_call("reader", "conv-1", None) is None:  # noqa: ASYNC110 (its watcher)
                 await anyio.sleep(0.01)
         assert other.of_call("reader", "conv-1", None) == ORIGIN
 

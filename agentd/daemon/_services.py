@@ -233,7 +233,7 @@ class Services:
         )
         await tg.start(dead_letters.run)
         if identity is not None:  # replies cross NATS accounts through the daemon
-            self.replies = ReplyRelay(nc, self.subjects)
+            self.replies = ReplyRelay(nc, self.subjects, taint=taint)
             await tg.start(self.replies.run)
         self.step("router", "running")
         if self.llm is not None:
@@ -315,7 +315,13 @@ class Services:
             await tg.start(self.metrics_service.run)
 
         self.spawner = Spawner(
-            nc, self.subjects, fleet, self.config.agents, recorder, policy=self.authority
+            nc,
+            self.subjects,
+            fleet,
+            self.config.agents,
+            recorder,
+            policy=self.authority,
+            taint=self.taint,
         )
         await tg.start(self.spawner.run)
         self.autoscaler = Autoscaler(fleet, self.config.autoscale, cluster=self.cluster)

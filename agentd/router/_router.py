@@ -64,6 +64,10 @@ class TaintSource(Protocol):
         self, to: str, conversation_id: str, message_id: str, taint: Any
     ) -> None: ...
 
+    def expect_reply(
+        self, reply_to: str, *, asker: str, answerer: str, conversation_id: str
+    ) -> None: ...
+
 
 @dataclass(frozen=True)
 class Routed:
@@ -184,11 +188,20 @@ class Router:
                 f"{message.sender} may not send to {message.to}: {answer.reason or answer.rule}",
                 rule=answer.rule,
             )
-        if taint is not None and self._taint is not None:
-            # before the message is stored: the recipient's first call must find it tainted
-            await self._taint.taint_delivered(
-                message.to, message.conversation_id, message.id, taint
-            )
+        if self._taint is not None:
+            if taint is not None:
+                # before the message is stored: the recipient's first call must find it tainted
+                await self._taint.taint_delivered(
+                    message.to, message.conversation_id, message.id, taint
+                )
+            if message.reply_to is not None and not message.sender.startswith("operator:"):
+                # the answer will carry what the recipient's run read back to the sender
+                self._taint.expect_reply(
+                    message.reply_to,
+                    asker=message.sender,
+                    answerer=message.to,
+                    conversation_id=message.conversation_id,
+                )
         ack = await self._js.publish(
             subject, message.to_json(), headers={**carried, "Nats-Msg-Id": dedupe_id}
         )

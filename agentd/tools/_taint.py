@@ -52,6 +52,8 @@ log = logging.getLogger("agentd.tools")
 
 TAINT_HEADER = "Agentd-Taint"
 """The router's header on a stored inbox message: the id of the record that tainted it."""
+MAX_ASKS = 100_000
+ASK_TTL_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class TaintBook:
         """KV key -> (expires at, taint): `conv.<agent>.<h>`, `msg.<agent>.<h>`, `agent.<agent>`"""
         self._kv: KeyValue | None = None
         self._stopped = anyio.Event()
+        self._asks: dict[str, tuple[float, str, str, str]] = {}
+        """reply subject -> (expires at, asker, answerer, conversation): asks awaiting a reply"""
 
     # reading (every tool call, every message)
     def of_call(
@@ -120,7 +124,13 @@ class TaintBook:
         await self._mark(to, taint, conversation_id, message_id)
 
     async def _mark(
-        self, agent: str, taint: Taint, conversation_id: str | None, message_id: str | None
+        self,
+        agent: str,
+        taint: Taint,
+        conversation_id: str | None,
+        message_id: str | None,
+        *,
+        window_s: float | None = None,
     ) -> None:
         now = time.time()
         keep = now + self._ttl_s
@@ -129,7 +139,7 @@ class TaintBook:
             writes[f"conv.{agent}.{_digest(conversation_id)}"] = (keep, taint)
         if message_id:
             writes[f"msg.{agent}.{_digest(message_id)}"] = (keep, taint)
-        window = self._window_of(agent)
+        window = self._window_of(agent) if window_s is None else window_s
         if window > 0:
             writes[f"agent.{agent}"] = (now + window, taint)
         for key, (until, value) in writes.items():
@@ -149,6 +159,33 @@ class TaintBook:
         async with anyio.create_task_group() as tg:  # one round trip, not three
             for key in writes:
                 tg.start_soon(store, key)
+
+    # answers: a reply carries what the answering run read back to the asker
+    def expect_reply(
+        self, reply_to: str, *, asker: str, answerer: str, conversation_id: str
+    ) -> None:
+        """The router stored a message of `asker` whose run's answer goes to `reply_to`."""
+        now = time.time()
+        self._asks[reply_to] = (now + ASK_TTL_S, asker, answerer, conversation_id)
+        while len(self._asks) > MAX_ASKS:  # the oldest ask is the least likely to be answered
+            del self._asks[next(iter(self._asks))]
+
+    async def taint_reply(self, reply_subject: str) -> Taint | None:
+        """A reply on `reply_subject` is about to be relayed: when the run that answers is
+        tainted, the asker is tainted (its conversation and window) before it can read it."""
+        ask = self._asks.pop(reply_subject, None)
+        if ask is None or ask[0] <= time.time():
+            return None
+        _, asker, answerer, conversation_id = ask
+        taint = self.of_sender(answerer, conversation_id)
+        if taint is not None:
+            await self._mark(asker, taint, conversation_id, None)
+        return taint
+
+    async def taint_spawned(self, instance: str, taint: Taint) -> None:
+        """An instance spawned by a tainted agent (its params may carry what that agent read):
+        tainted for as long as taints are kept, whatever it names."""
+        await self._mark(instance, taint, None, None, window_s=self._ttl_s)
 
     # the service: the bucket and the watcher that keeps memory in step with it
     async def run(

@@ -37,7 +37,17 @@ PAGE = (
     "</body></html>"
 )
 ATTACK = {"applicant_id": "A-6666", "amount": 9000.0, "payee": "acct-3003"}
-AGENTS = ("reader", "relay", "approver", "launderer", "approver2", "forger", "approver3")
+AGENTS = (
+    "reader",
+    "relay",
+    "approver",
+    "launderer",
+    "approver2",
+    "forger",
+    "approver3",
+    "asker",
+    "teller",
+)
 CONTROL_AGENTS = ("launderer", "approver2", "forger", "approver3")
 POLICY = """
 # tests/security/test_taint.py
@@ -53,6 +63,9 @@ p, forger, tool:http.fetch, call, allow
 p, forger, tool:loan.approve, call, allow
 p, forger, agent:approver3, send, allow
 p, approver3, tool:loan.approve, call, allow
+p, asker, agent:teller, send, allow
+p, asker, tool:loan.approve, call, allow
+p, teller, tool:http.fetch, call, allow
 """
 HOSTS = 'host_in = ["api.creditbureau.example", "rates.example.org"]'
 
@@ -217,6 +230,25 @@ def test_the_taint_survives_an_ask_to_another_agent(daemon: DaemonProcess, page:
     denied = denial_of(daemon, "approver")
     assert denied["attributes"]["taint_record"] == origin["id"]
     assert denied["attributes"]["taint_agent"] == "relay"
+
+
+def test_an_answer_from_a_tainted_run_taints_the_asker(daemon: DaemonProcess, page: str) -> None:
+    # control: teller answers with an instruction it was given; asker carries it out
+    told = {"instruction": ATTACK, "report_only": True}
+    clean = send(daemon, "asker", {"ask": {"to": "teller", "payload": told}})
+    assert clean["result"]["status"] == "approved", clean
+    paid = len(ledger(daemon))
+
+    # teller reads the page and answers with what it says; asker never fetched anything
+    read = {"url": page, "report_only": True}
+    answer = send(daemon, "asker", {"ask": {"to": "teller", "payload": read}})
+    assert answer["instruction"] == ATTACK, answer
+    assert_denied_by_taint(answer)
+    assert len(ledger(daemon)) == paid
+    origin = fetch_record(daemon, "teller")
+    denied = denial_of(daemon, "asker")
+    assert denied["attributes"]["taint_record"] == origin["id"]
+    assert denied["attributes"]["taint_agent"] == "teller"
 
 
 def test_a_fresh_conversation_does_not_launder_the_taint(

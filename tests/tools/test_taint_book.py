@@ -101,3 +101,28 @@ async def test_an_agent_window_ends(nats_url: str) -> None:
         await anyio.sleep(0.3)
         assert book.of_call("reader", "conv-2", None) is None
         assert book.of_call("reader", "conv-1", None) == ORIGIN  # the conversation keeps it
+
+
+async def test_a_reply_from_a_tainted_run_taints_the_asker_once(nats_url: str) -> None:
+    async with running(nats_url, "taint_g", window_s=0) as book:
+        book.expect_reply(
+            "agentd.reply.asker.t1", asker="asker", answerer="teller", conversation_id="c"
+        )
+        book.expect_reply(
+            "agentd.reply.asker.t2", asker="asker", answerer="clean", conversation_id="d"
+        )
+        await book.taint_received(Taint("rec-9", "http.fetch", "teller", 0.0), "c", "m")
+        assert await book.taint_reply("agentd.reply.asker.t2") is None  # clean answerer
+        assert book.of_call("asker", "d", None) is None
+        found = await book.taint_reply("agentd.reply.asker.t1")
+        assert found is not None and found.record_id == "rec-9"
+        assert book.of_call("asker", "c", None) == found
+        assert await book.taint_reply("agentd.reply.asker.t1") is None  # one reply per ask
+        assert await book.taint_reply("agentd.reply.asker.unknown") is None
+
+
+async def test_a_spawned_instance_of_a_tainted_agent_is_tainted_for_the_ttl(nats_url: str) -> None:
+    async with running(nats_url, "taint_h", window_s=0.1) as book:
+        await book.taint_spawned("child-s1", ORIGIN)
+        await anyio.sleep(0.2)  # past the ordinary window
+        assert book.of_call("child-s1", "any", "thing") == ORIGIN

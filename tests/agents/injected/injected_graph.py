@@ -3,8 +3,10 @@ without an LLM). Payload:
 
 - `url`: fetch it through http.fetch and take the instruction from the page's text;
 - else `instruction`: `{applicant_id, amount, payee}` given in the message itself;
+- `ask`: `{"to": agent, "payload": {...}}`: take the instruction from that agent's answer;
 - `forward`: `{"to": agent, "fresh": bool}` asks that agent to carry out the instruction (on
-  a new conversation id when `fresh`) instead of calling loan.approve here.
+  a new conversation id when `fresh`) instead of calling loan.approve here;
+- `report_only`: answer with the instruction, call nothing.
 
 Answers `{"agent", "instruction", "result" | "refused": {code, rule, message}, "next"}`.
 """
@@ -53,8 +55,11 @@ def build(ctx: AgentContext) -> Any:
             except ToolCallFailed as exc:
                 return {**answer, "refused": refusal(exc)}
             instruction = follow(str(page.get("body")))
+        if state.get("ask"):
+            told = await ctx.ask(state["ask"]["to"], state["ask"]["payload"], timeout_s=60)
+            instruction = told.get("instruction")
         answer["instruction"] = instruction
-        if instruction is None:
+        if instruction is None or state.get("report_only"):
             return answer
         forward = state.get("forward")
         if forward:

@@ -214,6 +214,7 @@ def test_the_taint_survives_an_ask_to_another_agent(daemon: DaemonProcess, page:
     # control: relay forwards an instruction it was given, not one it read: approver pays
     clean = send(daemon, "relay", {"instruction": ATTACK, "forward": {"to": "approver"}})
     assert clean["next"]["result"]["status"] == "approved", clean
+    assert clean["next"]["taint_header"] is None
     paid = len(ledger(daemon))
 
     answer = send(daemon, "relay", {"url": page, "forward": {"to": "approver"}})
@@ -230,6 +231,7 @@ def test_the_taint_survives_an_ask_to_another_agent(daemon: DaemonProcess, page:
     denied = denial_of(daemon, "approver")
     assert denied["attributes"]["taint_record"] == origin["id"]
     assert denied["attributes"]["taint_agent"] == "relay"
+    assert answer["next"]["taint_header"] == origin["id"]  # the router's, as approver saw it
 
 
 def test_an_answer_from_a_tainted_run_taints_the_asker(daemon: DaemonProcess, page: str) -> None:
@@ -292,11 +294,18 @@ async def _forge(daemon: DaemonProcess, page: str) -> dict[str, Any]:
         answers["approve"] = await request_json(
             me.nc, "agentd.tool.forger.loan.approve", call, timeout=30
         )
-        message = {"conversation_id": uuid.uuid4().hex, "payload": {"instruction": ATTACK}}
+        reply_to = f"agentd.reply.forger.{uuid.uuid4().hex}"
+        replies = await me.nc.subscribe(reply_to, max_msgs=1)
+        message = {
+            "conversation_id": uuid.uuid4().hex,
+            "payload": {"instruction": ATTACK},
+            "reply_to": reply_to,
+        }
         headers = {"Agentd-Taint": "", "Agentd-Taint-Tool": "none"}
         answers["send"] = await request_json(
             me.nc, "agentd.out.forger.approver3", message, headers=headers
         )
+        answers["answer"] = json.loads((await replies.next_msg(timeout=60)).data)["output"]
     return answers
 
 
@@ -325,11 +334,16 @@ async def test_forged_ids_and_headers_do_not_launder_the_taint(
             daemon, "tool.denied", lambda r: r.get("agent") == "approver3", timeout_s=1
         )
     assert denied and denied[-1]["attributes"]["taint_record"] == origin["id"], denied
+    # approver3's run saw the router's header, not the blank one the forger sent
+    assert answers["answer"]["taint_header"] == origin["id"], answers["answer"]
+    assert_denied_by_taint(answers["answer"])
     assert len(ledger(daemon)) == paid, "a laundered loan was paid out"
 
     # control: with the agent window off, the same forged ids get the loan through
     control = await _forge(windowless, page)
     assert control["approve"]["ok"], control["approve"]
+    assert control["answer"]["taint_header"] is None, control["answer"]
+    assert control["answer"]["result"]["status"] == "approved", control["answer"]
 
 
 def test_reloaded_to_approve_the_call_waits_for_a_person_who_sees_the_taint(

@@ -8,7 +8,8 @@ without an LLM). Payload:
   a new conversation id when `fresh`) instead of calling loan.approve here;
 - `report_only`: answer with the instruction, call nothing.
 
-Answers `{"agent", "instruction", "result" | "refused": {code, rule, message}, "next"}`.
+Answers `{"agent", "taint_header" (the router's Agentd-Taint on the message), "instruction",
+"result" | "refused": {code, rule, message}, "next"}`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def refusal(exc: ToolCallFailed) -> dict[str, Any]:
 
 def build(ctx: AgentContext) -> Any:
     async def act(state: dict[str, Any]) -> dict[str, Any]:
-        answer: dict[str, Any] = {"agent": ctx.agent}
+        answer: dict[str, Any] = {"agent": ctx.agent, "taint_header": ctx.taint_record}
         instruction = state.get("instruction")
         if state.get("url"):
             try:

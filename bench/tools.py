@@ -9,9 +9,15 @@ one allow rule, no limits), a `bench.echo` async tool and a list-collecting reco
 - replayed: the same call again: decide() and one KV get;
 - denied: a call policy denies (no KV at all);
 - thread: the same as executed, with a sync tool (a worker thread);
+- tainted: executed calls from a run the daemon holds tainted (no [[taint]] rule for the tool:
+  the lookup and the records' taint fields, nothing else);
+- untrusted: executed calls of a tool declared `trust="untrusted"` (its result taints the run:
+  the taint written to the KV bucket, one concurrent round of puts);
 - throughput: executed calls with 64 in flight, against raw request/reply with 64 in flight.
 
-Run: PYTHONPATH=. .venv/bin/python bench/tools.py [--calls 400]   (prints JSON)
+The gateway holds a running `TaintBook` (as the daemon's does) unless `--no-taint`.
+
+Run: PYTHONPATH=. .venv/bin/python bench/tools.py [--calls 400] [--no-taint]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from _common import nats_server, percentiles  # noqa: E402
 from agentd.bus import Subjects  # noqa: E402
 from agentd.config import ToolsConfig  # noqa: E402
 from agentd.policy import DecisionPoint  # noqa: E402
-from agentd.tools import ToolGateway, ToolRegistry  # noqa: E402
+from agentd.tools import Taint, TaintBook, ToolGateway, ToolRegistry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = """
@@ -50,8 +56,14 @@ async def echo(text: str, n: int = 0) -> dict:
 @tool("bench.echo_sync")
 def echo_sync(text: str, n: int = 0) -> dict:
     return {"text": text, "n": n}
+
+@tool("bench.fetch", trust="untrusted")
+async def fetch(text: str, n: int = 0) -> dict:
+    return {"text": text, "n": n}
 """
-POLICY = "p, bench, tool:bench.echo, call, allow\np, bench, tool:bench.echo_sync, call, allow\n"
+POLICY = "".join(
+    f"p, bench, tool:bench.{name}, call, allow\n" for name in ("echo", "echo_sync", "fetch")
+)
 
 
 async def timed(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:
@@ -77,7 +89,7 @@ async def throughput(calls: int, one: Callable[[int], Awaitable[Any]], inflight:
     return round(calls / (time.perf_counter() - started), 1)
 
 
-async def main(calls: int, directory: Path) -> dict[str, Any]:
+async def main(calls: int, directory: Path, *, taint: bool = True) -> dict[str, Any]:
     policy_dir = directory / "policies"
     policy_dir.mkdir()
     shutil.copy(REPO / "policies" / "model.conf", policy_dir)
@@ -98,16 +110,23 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
         await server.flush()
         subjects = Subjects("bench")
         records: list[str] = []
+        book = TaintBook(window_of=lambda agent: 0.0, ttl_s=3600) if taint else None
         gateway = ToolGateway(
             server,
             server.jetstream(),
             subjects,
             point=DecisionPoint.from_dir(policy_dir),
             registry=ToolRegistry.load(tools_dir),
-            allowed_tools=lambda agent: ["bench.echo", "bench.echo_sync", "bench.nope"],
+            allowed_tools=lambda agent: [
+                "bench.echo",
+                "bench.echo_sync",
+                "bench.fetch",
+                "bench.nope",
+            ],
             record=lambda kind, **fields: records.append(kind),
             # 64 calls in flight from one agent: the running-call bounds must not refuse them
             config=ToolsConfig(max_running_per_agent=64, max_running_per_tool=64),
+            taint=book,
         )
         body = {"args": {"text": "hello", "n": 1}, "message_id": "m", "run_id": "r"}
         raw = json.dumps(body).encode()
@@ -115,15 +134,23 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
         async def raw_call(i: int) -> None:
             await caller.request("bench.raw", raw, timeout=10)
 
-        def gateway_call(tool: str, key: str, expect_ok: bool = True) -> Callable[[int], Any]:
+        def gateway_call(
+            tool: str, key: str, expect_ok: bool = True, conversation: str = "c"
+        ) -> Callable[[int], Any]:
             async def one(i: int) -> None:
-                data = json.dumps({**body, "call_id": key.format(i=i)}).encode()
+                conversation_id = conversation.format(i=i)
+                call = {**body, "call_id": key.format(i=i), "conversation_id": conversation_id}
+                data = json.dumps(call).encode()
                 reply = await caller.request(subjects.tool("bench", tool), data, timeout=10)
                 assert json.loads(reply.data)["ok"] is expect_ok, reply.data
 
             return one
 
         async with anyio.create_task_group() as tg:
+            if book is not None:
+                await tg.start(book.run, server.jetstream(), subjects.taint_bucket)
+                origin = Taint("bench-record", "bench.fetch", "bench", time.time())
+                await book.taint_received(origin, "tainted", None)
             await tg.start(gateway.run)
             await timed(50, raw_call)  # warm both paths
             await timed(50, gateway_call("bench.echo", "warm-{i}"))
@@ -136,9 +163,16 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
                 ),
                 "thread": percentiles(await timed(calls, gateway_call("bench.echo_sync", "s-{i}"))),
             }
+            if book is not None:
+                tainted = gateway_call("bench.echo", "x-{i}", conversation="tainted")
+                results["tainted"] = percentiles(await timed(calls, tainted))
+                untrusted = gateway_call("bench.fetch", "u-{i}", conversation="u-{i}")
+                results["untrusted"] = percentiles(await timed(calls, untrusted))
             raw_rps = await throughput(calls * 4, raw_call, 64)
             tool_rps = await throughput(calls * 4, gateway_call("bench.echo", "t-{i}"), 64)
             await gateway.shutdown()
+            if book is not None:
+                await book.shutdown()
         await caller.close()
         await server.close()
     p50 = {k: v["p50_us"] for k, v in results.items()}
@@ -158,7 +192,8 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--no-taint", action="store_true", help="the gateway without a TaintBook")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        figures = asyncio.run(main(options.calls, Path(tmp)))
+        figures = asyncio.run(main(options.calls, Path(tmp), taint=not options.no_taint))
     print(json.dumps(figures, indent=2))

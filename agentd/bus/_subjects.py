@@ -97,6 +97,11 @@ class Subjects:
         """Key-value bucket of tool results by idempotency key: no second side effect."""
         return f"{self.prefix.replace('.', '_')}_tool_results"
 
+    @property
+    def taint_bucket(self) -> str:
+        """Key-value bucket of tainted conversations, messages and agents (the daemon's only)."""
+        return f"{self.prefix.replace('.', '_')}_taint"
+
     def trace(self, agent: str) -> str:
         return f"{self.prefix}.trace.{agent}"
 

@@ -58,6 +58,10 @@ def _details(record: DecisionRecord) -> str:
         parts.append(f"why: {_short(record.reason, 60)}")
     if record.operator:
         parts.append(f"by {record.operator}")
+    if attributes.get("trust") == "untrusted":
+        parts.append("untrusted result")
+    if attributes.get("tainted") is True:  # the daemon's own taint record of the run
+        parts.append(f"tainted by {attributes.get('taint_record')}")
     if record.source and record.source != DAEMON_SOURCE:  # written by an agent, not the daemon
         parts.append(f"from {record.source}")
     lineage = record.lineage

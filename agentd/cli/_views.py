@@ -106,10 +106,12 @@ def render_approvals(waiting: list[dict[str, Any]]) -> str:
             w.get("run_id"),
             w.get("trace_id"),
             w.get("rule"),
+            (f"{w['taint_tool']} {w['taint_record']}" if w.get("tainted") else "-"),
         ]
         for w in waiting
     ]
-    return render_table(["id", "agent", "tool", "args", "run", "trace", "rule"], rows)
+    headers = ["id", "agent", "tool", "args", "run", "trace", "rule", "tainted by"]
+    return render_table(headers, rows)
 
 
 def _short(text: str | None, width: int = 60) -> str | None:

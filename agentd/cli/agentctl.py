@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("object", help="e.g. tool:loan.approve, agent:compliance, ctl:scale")
     explain.add_argument("action", help="e.g. call, send, scale")
     explain.add_argument("args", nargs="?", help="tool arguments as JSON")
+    explain.add_argument(
+        "--tainted", action="store_true", help="as asked by a run tainted by untrusted content"
+    )
     add_log_commands(sub)
     return parser
 
@@ -153,6 +156,8 @@ async def _policy(ctl: ControlClient, args: argparse.Namespace) -> Any:
         "object": args.object,
         "action": args.action,
     }
+    if args.tainted:
+        request["tainted"] = True
     if args.args:
         try:
             request["args"] = json.loads(args.args)

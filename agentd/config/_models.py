@@ -285,6 +285,8 @@ class ToolOverride(_Section):
     max_running: int | None = Field(None, ge=1)
     isolated: bool | None = None
     """true: each call in a child process killed at its deadline; false: in the daemon."""
+    trust: Literal["trusted", "untrusted"] | None = None
+    """untrusted: the tool's results taint the run that receives them (agentd/tools, Taint)."""
 
 
 class ToolsConfig(_Section):
@@ -302,6 +304,11 @@ class ToolsConfig(_Section):
     results_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
     max_running_per_agent: int = Field(16, ge=1)
     max_running_per_tool: int = Field(32, ge=1)
+    taint_window_s: float | None = Field(None, ge=0)
+    """How long an agent that received untrusted content stays tainted whatever run or
+    conversation it names; None: its spec's run_timeout_s; 0: only that conversation."""
+    taint_ttl_s: float = Field(30 * 24 * 3600.0, gt=0)
+    """How long tainted conversations and messages are remembered (KV `<prefix>_taint`)."""
     overrides: dict[str, ToolOverride] = {}
 
 

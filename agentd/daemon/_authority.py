@@ -155,9 +155,15 @@ class Authority:
         }
 
     def explain(
-        self, subject: str, obj: str, action: str, args: dict[str, Any] | None
+        self,
+        subject: str,
+        obj: str,
+        action: str,
+        args: dict[str, Any] | None,
+        *,
+        tainted: bool = False,
     ) -> dict[str, Any]:
         if self.point is None:
             raise ControlError("policy_off", "policy is off ([policy].mode): everything is allowed")
-        explanation = self.point.explain(subject, obj, action, args)
+        explanation = self.point.explain(subject, obj, action, args, tainted=tainted)
         return {"decision": explanation.decision.to_dict(), "text": explanation.render()}

@@ -9,6 +9,7 @@ new work first, then the agents (they finish their runs), then the planes they u
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -50,12 +51,15 @@ from agentd.inference import ModelPools, discover_gpus
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, ReplyRelay, Router
 from agentd.supervisor import Supervisor
-from agentd.tools import ToolGateway, ToolRegistry
+from agentd.tools import TaintBook, ToolGateway, ToolRegistry
 from agentd.trace import Redactor, TraceIngest
 
 __all__ = ["Services"]
 
 log = logging.getLogger("agentd.daemon")
+
+# an agent without a spec here (registered from outside): the spec's default run_timeout_s
+DEFAULT_TAINT_WINDOW_S = 300.0
 
 
 class Services:
@@ -100,6 +104,7 @@ class Services:
         self.dead_letters: DeadLetters | None = None
         self.replies: ReplyRelay | None = None
         self.tools: ToolGateway | None = None
+        self.taint: TaintBook | None = None
         self.control: ControlPlane | None = None
         self.metrics_service: MetricsService | None = None
         self.spawner: Spawner | None = None
@@ -205,6 +210,14 @@ class Services:
         def registered() -> set[str]:
             return registration.names if registration else set()
 
+        taint = self.taint = TaintBook(
+            window_of=self._taint_window, ttl_s=self.config.tools.taint_ttl_s
+        )
+        await tg.start(
+            functools.partial(
+                taint.run, js, self.subjects.taint_bucket, replicas=self.config.stream_replicas
+            )
+        )
         self.router = Router(
             nc,
             js,
@@ -212,6 +225,7 @@ class Services:
             known_agents=lambda: fleet.names | registered(),
             policy=self.authority,
             on_decision=recorder.record,
+            taint=taint,
         )
         await tg.start(self.router.run)
         dead_letters = self.dead_letters = DeadLetters(
@@ -219,7 +233,7 @@ class Services:
         )
         await tg.start(dead_letters.run)
         if identity is not None:  # replies cross NATS accounts through the daemon
-            self.replies = ReplyRelay(nc, self.subjects)
+            self.replies = ReplyRelay(nc, self.subjects, taint=taint)
             await tg.start(self.replies.run)
         self.step("router", "running")
         if self.llm is not None:
@@ -242,6 +256,7 @@ class Services:
             config=self.config.tools,
             drain_grace_s=self.config.daemon.drain_grace_s,
             stream_replicas=self.config.stream_replicas,
+            taint=taint,
         )
         await tg.start(self.tools.run)
         self.step("tools", "running")
@@ -300,7 +315,13 @@ class Services:
             await tg.start(self.metrics_service.run)
 
         self.spawner = Spawner(
-            nc, self.subjects, fleet, self.config.agents, recorder, policy=self.authority
+            nc,
+            self.subjects,
+            fleet,
+            self.config.agents,
+            recorder,
+            policy=self.authority,
+            taint=self.taint,
         )
         await tg.start(self.spawner.run)
         self.autoscaler = Autoscaler(fleet, self.config.autoscale, cluster=self.cluster)
@@ -318,6 +339,16 @@ class Services:
         registry = ToolRegistry.load(directory)
         log.info("tools from %s: %s", directory, ", ".join(sorted(registry.names)) or "none")
         return registry
+
+    def _taint_window(self, agent: str) -> float:
+        """How long `agent` stays tainted after untrusted content ([tools].taint_window_s, else
+        its spec's run_timeout_s: the run that received it may last that long)."""
+        if self.config.tools.taint_window_s is not None:
+            return self.config.tools.taint_window_s
+        fleet = self.fleet
+        if fleet is not None and agent in fleet.agents:
+            return fleet.agents[agent].agent.spec.run_timeout_s
+        return DEFAULT_TAINT_WINDOW_S
 
     def _own_credentials(self) -> Credentials | None:
         if self.config.bus.creds_file is not None:
@@ -350,6 +381,7 @@ class Services:
             self.router,
             self.dead_letters,
             self.replies,
+            self.taint,
             self.ingest,
         ):
             if plane:

@@ -27,6 +27,7 @@ from agentd.daemon._fleet import AgentFleet, AgentRecord
 from agentd.daemon._recorder import Recorder
 from agentd.errors import AgentdError, ControlError
 from agentd.router import AllowAll, PolicyHook
+from agentd.tools import TaintBook
 
 __all__ = ["Spawner"]
 
@@ -46,7 +47,9 @@ class Spawner:
         *,
         policy: PolicyHook | None = None,
         reap_every_s: float = 1.0,
+        taint: TaintBook | None = None,
     ) -> None:
+        self._taint = taint
         self._policy: PolicyHook = policy or AllowAll()
         self._nc = nc
         self._subjects = subjects
@@ -132,6 +135,10 @@ class Spawner:
                 "quota", f"this daemon runs at most {self._cfg.max_spawned} spawned agents"
             )
         name = f"{template[:40]}-s{time.time_ns() % 10**9:09d}"
+        # a tainted asker's params may carry what it read: the instance inherits the taint
+        taint = self._taint.of_call(by, None, None) if self._taint else None
+        if taint is not None and self._taint is not None:
+            await self._taint.taint_spawned(name, taint)
         self._recorder.record(
             "agent.spawned",
             agent=name,
@@ -140,6 +147,8 @@ class Spawner:
             rule=answer.rule,
             inputs={"template": template, "params": params},
             lineage={"agent_version": spec.version, "policy_version": answer.policy_version},
+            tainted=taint is not None,
+            **(taint.fields() if taint is not None else {}),
         )
         record = AgentRecord(spec, name, 0, spawned_by=by, params=params)
         await self._fleet.add(record, 1)

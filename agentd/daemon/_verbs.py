@@ -224,7 +224,8 @@ class ControlVerbs:
         subject, obj = _arg(request, "subject", str), _arg(request, "object", str)
         action = _arg(request, "action", str)
         args = _arg(request, "args", dict, None)
-        return self._authority.explain(subject, obj, action, args)
+        tainted = _arg(request, "tainted", bool, False)
+        return self._authority.explain(subject, obj, action, args, tainted=tainted)
 
     async def approvals(self, request: ControlRequest) -> list[dict[str, Any]]:
         """Tool calls parked for a person's approval, oldest first."""

@@ -3,7 +3,8 @@
 `decide(Request)` answers allow, deny or approval_required and names the rule that decided, in
 three steps: Casbin access rules (policy.csv under model.conf: deny by default, an explicit deny
 wins), then argument constraints for `tool:*` objects (constraints.toml, declarative, no eval),
-then approval rules. Rate limits (limits.toml) are token buckets in `RateLimiter`. This package
+then `[[taint]]` rules for a request from a run tainted by untrusted content, then approval
+rules. Rate limits (limits.toml) are token buckets in `RateLimiter`. This package
 only decides: its only I/O is reading its own policy files. See README.md in this directory.
 """
 
@@ -18,6 +19,7 @@ from ._model import AccessModel
 from ._policy import Policy, PolicyFiles, load_policy, policy_version
 from ._request import Decision, Effect, Request, Stage
 from ._rules import AccessIndex, AccessRule, RoleLink
+from ._taint_rules import TaintRule
 
 __all__ = [
     # deciding
@@ -43,6 +45,7 @@ __all__ = [
     "ArgumentCheck",
     "ConstraintSet",
     "RoleLink",
+    "TaintRule",
     "url_host",
     # rate limits
     "RateKey",

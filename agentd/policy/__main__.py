@@ -1,4 +1,5 @@
-"""`python -m agentd.policy check DIR` and `python -m agentd.policy explain DIR SUB OBJ ACT [ARGS]`.
+"""`python -m agentd.policy check DIR` and `python -m agentd.policy explain DIR SUB OBJ ACT [ARGS]
+[--tainted]`.
 
 `check` validates a policy directory and runs its golden tables (DIR/tests); `explain` prints the
 decision for one request and every rule that bears on it. Exit status 0 when the policy is valid
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("object")
     explain.add_argument("action")
     explain.add_argument("args", nargs="?", default=None, help="arguments as a JSON object")
+    explain.add_argument(
+        "--tainted", action="store_true", help="as asked by a run tainted by untrusted content"
+    )
     options = parser.parse_args(argv)
     try:
         point = DecisionPoint.from_dir(options.directory)
@@ -38,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         if args is not None and not isinstance(args, dict):
             print("ARGS must be a JSON object", file=sys.stderr)
             return 1
-        print(point.explain(options.subject, options.object, options.action, args).render())
+        explanation = point.explain(
+            options.subject, options.object, options.action, args, tainted=options.tainted
+        )
+        print(explanation.render())
         return 0
     except PolicyError as exc:
         print(exc, file=sys.stderr)

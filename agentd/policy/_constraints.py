@@ -22,6 +22,9 @@ Approval conditions (`[[approval]]`, the first that holds decides):
     one_of = [..]           the value equals one of the listed values
     always = true           every call
 
+Taint rules (`[[taint]]`, tool + effect = "deny" | "approve", one per tool) decide what a call
+from a run tainted by untrusted content gets; see `_taint_rules.py`.
+
 Rule names are `constraints.toml:LINE [tool].arg CHECK`, LINE being the line of the check's key.
 """
 
@@ -30,13 +33,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ._checks import CHECKS, MISSING, describe, is_number, lookup, same_value
 from ._errors import PolicyError, PolicyProblem
+from ._taint_rules import TaintRule, parse_taint_rules
 from ._toml_entries import TomlEntry, read_toml_entries, validate_entry
 
 Scalar = str | int | float | bool
@@ -131,6 +135,8 @@ class ConstraintSet:
 
     checks: Mapping[str, tuple[ArgumentCheck, ...]]
     approvals: Mapping[str, tuple[ApprovalCheck, ...]]
+    taint: Mapping[str, TaintRule] = field(default_factory=dict)
+    """`[[taint]]` rules by object: what a call from a tainted run gets."""
 
     def first_failure(
         self, obj: str, args: Mapping[str, Any] | None
@@ -153,7 +159,7 @@ class ConstraintSet:
 
 def parse_constraints(file: str, text: str) -> ConstraintSet:
     """Parse constraints.toml; raise `PolicyError` naming file and line of every problem."""
-    entries = read_toml_entries(file, text, ("constraint", "approval"))
+    entries = read_toml_entries(file, text, ("constraint", "approval", "taint"))
     problems: list[PolicyProblem] = []
     checks: list[ArgumentCheck] = []
     approvals: list[ApprovalCheck] = []
@@ -165,6 +171,7 @@ def parse_constraints(file: str, text: str) -> ConstraintSet:
         approval = validate_entry(file, entry, _ApprovalEntry, problems)
         if approval is not None:
             approvals.extend(_approval_checks(file, entry, approval, problems))
+    taint = parse_taint_rules(file, entries["taint"], problems)
     if problems:
         raise PolicyError(problems)
     by_check: dict[str, list[ArgumentCheck]] = {}
@@ -174,7 +181,9 @@ def parse_constraints(file: str, text: str) -> ConstraintSet:
     for approval_check in sorted(approvals, key=lambda c: c.line):
         by_approval.setdefault(f"tool:{approval_check.tool}", []).append(approval_check)
     return ConstraintSet(
-        {k: tuple(v) for k, v in by_check.items()}, {k: tuple(v) for k, v in by_approval.items()}
+        {k: tuple(v) for k, v in by_check.items()},
+        {k: tuple(v) for k, v in by_approval.items()},
+        taint,
     )
 
 

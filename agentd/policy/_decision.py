@@ -92,25 +92,38 @@ class DecisionPoint:
                 return Decision("deny", "request", str(exc), policy.version, "request")
         else:
             canonical = "{}"
-        key = (request.subject, request.object, request.action, canonical)
+        tainted = request.tainted is True
+        key = (request.subject, request.object, request.action, canonical, tainted)
         cache = policy.cache
         try:
             found = cache.get(key)
         except TypeError:  # an unhashable subject/object/action: not a valid request
-            return policy.evaluate(request.subject, request.object, request.action, canonical)
+            return policy.evaluate(
+                request.subject, request.object, request.action, canonical, tainted
+            )
         if found is not None:
             return found
-        decision = policy.evaluate(request.subject, request.object, request.action, canonical)
+        decision = policy.evaluate(
+            request.subject, request.object, request.action, canonical, tainted
+        )
         if len(cache) >= self._cache_size:
             cache.clear()  # simple and safe under concurrent readers; a warm set refills fast
         cache[key] = decision
         return decision
 
     def explain(
-        self, subject: str, object: str, action: str, args: Mapping[str, Any] | None = None
+        self,
+        subject: str,
+        object: str,
+        action: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        tainted: bool = False,
     ) -> Explanation:
         """The decision for a request and every rule that bears on it, with why."""
-        return explain_request(self._policy, Request(subject, object, action, args))
+        return explain_request(
+            self._policy, Request(subject, object, action, args, tainted=tainted)
+        )
 
 
 @dataclass(frozen=True)
@@ -133,11 +146,13 @@ class Explanation:
     access: tuple[RuleTrace, ...]
     constraints: tuple[RuleTrace, ...]
     approvals: tuple[RuleTrace, ...]
+    taint: tuple[RuleTrace, ...] = ()
 
     def render(self) -> str:
         r, d = self.request, self.decision
         lines = [
-            f"request: {r.subject} {r.action} {r.object} args={canonical_args(r.args)}",
+            f"request: {r.subject} {r.action} {r.object} args={canonical_args(r.args)}"
+            + (" (tainted run)" if r.tainted else ""),
             f"decision: {d.effect.upper()} by {d.rule}",
             f"  {d.reason}",
             f"policy version: {d.policy_version}",
@@ -146,6 +161,7 @@ class Explanation:
             ("acts as", self.acts_as),
             ("access rules", self.access),
             ("argument constraints", self.constraints),
+            ("taint rule", self.taint),
             ("approval rules", self.approvals),
         ):
             lines.append(f"{title}:" + ("" if traces else " none"))
@@ -160,7 +176,9 @@ def explain_request(policy: Policy, request: Request) -> Explanation:
     except ValueError as exc:
         decision = Decision("deny", "request", str(exc), policy.version, "request")
         return Explanation(request, decision, (), (), (), ())
-    decision = policy.evaluate(request.subject, request.object, request.action, canonical)
+    decision = policy.evaluate(
+        request.subject, request.object, request.action, canonical, request.tainted
+    )
     if decision.stage == "request":
         return Explanation(request, decision, (), (), (), ())
     acts_as = tuple(
@@ -185,7 +203,12 @@ def explain_request(policy: Policy, request: Request) -> Explanation:
         access = (RuleTrace(policy.model.default_deny_rule, "deny by default", "deny"),)
     constraints: list[RuleTrace] = []
     approvals: list[RuleTrace] = []
-    if decision.stage in ("constraint", "approval") or decision.effect == "allow":
+    taint: list[RuleTrace] = []
+    rule = policy.constraints.taint.get(request.object)
+    if rule is not None:
+        applies = "applies" if request.tainted else "not tainted: does not apply"
+        taint.append(RuleTrace(rule.rule, rule.effect, applies))
+    if decision.stage in ("constraint", "taint", "approval") or decision.effect == "allow":
         args = json.loads(canonical)
         for check in policy.constraints.checks.get(request.object, ()):
             failure = check.failure(args)
@@ -199,4 +222,6 @@ def explain_request(policy: Policy, request: Request) -> Explanation:
                     f"approval required: {needed}" if needed else "not needed",
                 )
             )
-    return Explanation(request, decision, acts_as, access, tuple(constraints), tuple(approvals))
+    return Explanation(
+        request, decision, acts_as, access, tuple(constraints), tuple(approvals), tuple(taint)
+    )

@@ -7,6 +7,8 @@
     object = "tool:loan.approve"
     action = "call"
     args = { amount = 60000, payee = "acct-1001" }   # optional, an inline table
+    tainted = true                                    # optional: the run received untrusted
+                                                      # content ([[taint]] rules apply)
     expect = "deny"                                   # allow | deny | approval_required
     rule = "constraints.toml:12"                      # optional: the deciding rule, in full or
                                                       # just its file:line
@@ -36,6 +38,7 @@ class _Case(BaseModel):
     object: str
     action: str
     args: dict[str, Any] | None = None
+    tainted: bool = False
     expect: Literal["allow", "deny", "approval_required"]
     rule: str | None = None
     note: str | None = None
@@ -62,7 +65,8 @@ class GoldenResult:
 
     def describe(self) -> str:
         r, d = self.request, self.decision
-        head = f"{self.file}:{self.line}: {r.subject} {r.action} {r.object}"
+        tainted = " (tainted)" if r.tainted else ""
+        head = f"{self.file}:{self.line}: {r.subject} {r.action} {r.object}{tainted}"
         if self.ok:
             return f"{head}: {d.effect} ({d.rule})"
         wanted = self.expect + (f" by {self.expect_rule}" if self.expect_rule else "")
@@ -122,7 +126,9 @@ def run_golden_tables(directory: str | Path, point: DecisionPoint) -> GoldenRepo
             case = validate_entry(name, entry, _Case, problems)
             if case is None:
                 continue
-            request = Request(case.subject, case.object, case.action, case.args)
+            request = Request(
+                case.subject, case.object, case.action, case.args, tainted=case.tainted
+            )
             decision = point.decide(request)
             if decision.policy_version != version:
                 raise RuntimeError("the policy was reloaded while golden tables ran")

@@ -12,7 +12,7 @@ from ._constraints import ConstraintSet, parse_constraints
 from ._errors import PolicyError, PolicyProblem, fail
 from ._limits import RateLimits, parse_limits
 from ._model import AccessModel, parse_model
-from ._request import Decision
+from ._request import Decision, Effect
 from ._rules import AccessIndex, parse_rules
 
 if TYPE_CHECKING:
@@ -108,8 +108,11 @@ class Policy:
     limits: RateLimits
     cache: dict[tuple[Any, ...], Decision] = field(default_factory=dict, repr=False)
 
-    def evaluate(self, subject: str, obj: str, action: str, canonical: str) -> Decision:
-        """Decide without the cache: access rules, then argument constraints, then approvals.
+    def evaluate(
+        self, subject: str, obj: str, action: str, canonical: str, tainted: bool = False
+    ) -> Decision:
+        """Decide without the cache: access rules, then argument constraints, then the taint
+        rule (for a tainted request), then approvals.
 
         `canonical` is the request's arguments as canonical JSON; constraints are evaluated on
         its parsed form, so two requests with the same canonical arguments get the same answer.
@@ -149,6 +152,13 @@ class Policy:
             if failed is not None:
                 check, reason = failed
                 return Decision("deny", check.rule, f"{obj}: {reason}", version, "constraint")
+        if tainted:
+            taint = self.constraints.taint.get(obj)
+            if taint is not None:
+                effect: Effect = "deny" if taint.effect == "deny" else "approval_required"
+                return Decision(effect, taint.rule, f"{obj}: {taint.reason}", version, "taint")
+        if checks or approvals:
+            args = json.loads(canonical)
             needed = self.constraints.first_approval(obj, args)
             if needed is not None:
                 approval, reason = needed

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from agentd.errors import PolicyDenied
 
 Effect = Literal["allow", "deny", "approval_required"]
-Stage = Literal["request", "access", "constraint", "approval"]
+Stage = Literal["request", "access", "constraint", "taint", "approval"]
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,15 @@ class Request:
     registered external agents; objects are `tool:<name>`, `agent:<name>`, `model:<pool>`,
     `ctl:<verb>` and `api:<verb>`; actions are `call`, `send`, `infer`, `spawn`, `register` and
     the control verbs. `args` are a tool call's JSON arguments (None: no arguments).
+    `tainted`: the run asking has received untrusted content (the tool gateway's own record of
+    it, never the caller's word); `[[taint]]` rules in constraints.toml decide what that means.
     """
 
     subject: str
     object: str
     action: str
     args: Mapping[str, Any] | None = None
+    tainted: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Decision:
     `rule` is `file:line` plus, for constraint and approval rules, what the rule checks, e.g.
     `policy.csv:12`, `model.conf:8` (denied by default: no rule allows) or
     `constraints.toml:9 [loan.approve].amount <= 50000`. `stage` says which step decided:
-    `request` (malformed request), `access` (Casbin rules), `constraint` or `approval`.
+    `request` (malformed request), `access` (Casbin rules), `constraint`, `taint` or `approval`.
     """
 
     effect: Effect

@@ -32,7 +32,7 @@ from agentd.telemetry import (
     trace_headers_of,
 )
 
-__all__ = ["Routed", "Router"]
+__all__ = ["Routed", "Router", "TaintSource"]
 
 log = logging.getLogger("agentd.router")
 
@@ -42,6 +42,31 @@ class DecisionSink(Protocol):
 
 
 MAX_MESSAGE_BYTES = 1 << 20
+TAINT_HEADERS = ("Agentd-Taint", "Agentd-Taint-Tool")
+"""Set on a stored inbox message by the router only, from its own state: the record that
+tainted the sender and that record's tool. Whatever a sender puts there is dropped."""
+
+
+class TaintMark(Protocol):
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def tool(self) -> str: ...
+    def fields(self) -> dict[str, Any]: ...
+
+
+class TaintSource(Protocol):
+    """The daemon's record of tainted agents and conversations (agentd.tools.TaintBook)."""
+
+    def of_sender(self, agent: str, conversation_id: str) -> TaintMark | None: ...
+
+    async def taint_delivered(
+        self, to: str, conversation_id: str, message_id: str, taint: Any
+    ) -> None: ...
+
+    def expect_reply(
+        self, reply_to: str, *, asker: str, answerer: str, conversation_id: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -64,7 +89,9 @@ class Router:
         known_agents: Callable[[], set[str]],
         policy: PolicyHook | None = None,
         on_decision: DecisionSink | None = None,
+        taint: TaintSource | None = None,
     ) -> None:
+        self._taint = taint
         self._nc = nc
         self._js = js
         self._subjects = subjects
@@ -93,6 +120,9 @@ class Router:
         sequence, which the decision records.
         """
         subject = self._subjects.inbox(message.to)
+        taint = (
+            self._taint.of_sender(message.sender, message.conversation_id) if self._taint else None
+        )
         with route_span(
             message.sender,
             message.to,
@@ -102,8 +132,15 @@ class Router:
             parent=extract_context(headers),
         ):
             carried = trace_headers_of(headers) or inject_nats_headers() or {}
-            extra = {} if replay_of is None else {"replay_of": replay_of}
-            return await self._route(message, subject, carried, dedupe_id or message.id, extra)
+            extra: dict[str, Any] = {} if replay_of is None else {"replay_of": replay_of}
+            extra["tainted"] = taint is not None
+            if taint is not None:
+                extra.update(taint.fields())
+                carried = {**carried, "Agentd-Taint": taint.record_id}
+                carried["Agentd-Taint-Tool"] = taint.tool
+            return await self._route(
+                message, subject, carried, dedupe_id or message.id, extra, taint
+            )
 
     async def _route(
         self,
@@ -112,6 +149,7 @@ class Router:
         carried: dict[str, str],
         dedupe_id: str,
         extra: dict[str, Any],
+        taint: TaintMark | None = None,
     ) -> Routed:
         if message.to not in self._known_agents():
             self._decide(message, "refused", rule="unknown recipient", **extra)
@@ -150,6 +188,20 @@ class Router:
                 f"{message.sender} may not send to {message.to}: {answer.reason or answer.rule}",
                 rule=answer.rule,
             )
+        if self._taint is not None:
+            if taint is not None:
+                # before the message is stored: the recipient's first call must find it tainted
+                await self._taint.taint_delivered(
+                    message.to, message.conversation_id, message.id, taint
+                )
+            if message.reply_to is not None and not message.sender.startswith("operator:"):
+                # the answer will carry what the recipient's run read back to the sender
+                self._taint.expect_reply(
+                    message.reply_to,
+                    asker=message.sender,
+                    answerer=message.to,
+                    conversation_id=message.conversation_id,
+                )
         ack = await self._js.publish(
             subject, message.to_json(), headers={**carried, "Nats-Msg-Id": dedupe_id}
         )

@@ -18,6 +18,7 @@ from agentd.tools._registry import (
     InvalidArguments,
     ToolRegistry,
     ToolSpec,
+    Trust,
     load_tool_file,
     tool,
 )
@@ -27,12 +28,14 @@ if TYPE_CHECKING:
     from agentd.tools._gateway import ToolGateway
     from agentd.tools._protocol import ErrorCode, ToolCallRequest, ToolRefusal
     from agentd.tools._results import CallRecord, ResultStore
+    from agentd.tools._taint import Taint, TaintBook
 
 __all__ = [
     # declaring and loading tools
     "InvalidArguments",
     "ToolRegistry",
     "ToolSpec",
+    "Trust",
     "load_tool_file",
     "tool",
     # inside a call: its deadline
@@ -50,6 +53,9 @@ __all__ = [
     "PendingApproval",
     "ResultStore",
     "run_tool",
+    # taint: which runs received untrusted content
+    "Taint",
+    "TaintBook",
 ]
 
 _LAZY = {
@@ -62,6 +68,8 @@ _LAZY = {
     "ToolRefusal": "_protocol",
     "CallRecord": "_results",
     "ResultStore": "_results",
+    "Taint": "_taint",
+    "TaintBook": "_taint",
 }
 
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from agentd.policy import ApprovalBinding, Request
+
+if TYPE_CHECKING:
+    from agentd.tools._taint import Taint
 
 __all__ = ["ApprovalBook", "ApprovalOutcome", "PendingApproval"]
 
@@ -57,6 +60,8 @@ class PendingApproval:
     binding: ApprovalBinding
     outcome: ApprovalOutcome | None = None
     answered: anyio.Event = field(default_factory=anyio.Event)
+    taint: Taint | None = None
+    """The run received untrusted content: the record that delivered it."""
 
     def to_dict(self) -> dict[str, Any]:
         """What `agentctl approvals` shows."""
@@ -76,6 +81,8 @@ class PendingApproval:
             "reason": self.reason,
             "requested_at": self.requested_at,
             "expires_at": self.expires_at,
+            "tainted": self.taint is not None,
+            **(self.taint.fields() if self.taint is not None else {}),
         }
 
 

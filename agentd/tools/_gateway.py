@@ -41,6 +41,7 @@ from agentd.tools._protocol import (
 from agentd.tools._records import ToolCall
 from agentd.tools._registry import ToolRegistry
 from agentd.tools._results import ResultStore, ensure_results_bucket
+from agentd.tools._taint import TaintBook
 
 __all__ = ["ToolGateway"]
 
@@ -63,6 +64,7 @@ class ToolGateway:
         config: ToolsConfig,
         drain_grace_s: float = 10.0,
         stream_replicas: int = 1,
+        taint: TaintBook | None = None,
     ) -> None:
         self._nc = nc
         self._stream_replicas = stream_replicas
@@ -79,6 +81,7 @@ class ToolGateway:
             record=record,
             config=config,
             book=self._book,
+            taint=taint,
         )
         self._stopped = anyio.Event()
         self._active = 0
@@ -194,6 +197,7 @@ class ToolGateway:
         trace_id = trace_id_of(msg.headers)
         if isinstance(request, ToolRefusal):
             refusal = request
+            taint = self._calls.taint_of(agent, None, None)
             self._calls.records.emit(
                 "tool.denied",
                 agent=agent,
@@ -202,6 +206,8 @@ class ToolGateway:
                 decision="bad_request",
                 rule=refusal.rule,
                 reason=str(refusal),
+                tainted=taint is not None,
+                **(taint.fields() if taint is not None else {}),
             )
             return refusal.reply()
         call = ToolCall(
@@ -213,6 +219,8 @@ class ToolGateway:
             request.run_id,
             request.conversation_id,
             trace_id,
+            taint=self._calls.taint_of(agent, request.conversation_id, request.message_id),
+            untrusted=self._calls.untrusted(tool),
         )
         self._calls.records.record("tool.requested", call, inputs={"tool": tool, "args": call.args})
         try:

@@ -34,6 +34,7 @@ from agentd.tools._records import CallRecorder, ToolCall
 from agentd.tools._registry import InvalidArguments, ToolRegistry, ToolSpec
 from agentd.tools._results import CallRecord, ResultStore
 from agentd.tools._running import RunningCalls, TooManyRunning
+from agentd.tools._taint import Taint, TaintBook
 
 __all__ = ["CallPipeline"]
 
@@ -66,8 +67,10 @@ class CallPipeline:
         record: Callable[..., None],
         config: ToolsConfig,
         book: ApprovalBook,
+        taint: TaintBook | None = None,
     ) -> None:
         self.point = point
+        self.taint = taint
         self.store: ResultStore | None = None
         """Set by the gateway once the results bucket exists."""
         self._registry = registry
@@ -80,9 +83,33 @@ class CallPipeline:
             per_agent=config.max_running_per_agent, per_tool=config.max_running_per_tool
         )
 
+    def untrusted(self, tool: str) -> bool:
+        """Is `tool` untrusted: by `[tools.overrides."<tool>"].trust`, else its declaration."""
+        override = self._config.overrides.get(tool)
+        if override is not None and override.trust is not None:
+            return override.trust == "untrusted"
+        spec = self._registry.get(tool)
+        return spec is not None and spec.trust == "untrusted"
+
+    def taint_of(
+        self, agent: str, conversation_id: str | None, message_id: str | None
+    ) -> Taint | None:
+        """The daemon's record of whether this call's run is tainted (never the caller's)."""
+        return (
+            None if self.taint is None else self.taint.of_call(agent, conversation_id, message_id)
+        )
+
     async def serve(self, call: ToolCall) -> tuple[JsonValue, bool]:
         """Run `call` through every step: its result and whether it was replayed, or a
-        `ToolRefusal` (already recorded)."""
+        `ToolRefusal` (already recorded). An untrusted tool's result (run or replayed) taints
+        the calling run before the caller sees it."""
+        result, replayed = await self._serve(call)
+        if call.untrusted and self.taint is not None:
+            taint = Taint(call.result_record, call.tool, call.agent, time.time())
+            await self.taint.taint_received(taint, call.conversation_id, call.message_id)
+        return result, replayed
+
+    async def _serve(self, call: ToolCall) -> tuple[JsonValue, bool]:
         spec, args = self._admit(call)
         json_args = args.model_dump(mode="json")
         digest = args_digest(json_args)
@@ -138,7 +165,10 @@ class CallPipeline:
     def _decide(self, call: ToolCall, args: dict[str, Any]) -> Decision:
         if self.point is None:
             return Decision("allow", POLICY_OFF, "policy is off", "off", "access")
-        decision = self.point.decide(Request(call.agent, f"tool:{call.tool}", "call", args))
+        tainted = call.taint is not None
+        decision = self.point.decide(
+            Request(call.agent, f"tool:{call.tool}", "call", args, tainted=tainted)
+        )
         if decision.effect == "deny":
             raise self.records.deny(
                 call,
@@ -317,7 +347,8 @@ class CallPipeline:
     async def _park(
         self, call: ToolCall, args: dict[str, Any], digest: str, decision: Decision
     ) -> None:
-        request = Request(call.agent, f"tool:{call.tool}", "call", args)
+        tainted = call.taint is not None
+        request = Request(call.agent, f"tool:{call.tool}", "call", args, tainted=tainted)
         binding = ApprovalBinding.for_request(request, decision, ttl_s=self._config.approval_ttl_s)
         now = time.time()
         pending = PendingApproval(
@@ -338,6 +369,7 @@ class CallPipeline:
             now + self._config.approval_timeout_s,
             request,
             binding,
+            taint=call.taint,
         )
         self._book.add(pending)
         self.records.record(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from agentd.telemetry import current_span_ids, note_tool_decision
 from agentd.tools._protocol import ErrorCode, ToolRefusal
+from agentd.trace import new_record_id
+
+if TYPE_CHECKING:
+    from agentd.tools._taint import Taint
 
 __all__ = ["CallRecorder", "ToolCall"]
 
@@ -27,6 +31,12 @@ class ToolCall:
     run_id: str | None
     conversation_id: str | None
     trace_id: str | None
+    taint: Taint | None = None
+    """The daemon's own answer: has this run received untrusted content, and from which record."""
+    untrusted: bool = False
+    """The tool is declared (or configured) untrusted: its result taints the run."""
+    result_record: str = field(default_factory=new_record_id)
+    """The id of this call's `tool.executed` record (an untrusted result taints by it)."""
 
 
 class CallRecorder:
@@ -63,6 +73,13 @@ class CallRecorder:
     def record(
         self, kind: str, call: ToolCall, *, policy_version: str | None = None, **fields: Any
     ) -> None:
+        fields["tainted"] = call.taint is not None
+        if call.taint is not None:
+            fields.update(call.taint.fields())
+        if kind == "tool.executed":
+            fields["id"] = call.result_record
+            if call.untrusted:
+                fields["trust"] = "untrusted"
         self.emit(
             kind,
             agent=call.agent,

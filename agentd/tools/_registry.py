@@ -27,7 +27,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentd.errors import AgentdError, ConfigError
 
-__all__ = ["InvalidArguments", "ToolRegistry", "ToolSpec", "load_tool_file", "tool"]
+__all__ = ["InvalidArguments", "ToolRegistry", "ToolSpec", "Trust", "load_tool_file", "tool"]
+
+Trust = Literal["trusted", "untrusted"]
+"""Whether a tool's results may steer a run: "untrusted" results (a fetch, web search, mail, an
+MCP server) taint the run that receives them; see README.md, "Taint"."""
 
 # a NATS subject token sequence and a policy object name at once (policy.csv's characters)
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -42,6 +46,7 @@ class _ToolMark:
     isolated: bool
     timeout_s: float | None
     max_running: int | None
+    trust: Trust
 
 
 def tool(
@@ -50,14 +55,16 @@ def tool(
     isolated: bool = False,
     timeout_s: float | None = None,
     max_running: int | None = None,
+    trust: Trust = "trusted",
 ) -> Callable[[F], F]:
     """Declare a typed function (sync or async) as the tool `name`; the function is unchanged.
 
     `isolated=True` runs each call in a child process that is killed on timeout (declare it for
     tools that run work a caller shapes: queries, code, fetches); `timeout_s` overrides the
     gateway's default call timeout for this tool; `max_running` its bound on calls running at
-    once ([tools].max_running_per_tool otherwise). `[tools.overrides."<name>"]` overrides all
-    three.
+    once ([tools].max_running_per_tool otherwise); `trust="untrusted"` for tools whose results
+    come from outside (fetches, web search, mail): they taint the run that receives them.
+    `[tools.overrides."<name>"]` overrides all four.
     """
     if not TOOL_NAME.match(name):
         raise ValueError(f"tool name {name!r}: use letters, digits, _ and -, dot-separated")
@@ -65,11 +72,13 @@ def tool(
         raise ValueError(f"tool {name}: timeout_s must be positive")
     if max_running is not None and max_running < 1:
         raise ValueError(f"tool {name}: max_running must be at least 1")
+    if trust not in ("trusted", "untrusted"):
+        raise ValueError(f'tool {name}: trust must be "trusted" or "untrusted", not {trust!r}')
 
     def mark(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@tool({name!r}) must decorate a function")
-        setattr(fn, _MARK, _ToolMark(name, isolated, timeout_s, max_running))
+        setattr(fn, _MARK, _ToolMark(name, isolated, timeout_s, max_running, trust))
         return fn
 
     return mark
@@ -103,6 +112,8 @@ class ToolSpec:
     line: int | None = None
     max_running: int | None = None
     """Calls of this tool running at once, all agents; None: [tools].max_running_per_tool."""
+    trust: Trust = "trusted"
+    """As declared; `[tools.overrides."<name>"].trust` replaces it in the gateway."""
 
     @functools.cached_property
     def schema(self) -> dict[str, Any]:
@@ -292,6 +303,7 @@ def _function_spec(fn: Callable[..., Any], mark: _ToolMark, file: Path, attr: st
         attr=attr,
         line=line,
         max_running=mark.max_running,
+        trust=mark.trust,
     )
 
 

@@ -75,6 +75,9 @@ class RunInfo:
     """Tool calls made so far in this run: the default call ids are c1, c2, ..."""
     record_ids: list[str] = field(default_factory=list)
     """Decision records made in this run: the inbox message is acked once they are stored."""
+    taint_record: str | None = None
+    """The router's `Agentd-Taint` header: the message came from a tainted run (informational;
+    the tool gateway decides from the daemon's own state, not from this)."""
 
 
 _current: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
@@ -118,6 +121,14 @@ class AgentContext:
     def conversation_id(self) -> str | None:
         run = _current.get()
         return run.conversation_id if run else None
+
+    @property
+    def taint_record(self) -> str | None:
+        """When the router marked this run's message as coming from a run tainted by untrusted
+        content: the id of the record that tainted it. Only informational: the tool gateway
+        holds its own record of which runs are tainted (agentd/tools/README.md, "Taint")."""
+        run = _current.get()
+        return run.taint_record if run else None
 
     def record(self, kind: str, **fields: Any) -> DecisionRecord | None:
         """Record a decision in the decision log (through the agent's trace stream).

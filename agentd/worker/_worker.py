@@ -247,6 +247,8 @@ class AgentWorker:
                 run = RunInfo(
                     new_id(), message.id, message.conversation_id, message.sender, message.reply_to
                 )
+                # the router's word on the message (set only by the router), for the graph to read
+                run.taint_record = (msg.headers or {}).get("Agentd-Taint") or None
                 started = time.monotonic()
                 try:
                     output = await self._invoke(run, message, attempt, msg.headers)

@@ -34,7 +34,7 @@ def test_golden_access_answers_agree_with_raw_casbin() -> None:
     report = run_golden_tables(EXAMPLES / "tests", point)
     for result in report.results:
         r = result.request
-        access_allowed = result.decision.stage in ("constraint", "approval") or (
+        access_allowed = result.decision.stage in ("constraint", "taint", "approval") or (
             result.decision.effect == "allow"
         )
         assert raw.enforce(r.subject, r.object, r.action) == access_allowed, result.describe()

@@ -32,6 +32,7 @@ from agentd.daemon._systemd import SystemdNotifier
 from agentd.errors import ConfigError
 from agentd.inference import ModelPools, missing_files
 from agentd.metrics import AgentdMetrics
+from agentd.sandbox import set_undumpable
 from agentd.supervisor import ChildEvent, Supervisor
 from agentd.telemetry import TelemetrySettings, setup_telemetry
 from agentd.trace import DecisionLogDamaged, DecisionRecord, LogWriter, open_decision_log
@@ -276,6 +277,9 @@ def run_daemon(loaded: LoadedConfig, *, log_format: str | None = None) -> int:
     # loan ledger, state) is for its own user, whatever umask the caller had; its children
     # inherit this. Files meant for others (the log's public key) set their mode explicitly.
     os.umask(DAEMON_UMASK)
+    # and nobody of the same uid without CAP_SYS_PTRACE (a replica) reads its environment or
+    # memory through /proc (docs/sandbox.md)
+    set_undumpable()
     cfg = loaded.config.daemon
     setup_logging(cfg.log_level, log_format or cfg.log_format)
     daemon = Daemon(loaded)

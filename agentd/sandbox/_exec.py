@@ -16,6 +16,7 @@ import sys
 def main(argv: list[str]) -> int:
     from agentd.sandbox._landlock import kernel_abi, no_new_privs, restrict_self, set_limits
     from agentd.sandbox._plan import ENV_PLAN, RIGHTS, SandboxPlan
+    from agentd.sandbox._privileges import drop_capabilities
 
     if len(argv) < 2 or argv[0] != "--":
         print("usage: python -I -S _exec.py -- PROGRAM [ARGS...]", file=sys.stderr)
@@ -31,6 +32,7 @@ def main(argv: list[str]) -> int:
     abi = min(plan.abi, kernel_abi())
     try:
         set_limits(plan.limits)
+        drop_capabilities()
         if abi >= 1:
             restrict_self(
                 abi,

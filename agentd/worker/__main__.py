@@ -11,6 +11,7 @@ import anyio
 
 from agentd.config import load_agent
 from agentd.errors import AgentdError
+from agentd.sandbox import set_undumpable
 from agentd.telemetry import TelemetrySettings, setup_telemetry
 from agentd.worker._settings import WorkerSettings, take_secrets
 from agentd.worker._worker import AgentWorker
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
+        set_undumpable()  # before the secrets arrive: other processes of this uid cannot read them
         take_secrets()
         settings = WorkerSettings.from_env(args.agent)
         agent = load_agent(settings.agent_dir)

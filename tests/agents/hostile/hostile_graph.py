@@ -39,6 +39,13 @@ def attempts(state_dir, other_agent, other_pid, daemon_pid, forbidden_port, allo
             s.bind(("127.0.0.1", 0))
             s.listen()
 
+    def daemon_environment():
+        with open(f"/proc/{daemon_pid}/environ", "rb") as f:
+            f.read(16)
+
+    def raw_socket():  # around the TCP rules: needs CAP_NET_RAW
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
+
     def other_environment():
         with open(f"/proc/{other_pid}/environ", "rb") as f:
             found = [e for e in f.read().split(b"\0") if e.startswith(b"AGENTD_CREDS_JSON=")]
@@ -58,6 +65,8 @@ def attempts(state_dir, other_agent, other_pid, daemon_pid, forbidden_port, allo
         "connect forbidden port": lambda: connect(forbidden_port),
         "bind a port": bind,
         "signal the daemon": lambda: os.kill(daemon_pid, signal.SIGWINCH),
+        "read daemon environment": daemon_environment,
+        "open a raw socket": raw_socket,
     }
     if allowed_port:
         tries["connect allowed port"] = lambda: connect(allowed_port)

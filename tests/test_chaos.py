@@ -46,7 +46,9 @@ def _replica_pids(daemon: DaemonProcess, agent: str) -> list[int]:
 def test_a_thousand_messages_while_replicas_are_killed_every_two_seconds(tmp_path: Path) -> None:
     # 3 replicas x 4 runs of 200 ms: the inbox stays backlogged for the whole test, so every
     # kill cuts runs short; a short ack_wait brings their messages back within seconds
-    chaos_log = tmp_path / "starts.log"
+    # in a folder of its own: the sandbox lets the replicas write there, never beside the state
+    (tmp_path / "chaos").mkdir()
+    chaos_log = tmp_path / "chaos" / "starts.log"
     config = write_config(
         tmp_path,
         agents_dir=_agents_dir(tmp_path, "chaos"),

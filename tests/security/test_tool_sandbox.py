@@ -307,9 +307,8 @@ def test_an_override_into_the_secrets_is_an_error_naming_its_toml_key(tmp_path: 
     with pytest.raises(ConfigError) as caught:
         tool_sandboxes(config, registry, abi=6)
     (problem,) = caught.value.problems
-    assert problem.startswith(f'[tools.overrides."t.read"].write[1] = \'{state}/decisions.db\''), (
-        problem
-    )
+    key = '[tools.overrides."t.read"].write'
+    assert problem.startswith(f"{key}[1] = {str(state / 'decisions.db')!r}: "), problem
     # and a daemon with that configuration does not start, saying so
     root = tmp_path / "daemon"
     root.mkdir()
@@ -324,4 +323,4 @@ def test_an_override_into_the_secrets_is_an_error_naming_its_toml_key(tmp_path: 
         timeout=120,
     )
     assert proc.returncode != 0
-    assert f'[tools.overrides."t.read"].write[0] = \'{secret}\'' in proc.stderr + proc.stdout
+    assert f"{key}[0] = {str(secret)!r}: " in proc.stderr + proc.stdout

@@ -61,7 +61,10 @@ def sandbox_startup_check(config: Config, source: str, abi: int) -> list[str]:
     """What the kernel cannot protect (logged by `agentd run`); ConfigError when
     [sandbox].require is set and anything is missing."""
     if config.sandbox.mode == "off":
-        log.warning("[sandbox].mode = off: agent replicas run unsandboxed (docs/sandbox.md)")
+        log.warning(
+            "[sandbox].mode = off: agent replicas and isolated tools run unsandboxed "
+            "(docs/sandbox.md)"
+        )
         return []
     missing = missing_protections(abi)
     if not missing:
@@ -81,7 +84,8 @@ def sandbox_startup_check(config: Config, source: str, abi: int) -> list[str]:
         )
     log.warning(
         "sandbox: this kernel offers Landlock ABI %d (mode %s); NOT protected: %s. Replicas "
-        "still get no-new-privs and resource limits; set [sandbox].require = true to refuse",
+        "and isolated tools still get no-new-privs and resource limits; set "
+        "[sandbox].require = true to refuse",
         abi,
         config.sandbox.mode,
         "; ".join(missing),

@@ -134,14 +134,16 @@ def _sandbox(
         limits=sandbox_limits(config),
     )
     log.info(
-        "tool %s runs isolated in its sandbox: landlock-abi=%d digest=%s rules=%d "
-        "connect_ports=%s write=%s",
+        "tool %s runs isolated in its sandbox: landlock-abi=%d digest=%s mode=%s rules=%d "
+        "connect_ports=%s write=%s missing: %s",
         spec.name,
         plan.abi,
         plan.digest,
+        plan.mode,
         len(plan.fs),
         list(plan.connect_ports),
         [str(p) for p in folders + files],
+        "; ".join(plan.missing) or "none",
     )
     return ToolSandbox(plan, scratch)
 

@@ -255,6 +255,26 @@ def test_control_with_the_sandbox_off_the_same_attempts_succeed(
     assert leaked["ok"] and leaked["result"], leaked  # the daemon's credentials
 
 
+def test_a_kernel_with_a_lower_abi_is_reported_for_tools_and_what_it_offers_holds(
+    tmp_path: Path, ports: dict[str, Listener]
+) -> None:
+    config, env = _config(tmp_path, ports["allowed"].port, '[sandbox]\nmode = "warn"\n')
+    with running_daemon(config, env={**env, "AGENTD_SANDBOX_MAX_ABI": "3"}) as daemon:
+        report = _attack(daemon, "hostile.attack", ports)
+        assert daemon.stop() == 0, daemon.log()
+    log = daemon.log()
+    assert "tool hostile.attack runs isolated in its sandbox: landlock-abi=3" in log
+    line = log.split("tool hostile.attack runs isolated in its sandbox:")[1].split("\n")[0]
+    assert "missing: truncate" not in line and "TCP connect and bind rules" in line, line
+    for where in ("in_process", "subprocess"):
+        outcomes = report[where]
+        # ABI 3: the files are protected, TCP and signals are not (as the log says)
+        for attempt in FORBIDDEN[:5]:
+            assert outcomes[attempt].startswith("denied: PermissionError"), (where, attempt)
+        assert outcomes["connect forbidden port"] == "allowed", outcomes
+        assert outcomes["signal the daemon"] == "allowed", outcomes
+
+
 def _registry(tmp_path: Path, declaration: str) -> ToolRegistry:
     tools = tmp_path / "tools"
     tools.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """Example tool: read-only SQL over a small SQLite file of loan applications.
 
-The file is $AGENTD_LOANS_DB, else <state dir>/tools/loans.sqlite (state dir from
+The file is $AGENTD_LOANS_DB, else <state dir>/tools/sql/loans.sqlite (state dir from
 $AGENTD_STATE_DIR, else .agentd); it is created with a few rows on first use. Queries run on a
 read-only connection, so even a write that got past policy (constraints.toml allows one
 SELECT/WITH statement) fails here too.
@@ -11,9 +11,10 @@ deadline: SQLite's progress handler checks it every few thousand VM steps, and t
 cancel interrupts the connection from another thread. Either alone stops it, in the daemon too
 (`[tools.overrides."sql.query"] isolated = false`).
 
-Its process runs in the sandbox (docs/sandbox.md, "Isolated tools"): it declares the folder of
-its default file (created with the seed rows there) and reads $AGENTD_LOANS_DB when that is set;
-an operator who puts a new file elsewhere grants its folder with
+Its process runs in the sandbox (docs/sandbox.md, "Isolated tools"): it may write only the
+folder of its default file (created with the seed rows there; a folder of its own, so the loan
+ledger beside it stays out of reach) and reads $AGENTD_LOANS_DB when that is set; an operator
+who puts a new file elsewhere grants its folder with
 `[tools.overrides."sql.query"] write = ["/that/folder"]`.
 """
 
@@ -41,12 +42,12 @@ _SEED = [
 # what its sandbox grants beyond its scratch folder: the file when $AGENTD_LOANS_DB names one,
 # and the default file's folder (where it is created)
 READ = ["$AGENTD_LOANS_DB"]
-WRITE = ["$AGENTD_STATE_DIR/tools"]
+WRITE = ["$AGENTD_STATE_DIR/tools/sql"]
 
 
 def database_path() -> Path:
-    tools_dir = Path(os.environ.get("AGENTD_STATE_DIR") or ".agentd") / "tools"
-    return Path(os.environ.get("AGENTD_LOANS_DB") or tools_dir / "loans.sqlite")
+    folder = Path(os.environ.get("AGENTD_STATE_DIR") or ".agentd") / "tools" / "sql"
+    return Path(os.environ.get("AGENTD_LOANS_DB") or folder / "loans.sqlite")
 
 
 def _ensure(path: Path) -> None:

@@ -344,3 +344,29 @@ def test_an_override_into_the_secrets_is_an_error_naming_its_toml_key(tmp_path: 
     )
     assert proc.returncode != 0
     assert f"{key}[0] = {str(secret)!r}: " in proc.stderr + proc.stdout
+
+
+def test_the_shipped_tools_get_what_they_declare_and_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentd.daemon._tool_sandbox import tool_sandboxes
+    from tests.harness import REPO
+
+    state = Path(os.path.realpath(tmp_path)) / "state"
+    (tmp_path / "agentd.toml").write_text(
+        f'[daemon]\nstate_dir = "{state}"\n[tools]\ndir = "{REPO / "tools"}"\n'
+    )
+    config = load_config(tmp_path / "agentd.toml").config
+    monkeypatch.setenv("AGENTD_STATE_DIR", str(state))
+    monkeypatch.delenv("AGENTD_LOANS_DB", raising=False)
+    monkeypatch.setenv("AGENTD_HTTP_FETCH_LIVE", "127.0.0.1:8123")
+    boxes = tool_sandboxes(config, ToolRegistry.load(REPO / "tools"), abi=6)
+    assert sorted(boxes) == ["http.fetch", "sql.query"]  # the isolated ones
+    query = dict(boxes["sql.query"].plan.fs)
+    # its database's own folder, not the loan ledger's beside it
+    assert query[str(state / "tools" / "sql")] == "write"
+    assert str(state / "tools") not in query
+    assert query[str(state / "scratch" / "tool" / "sql.query")] == "write"
+    assert not any(path.startswith(str(state / "credentials")) for path in query)
+    assert boxes["sql.query"].plan.connect_ports == ()
+    assert boxes["http.fetch"].plan.connect_ports == (8123,)

@@ -34,7 +34,7 @@ def test_the_example_tools_load_with_closed_schemas() -> None:
     # what their sandboxes add (docs/sandbox.md, "Isolated tools")
     query = registry.get("sql.query")
     assert query is not None and query.isolated
-    assert query.write == ("$AGENTD_STATE_DIR/tools",) and query.read == ("$AGENTD_LOANS_DB",)
+    assert query.write == ("$AGENTD_STATE_DIR/tools/sql",) and query.read == ("$AGENTD_LOANS_DB",)
     assert loan.write == () and loan.connect_ports == ()
     assert registry.get("loan.approve.batch") is None
 

@@ -26,12 +26,18 @@ from agentd.sandbox import SandboxPlan, build_plan, kernel_abi, missing_protecti
 
 __all__ = [
     "ABI_OVERRIDE_ENV",
+    "DEVICES_WRITE",
     "agent_sandbox_problems",
+    "expand_paths",
     "host_abi",
     "prepare_replica_dirs",
     "protected_paths",
     "replica_plan",
+    "sandbox_limits",
     "sandbox_startup_check",
+    "secret_problem",
+    "system_files",
+    "system_roots",
 ]
 
 log = logging.getLogger("agentd.sandbox")

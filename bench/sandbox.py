@@ -1,8 +1,10 @@
 """The sandbox's cost: replica spawn-to-ready (`scale echo 1 -> 2`, answered once the new
 replica is ready) and the echo round trip, with [sandbox].mode = "enforce" and "off", two
-daemons side by side, measured alternately in the same run. Ratios: enforce / off.
+daemons side by side, measured alternately in the same run; and an isolated tool call (the
+shipped `sql.query`, one `SELECT`, through the tool host as the gateway runs it: a child process
+per call) with its sandbox and without, alternately. Ratios: enforce / off.
 
-Run: .venv/bin/python bench/sandbox.py [--smoke]   (prints JSON)
+Run: .venv/bin/python bench/sandbox.py [--smoke] [--tools-only]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -23,9 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentiles  # noqa: E402
 
 from agentd.cli._client import ControlClient  # noqa: E402
+from agentd.config import load_config  # noqa: E402
+from agentd.daemon._sandbox import host_abi  # noqa: E402
+from agentd.daemon._tool_sandbox import tool_sandboxes  # noqa: E402
+from agentd.tools import ToolRegistry, run_tool  # noqa: E402
 from tests.harness import DaemonProcess, admin_credentials, write_config  # noqa: E402
 
 MODES = ("enforce", "off")
+REPO = Path(__file__).resolve().parents[1]
 
 
 async def spawn_to_ready(ctl: ControlClient) -> float:
@@ -78,12 +86,51 @@ async def measure(urls: dict[str, str], spawns: int, rounds: int) -> dict[str, A
     return out
 
 
+async def isolated_tool_calls(directory: Path, calls: int) -> dict[str, Any]:
+    """sql.query run by the tool host, sandboxed and not, alternately (the first two warm)."""
+    state = directory / "state"
+    (directory / "agentd.toml").write_text(
+        f'[daemon]\nstate_dir = "{state}"\n[tools]\ndir = "{REPO / "tools"}"\n'
+    )
+    config = load_config(directory / "agentd.toml").config
+    os.environ["AGENTD_STATE_DIR"] = str(state)  # as the daemon sets it for its tools
+    registry = ToolRegistry.load(config.tools.dir)
+    box = tool_sandboxes(config, registry, abi=host_abi())["sql.query"]
+    spec = registry.get("sql.query")
+    assert spec is not None
+    args = spec.validate({"query": "SELECT count(*) AS n FROM applications"})
+    samples: dict[str, list[float]] = {m: [] for m in MODES}
+    for i in range(calls + 2):
+        for mode in MODES if i % 2 else reversed(MODES):
+            t0 = time.perf_counter()
+            rows = await run_tool(
+                spec, args, timeout_s=60, sandbox=box if mode == "enforce" else None
+            )
+            elapsed = time.perf_counter() - t0
+            assert rows == [{"n": 4}], rows
+            if i >= 2:
+                samples[mode].append(elapsed)
+    med = {m: statistics.median(v) for m, v in samples.items()}
+    return {
+        **{m: percentiles(samples[m]) for m in MODES},
+        "ratio_enforce_over_off_median": round(med["enforce"] / med["off"], 3),
+        "rules": len(box.plan.fs),
+        "calls": calls,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="small counts (the tests run it)")
+    parser.add_argument("--tools-only", action="store_true", help="the isolated tool call only")
     args = parser.parse_args()
     spawns, rounds = (2, 10) if args.smoke else (20, 300)
+    tool_calls = 3 if args.smoke else 30
     with tempfile.TemporaryDirectory() as tmp:
+        tools = asyncio.run(isolated_tool_calls(Path(tmp), tool_calls))
+        if args.tools_only:
+            print(json.dumps({"isolated_tool_call": tools}, indent=2))
+            return
         daemons = {}
         try:
             for mode in MODES:
@@ -97,7 +144,8 @@ def main() -> None:
         finally:
             for daemon in daemons.values():
                 daemon.close()
-    result["counts"] = {"spawns": spawns, "echo_rounds": rounds}
+    result["isolated_tool_call"] = tools
+    result["counts"] = {"spawns": spawns, "echo_rounds": rounds, "tool_calls": tool_calls}
     print(json.dumps(result, indent=2))
 
 

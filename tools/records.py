@@ -1,6 +1,6 @@
 """Example tool: read-only SQL over a small SQLite file of loan applications.
 
-The file is $AGENTD_LOANS_DB, else <state dir>/tools/loans.sqlite (state dir from
+The file is $AGENTD_LOANS_DB, else <state dir>/tools/sql/loans.sqlite (state dir from
 $AGENTD_STATE_DIR, else .agentd); it is created with a few rows on first use. Queries run on a
 read-only connection, so even a write that got past policy (constraints.toml allows one
 SELECT/WITH statement) fails here too.
@@ -10,6 +10,12 @@ child process killed at its deadline (`isolated=True`), and the query itself sto
 deadline: SQLite's progress handler checks it every few thousand VM steps, and the gateway's
 cancel interrupts the connection from another thread. Either alone stops it, in the daemon too
 (`[tools.overrides."sql.query"] isolated = false`).
+
+Its process runs in the sandbox (docs/sandbox.md, "Isolated tools"): it may write only the
+folder of its default file (created with the seed rows there; a folder of its own, so the loan
+ledger beside it stays out of reach) and reads $AGENTD_LOANS_DB when that is set; an operator
+who puts a new file elsewhere grants its folder with
+`[tools.overrides."sql.query"] write = ["/that/folder"]`.
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ _SEED = [
     ("A-1003", "Ada Lovelace", 4500.0, "approved"),
     ("A-1004", "Edsger Dijkstra", 30000.0, "declined"),
 ]
+# what its sandbox grants beyond its scratch folder: the file when $AGENTD_LOANS_DB names one,
+# and the default file's folder (where it is created)
+READ = ["$AGENTD_LOANS_DB"]
+WRITE = ["$AGENTD_STATE_DIR/tools/sql"]
 
 
 def database_path() -> Path:
-    tools_dir = Path(os.environ.get("AGENTD_STATE_DIR") or ".agentd") / "tools"
-    return Path(os.environ.get("AGENTD_LOANS_DB") or tools_dir / "loans.sqlite")
+    folder = Path(os.environ.get("AGENTD_STATE_DIR") or ".agentd") / "tools" / "sql"
+    return Path(os.environ.get("AGENTD_LOANS_DB") or folder / "loans.sqlite")
 
 
 def _ensure(path: Path) -> None:
@@ -53,7 +63,7 @@ def _ensure(path: Path) -> None:
     db.close()
 
 
-@tool("sql.query", timeout_s=10, isolated=True, max_running=4)
+@tool("sql.query", timeout_s=10, isolated=True, max_running=4, read=READ, write=WRITE)
 def sql_query(
     query: Annotated[str, Field(description="one SELECT (or WITH ... SELECT) statement")],
 ) -> list[dict[str, Any]]:

@@ -31,7 +31,12 @@ def _live() -> set[str]:
     return {p.strip().lower() for p in os.environ.get("AGENTD_HTTP_FETCH_LIVE", "").split(",")}
 
 
-@tool("http.fetch", isolated=True, timeout_s=10, trust="untrusted")
+def _live_ports() -> list[int]:
+    """The ports of the live hosts: the only ones its sandbox lets it connect to."""
+    return sorted({int(p.rsplit(":", 1)[1]) for p in _live() if p.rsplit(":", 1)[-1].isdigit()})
+
+
+@tool("http.fetch", isolated=True, timeout_s=10, trust="untrusted", connect_ports=_live_ports())
 def http_fetch(
     url: Annotated[str, Field(description="an https URL on an allowed host", max_length=2048)],
 ) -> dict[str, Any]:

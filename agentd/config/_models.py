@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
@@ -287,6 +287,13 @@ class ToolOverride(_Section):
     """true: each call in a child process killed at its deadline; false: in the daemon."""
     trust: Literal["trusted", "untrusted"] | None = None
     """untrusted: the tool's results taint the run that receives them (agentd/tools, Taint)."""
+    read: list[str] | None = None
+    """An isolated call's sandbox: paths it may read, replacing the tool's `read` ($VAR
+    expands; relative to [tools].dir; none may point into the state directory's secrets)."""
+    write: list[str] | None = None
+    """Paths it may write, replacing the tool's `write` (a missing one is created as a folder)."""
+    connect_ports: list[Annotated[int, Field(ge=1, le=65535)]] | None = None
+    """TCP ports it may connect to, replacing the tool's `connect_ports`."""
 
 
 class ToolsConfig(_Section):

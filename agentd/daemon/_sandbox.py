@@ -15,23 +15,29 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import agentd
-from agentd.config import Config, LoadedAgent
+from agentd.config import AgentSandboxSpec, Config, LoadedAgent
 from agentd.errors import ConfigError
 from agentd.sandbox import SandboxPlan, build_plan, kernel_abi, missing_protections
 
 __all__ = [
     "ABI_OVERRIDE_ENV",
+    "DEVICES_WRITE",
     "agent_sandbox_problems",
+    "expand_paths",
     "host_abi",
     "prepare_replica_dirs",
     "protected_paths",
     "replica_plan",
+    "sandbox_limits",
     "sandbox_startup_check",
+    "secret_problem",
+    "system_files",
+    "system_roots",
 ]
 
 log = logging.getLogger("agentd.sandbox")
@@ -41,7 +47,7 @@ ABI_OVERRIDE_ENV = "AGENTD_SANDBOX_MAX_ABI"
 
 _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys")
 _DEVICES_READ = ("/dev/urandom", "/dev/random", "/dev/zero", "/dev/full")
-_DEVICES_WRITE = ("/dev/null",)
+DEVICES_WRITE = ("/dev/null",)
 
 
 def host_abi(environ: Mapping[str, str] | None = None) -> int:
@@ -61,7 +67,10 @@ def sandbox_startup_check(config: Config, source: str, abi: int) -> list[str]:
     """What the kernel cannot protect (logged by `agentd run`); ConfigError when
     [sandbox].require is set and anything is missing."""
     if config.sandbox.mode == "off":
-        log.warning("[sandbox].mode = off: agent replicas run unsandboxed (docs/sandbox.md)")
+        log.warning(
+            "[sandbox].mode = off: agent replicas and isolated tools run unsandboxed "
+            "(docs/sandbox.md)"
+        )
         return []
     missing = missing_protections(abi)
     if not missing:
@@ -81,7 +90,8 @@ def sandbox_startup_check(config: Config, source: str, abi: int) -> list[str]:
         )
     log.warning(
         "sandbox: this kernel offers Landlock ABI %d (mode %s); NOT protected: %s. Replicas "
-        "still get no-new-privs and resource limits; set [sandbox].require = true to refuse",
+        "and isolated tools still get no-new-privs and resource limits; set "
+        "[sandbox].require = true to refuse",
         abi,
         config.sandbox.mode,
         "; ".join(missing),
@@ -112,15 +122,46 @@ def agent_paths(agent: LoadedAgent, paths: list[Path]) -> list[Path]:
     ${VAR} taken from the daemon's environment and the spec's env; an entry naming a variable
     that is not set is left out (and logged)."""
     env = {**os.environ, **agent.spec.env}
+    return expand_paths(paths, env, agent.directory, what=f"{agent.name}: [sandbox]")
+
+
+def expand_paths(
+    paths: Iterable[Path | str],
+    env: Mapping[str, str],
+    base: Path,
+    *,
+    what: str,
+    level: int = logging.WARNING,
+) -> list[Path]:
+    """`paths` with $VAR and ${VAR} taken from `env`, made absolute against `base` and
+    resolved; an entry naming a variable that is not set is left out (logged at `level`,
+    naming `what`)."""
     out = []
     for path in paths:
         unset = [a or b for a, b in _VAR.findall(str(path)) if (a or b) not in env]
         if unset:
-            log.warning("%s: [sandbox] path %s left out: %s not set", agent.name, path, unset)
+            log.log(level, "%s path %s left out: %s not set", what, path, unset)
             continue
         text = _VAR.sub(lambda m: env[m.group(1) or m.group(2)], str(path))
-        out.append(Path(os.path.realpath(agent.directory / text)))
+        out.append(Path(os.path.realpath(base / text)))
     return out
+
+
+def secret_problem(real: str, guarded: Iterable[str]) -> str | None:
+    """Why the resolved path `real` may not be granted: it lies inside, or holds, one of
+    `guarded` (resolved paths of agentd's secrets); None when it may."""
+    for g in guarded:
+        if real == g or real.startswith(g + "/"):
+            return (
+                f"{real} is inside {g}, which holds agentd's secrets (credentials, keys, the "
+                "decision log): no agent or tool may reach it"
+            )
+        if g.startswith(real.rstrip("/") + "/"):
+            return (
+                f"{real} holds {g}, agentd's secrets (credentials, keys, the decision log): "
+                "name a folder beside it"
+            )
+    return None
 
 
 def agent_sandbox_problems(config: Config, agent: LoadedAgent) -> list[str]:
@@ -134,19 +175,9 @@ def agent_sandbox_problems(config: Config, agent: LoadedAgent) -> list[str]:
             found = agent_paths(agent, [path])
             if not found:
                 continue
-            real = str(found[0])
-            for g in guarded:
-                if real == g or real.startswith(g + "/"):
-                    problems.append(
-                        f"sandbox.{key}[{i}] = {str(path)!r}: {real} is inside {g}, which holds "
-                        "agentd's secrets (credentials, keys, the decision log): no agent may "
-                        "reach it"
-                    )
-                elif g.startswith(real.rstrip("/") + "/"):
-                    problems.append(
-                        f"sandbox.{key}[{i}] = {str(path)!r}: {real} holds {g}, agentd's "
-                        "secrets (credentials, keys, the decision log): name a folder beside it"
-                    )
+            why = secret_problem(str(found[0]), guarded)
+            if why is not None:
+                problems.append(f"sandbox.{key}[{i}] = {str(path)!r}: {why}")
     return problems
 
 
@@ -184,32 +215,11 @@ def replica_plan(
     """The sandbox of one replica of `agent`, run with environment `env`."""
     cfg = config.sandbox
     box = agent.spec.sandbox
-    python_path = [p for p in env.get("PYTHONPATH", os.environ.get("PYTHONPATH", "")).split(":")]
-    read = [
-        Path(sys.prefix),
-        Path(sys.base_prefix),
-        Path(sys.exec_prefix),
-        Path(sys.base_exec_prefix),
-        Path(agentd.__file__).resolve().parents[1],
-        *(Path(p) for p in sys.path if p),
-        *(Path(p) for p in python_path if p),
-        *(Path(p) for p in _SYSTEM_READ),
-        agent.directory,
-        *agent_paths(agent, box.read),
-    ]
-    read_files = [Path(p) for p in _DEVICES_READ]
-    for ca in (config.bus.tls.ca_file, config.gateway.tls.ca_file):
-        if ca is not None:
-            read_files.append(Path(ca))
+    read = [*system_roots(env), agent.directory, *agent_paths(agent, box.read)]
     write = [scratch, *agent_paths(agent, box.write)]
     if checkpoints is not None:
         write.append(checkpoints)
-    limits = {
-        "AS": _pick(box.address_space_bytes, cfg.address_space_bytes),
-        "NOFILE": _pick(box.open_files, cfg.open_files),
-        "NPROC": _pick(box.processes, cfg.processes),
-        "CPU": _pick(box.cpu_time_s, cfg.cpu_time_s),
-    }
+    limits = sandbox_limits(config, box)
     return build_plan(
         abi=abi,
         mode=cfg.mode,
@@ -218,9 +228,45 @@ def replica_plan(
         protected=protected_paths(config),
         connect_ports=[*_ports(config, env), *box.connect_ports],
         limits=limits,
-        read_files=read_files,
-        write_files=[Path(p) for p in _DEVICES_WRITE],
+        read_files=system_files(config),
+        write_files=[Path(p) for p in DEVICES_WRITE],
     )
+
+
+def system_roots(env: Mapping[str, str]) -> list[Path]:
+    """What every sandboxed Python process reads: its environment (prefixes, `sys.path`,
+    `PYTHONPATH` of `env`, agentd's own tree) and the system's directories."""
+    python_path = env.get("PYTHONPATH", os.environ.get("PYTHONPATH", "")).split(":")
+    return [
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(sys.exec_prefix),
+        Path(sys.base_exec_prefix),
+        Path(agentd.__file__).resolve().parents[1],
+        *(Path(p) for p in sys.path if p),
+        *(Path(p) for p in python_path if p),
+        *(Path(p) for p in _SYSTEM_READ),
+    ]
+
+
+def system_files(config: Config) -> list[Path]:
+    """The device files every sandboxed process reads, and the TLS CA files."""
+    files = [Path(p) for p in _DEVICES_READ]
+    for ca in (config.bus.tls.ca_file, config.gateway.tls.ca_file):
+        if ca is not None:
+            files.append(Path(ca))
+    return files
+
+
+def sandbox_limits(config: Config, own: AgentSandboxSpec | None = None) -> dict[str, int]:
+    """The setrlimit values: [sandbox]'s, with `own` (an agent's [sandbox]) over them."""
+    cfg = config.sandbox
+    return {
+        "AS": _pick(own.address_space_bytes if own else None, cfg.address_space_bytes),
+        "NOFILE": _pick(own.open_files if own else None, cfg.open_files),
+        "NPROC": _pick(own.processes if own else None, cfg.processes),
+        "CPU": _pick(own.cpu_time_s if own else None, cfg.cpu_time_s),
+    }
 
 
 def _pick(own: int | None, default: int) -> int:

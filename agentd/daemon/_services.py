@@ -41,8 +41,10 @@ from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._llm_tokens import IdentityTokens
 from agentd.daemon._log_anchor import LogAnchor, build_log_anchor
 from agentd.daemon._recorder import Recorder
+from agentd.daemon._sandbox import host_abi
 from agentd.daemon._spawner import Spawner
 from agentd.daemon._systemd import SystemdNotifier
+from agentd.daemon._tool_sandbox import tool_sandboxes
 from agentd.daemon._verbs import ControlVerbs
 from agentd.gateway import LLMGateway
 from agentd.gateway import TokenBook as GatewayTokenBook
@@ -239,12 +241,13 @@ class Services:
         if self.llm is not None:
             await tg.start(self.llm.run)
             self.step("gateway", "running")
+        registry = self._load_tools()
         self.tools = ToolGateway(
             nc,
             js,
             self.subjects,
             point=self.authority.point,
-            registry=self._load_tools(),
+            registry=registry,
             allowed_tools=lambda agent: (
                 list(fleet.agents[agent].agent.spec.tools)
                 if agent in fleet.agents
@@ -257,6 +260,8 @@ class Services:
             drain_grace_s=self.config.daemon.drain_grace_s,
             stream_replicas=self.config.stream_replicas,
             taint=taint,
+            # isolated tools run sandboxed as replicas do (docs/sandbox.md, "Isolated tools")
+            sandboxes=tool_sandboxes(self.config, registry, abi=host_abi()),
         )
         await tg.start(self.tools.run)
         self.step("tools", "running")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import resource
 import struct
 
@@ -119,7 +118,8 @@ def _syscall(number: int, *args: object) -> int:
 def kernel_abi() -> int:
     """The Landlock ABI this kernel offers: 0 when it has none (too old, disabled at boot,
     not Linux, or an architecture whose syscall numbers this module does not know)."""
-    if platform.system() != "Linux" or platform.machine() not in {"x86_64", "aarch64"}:
+    system = os.uname()  # not `platform`: its import is most of the exec wrapper's start
+    if system.sysname != "Linux" or system.machine not in {"x86_64", "aarch64"}:
         return 0
     try:
         return _syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))

@@ -116,15 +116,17 @@ def build_plan(
     limits: dict[str, int],
     read_files: Iterable[Path] = (),
     write_files: Iterable[Path] = (),
+    read_granted: Iterable[Path] = (),
 ) -> SandboxPlan:
     """The plan for one replica.
 
     `read` are broad roots (the Python environment, /usr, /etc, ...): a root that holds a
     `protected` path is not granted whole but carved around it (its names are listable, every
     child that holds nothing protected is readable, and so on down), and a root inside a
-    protected path is dropped. `write` (its scratch and checkpoint folders) and the files are
-    granted as given: the caller has checked they are the replica's own. Paths that do not
-    exist are left out (Landlock rules need an open file).
+    protected path is dropped. `write` (its scratch and checkpoint folders), the files and
+    `read_granted` (folders or files to read that the caller checked hold no secret, even
+    inside a protected path) are granted as given: the caller has checked they are the
+    replica's own. Paths that do not exist are left out (Landlock rules need an open file).
     """
     guarded = sorted({_real(p) for p in protected})
     rules: dict[str, str] = {}
@@ -141,6 +143,10 @@ def build_plan(
         real = _real(path)
         if os.path.isfile(real) and not _inside_any(real, guarded):
             grant(real, "read-file")
+    for path in read_granted:
+        real = _real(path)
+        if os.path.exists(real):
+            grant(real, "read")
     for path in write:
         real = _real(path)
         if os.path.isdir(real):

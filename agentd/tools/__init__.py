@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from agentd.tools._deadline import CallDeadline, call_deadline
-from agentd.tools._host import run_tool
+from agentd.tools._host import ToolSandbox, run_tool
 from agentd.tools._registry import (
     InvalidArguments,
     ToolRegistry,
@@ -53,6 +53,7 @@ __all__ = [
     "PendingApproval",
     "ResultStore",
     "run_tool",
+    "ToolSandbox",
     # taint: which runs received untrusted content
     "Taint",
     "TaintBook",

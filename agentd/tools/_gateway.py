@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -30,6 +30,7 @@ from agentd.errors import ControlError
 from agentd.policy import DecisionPoint
 from agentd.telemetry import execute_tool_span, extract_context
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
+from agentd.tools._host import ToolSandbox
 from agentd.tools._pipeline import CallPipeline
 from agentd.tools._protocol import (
     ToolCallRequest,
@@ -65,6 +66,7 @@ class ToolGateway:
         drain_grace_s: float = 10.0,
         stream_replicas: int = 1,
         taint: TaintBook | None = None,
+        sandboxes: Mapping[str, ToolSandbox] | None = None,
     ) -> None:
         self._nc = nc
         self._stream_replicas = stream_replicas
@@ -83,6 +85,7 @@ class ToolGateway:
             book=self._book,
             taint=taint,
         )
+        self._calls.sandboxes = sandboxes or {}  # isolated tools' (agentd.daemon builds them)
         self._stopped = anyio.Event()
         self._active = 0
         self._idle = anyio.Event()

@@ -7,7 +7,9 @@
   on until the function returns (and its side effect may still happen). A call abandoned before
   its thread started never starts. Tools that can hang or must be stoppable ask for isolation;
 - `isolated=True` tools run in a child process (`python -m agentd.tools.host`) in a process group
-  of their own, which is SIGKILLed on timeout or cancellation, with whatever it started.
+  of their own, which is SIGKILLed on timeout or cancellation, with whatever it started. Given a
+  `ToolSandbox`, the child starts under the sandbox's exec wrapper (agentd.sandbox): Landlock,
+  no-new-privs and limits, in its scratch folder (docs/sandbox.md, "Isolated tools").
 
 `on_finished` is called once the call's work has really ended: when a thread tool's function
 returns (perhaps after the timeout), when an isolated call's process is gone, when an async tool
@@ -22,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,14 +40,26 @@ from pydantic import BaseModel, JsonValue
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from agentd.errors import ToolError
+from agentd.sandbox import ENV_PLAN, SandboxPlan, wrapper_argv
 from agentd.tools._deadline import CallDeadline, running_until
 from agentd.tools._registry import ToolSpec
 
-__all__ = ["invoke_in_process", "run_tool"]
+__all__ = ["ToolSandbox", "invoke_in_process", "run_tool"]
+
+log = logging.getLogger("agentd.tools")
 
 # what an isolated child may write on stdout (the result) and stderr (kept for errors)
 MAX_OUTPUT_BYTES = 16 << 20
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass(frozen=True)
+class ToolSandbox:
+    """How an isolated tool's process is confined: `plan` (built by the daemon from [sandbox]
+    and the tool's declarations), and `scratch`, its own folder (cwd, $TMPDIR)."""
+
+    plan: SandboxPlan
+    scratch: Path
 
 
 async def run_tool(
@@ -53,13 +69,15 @@ async def run_tool(
     timeout_s: float,
     isolated: bool | None = None,
     on_finished: Callable[[], object] | None = None,
+    sandbox: ToolSandbox | None = None,
 ) -> JsonValue:
     """Run `spec` with validated `args` within `timeout_s` (in a child process when `isolated`,
-    default: as the tool declares); the JSON result or `ToolError`."""
+    default: as the tool declares, under `sandbox` when given); the JSON result or
+    `ToolError`."""
     finish = _Finish(on_finished)
     if spec.isolated if isolated is None else isolated:
         try:
-            return await _run_isolated(spec, args, timeout_s)
+            return await _run_isolated(spec, args, timeout_s, sandbox)
         finally:
             finish.now()
     deadline = CallDeadline(timeout_s)
@@ -160,7 +178,9 @@ def as_json(name: str, result: Any) -> JsonValue:
     return value
 
 
-async def _run_isolated(spec: ToolSpec, args: BaseModel, timeout_s: float) -> JsonValue:
+async def _run_isolated(
+    spec: ToolSpec, args: BaseModel, timeout_s: float, sandbox: ToolSandbox | None
+) -> JsonValue:
     request = {
         "file": str(spec.file),
         "attr": spec.attr,
@@ -171,10 +191,16 @@ async def _run_isolated(spec: ToolSpec, args: BaseModel, timeout_s: float) -> Js
     env = dict(os.environ)
     # the child imports agentd from wherever this process did
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+    argv, cwd = [sys.executable, "-m", "agentd.tools.host"], None
+    if sandbox is not None:
+        argv, cwd = wrapper_argv(argv), sandbox.scratch
+        env |= {
+            ENV_PLAN: sandbox.plan.to_json(),
+            "TMPDIR": str(sandbox.scratch),
+            "AGENTD_SCRATCH_DIR": str(sandbox.scratch),
+        }
     out, err = bytearray(), bytearray()
-    process = await anyio.open_process(
-        [sys.executable, "-m", "agentd.tools.host"], env=env, start_new_session=True
-    )
+    process = await anyio.open_process(argv, env=env, cwd=cwd, start_new_session=True)
     finished = False
     try:
         assert process.stdin and process.stdout and process.stderr
@@ -208,6 +234,10 @@ async def _collect(stream: ByteReceiveStream, into: bytearray) -> None:
 
 
 def _answer(name: str, code: int, out: bytes, err: bytes) -> JsonValue:
+    if b"agentd.sandbox: WARNING" in err:  # mode warn: it ran without its sandbox
+        for line in err.decode(errors="replace").splitlines():
+            if line.startswith("agentd.sandbox: WARNING"):
+                log.warning("tool %s: %s", name, line)
     tail = err.decode(errors="replace").strip()[-800:]
     try:
         answer = json.loads(out)

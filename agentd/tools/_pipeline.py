@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from agentd.config import ToolsConfig
 from agentd.errors import RateLimited, ToolError
 from agentd.policy import ApprovalBinding, Decision, DecisionPoint, RateKey, Request, args_digest
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval, new_approval_id
-from agentd.tools._host import run_tool
+from agentd.tools._host import ToolSandbox, run_tool
 from agentd.tools._protocol import ErrorCode, ToolRefusal
 from agentd.tools._records import CallRecorder, ToolCall
 from agentd.tools._registry import InvalidArguments, ToolRegistry, ToolSpec
@@ -73,6 +73,8 @@ class CallPipeline:
         self.taint = taint
         self.store: ResultStore | None = None
         """Set by the gateway once the results bucket exists."""
+        self.sandboxes: Mapping[str, ToolSandbox] = {}
+        """Each isolated tool's sandbox (none: its process runs unconfined)."""
         self._registry = registry
         self._allowed_tools = allowed_tools
         self.records = CallRecorder(record)
@@ -286,6 +288,9 @@ class CallPipeline:
                 call, "rate_limited", str(exc), exc.rule, policy_version=version, retryable=True
             ) from None
         started = time.monotonic()
+        sandbox = self.sandboxes.get(spec.name)
+        # an isolated call's records name the sandbox its process ran in
+        boxed = {"sandbox": sandbox.plan.digest} if sandbox is not None else {}
         try:
             result = await run_tool(
                 spec,
@@ -293,6 +298,7 @@ class CallPipeline:
                 timeout_s=timeout_s,
                 isolated=override.isolated if override else None,
                 on_finished=slot.release,
+                sandbox=sandbox,
             )
         except ToolError as exc:
             with anyio.CancelScope(shield=True):
@@ -305,6 +311,7 @@ class CallPipeline:
                 policy_version=version,
                 retryable=exc.retryable,
                 duration_s=time.monotonic() - started,
+                **boxed,
             )
             raise ToolRefusal("tool_failed", str(exc), retryable=exc.retryable) from None
         stored, ours = await self.store.complete(
@@ -318,6 +325,7 @@ class CallPipeline:
             outputs=result,
             policy_version=version,
             duration_s=time.monotonic() - started,
+            **boxed,
         )
         return stored.result, not ours
 

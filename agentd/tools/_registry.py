@@ -47,6 +47,9 @@ class _ToolMark:
     timeout_s: float | None
     max_running: int | None
     trust: Trust
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    connect_ports: tuple[int, ...] = ()
 
 
 def tool(
@@ -56,6 +59,9 @@ def tool(
     timeout_s: float | None = None,
     max_running: int | None = None,
     trust: Trust = "trusted",
+    read: Iterable[str] = (),
+    write: Iterable[str] = (),
+    connect_ports: Iterable[int] = (),
 ) -> Callable[[F], F]:
     """Declare a typed function (sync or async) as the tool `name`; the function is unchanged.
 
@@ -64,7 +70,10 @@ def tool(
     gateway's default call timeout for this tool; `max_running` its bound on calls running at
     once ([tools].max_running_per_tool otherwise); `trust="untrusted"` for tools whose results
     come from outside (fetches, web search, mail): they taint the run that receives them.
-    `[tools.overrides."<name>"]` overrides all four.
+    An isolated call runs in the sandbox (docs/sandbox.md, "Isolated tools"): `read` and `write`
+    name the paths it needs beyond its scratch folder ($VAR expands; relative to the tools
+    folder), `connect_ports` the TCP ports it may connect to.
+    `[tools.overrides."<name>"]` overrides each of these.
     """
     if not TOOL_NAME.match(name):
         raise ValueError(f"tool name {name!r}: use letters, digits, _ and -, dot-separated")
@@ -74,14 +83,29 @@ def tool(
         raise ValueError(f"tool {name}: max_running must be at least 1")
     if trust not in ("trusted", "untrusted"):
         raise ValueError(f'tool {name}: trust must be "trusted" or "untrusted", not {trust!r}')
+    reads, writes = _paths(name, "read", read), _paths(name, "write", write)
+    ports = tuple(connect_ports)
+    for port in ports:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"tool {name}: connect_ports: {port!r} is not a TCP port (1-65535)")
 
     def mark(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@tool({name!r}) must decorate a function")
-        setattr(fn, _MARK, _ToolMark(name, isolated, timeout_s, max_running, trust))
+        found = _ToolMark(name, isolated, timeout_s, max_running, trust, reads, writes, ports)
+        setattr(fn, _MARK, found)
         return fn
 
     return mark
+
+
+def _paths(name: str, key: str, paths: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(paths, str):
+        raise ValueError(f"tool {name}: {key} must be a list of paths, not one string")
+    out = tuple(str(p) for p in paths)
+    if any(not p for p in out):
+        raise ValueError(f"tool {name}: {key}: an empty path")
+    return out
 
 
 class InvalidArguments(AgentdError):
@@ -114,6 +138,10 @@ class ToolSpec:
     """Calls of this tool running at once, all agents; None: [tools].max_running_per_tool."""
     trust: Trust = "trusted"
     """As declared; `[tools.overrides."<name>"].trust` replaces it in the gateway."""
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    connect_ports: tuple[int, ...] = ()
+    """What an isolated call's sandbox grants beyond the defaults, as declared (unexpanded)."""
 
     @functools.cached_property
     def schema(self) -> dict[str, Any]:
@@ -304,6 +332,9 @@ def _function_spec(fn: Callable[..., Any], mark: _ToolMark, file: Path, attr: st
         line=line,
         max_running=mark.max_running,
         trust=mark.trust,
+        read=mark.read,
+        write=mark.write,
+        connect_ports=mark.connect_ports,
     )
 
 

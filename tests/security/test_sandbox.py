@@ -264,3 +264,4 @@ def test_the_sandbox_bench_runs_in_smoke_mode() -> None:
     ratios = result["ratio_enforce_over_off"]
     assert ratios["spawn_to_ready_median"] > 0 and ratios["echo_round_trip_median"] > 0
     assert result["enforce"]["spawn_to_ready"]["p50_us"] > 0
+    assert result["isolated_tool_call"]["ratio_enforce_over_off_median"] > 0

@@ -68,7 +68,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     shipped = (REPO / "tools" / "records.py").read_text()
     (tools / "records.py").write_text(shipped)
     # the same code as a tool that runs in a daemon thread
-    declared = '@tool("sql.query", timeout_s=10, isolated=True, max_running=4)'
+    declared = (
+        '@tool("sql.query", timeout_s=10, isolated=True, max_running=4, read=READ, write=WRITE)'
+    )
     assert declared in shipped
     threaded = shipped.replace(declared, '@tool("sql.query_in_thread", timeout_s=10)')
     (tools / "records_in_thread.py").write_text(threaded)
@@ -82,7 +84,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         shutil.copytree(agents / "alpha", agents / agent)
         toml = (agents / agent / "agent.toml").read_text().replace('"alpha"', f'"{agent}"')
         (agents / agent / "agent.toml").write_text(f"tools = {json.dumps(list(TOOLS))}\n" + toml)
-    overrides = "".join(f'[tools.overrides."{tool}"]\ntimeout_s = {TIMEOUT_S}\n' for tool in TOOLS)
+    # the database is outside the state directory: its folder is granted to sql.query's sandbox
+    grants = {"sql.query": f'write = ["{root / "db"}"]\n'}
+    overrides = "".join(
+        f'[tools.overrides."{tool}"]\ntimeout_s = {TIMEOUT_S}\n{grants.get(tool, "")}'
+        for tool in TOOLS
+    )
     config = write_config(
         root,
         agents_dir=agents,
@@ -94,7 +101,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     )
     text = config.read_text().replace(f'dir = "{REPO / "policies"}"', f'dir = "{policies}"')
     config.write_text(text)
-    env = {"AGENTD_LOANS_DB": str(root / "loans.sqlite")}
+    env = {"AGENTD_LOANS_DB": str(root / "db" / "loans.sqlite")}
     with running_daemon(config, env=env) as d:
         yield d
         assert d.stop() == 0, d.log()

@@ -31,6 +31,11 @@ def test_the_example_tools_load_with_closed_schemas() -> None:
     assert "ledger" in loan.description
     fetch = registry.get("http.fetch")
     assert fetch is not None and fetch.isolated and fetch.timeout_s == 10
+    # what their sandboxes add (docs/sandbox.md, "Isolated tools")
+    query = registry.get("sql.query")
+    assert query is not None and query.isolated
+    assert query.write == ("$AGENTD_STATE_DIR/tools/sql",) and query.read == ("$AGENTD_LOANS_DB",)
+    assert loan.write == () and loan.connect_ports == ()
     assert registry.get("loan.approve.batch") is None
 
 
@@ -100,6 +105,15 @@ def test_typed_functions_sync_and_async(tmp_path: Path) -> None:
         (
             "from agentd.tools import tool\n\n@tool('a b')\ndef f() -> None: ...\n",
             "line 3: importing failed: ValueError: tool name 'a b'",
+        ),
+        (
+            "from agentd.tools import tool\n\n@tool('a.b', connect_ports=[0])\n"
+            "def f() -> None: ...\n",
+            "line 3: importing failed: ValueError: tool a.b: connect_ports: 0 is not a TCP port",
+        ),
+        (
+            "from agentd.tools import tool\n\n@tool('a.b', read='/srv')\ndef f() -> None: ...\n",
+            "line 3: importing failed: ValueError: tool a.b: read must be a list of paths",
         ),
     ],
 )

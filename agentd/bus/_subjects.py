@@ -1,4 +1,4 @@
-"""Every NATS subject agentd uses, derived from one configurable prefix (DESIGN.md, Subjects)."""
+"""Every NATS subject agentd uses, derived from one configurable prefix (docs/architecture.md)."""
 
 from __future__ import annotations
 

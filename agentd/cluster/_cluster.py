@@ -1,6 +1,5 @@
 """One host's part in a cluster: its node lease, the placer role when it holds it
-(agentd.cluster._placer), and reconciling its own share of the placement (DESIGN.md, "Beyond one
-host").
+(agentd.cluster._placer), and reconciling its own share of the placement (docs/architecture.md).
 
 Three loops, each on a short tick:
 - lease: rewrite this host's capacity under its node key (TTL `lease_ttl_s`);

@@ -1,4 +1,4 @@
-"""[cluster]: several agentd hosts on one NATS cluster (DESIGN.md, "Beyond one host")."""
+"""[cluster]: several agentd hosts on one NATS cluster (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Bearer token -> agent, policy (agent, model:<pool>, infer), token budgets per agent and pool,
 prefix-affinity routing under a load bound, retry before the first byte, one `llm.call` decision
-record per call. See DESIGN.md, "Data paths: Models".
+record per call. See docs/architecture.md and agentd/gateway/README.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The agent worker: one replica process serving one agent's inbox.
 
-Never imports supervisor, policy, tools or daemon (STYLE.md): a worker knows only the bus and
+Never imports supervisor, policy, tools or daemon (import rules): a worker knows only the bus and
 config; tool calls are requests to the gateway (`AgentContext.call_tool`).
 """
 

@@ -1,6 +1,6 @@
 """One agent replica: pulls its agent's inbox, runs the graph, replies, and acks after the run.
 
-Delivery guarantees (DESIGN.md, Data paths: Messages):
+Delivery guarantees (docs/architecture.md, "Messages and runs"):
 - a message is acked only once its run has finished, so a replica that dies mid-run loses
   nothing: JetStream redelivers it;
 - a redelivered message whose run already finished is not run again (the run ledger);

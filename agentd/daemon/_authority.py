@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agentd.config import PolicyConfig
 from agentd.errors import ConfigError, ControlError
@@ -54,8 +54,8 @@ class Authority:
             return ()
         return tuple(s for s in self.point.policy.access.subjects_of(subject) if s != subject)
 
-    def refuse_verb(self, operator: str, verb: str, answer: HookDecision, reason: str) -> None:
-        """Record and raise a refusal of control verb `verb` decided outside policy.csv."""
+    def refuse_verb(self, operator: str, verb: str, answer: HookDecision, reason: str) -> NoReturn:
+        """Record and raise a refusal of control verb `verb` (by policy.csv or outside it)."""
         if self.record is not None:
             self.record(
                 "control.command",
@@ -77,22 +77,7 @@ class Authority:
         """May `operator` use control verb `verb`? Raises ControlError("forbidden") if not."""
         answer = self.check(f"operator:{operator}", f"ctl:{verb}", verb)
         if not answer.allowed:
-            if self.record is not None:
-                self.record(
-                    "control.command",
-                    operator=operator,
-                    decision="denied",
-                    rule=answer.rule,
-                    reason=answer.reason,
-                    verb=verb,
-                    lineage={"policy_version": answer.policy_version},
-                )
-            raise ControlError(
-                "forbidden",
-                f"operator {operator!r} may not use {verb!r}: {answer.reason or 'denied'}",
-                rule=answer.rule,
-                policy_version=answer.policy_version,
-            )
+            self.refuse_verb(operator, verb, answer, answer.reason or "denied")
         return answer
 
     def record_command(self, operator: str, verb: str, args: dict[str, Any], **fields: Any) -> None:

@@ -11,21 +11,24 @@ from nats.aio.client import Client
 from agentd.bus import Subjects
 from agentd.daemon._fleet import AgentRecord
 from agentd.daemon._recorder import Recorder
-from agentd.supervisor import ChildEvent
+from agentd.supervisor import ChildEvent, ChildEventKind
 
-__all__ = ["NATS_CHILD", "report_child_event"]
+__all__ = ["CHILD_EVENT_KINDS", "NATS_CHILD", "report_child_event"]
 
 log = logging.getLogger("agentd.daemon")
 
 NATS_CHILD = "nats-server"
 
-# supervisor events as decision-record kinds (agent replicas and the embedded nats-server alike)
-_RECORD_KINDS = {
-    "spawn": "agent.spawned",
-    "exit": "agent.exited",
-    "stop": "agent.exited",
-    "restart": "agent.restarted",
-    "failed": "agent.failed",
+# supervisor events as decision-record kinds (agent replicas and the embedded nats-server
+# alike): one for every event kind (older daemons wrote ready and unhealthy as x.child.*)
+CHILD_EVENT_KINDS: dict[ChildEventKind, str] = {
+    ChildEventKind.SPAWN: "agent.spawned",
+    ChildEventKind.READY: "agent.ready",
+    ChildEventKind.UNHEALTHY: "agent.unhealthy",
+    ChildEventKind.EXIT: "agent.exited",
+    ChildEventKind.STOP: "agent.exited",
+    ChildEventKind.RESTART: "agent.restarted",
+    ChildEventKind.FAILED: "agent.failed",
 }
 
 
@@ -41,7 +44,7 @@ async def report_child_event(
     record = agents.get(agent) if agent else None
     if recorder is not None:
         recorder.record(
-            _RECORD_KINDS.get(str(event.kind), f"x.child.{event.kind}"),
+            CHILD_EVENT_KINDS[event.kind],
             agent=agent,
             replica=event.name,
             decision=str(event.kind),

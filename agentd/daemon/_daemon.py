@@ -35,7 +35,13 @@ from agentd.metrics import AgentdMetrics
 from agentd.sandbox import set_undumpable
 from agentd.supervisor import ChildEvent, Supervisor
 from agentd.telemetry import TelemetrySettings, setup_telemetry
-from agentd.trace import DecisionLogDamaged, DecisionRecord, LogWriter, open_decision_log
+from agentd.trace import (
+    DecisionLogDamaged,
+    DecisionRecord,
+    LogWriter,
+    WireRecord,
+    open_decision_log,
+)
 
 __all__ = ["Daemon"]
 
@@ -92,7 +98,8 @@ class Daemon:
             # one writer for the log: the daemon's own records and those ingested from workers
             writer = LogWriter(decision_log)
             self._recorder = Recorder(writer)
-            self._recorder.add_observer(self._observe_records)
+            # every record the log stores, the daemon's and the replicas' alike
+            writer.add_observer(self._observe_records)
             self.services = services = Services(
                 self.config,
                 supervisor=self._supervisor,
@@ -201,7 +208,7 @@ class Daemon:
         self.config = live
         if self._recorder is not None:
             self._recorder.record(
-                "x.config.reloaded", decision="reloaded", restart_needed=restart_needed
+                "config.reloaded", decision="reloaded", restart_needed=restart_needed
             )
 
     async def _watchdog(self) -> None:
@@ -219,7 +226,7 @@ class Daemon:
         return nc is not None and not nc.is_closed
 
     # events and decisions
-    async def _observe_records(self, records: Sequence[DecisionRecord]) -> None:
+    async def _observe_records(self, records: Sequence[DecisionRecord | WireRecord]) -> None:
         self.metrics.observe(records)
 
     async def _on_child_event(self, event: ChildEvent) -> None:

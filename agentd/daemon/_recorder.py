@@ -3,14 +3,13 @@
 Components call `record(kind, **fields)` from the event loop; records are buffered and handed in
 batches to the `LogWriter`, the log's only writer, which the trace ingest shares (SQLite must not
 block the loop, and one file has one writer). The log is closed with a final signed checkpoint on
-shutdown. After each commit the batch goes to the observers (metrics, the live decision feed), in
-the event loop; an observer's failure is logged, never raised.
+shutdown. Observers (metrics, the live decision feed) are the writer's: they see every record the
+log stores, the daemon's and those the ingest took from replicas alike (`LogWriter.add_observer`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -18,6 +17,7 @@ from anyio.abc import TaskStatus
 
 from agentd.trace import (
     DAEMON_SOURCE,
+    CommitObserver,
     DecisionLogDamaged,
     DecisionRecord,
     LogWriter,
@@ -30,9 +30,6 @@ log = logging.getLogger("agentd.trace")
 
 FLUSH_EVERY_S = 0.05
 
-# called with each committed batch (as given to the log: before redaction)
-CommitObserver = Callable[[Sequence[DecisionRecord]], Awaitable[None]]
-
 
 class Recorder:
     def __init__(self, writer: LogWriter) -> None:
@@ -41,11 +38,11 @@ class Recorder:
         self._pending: list[DecisionRecord] = []
         self._wake = anyio.Event()
         self._stopped = False
-        self._observers: list[CommitObserver] = []
 
     def add_observer(self, observer: CommitObserver) -> None:
-        """Call `observer` with every batch once it is committed."""
-        self._observers.append(observer)
+        """Call `observer` with every record the log stores, whoever wrote it, once
+        committed (`LogWriter.add_observer`)."""
+        self.writer.add_observer(observer)
 
     def record(self, kind: str, **fields: Any) -> None:
         """Queue one decision. Unknown fields go to `attributes`; never raises.
@@ -80,12 +77,6 @@ class Recorder:
             return
         except Exception:
             log.exception("writing %d decision records failed", len(batch))
-            return
-        for observer in self._observers:
-            try:
-                await observer(batch)
-            except Exception:
-                log.exception("a decision-record observer failed")
 
     async def close(self) -> None:
         """Write what is pending, sign a final checkpoint and close the log (repeatable)."""

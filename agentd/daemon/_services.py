@@ -314,8 +314,6 @@ class Services:
                 self.config.metrics,
                 self.metrics,
                 sample=fleet.ps,
-                js=js,
-                runs_bucket=self.subjects.runs_bucket,
             )
             await tg.start(self.metrics_service.run)
 

@@ -1,12 +1,21 @@
 """agentd's own Prometheus metrics: the registry, what feeds it, and the HTTP endpoint.
 
-The recorder passes every committed decision record to `AgentdMetrics.observe` (decisions by
-kind, tool calls by effect, LLM calls and tokens by agent and pool, restarts, messages); the
-`MetricsService` samples the fleet (replicas by state, backlog, decisions per second), follows
-the run ledger (runs and their latency) and serves `/metrics`.
+Every record the decision log stores, the daemon's own and those replicas publish, reaches
+`AgentdMetrics.observe` once after it committed (decisions by kind, runs by outcome and their
+duration, tool calls by effect and duration, approvals' wait, LLM calls, tokens, request
+duration and time to first token by pool, denials by rule, restarts, messages); the
+`MetricsService` samples the fleet (replicas by state, backlog) and serves `/metrics`. Label
+values are bounded (`BoundedLabels`). See docs/audit.md, "Metrics".
 """
 
-from ._registry import RUN_SECONDS_BUCKETS, AgentdMetrics
+from ._labels import BoundedLabels
+from ._registry import RUN_SECONDS_BUCKETS, AgentdMetrics, sandbox_rule
 from ._service import MetricsService
 
-__all__ = ["RUN_SECONDS_BUCKETS", "AgentdMetrics", "MetricsService"]
+__all__ = [
+    "RUN_SECONDS_BUCKETS",
+    "AgentdMetrics",
+    "BoundedLabels",
+    "MetricsService",
+    "sandbox_rule",
+]

@@ -1,32 +1,44 @@
-"""The registry of agentd's own metrics and how records, runs and fleet samples feed it.
+"""The registry of agentd's own metrics and how committed records and fleet samples feed it.
 
-Counters come from events as they happen: every committed decision record (`observe`), every
-finished run (`observe_run`). Gauges of state (replicas by state, inbox backlog, decisions per
-second) come from a sample of the fleet taken every few seconds (`observe_fleet`) and are served
-from that snapshot, so a scrape never waits for the daemon's event loop and never sees a
-half-updated set of labels.
+Every record the decision log stores, whoever wrote it (the daemon's components, or replicas
+whose `run.*` and `x.*` records the trace ingest took), passes through `observe` once, after it
+committed (`LogWriter.add_observer`): counters and histograms come from records, so what
+/metrics says is what the log says. Gauges of state (replicas by state, inbox backlog) come from
+a fleet sample taken every few seconds (`observe_fleet`). Rates are left to Prometheus
+(`rate(agentd_decisions_total[1m])`): a counter survives scrape gaps and any window, a rate
+precomputed over the sampler's interval does neither.
 
 Names follow Prometheus conventions: `agentd_` prefix, `_total` on counters (added by the
-client), base units (seconds).
+client), base units (seconds). Label values are bounded (`_labels.BoundedLabels`).
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import platform
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
-from agentd.trace import DecisionRecord
+import agentd
+from agentd.trace import DecisionRecord, WireRecord
+
+from ._fleet import FleetCollector
+from ._labels import NONE, BoundedLabels
+from ._view import RecordView, view
 
 __all__ = ["AgentdMetrics"]
 
 RUN_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_NONE = "-"
+LLM_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+TTFT_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+TOOL_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+APPROVAL_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
+
+# llm.call verdicts that refuse a call under policy or limits (the gateway's Refusal codes)
+LLM_DENIALS = frozenset({"policy_denied", "rate_limited", "budget_exhausted", "exceeds_limit"})
+# approvals asked for and not answered yet: beyond this many the oldest are forgotten
+MAX_PENDING_APPROVALS = 10_000
 
 
 def _count(attributes: Mapping[str, Any], name: str) -> int | None:
@@ -35,57 +47,33 @@ def _count(attributes: Mapping[str, Any], name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class _FleetCollector(Collector):
-    """Gauges served from the latest fleet sample (swapped in whole, under a lock)."""
+def _seconds(attributes: Mapping[str, Any], name: str) -> float | None:
+    value = attributes.get(name)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._replicas: dict[tuple[str, str], int] = {}
-        self._backlog: dict[tuple[str, str], int] = {}
-        self._agents: dict[str, int] = {}
-        self._decisions_per_s = 0.0
 
-    def update(
-        self,
-        replicas: dict[tuple[str, str], int],
-        backlog: dict[tuple[str, str], int],
-        desired: dict[str, int],
-        decisions_per_s: float | None,
-    ) -> None:
-        with self._lock:
-            self._replicas, self._backlog, self._agents = replicas, backlog, desired
-            if decisions_per_s is not None:
-                self._decisions_per_s = decisions_per_s
+def sandbox_rule(reason: str | None) -> str | None:
+    """Which sandbox boundary a failure's reason shows was hit, or None if it shows none.
 
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            replicas, backlog = dict(self._replicas), dict(self._backlog)
-            desired, rate = dict(self._agents), self._decisions_per_s
-        family = GaugeMetricFamily(
-            "agentd_replicas", "Agent replicas by state", labels=["agent", "state"]
-        )
-        for (agent, state), count in sorted(replicas.items()):
-            family.add_metric([agent, state], count)
-        yield family
-        family = GaugeMetricFamily(
-            "agentd_replicas_desired", "Replicas each agent should run", labels=["agent"]
-        )
-        for agent, count in sorted(desired.items()):
-            family.add_metric([agent], count)
-        yield family
-        family = GaugeMetricFamily(
-            "agentd_inbox_backlog_messages",
-            "Messages in an agent's inbox: waiting (pending) or being worked on (unacked)",
-            labels=["agent", "state"],
-        )
-        for (agent, state), count in sorted(backlog.items()):
-            family.add_metric([agent, state], count)
-        yield family
-        yield GaugeMetricFamily(
-            "agentd_decisions_per_second",
-            "Decision records committed per second over the last sample interval",
-            value=rate,
-        )
+    The kernel answers a denied attempt with EACCES (files, TCP connect) or EPERM (signals,
+    other domains' sockets); Python raises PermissionError with that errno. A path in the
+    message means a file was refused.
+    """
+    if not reason:
+        return None
+    if "cannot enter the sandbox" in reason:
+        return "enter"
+    if "PermissionError" not in reason and "[Errno 13]" not in reason:
+        return None
+    if "[Errno 13] Permission denied: '" in reason:
+        return "filesystem"
+    if "[Errno 13]" in reason:
+        return "network"
+    if "[Errno 1]" in reason:
+        return "process"
+    return "other"
 
 
 class AgentdMetrics:
@@ -93,121 +81,207 @@ class AgentdMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.labels = BoundedLabels()
         r = self.registry
-        self.decisions = Counter(
+
+        def counter(name: str, doc: str, labels: Sequence[str]) -> Counter:
+            return Counter(name, doc, list(labels), registry=r)
+
+        def histogram(
+            name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+        ) -> Histogram:
+            return Histogram(name, doc, list(labels), buckets=buckets, registry=r)
+
+        self.decisions = counter(
             "agentd_decisions",
-            "Decision records committed to the log, by kind and verdict",
+            "Decision records committed to the log (the daemon's and replicas'), by kind and"
+            " verdict",
             ["kind", "decision"],
-            registry=r,
         )
-        self.tool_calls = Counter(
+        self.tool_calls = counter(
             "agentd_tool_calls",
             "Tool-call steps by effect (requested, denied, approved, executed, failed...)",
             ["agent", "tool", "effect"],
-            registry=r,
         )
-        self.llm_calls = Counter(
-            "agentd_llm_calls", "LLM calls through the gateway", ["agent", "pool"], registry=r
+        self.tool_seconds = histogram(
+            "agentd_tool_call_duration_seconds",
+            "Tool calls the gateway ran, from start to result, by tool and outcome (ok, failed)",
+            ["tool", "outcome"],
+            TOOL_SECONDS_BUCKETS,
         )
-        self.llm_tokens = Counter(
+        self.approval_seconds = histogram(
+            "agentd_approval_wait_seconds",
+            "How long tool calls waited for an operator's answer, by tool and outcome",
+            ["tool", "outcome"],
+            APPROVAL_SECONDS_BUCKETS,
+        )
+        self.llm_calls = counter(
+            "agentd_llm_calls", "LLM calls through the gateway", ["agent", "pool"]
+        )
+        self.llm_tokens = counter(
             "agentd_llm_tokens",
             "LLM tokens by agent, model pool and direction (input, output)",
             ["agent", "pool", "direction"],
-            registry=r,
         )
-        self.runs = Counter(
-            "agentd_runs", "Runs finished, by agent and outcome", ["agent", "status"], registry=r
+        self.llm_seconds = histogram(
+            "agentd_llm_request_duration_seconds",
+            "LLM calls the gateway relayed, from request to the last byte, by model pool",
+            ["pool"],
+            LLM_SECONDS_BUCKETS,
         )
-        self.run_seconds = Histogram(
+        self.llm_ttft = histogram(
+            "agentd_llm_time_to_first_token_seconds",
+            "Time from an LLM request to the first token the model sent, by model pool",
+            ["pool"],
+            TTFT_SECONDS_BUCKETS,
+        )
+        self.policy_denials = counter(
+            "agentd_policy_denials",
+            "Requests refused by policy or limits (tool, message, LLM, control, spawn), by"
+            " record kind, verdict and the rule that decided",
+            ["kind", "decision", "rule"],
+        )
+        self.sandbox_denials = counter(
+            "agentd_sandbox_denials",
+            "Runs and isolated tool calls that failed on a sandbox refusal, by boundary"
+            " (filesystem, network, process, enter)",
+            ["agent", "tool", "rule"],
+        )
+        self.runs = counter(
+            "agentd_runs",
+            "Run attempts ended, by agent and outcome (ok, failed, cancelled)",
+            ["agent", "status"],
+        )
+        self.run_seconds = histogram(
             "agentd_run_duration_seconds",
-            "Run latency: from a replica receiving the message to the run's end",
+            "Run attempts that ended ok or failed, from start to end, by agent",
             ["agent"],
-            buckets=RUN_SECONDS_BUCKETS,
-            registry=r,
+            RUN_SECONDS_BUCKETS,
         )
-        self.restarts = Counter(
-            "agentd_replica_restarts", "Replica restarts by the supervisor", ["agent"], registry=r
+        self.restarts = counter(
+            "agentd_replica_restarts", "Replica restarts by the supervisor", ["agent"]
         )
-        self.messages = Counter(
+        self.messages = counter(
             "agentd_messages",
             "Messages between agents by outcome (routed, refused, dead_lettered)",
             ["agent", "outcome"],
-            registry=r,
         )
-        self._fleet = _FleetCollector()
+        self.build = Info("agentd_build", "The agentd build that serves these metrics", registry=r)
+        self.build.info({"version": agentd.__version__, "python": platform.python_version()})
+        self._fleet = FleetCollector()
         r.register(self._fleet)
-        self._committed = 0
-        self._last_sample: tuple[float, int] | None = None
-        # labels() validates and locks on every call; the recorder calls observe() for every
+        # labels() validates and locks on every call; observe() runs for every committed
         # record on the event loop, so labelled children are looked up once and kept
-        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._approvals: dict[str, tuple[float, str]] = {}
 
-    def _child(self, counter: Counter, *labels: str) -> Counter:
-        key = (id(counter), labels)
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (id(metric), labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = counter.labels(*labels)
+            child = self._children[key] = metric.labels(*labels)
         return child
 
-    def observe(self, records: Iterable[DecisionRecord]) -> None:
-        """Count committed records (call once per record, after commit)."""
+    def observe(self, records: Iterable[DecisionRecord | WireRecord]) -> None:
+        """Count committed records (each once, after commit; duplicates left out)."""
+        bound = self.labels
         for record in records:
-            self._committed += 1
-            self._child(self.decisions, record.kind, record.decision or _NONE).inc()
-            kind = record.kind
-            attributes = record.attributes or {}
-            if kind.startswith("tool."):
-                tool = attributes.get("tool")
-                self._child(
-                    self.tool_calls,
-                    record.agent or _NONE,
-                    tool if isinstance(tool, str) else _NONE,
-                    kind[5:],
-                ).inc()
+            rec = view(record)
+            kind = rec.kind
+            self._child(self.decisions, bound("kind", kind), bound("decision", rec.decision)).inc()
+            family = kind.split(".", 1)[0]
+            if family == "tool":
+                self._observe_tool(rec)
+            elif family == "run":
+                self._observe_run(rec)
             elif kind == "llm.call":
-                self._observe_llm(record, attributes)
-            elif kind.startswith("message."):
-                self._child(self.messages, record.agent or _NONE, kind[8:]).inc()
+                self._observe_llm(rec)
+            elif family == "message":
+                self._child(self.messages, bound("agent", rec.agent), kind[8:]).inc()
+                if kind == "message.refused":
+                    self._deny(rec)
             elif kind == "agent.restarted":
-                self._child(self.restarts, record.agent or _NONE).inc()
+                self._child(self.restarts, bound("agent", rec.agent)).inc()
+            elif (kind, rec.decision) in (
+                ("control.command", "denied"),
+                ("agent.spawned", "refused"),
+            ):
+                self._deny(rec)
 
-    def _observe_llm(self, record: DecisionRecord, attributes: Mapping[str, Any]) -> None:
-        pool = attributes.get("pool")
-        agent = record.agent or _NONE
-        pool_label = pool if isinstance(pool, str) else _NONE
-        self._child(self.llm_calls, agent, pool_label).inc()
+    def _deny(self, rec: RecordView) -> None:
+        bound = self.labels
+        labels = (bound("kind", rec.kind), bound("decision", rec.decision), bound("rule", rec.rule))
+        self._child(self.policy_denials, *labels).inc()
+
+    def _observe_tool(self, rec: RecordView) -> None:
+        bound, attributes = self.labels, rec.attributes
+        tool = bound("tool", attributes.get("tool"))
+        effect = rec.kind[5:]
+        self._child(self.tool_calls, bound("agent", rec.agent), tool, effect).inc()
+        if effect == "denied":
+            self._deny(rec)
+        elif effect in ("executed", "failed"):
+            seconds = _seconds(attributes, "duration_s")
+            if seconds is not None and rec.decision != "replayed":
+                outcome = "ok" if effect == "executed" else "failed"
+                self._child(self.tool_seconds, tool, outcome).observe(seconds)
+            where = sandbox_rule(rec.reason) if effect == "failed" else None
+            if where is not None and attributes.get("sandbox") is not None:
+                self._child(self.sandbox_denials, bound("agent", rec.agent), tool, where).inc()
+        elif effect == "approval_requested":
+            approval = attributes.get("approval_id")
+            if isinstance(approval, str):
+                if len(self._approvals) >= MAX_PENDING_APPROVALS:
+                    del self._approvals[next(iter(self._approvals))]
+                self._approvals[approval] = (rec.ts, tool)
+        elif effect in ("approved", "rejected"):
+            asked = self._approvals.pop(str(attributes.get("approval_id")), None)
+            if asked is not None:
+                outcome = bound("decision", rec.decision)
+                waited = max(rec.ts - asked[0], 0.0)
+                self._child(self.approval_seconds, asked[1], outcome).observe(waited)
+
+    def _observe_run(self, rec: RecordView) -> None:
+        if rec.kind == "run.started":
+            return
+        agent = self.labels("agent", rec.agent)
+        if rec.kind == "run.finished":
+            status = "ok"
+        elif rec.decision == "cancelled":
+            status = "cancelled"
+        else:
+            status = "failed"
+            where = sandbox_rule(rec.reason)
+            if where is not None:
+                self._child(self.sandbox_denials, agent, NONE, where).inc()
+        self._child(self.runs, agent, status).inc()
+        seconds = _seconds(rec.attributes, "duration_s")
+        if seconds is not None and status != "cancelled":
+            self._child(self.run_seconds, agent).observe(seconds)
+
+    def _observe_llm(self, rec: RecordView) -> None:
+        bound, attributes = self.labels, rec.attributes
+        agent = bound("agent", rec.agent)
+        pool = bound("pool", attributes.get("pool"))
+        self._child(self.llm_calls, agent, pool).inc()
         # the gateway's llm.call records (agentd/gateway/_records.py) name them so
         tokens_in = _count(attributes, "tokens_in")
         tokens_out = _count(attributes, "tokens_out")
         if tokens_in:
-            self._child(self.llm_tokens, agent, pool_label, "input").inc(tokens_in)
+            self._child(self.llm_tokens, agent, pool, "input").inc(tokens_in)
         if tokens_out:
-            self._child(self.llm_tokens, agent, pool_label, "output").inc(tokens_out)
+            self._child(self.llm_tokens, agent, pool, "output").inc(tokens_out)
+        if rec.decision in LLM_DENIALS:
+            self._deny(rec)
+            return
+        if "attempts" in attributes:  # relayed upstream (a refusal never is)
+            latency = _seconds(attributes, "latency_s")
+            if latency is not None:
+                self._child(self.llm_seconds, pool).observe(latency)
+            ttft = _seconds(attributes, "ttft_s")
+            if ttft is not None:
+                self._child(self.llm_ttft, pool).observe(ttft)
 
-    def observe_run(self, agent: str, *, ok: bool, duration_s: float | None) -> None:
-        """Count one finished run (once per message: the run ledger's first completion)."""
-        self.runs.labels(agent, "ok" if ok else "failed").inc()
-        if duration_s is not None and duration_s >= 0:
-            self.run_seconds.labels(agent).observe(duration_s)
-
-    def observe_fleet(
-        self, agents: Sequence[Mapping[str, Any]], *, now: float | None = None
-    ) -> None:
+    def observe_fleet(self, agents: Sequence[Mapping[str, Any]]) -> None:
         """Take a fleet sample: `agentctl ps` rows (agent, desired, backlog, replicas)."""
-        replicas: dict[tuple[str, str], int] = {}
-        backlog: dict[tuple[str, str], int] = {}
-        desired: dict[str, int] = {}
-        for row in agents:
-            name = str(row["agent"])
-            desired[name] = int(row.get("desired") or 0)
-            for state in ("pending", "unacked"):
-                backlog[(name, state)] = int((row.get("backlog") or {}).get(state, 0))
-            for replica in row.get("replicas", ()):
-                key = (name, str(replica["state"]))
-                replicas[key] = replicas.get(key, 0) + 1
-        at = time.monotonic() if now is None else now
-        rate = None
-        if self._last_sample is not None and at > self._last_sample[0]:
-            rate = (self._committed - self._last_sample[1]) / (at - self._last_sample[0])
-        self._last_sample = (at, self._committed)
-        self._fleet.update(replicas, backlog, desired, rate)
+        self._fleet.update(agents)

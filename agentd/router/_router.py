@@ -36,6 +36,9 @@ __all__ = ["Routed", "Router", "TaintSource"]
 
 log = logging.getLogger("agentd.router")
 
+# the router's verdicts and the record kind of each (docs/audit.md, "Record kinds")
+_KINDS = {"routed": "message.routed", "refused": "message.refused"}
+
 
 class DecisionSink(Protocol):
     def __call__(self, kind: str, **fields: Any) -> None: ...
@@ -274,7 +277,7 @@ class Router:
             return
         try:
             self._on_decision(
-                f"message.{decision}",
+                _KINDS[decision],
                 **current_span_ids(),
                 agent=message.to,
                 conversation_id=message.conversation_id,

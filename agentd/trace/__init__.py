@@ -19,11 +19,18 @@ from ._errors import DecisionLogDamaged, DecisionLogError
 from ._ingest import TraceIngest
 from ._keys import load_or_create_signing_key, public_key_path, read_public_key
 from ._log import AppendResult, DecisionLog
-from ._log_writer import LogWriter
+from ._log_writer import CommitObserver, LogWriter
 from ._proof import InclusionProof, verifier_source
 from ._publisher import TracePublisher, build_record
 from ._query import LoggedRecord, export_lines, open_reader
-from ._record import RECORD_KINDS, DecisionRecord, Lineage, new_record_id
+from ._record import (
+    LEGACY_KINDS,
+    RECORD_KINDS,
+    DecisionRecord,
+    Lineage,
+    current_kind,
+    new_record_id,
+)
 from ._redact import REDACTED, Redactor
 from ._retention import PruneResult
 from ._schema import Checkpoint
@@ -35,7 +42,9 @@ from .verifier import ProofVerdict, verify_consistency, verify_inclusion
 
 __all__ = [
     # records
+    "LEGACY_KINDS",
     "RECORD_KINDS",
+    "current_kind",
     "DecisionRecord",
     "Lineage",
     "build_record",
@@ -46,6 +55,7 @@ __all__ = [
     "agent_may_write",
     "agent_source",
     # the durable path from workers: publish, check, ingest, write
+    "CommitObserver",
     "LogWriter",
     "RecordRejected",
     "TraceIngest",

@@ -70,11 +70,13 @@ _NEVER = 1 << 62  # checkpoint_every while signing is held
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """What one `append_batch` stored: `appended` new records, `duplicates` dropped by id."""
+    """What one `append_batch` stored: `appended` new records, `duplicates` dropped by id
+    (`held`: the ids the log held before; the others are repeats within the batch)."""
 
     appended: int
     duplicates: int
     tree_size: int
+    held: frozenset[str] = frozenset()
 
 
 class DecisionLog:
@@ -175,7 +177,7 @@ class DecisionLog:
             if self._refusal is not None:
                 raise self._refusal
             try:
-                appended, duplicates = write_batch(
+                appended, duplicates, held = write_batch(
                     self._conn,
                     self._state,
                     batch,
@@ -186,7 +188,7 @@ class DecisionLog:
             except DecisionLogDamaged as exc:
                 self._refusal = exc  # rewritten under the writer: never sign over it
                 raise
-            return AppendResult(appended, duplicates, self._state.frontier.size)
+            return AppendResult(appended, duplicates, self._state.frontier.size, held)
 
     def append(self, record: DecisionRecord) -> AppendResult:
         """Store one record (a batch of one)."""

@@ -10,13 +10,21 @@ next one (group commit): one COMMIT for the recorder's records and the ingest's.
 
 A merged transaction that fails is retried batch by batch, so one producer's unstorable record
 fails only that producer's `append`, never the others'.
+
+Observers (`add_observer`: the metrics, the live decision feed) see every record the log
+stored, whichever producer gave it (the daemon's recorder or the trace ingest of replicas'
+records), once: ids the log held already (a redelivery) and repeats within a batch are left
+out. They are called in committed order from a task of their own, so the next transaction is
+not held up by them; a slow observer only lets committed batches queue for it. The records are
+those given to `append` (before redaction; a `WireRecord` keeps the text a replica sent), and
+an observer's failure is logged, never raised.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar, TypeVarTuple, Unpack
 
@@ -38,6 +46,9 @@ Args = TypeVarTuple("Args")
 # Records merged into one transaction at most: large enough to amortize COMMIT, small enough
 # that one transaction does not hold the recorder's records back for long.
 MAX_MERGED = 8192
+
+CommitObserver = Callable[[Sequence[DecisionRecord | WireRecord]], Awaitable[None]]
+"""Called with the records of each committed transaction that the log did not hold yet."""
 
 
 @dataclass(eq=False)
@@ -66,6 +77,14 @@ class LogWriter:
             self._released.set()
         self.transactions = 0
         """Transactions committed so far (merged batches count once)."""
+        self._observers: list[CommitObserver] = []
+        self._committed_batches: deque[Sequence[DecisionRecord | WireRecord]] = deque()
+        self._observe_wake = anyio.Event()
+        self._written_all = False
+
+    def add_observer(self, observer: CommitObserver) -> None:
+        """Call `observer` with the newly stored records of every committed transaction."""
+        self._observers.append(observer)
 
     async def append(self, records: Sequence[DecisionRecord | WireRecord]) -> AppendResult:
         """Store `records` in the log; return once they are committed (or raise why not).
@@ -80,6 +99,7 @@ class LogWriter:
         self._wake.set()
         if not self._running:  # not started yet (or already stopped): write inline
             await self._write_next()
+            await self._tell_observers()
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error
@@ -105,19 +125,61 @@ class LogWriter:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Write queued batches until `close()`."""
         self._running = True
-        task_status.started()
         try:
-            await self._released.wait()  # queued batches wait for the anchor check
-            while not (self._closing and not self._queue):
-                if not self._queue:
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
-                    continue
-                with anyio.CancelScope(shield=True):  # a started commit is seen through
-                    await self._write_next()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._observe_loop)
+                task_status.started()
+                await self._write_loop()
+                self._written_all = True  # the observers finish what is queued, then return
+                self._observe_wake.set()
         finally:
             self._running = False
             self._stopped.set()
+
+    async def _write_loop(self) -> None:
+        await self._released.wait()  # queued batches wait for the anchor check
+        while not (self._closing and not self._queue):
+            if not self._queue:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            with anyio.CancelScope(shield=True):  # a started commit is seen through
+                await self._write_next()
+
+    async def _observe_loop(self) -> None:
+        while True:
+            with anyio.CancelScope(shield=True):  # a batch taken is told to every observer
+                await self._tell_observers()
+            if self._written_all:
+                return
+            await self._observe_wake.wait()
+            self._observe_wake = anyio.Event()
+
+    async def _tell_observers(self) -> None:
+        while self._committed_batches:
+            batch = self._committed_batches.popleft()
+            for observer in self._observers:
+                try:
+                    await observer(batch)
+                except Exception:
+                    log.exception("a decision-record observer failed")
+
+    def _queue_for_observers(
+        self, records: Sequence[DecisionRecord | WireRecord], result: AppendResult
+    ) -> None:
+        """Queue what `result` stored of `records` for the observers."""
+        if not self._observers or result.appended == 0:
+            return
+        if result.duplicates:
+            seen = set(result.held)
+            new = []
+            for record in records:
+                if record.id not in seen:
+                    seen.add(record.id)
+                    new.append(record)
+            records = new
+        self._committed_batches.append(records)
+        self._observe_wake.set()
 
     async def close(self) -> None:
         """Write what is queued, then sign a final checkpoint and close the log (repeatable)."""
@@ -129,6 +191,7 @@ class LogWriter:
                 await self._stopped.wait()
             while self._queue:
                 await self._write_next()
+            await self._tell_observers()
             await anyio.to_thread.run_sync(self.log.close, limiter=self._thread)
 
     async def _write_next(self) -> None:
@@ -156,6 +219,7 @@ class LogWriter:
             self.transactions += 1
             for pending in merged:
                 pending.result = result
+            self._queue_for_observers(records, result)
         for pending in merged:
             pending.done.set()
         self._committed.set()
@@ -168,5 +232,6 @@ class LogWriter:
                     self.log.append_batch, pending.records, limiter=self._thread
                 )
                 self.transactions += 1
+                self._queue_for_observers(pending.records, pending.result)
             except Exception as exc:
                 pending.error = exc

@@ -29,7 +29,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic_core import PydanticSerializationError
 
 __all__ = [
+    "LEGACY_KINDS",
     "RECORD_KINDS",
+    "current_kind",
     "DecisionRecord",
     "Lineage",
     "new_record_id",
@@ -53,8 +55,10 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "message.dead_lettered",
         # policy engine
         "policy.reloaded",
-        # supervisor: agent replicas
+        # supervisor: agent replicas (and the embedded nats-server, without `agent`)
         "agent.spawned",
+        "agent.ready",
+        "agent.unhealthy",
         "agent.exited",
         "agent.restarted",
         "agent.failed",
@@ -80,6 +84,8 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "cluster.reconciled",
         # control plane: every operator command, with `operator` set
         "control.command",
+        # the daemon's configuration file read again (SIGHUP / `agentctl reload`)
+        "config.reloaded",
         # agent replicas, one record per step of each run (an inbox message handled): `run_id`,
         # `conversation_id`, `replica` and `lineage` set; started carries the message id, the
         # sender and the delivery attempt; finished and failed carry `duration_s` (failed also
@@ -94,6 +100,21 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "trace.rejected",
     }
 )
+
+LEGACY_KINDS: dict[str, str] = {
+    "x.child.ready": "agent.ready",
+    "x.child.unhealthy": "agent.unhealthy",
+    "x.config.reloaded": "config.reloaded",
+}
+"""Kinds older daemons wrote as extensions, and the names they have now. Old logs keep them
+(bodies are hashed verbatim, and `x.*` kinds stay valid), so they stay readable and verifiable;
+readers that group by kind map them with `current_kind`."""
+
+
+def current_kind(kind: str) -> str:
+    """The kind a record of `kind` is written as today (old extension names mapped)."""
+    return LEGACY_KINDS.get(kind, kind)
+
 
 # the record's free-text fields: redaction scans them, the ingest's wire check types them
 TEXT_FIELDS = (

@@ -70,8 +70,9 @@ def write_batch(
     sign: Signer,
     log_id: str,
     checkpoint_every: int,
-) -> tuple[int, int]:
-    """Insert the records not stored yet in one transaction; return (appended, duplicates).
+) -> tuple[int, int, frozenset[str]]:
+    """Insert the records not stored yet in one transaction; return (appended, duplicates,
+    the ids of the batch the log held already).
 
     `state` advances only when the transaction commits.
     """
@@ -80,7 +81,7 @@ def write_batch(
         unique.setdefault(record.id, record)
     duplicates = len(batch) - len(unique)
     if not unique:
-        return 0, duplicates
+        return 0, duplicates, frozenset()
     # Serialize before the transaction: a record that cannot be stored fails the batch here.
     bodies = {record_id: record.body_json() for record_id, record in unique.items()}
     frontier = state.frontier.copy()
@@ -165,7 +166,7 @@ def write_batch(
     state.block_keys = block_keys
     if state.leaves is not None:
         state.leaves.extend(new_leaves)
-    return len(rows), duplicates
+    return len(rows), duplicates, frozenset(stored)
 
 
 def sign_checkpoint(

@@ -1,11 +1,17 @@
 """agentd's Prometheus endpoint, scraped from a real daemon and parsed with prometheus_client:
-runs and their latency, tool calls by effect, decisions, replicas by state, restarts, backlog."""
+a scripted workload (runs that succeed and fail, a dead letter, a policy denial, a tool call
+from a worker) and the counts it must move; tool calls by effect, replicas by state, restarts,
+backlog."""
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -67,6 +73,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     agents.mkdir()
     (agents / "underwriter").symlink_to(TEST_AGENTS / "toolrunner")
     (agents / "echo").symlink_to(REPO / "agents" / "echo")
+    (agents / "poison").symlink_to(TEST_AGENTS / "poison")
     port = free_port()
     config = write_config(
         directory,
@@ -78,62 +85,117 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             "[autoscale]\nenabled = false\n"
         ),
     )
-    with running_daemon(config, env={"AGENTD_LOAN_LEDGER": str(directory / "ledger.jsonl")}) as d:
+    env = {
+        "AGENTD_LOAN_LEDGER": str(directory / "ledger.jsonl"),
+        "POISON_FIX": str(directory / "never-fixed"),
+    }
+    with running_daemon(config, env=env) as d:
         yield Daemon(d, port)
         assert d.stop() == 0
 
 
+def follow(daemon: Daemon, agent: str, count: int) -> subprocess.Popen[str]:
+    """`agentctl trace --follow` for `agent`, once its subscription is in place."""
+    process = daemon.process
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "agentd.cli.agentctl", "--url", process.url]
+        + ["--creds", str(process.admin_creds), "--json", "trace"]
+        + ["--follow", "--agent", agent, "--count", str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stderr is not None
+    ready = follower.stderr.readline()
+    assert ready.startswith(f"following decisions of {agent}"), ready
+    return follower
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+
 @pytest.mark.integration
-def test_runs_and_their_latency_are_counted_once_each(daemon: Daemon) -> None:
+def test_a_scripted_workload_moves_every_count_it_should(daemon: Daemon) -> None:
+    """Runs that succeed and fail, a dead letter, a policy denial and a tool call from a
+    worker: every record of them (the daemon's and the replicas') reaches /metrics, exactly."""
     status = daemon.ctl("status")
     assert status["metrics_url"] == f"http://127.0.0.1:{daemon.port}/metrics"
-    before = value(scrape(daemon.port), "agentd_runs_total", agent="echo", status="ok") or 0
-    for i in range(3):
-        assert daemon.ctl("ask", "echo", json.dumps({"text": f"m{i}"}))["ok"]
-    samples = until(
-        daemon.port,
-        lambda s: (value(s, "agentd_runs_total", agent="echo", status="ok") or 0) >= before + 3,
-    )
-    assert value(samples, "agentd_runs_total", agent="echo", status="ok") == before + 3
-    count = value(samples, "agentd_run_duration_seconds_count", agent="echo")
-    total = value(samples, "agentd_run_duration_seconds_sum", agent="echo")
-    assert count is not None and count >= 3 and total is not None and total > 0
-    routed = value(samples, "agentd_decisions_total", kind="message.routed", decision="routed")
-    assert routed is not None and routed >= 3
-    assert (value(samples, "agentd_messages_total", agent="echo", outcome="routed") or 0) >= 3
-    rate = value(samples, "agentd_decisions_per_second")
-    assert rate is not None and rate >= 0
-
-
-@pytest.mark.integration
-def test_tool_calls_are_counted_by_effect(daemon: Daemon) -> None:
-    args = {"applicant_id": "A-4711"}
-    assert daemon.ctl("ask", "underwriter", json.dumps({"tool": "credit.score", "args": args}))
-    denied = {"tool": "sql.query", "args": {"query": "DELETE FROM loans"}}
-    assert daemon.ctl("ask", "underwriter", json.dumps(denied))["output"]["error"]
-
-    def counted(s: Samples) -> bool:
-        executed = value(
-            s,
-            "agentd_tool_calls_total",
-            agent="underwriter",
-            tool="credit.score",
-            effect="executed",
+    before = scrape(daemon.port)
+    follower = follow(daemon, "poison", 9)
+    try:
+        for i in range(3):
+            assert daemon.ctl("ask", "echo", json.dumps({"text": f"m{i}"}))["ok"]
+        failed = daemon.ctl("send", "poison", json.dumps({"poison": True}), "--wait")
+        assert failed["ok"] is False and "cannot digest poison" in failed["error"]
+        args = {"applicant_id": "A-4711"}
+        scored = daemon.ctl(
+            "ask", "underwriter", json.dumps({"tool": "credit.score", "args": args})
         )
-        refused = value(
-            s, "agentd_tool_calls_total", agent="underwriter", tool="sql.query", effect="denied"
-        )
-        return (executed or 0) >= 1 and (refused or 0) >= 1
+        assert scored["ok"], scored
+        denied = {"tool": "sql.query", "args": {"query": "DELETE FROM loans"}}
+        assert daemon.ctl("ask", "underwriter", json.dumps(denied))["output"]["error"]
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(5)
+    # the live feed carries the replica's own records, not only the daemon's
+    fed = [json.loads(line) for line in out.splitlines()]
+    assert follower.returncode == 0, err
+    kinds = collections.Counter(r["kind"] for r in fed)
+    assert kinds == {
+        "control.command": 1,  # agentctl send
+        "message.routed": 1,
+        "run.started": 3,
+        "run.failed": 3,
+        "message.dead_lettered": 1,
+    }, kinds
+    assert {r["source"] for r in fed if r["kind"].startswith("run.")} == {"agent:poison"}
 
-    samples = until(daemon.port, counted)
-    requested = value(
-        samples,
-        "agentd_tool_calls_total",
-        agent="underwriter",
-        tool="credit.score",
-        effect="requested",
-    )
-    assert requested is not None and requested >= 1
+    def settled(s: Samples) -> bool:
+        return (
+            delta(before, s, "agentd_runs_total", agent="poison", status="failed") >= 3
+            and delta(before, s, "agentd_runs_total", agent="underwriter", status="ok") >= 2
+            and delta(before, s, "agentd_runs_total", agent="echo", status="ok") >= 3
+        )
+
+    after = until(daemon.port, settled)
+    d = functools.partial(delta, before, after)
+    # runs: successes and failures, each attempt once
+    assert d("agentd_runs_total", agent="echo", status="ok") == 3
+    assert d("agentd_runs_total", agent="poison", status="failed") == 3
+    assert d("agentd_runs_total", agent="poison", status="ok") == 0
+    assert d("agentd_runs_total", agent="underwriter", status="ok") == 2
+    assert d("agentd_run_duration_seconds_count", agent="echo") == 3
+    assert d("agentd_run_duration_seconds_count", agent="poison") == 3
+    assert d("agentd_run_duration_seconds_sum", agent="echo") > 0
+    # the replicas' records are decisions like the daemon's
+    assert d("agentd_decisions_total", kind="run.started", decision="-") == 8
+    assert d("agentd_decisions_total", kind="run.finished", decision="ok") == 5
+    assert d("agentd_decisions_total", kind="run.failed", decision="error") == 3
+    # the dead letter: a record and a message outcome
+    dead = {"kind": "message.dead_lettered", "decision": "dead_lettered"}
+    assert d("agentd_decisions_total", **dead) == 1
+    assert d("agentd_messages_total", agent="poison", outcome="dead_lettered") == 1
+    assert d("agentd_messages_total", agent="poison", outcome="routed") == 1
+    assert d("agentd_messages_total", agent="echo", outcome="routed") == 3
+    # the tool call a worker made through the gateway, and the one policy refused
+    executed = {"agent": "underwriter", "tool": "credit.score", "effect": "executed"}
+    assert d("agentd_tool_calls_total", **executed) == 1
+    assert d("agentd_tool_calls_total", **{**executed, "effect": "requested"}) == 1
+    assert d("agentd_tool_call_duration_seconds_count", tool="credit.score", outcome="ok") == 1
+    refused = {"agent": "underwriter", "tool": "sql.query", "effect": "denied"}
+    assert d("agentd_tool_calls_total", **refused) == 1
+    denials = {
+        dict(labels).get("rule"): d(name, **dict(labels))
+        for (name, labels) in after
+        if name == "agentd_policy_denials_total" and dict(labels)["kind"] == "tool.denied"
+    }
+    assert sum(denials.values()) == 1 and None not in denials and "-" not in denials, denials
+    # what was built, and no precomputed rate
+    assert any(name == "agentd_build_info" and dict(labels)["version"] for name, labels in after)
+    assert not any(name == "agentd_decisions_per_second" for name, _ in after)
 
 
 @pytest.mark.integration

@@ -3,12 +3,14 @@
 Every series costs the daemon memory and Prometheus a time series for as long as it exists, so a
 label whose values come from outside (an agent asks for a tool that does not exist, names its
 own `x.*` record kinds, a refused LLM call names a model) must not mint a series per value.
-Each label name (agent, tool, pool, kind, rule, ...) keeps at most `limit` distinct values for
+Each label name (agent, tool, pool, rule, ...) keeps at most `limit` distinct values for
 the life of the daemon; a value that would exceed it is counted under `_other` (and logged once
-per label), and every value is cut to `MAX_VALUE_CHARS`. Values the daemon defines itself
-(record kinds in `RECORD_KINDS`, outcomes, effects) never reach the limit in practice; the
-limits bound the rest: agents and tools by what the fleet and the registry hold, rules by the
-policy's size.
+per label), and every value is cut to `MAX_VALUE_CHARS`. Record kinds of `RECORD_KINDS`, effects
+and outcomes are the daemon's own, a fixed set, and are exported as they are; extension kinds
+(`x.*`, which agents name) and their verdicts are kept apart (`x_kind`, `x_decision`) so that
+an agent's inventions can never push the daemon's own values out. The limits bound the rest:
+agents and tools by what the fleet and the registry hold, rules by the policy's size, pools by
+the configuration.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ DEFAULT_LIMITS: Mapping[str, int] = {
     "agent": 1000,
     "tool": 1000,
     "pool": 100,
-    "kind": 200,
     "rule": 500,
     "decision": 200,
+    "x_kind": 200,
+    "x_decision": 200,
 }
 """Distinct values kept per label name; names not listed get `FALLBACK_LIMIT`."""
 FALLBACK_LIMIT = 100

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
 import agentd
-from agentd.trace import DecisionRecord, WireRecord
+from agentd.trace import RECORD_KINDS, DecisionRecord, WireRecord
 
 from ._fleet import FleetCollector
 from ._labels import NONE, BoundedLabels
@@ -188,7 +188,11 @@ class AgentdMetrics:
         for record in records:
             rec = view(record)
             kind = rec.kind
-            self._child(self.decisions, bound("kind", kind), bound("decision", rec.decision)).inc()
+            if kind in RECORD_KINDS:
+                labels = (kind, bound("decision", rec.decision))
+            else:  # extensions (`x.*`) name themselves: bounded apart from the daemon's kinds
+                labels = (bound("x_kind", kind), bound("x_decision", rec.decision))
+            self._child(self.decisions, *labels).inc()
             family = kind.split(".", 1)[0]
             if family == "tool":
                 self._observe_tool(rec)

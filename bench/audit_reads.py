@@ -4,9 +4,12 @@ the same run on the same data.
 - export: `agentd.audit.export_page` page after page (512 KiB pages, a fresh read-only
   connection per page, as `agentctl audit export` asks the daemon) against one raw
   `SELECT ... ORDER BY seq` over the same rows building the same JSON lines;
-- observe: `AgentdMetrics.observe` (what the recorder calls for every committed record) against
-  the same counters updated the plain prometheus-client way, `counter.labels(...).inc()` per
-  record and counter (no cache of labelled children);
+- observe: `AgentdMetrics.observe` (what the log writer's observer calls for every committed
+  record) against the same counters updated the plain prometheus-client way,
+  `counter.labels(...).inc()` per record and counter (no cache of labelled children);
+- observe_wire: the same for replicas' records as the ingest hands them over (`WireRecord`s of
+  `run.finished`, ~1 KB, whose verdict and attributes are read from their text), against the
+  same baseline as observe;
 - verify: `DecisionLog.verify` over the whole file (records per second; no raw baseline: it is
   the hash chain and Merkle checks themselves).
 
@@ -23,14 +26,14 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from agentd.audit import export_page
 from agentd.metrics import AgentdMetrics
-from agentd.trace import DecisionLog, DecisionRecord
+from agentd.trace import DecisionLog, DecisionRecord, WireRecord, parse_published
 
 Figures = tuple[int, int, float]
 KINDS = ("message.routed", "tool.requested", "tool.executed", "llm.call", "agent.spawned")
@@ -48,6 +51,23 @@ def make_records(count: int) -> list[DecisionRecord]:
         )
         for i in range(count)
     ]
+
+
+def make_wire_records(count: int) -> list[WireRecord | DecisionRecord]:
+    """`run.finished` records as a replica publishes them and the ingest accepts them."""
+    wire: list[WireRecord | DecisionRecord] = []
+    for i in range(count):
+        record = DecisionRecord(
+            kind="run.finished",
+            agent=f"agent-{i % 4}",
+            run_id=f"run-{i}",
+            decision="ok",
+            inputs={"text": "x" * 600, "n": i},
+            attributes={"duration_s": 0.25},
+        )
+        wire.append(parse_published(f"agent-{i % 4}", record.body_json().encode()))
+    assert all(isinstance(r, WireRecord) for r in wire)
+    return wire
 
 
 def time_export(path: Path) -> float:
@@ -75,11 +95,11 @@ def time_raw_select(path: Path) -> float:
 
 
 class _UncachedMetrics(AgentdMetrics):
-    def _child(self, counter: Counter, *labels: str) -> Counter:
+    def _child(self, counter: Counter | Histogram, *labels: str) -> Counter | Histogram:
         return counter.labels(*labels)
 
 
-def time_observe(metrics: AgentdMetrics, records: list[DecisionRecord]) -> float:
+def time_observe(metrics: AgentdMetrics, records: Sequence[DecisionRecord | WireRecord]) -> float:
     start = time.perf_counter()
     metrics.observe(records)
     return time.perf_counter() - start
@@ -119,6 +139,13 @@ def main() -> int:
             lambda: time_observe(AgentdMetrics(), records),
             lambda: time_observe(_UncachedMetrics(), records),
         )
+        wire = make_wire_records(args.rows)
+        observed_wire, _, observe_wire_ratio = compare(
+            args.rows,
+            args.rounds,
+            lambda: time_observe(AgentdMetrics(), wire),
+            lambda: time_observe(_UncachedMetrics(), records),
+        )
         start = time.perf_counter()
         report = log.verify()
         verify_s = time.perf_counter() - start
@@ -133,6 +160,8 @@ def main() -> int:
         "observe_records_per_s": observed,
         "plain_labels_records_per_s": plain,
         "observe_ratio": observe_ratio,
+        "observe_wire_records_per_s": observed_wire,
+        "observe_wire_ratio": observe_wire_ratio,
         "verify_records_per_s": round(args.rows / verify_s),
     }
     print(json.dumps(result))

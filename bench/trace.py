@@ -13,7 +13,11 @@ The baseline is bench/trace_log's raw run (pre-serialized rows, SHA-256 chain, o
 mean of the two is the baseline: a shared machine's load drifts). Afterwards the log must hold
 every record exactly once and `verify()` must pass (`lost` counts what is missing).
 
-    PYTHONPATH=. python bench/trace.py [--records 40000] [--publishers 4]
+With `--observers` the daemon's log-writer observers run too, as in a daemon: the metrics
+(`AgentdMetrics.observe`) and the live decision feed (a redacted summary of each record published
+on `agentd.evt.decision`); the clock then stops once they have seen the last record.
+
+    PYTHONPATH=. python bench/trace.py [--records 40000] [--publishers 4] [--observers]
 
 Prints one JSON object.
 """
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import nats
@@ -39,6 +44,8 @@ from trace_log import bench_raw, make_records  # noqa: E402
 
 from agentd.bus import Subjects  # noqa: E402
 from agentd.config import TraceConfig  # noqa: E402
+from agentd.daemon._decision_feed import DecisionFeed  # noqa: E402
+from agentd.metrics import AgentdMetrics  # noqa: E402
 from agentd.trace import DecisionLog, LogWriter, Redactor, TraceIngest, TracePublisher  # noqa: E402
 
 # what a worker publishes (its run records): only the daemon writes tool.* records
@@ -79,7 +86,11 @@ async def publisher_main(url: str, agent: str, count: int) -> None:
 
 
 async def ingest_side(
-    url: str, directory: Path, total: int, procs: list[subprocess.Popen[str]]
+    url: str,
+    directory: Path,
+    total: int,
+    procs: list[subprocess.Popen[str]],
+    observers: bool = False,
 ) -> tuple[float, float, float, dict[str, int]]:
     """Run the daemon's side until `total` records are committed; return (seconds, CPU
     seconds of this process, CPU seconds of nats-server, the ingest's counters)."""
@@ -94,6 +105,18 @@ async def ingest_side(
     nc = await nats.connect(url)
     try:
         ingest = TraceIngest(nc, Subjects(), writer, TraceConfig())
+        observed, seen_all = [0], anyio.Event()
+        if observers:
+            metrics, feed = AgentdMetrics(), DecisionFeed(nc, Subjects(), redactor)
+
+            async def observe(records: Any) -> None:
+                metrics.observe(records)
+                await feed(records)
+                observed[0] += len(records)
+                if observed[0] >= total:
+                    seen_all.set()
+
+            writer.add_observer(observe)
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
             await tg.start(ingest.run)
@@ -111,6 +134,8 @@ async def ingest_side(
             with anyio.fail_after(300):
                 while log.tree_size < total:
                     await writer.next_commit()
+                if observers:
+                    await seen_all.wait()
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             server_cpu = nats_server_cpu_s() - server_cpu
             await ingest.shutdown()
@@ -158,6 +183,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=40_000)
     parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--observers", action="store_true")
     parser.add_argument("--publisher", nargs=3, metavar=("URL", "AGENT", "COUNT"))
     args = parser.parse_args()
     if args.publisher:
@@ -183,7 +209,13 @@ def main() -> int:
             ]
             try:
                 elapsed, cpu, server_cpu, stats = anyio.run(
-                    ingest_side, url, base, total, procs, backend_options={"use_uvloop": True}
+                    ingest_side,
+                    url,
+                    base,
+                    total,
+                    procs,
+                    args.observers,
+                    backend_options={"use_uvloop": True},
                 )
                 outs = [json.loads(finished_output(p).splitlines()[-1]) for p in procs]
             finally:
@@ -205,6 +237,7 @@ def main() -> int:
     result = {
         "records": total,
         "publishers": args.publishers,
+        "observers": args.observers,
         "avg_body_bytes": round(sum(len(b.encode()) for b in bodies) / total),
         "path_records_per_s": round(rate),
         "raw_rows_per_s": round(raw_rate),

@@ -48,6 +48,12 @@ class BoundedLabels:
         self._warned: set[str] = set()
 
     def __call__(self, name: str, value: object) -> str:
+        seen = self._seen.get(name)
+        if seen is not None and value in seen:  # the common case: a value seen before
+            return value  # narrowed to str: only str values are kept
+        return self._first(name, value)
+
+    def _first(self, name: str, value: object) -> str:
         if value is None or value == "":
             return NONE
         text = value if isinstance(value, str) else str(value)

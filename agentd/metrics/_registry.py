@@ -27,6 +27,9 @@ from ._fleet import FleetCollector
 from ._labels import NONE, BoundedLabels
 from ._view import RecordView, view
 
+Record = DecisionRecord | RecordView
+_EMPTY: Mapping[str, Any] = {}
+
 __all__ = ["AgentdMetrics"]
 
 RUN_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -186,7 +189,8 @@ class AgentdMetrics:
         """Count committed records (each once, after commit; duplicates left out)."""
         bound = self.labels
         for record in records:
-            rec = view(record)
+            # the daemon's records are read as they are; a replica's from its text
+            rec = record if isinstance(record, DecisionRecord) else view(record)
             kind = rec.kind
             if kind in RECORD_KINDS:
                 labels = (kind, bound("decision", rec.decision))
@@ -212,13 +216,13 @@ class AgentdMetrics:
             ):
                 self._deny(rec)
 
-    def _deny(self, rec: RecordView) -> None:
+    def _deny(self, rec: Record) -> None:
         bound = self.labels
         labels = (bound("kind", rec.kind), bound("decision", rec.decision), bound("rule", rec.rule))
         self._child(self.policy_denials, *labels).inc()
 
-    def _observe_tool(self, rec: RecordView) -> None:
-        bound, attributes = self.labels, rec.attributes
+    def _observe_tool(self, rec: Record) -> None:
+        bound, attributes = self.labels, rec.attributes or _EMPTY
         tool = bound("tool", attributes.get("tool"))
         effect = rec.kind[5:]
         self._child(self.tool_calls, bound("agent", rec.agent), tool, effect).inc()
@@ -245,7 +249,7 @@ class AgentdMetrics:
                 waited = max(rec.ts - asked[0], 0.0)
                 self._child(self.approval_seconds, asked[1], outcome).observe(waited)
 
-    def _observe_run(self, rec: RecordView) -> None:
+    def _observe_run(self, rec: Record) -> None:
         if rec.kind == "run.started":
             return
         agent = self.labels("agent", rec.agent)
@@ -259,12 +263,12 @@ class AgentdMetrics:
             if where is not None:
                 self._child(self.sandbox_denials, agent, NONE, where).inc()
         self._child(self.runs, agent, status).inc()
-        seconds = _seconds(rec.attributes, "duration_s")
+        seconds = _seconds(rec.attributes or _EMPTY, "duration_s")
         if seconds is not None and status != "cancelled":
             self._child(self.run_seconds, agent).observe(seconds)
 
-    def _observe_llm(self, rec: RecordView) -> None:
-        bound, attributes = self.labels, rec.attributes
+    def _observe_llm(self, rec: Record) -> None:
+        bound, attributes = self.labels, rec.attributes or _EMPTY
         agent = bound("agent", rec.agent)
         pool = bound("pool", attributes.get("pool"))
         self._child(self.llm_calls, agent, pool).inc()

@@ -3,7 +3,7 @@
 The daemon's own records arrive as `DecisionRecord`s; records the trace ingest took from
 replicas arrive as `WireRecord`s, which keep the JSON text a replica published and only the
 indexed columns: their verdict and attributes are read from that text (one C-speed parse, about
-as long as the counting itself).
+as long as the counting itself), or taken from the ingest's own parse (`WireRecord.fields`).
 """
 
 from __future__ import annotations
@@ -55,10 +55,12 @@ def view(record: DecisionRecord | WireRecord) -> RecordView:
             record.source,
             record.attributes or _EMPTY,
         )
-    try:
-        obj = _loads(record.body)
-    except ValueError:  # checked by the ingest: cannot happen, and must not stop the count
-        obj = _EMPTY
+    obj: Mapping[str, Any] | None = record.fields  # the ingest's own parse, when it kept it
+    if obj is None:
+        try:
+            obj = _loads(record.body)
+        except ValueError:  # checked by the ingest: cannot happen, and must not stop the count
+            obj = _EMPTY
     if not isinstance(obj, dict):
         obj = _EMPTY
     attributes = obj.get("attributes")

@@ -83,6 +83,10 @@ class WireRecord(NamedTuple):
     body: str
     source: str | None = None
     """The `source` the body claims (the ingest puts the real one in)."""
+    fields: dict[str, Any] | None = None
+    """The JSON object the check parsed `body` to, kept for the log writer's observers
+    (metrics, the live feed) so that they need not parse the text again; read-only. What the
+    log stores and hashes is `body` alone (`source` is in `body`, not here)."""
 
     def body_json(self) -> str:
         """The JSON text the log stores and hashes (as for `DecisionRecord.body_json`)."""
@@ -150,6 +154,7 @@ def check_wire_record(data: bytes | str) -> WireRecord | None:
         obj.get("trace_id"),
         text,
         obj.get("source"),
+        obj,
     )
 
 
@@ -237,6 +242,7 @@ def _with_source(record: WireRecord, agent: str) -> WireRecord:
         record.trace_id,
         body,
         source,
+        record.fields,
     )
 
 

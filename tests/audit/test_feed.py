@@ -9,7 +9,7 @@ from nats.aio.client import Client
 
 from agentd.bus import Subjects
 from agentd.daemon._decision_feed import DecisionFeed
-from agentd.trace import REDACTED, DecisionRecord, Redactor
+from agentd.trace import REDACTED, DecisionRecord, Redactor, WireRecord, parse_published
 
 SECRET = "sk-" + "Z" * 24
 
@@ -64,3 +64,25 @@ def test_huge_attributes_are_dropped_from_the_summary() -> None:
         Redactor(max_inline_bytes=256), kind="llm.call", agent="a", attributes={"big": "x" * 1000}
     )
     assert "attributes" not in got and got["agent"] == "a"
+
+
+def test_a_replicas_record_is_summarized_from_its_text_and_redacted_the_same() -> None:
+    """Records the ingest took from a replica reach the feed as the text the replica published
+    (`WireRecord`): the same summary, payloads left out, the ingest's source, secrets removed."""
+    redactor = Redactor([r"sk-[A-Za-z0-9]{20,}"])
+    feed = DecisionFeed(Client(), Subjects("agentd"), redactor)
+    body = DecisionRecord(
+        kind="run.failed",
+        agent="intake",
+        run_id="r9",
+        decision="error",
+        reason=f"upstream said: key {SECRET} refused",
+        inputs={"message_id": "m1"},
+        attributes={"duration_s": 0.5},
+    ).body_json()
+    record = parse_published("intake", body.encode())
+    assert isinstance(record, WireRecord)
+    got = json.loads(feed.summary(record))
+    assert SECRET not in json.dumps(got) and REDACTED in got["reason"]
+    assert "inputs" not in got and got["attributes"] == {"duration_s": 0.5}
+    assert (got["kind"], got["agent"], got["source"]) == ("run.failed", "intake", "agent:intake")

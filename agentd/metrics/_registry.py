@@ -134,7 +134,7 @@ class AgentdMetrics:
         )
         self.llm_ttft = histogram(
             "agentd_llm_time_to_first_token_seconds",
-            "Time from an LLM request to the first token the model sent, by model pool",
+            "Streamed LLM calls: from the request to the first bytes of the stream, by pool",
             ["pool"],
             TTFT_SECONDS_BUCKETS,
         )

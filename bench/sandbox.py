@@ -1,6 +1,6 @@
 """The sandbox's cost: replica spawn-to-ready (`scale echo 1 -> 2`, answered once the new
-replica is ready) and the echo round trip, with [sandbox].mode = "enforce" and "off", two
-daemons side by side, measured alternately in the same run; and an isolated tool call (the
+replica is ready) and the echo round trip, with [sandbox].mode = "enforce" (a uid per agent
+when run as root), "enforce" with users = "off", and "off", three daemons side by side, measured alternately in the same run; and an isolated tool call (the
 shipped `sql.query`, one `SELECT`, through the tool host as the gateway runs it: a child process
 per call) with its sandbox and without, alternately. Ratios: enforce / off.
 
@@ -33,6 +33,13 @@ from agentd.tools import ToolRegistry, run_tool  # noqa: E402
 from tests.harness import DaemonProcess, admin_credentials, write_config  # noqa: E402
 
 MODES = ("enforce", "off")
+# each daemon's [sandbox]: enforce with a uid per agent (the default when the daemon runs as
+# root), enforce with the daemon's uid (users = "off"), and no sandbox
+DAEMONS = {
+    "enforce": 'mode = "enforce"\n',
+    "enforce_same_uid": 'mode = "enforce"\nusers = "off"\n',
+    "off": 'mode = "off"\n',
+}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -56,33 +63,36 @@ async def echo_round_trip(ctl: ControlClient, i: int) -> float:
 
 
 async def measure(urls: dict[str, str], spawns: int, rounds: int) -> dict[str, Any]:
-    samples: dict[str, dict[str, list[float]]] = {m: {"spawn": [], "echo": []} for m in MODES}
-    clients = {m: ControlClient(urls[m], credentials=admin_credentials(urls[m])) for m in MODES}
+    modes = list(urls)
+    samples: dict[str, dict[str, list[float]]] = {m: {"spawn": [], "echo": []} for m in modes}
+    clients = {m: ControlClient(urls[m], credentials=admin_credentials(urls[m])) for m in modes}
     for client in clients.values():
         await client.__aenter__()
     try:
         for i in range(rounds + 20):  # alternate, the first 20 warm up
-            for mode in MODES if i % 2 else reversed(MODES):
+            for mode in modes if i % 2 else reversed(modes):
                 elapsed = await echo_round_trip(clients[mode], i)
                 if i >= 20:
                     samples[mode]["echo"].append(elapsed)
         for i in range(spawns):
-            for mode in MODES if i % 2 else reversed(MODES):
+            for mode in modes if i % 2 else reversed(modes):
                 samples[mode]["spawn"].append(await spawn_to_ready(clients[mode]))
     finally:
         for client in clients.values():
             await client.__aexit__(None, None, None)
     out: dict[str, Any] = {}
-    for mode in MODES:
+    for mode in modes:
         out[mode] = {
             "spawn_to_ready": percentiles(samples[mode]["spawn"]),
             "echo_round_trip": percentiles(samples[mode]["echo"]),
         }
-    med = {m: {k: statistics.median(v) for k, v in samples[m].items()} for m in MODES}
-    out["ratio_enforce_over_off"] = {
-        "spawn_to_ready_median": round(med["enforce"]["spawn"] / med["off"]["spawn"], 3),
-        "echo_round_trip_median": round(med["enforce"]["echo"] / med["off"]["echo"], 3),
-    }
+    med = {m: {k: statistics.median(v) for k, v in samples[m].items()} for m in modes}
+    for mode in modes:
+        if mode != "off":
+            out[f"ratio_{mode}_over_off"] = {
+                "spawn_to_ready_median": round(med[mode]["spawn"] / med["off"]["spawn"], 3),
+                "echo_round_trip_median": round(med[mode]["echo"] / med["off"]["echo"], 3),
+            }
     return out
 
 
@@ -133,10 +143,10 @@ def main() -> None:
             return
         daemons = {}
         try:
-            for mode in MODES:
+            for mode, sandbox in DAEMONS.items():
                 folder = Path(tmp) / mode
                 folder.mkdir()
-                extra = f'[autoscale]\nenabled = false\n\n[sandbox]\nmode = "{mode}"\n'
+                extra = f"[autoscale]\nenabled = false\n\n[sandbox]\n{sandbox}"
                 daemons[mode] = DaemonProcess(write_config(folder, extra=extra))
             for daemon in daemons.values():
                 daemon.wait_ready()

@@ -34,6 +34,14 @@ class SandboxConfig(SandboxLimits):
     and its log says so; off: no sandbox."""
     require: bool = False
     """Refuse to start the daemon when the kernel cannot enforce everything (Landlock ABI < 6)."""
+    users: Literal["auto", "off", "require"] = "auto"
+    """auto: each agent's replicas run under a uid of their own when the daemon may switch users
+    (root: CAP_SETUID, CAP_SETGID, CAP_SYS_ADMIN), else as the daemon's user; off: always as the
+    daemon's user; require: refuse to start without the capabilities."""
+    uid_base: int = Field(3_000_000, ge=1000, le=2**31 - 2**20)
+    """The first uid given to an agent (a range no account of the host uses)."""
+    uid_count: int = Field(65_536, ge=1, le=2**20)
+    """How many uids from uid_base agents may take."""
 
 
 class AgentSandboxSpec(_Section):

@@ -35,6 +35,7 @@ from agentd.daemon._sandbox import (
     prepare_replica_dirs,
     replica_plan,
 )
+from agentd.daemon._uids import UidBook
 from agentd.errors import AgentdError, ControlError, SpecError, WorkerCrashed
 from agentd.gateway import LLMGateway
 from agentd.supervisor import ChildSpec, Supervisor
@@ -97,6 +98,7 @@ class AgentFleet:
         # none by itself, and `scale` asks the cluster for a new desired count.
         self.desire: Callable[[str, int], Awaitable[int]] | None = None
         self._sandbox_abi = host_abi() if config.sandbox.mode != "off" else 0
+        self._uids = UidBook(config)  # a uid per agent, when the daemon may switch users
 
     @property
     def names(self) -> set[str]:
@@ -378,6 +380,10 @@ class AgentFleet:
                 self._config, record.name, checkpoint=record.agent.spec.checkpoint
             )
             env |= {"AGENTD_SCRATCH_DIR": str(scratch), "TMPDIR": str(scratch)}
+            uid = self._uids.uid_of(record.name)
+            if uid is not None:
+                self._uids.hand_over(uid, scratch, checkpoints)
+                env["HOME"] = str(scratch)  # the daemon's home is not the replica's
             plan = replica_plan(
                 self._config,
                 record.agent,
@@ -385,6 +391,7 @@ class AgentFleet:
                 abi=self._sandbox_abi,
                 scratch=scratch,
                 checkpoints=checkpoints,
+                uid=uid,
             )
             record.sandbox = plan.summary()
         return replica_spec(

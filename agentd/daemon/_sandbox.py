@@ -211,6 +211,7 @@ def replica_plan(
     abi: int,
     scratch: Path,
     checkpoints: Path | None,
+    uid: int | None = None,
 ) -> SandboxPlan:
     """The sandbox of one replica of `agent`, run with environment `env`."""
     cfg = config.sandbox
@@ -230,6 +231,9 @@ def replica_plan(
         limits=limits,
         read_files=system_files(config),
         write_files=[Path(p) for p in DEVICES_WRITE],
+        uid=uid,
+        gid=uid,
+        aliases=[agent.directory],
     )
 
 

@@ -12,12 +12,15 @@ import sys
 from agentd.sandbox._landlock import LandlockError, kernel_abi
 from agentd.sandbox._plan import ENV_PLAN, SandboxPlan, build_plan, missing_protections
 from agentd.sandbox._privileges import capabilities_in_effect, drop_capabilities, set_undumpable
+from agentd.sandbox._users import can_mount, can_switch_users
 
 __all__ = [
     "ENV_PLAN",
     "LandlockError",
     "SandboxPlan",
     "build_plan",
+    "can_mount",
+    "can_switch_users",
     "capabilities_in_effect",
     "drop_capabilities",
     "kernel_abi",

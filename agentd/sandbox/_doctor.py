@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from agentd.sandbox._landlock import kernel_abi
+from agentd.sandbox._users import can_mount, can_switch_users
 
 __all__ = ["host_report"]
 
@@ -37,13 +38,17 @@ def host_report(abi_cap: int | None = None) -> tuple[list[tuple[str, bool, str]]
     )
     rows.append(_cgroup_delegation())
     uid = os.geteuid()
+    own = can_switch_users() and can_mount()
     rows.append(
         (
-            "separate uid per replica",
-            False,
-            f"not done: replicas run as this user (uid {uid}); UDP and hosts are not filtered",
+            "a uid per agent",
+            own,
+            "possible: with [sandbox].users = auto each agent's replicas get their own uid"
+            if own
+            else f"not possible: replicas run as this user (uid {uid}); run the daemon as root",
         )
     )
+    rows.append(("UDP and hosts", False, "not filtered (Landlock rules are TCP ports only)"))
     return rows, abi
 
 

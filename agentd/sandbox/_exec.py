@@ -16,7 +16,8 @@ import sys
 def main(argv: list[str]) -> int:
     from agentd.sandbox._landlock import kernel_abi, no_new_privs, restrict_self, set_limits
     from agentd.sandbox._plan import ENV_PLAN, RIGHTS, SandboxPlan
-    from agentd.sandbox._privileges import drop_capabilities
+    from agentd.sandbox._privileges import drop_bounding_set, drop_capabilities
+    from agentd.sandbox._users import reveal, switch_user
 
     if len(argv) < 2 or argv[0] != "--":
         print("usage: python -I -S _exec.py -- PROGRAM [ARGS...]", file=sys.stderr)
@@ -32,6 +33,14 @@ def main(argv: list[str]) -> int:
     abi = min(plan.abi, kernel_abi())
     try:
         set_limits(plan.limits)
+        if plan.uid is not None:
+            # while still root: the replica's own mount namespace (its granted paths reachable
+            # by its uid), then the uid; the capabilities go with uid 0
+            cwd = os.getcwd()
+            reveal([p for p, _ in plan.fs], plan.uid, plan.gid or plan.uid, plan.aliases)
+            drop_bounding_set()
+            switch_user(plan.uid, plan.gid or plan.uid)
+            os.chdir(cwd)
         drop_capabilities()
         if abi >= 1:
             restrict_self(
@@ -51,7 +60,7 @@ def main(argv: list[str]) -> int:
             return 126
         print(f"agentd.sandbox: WARNING running unsandboxed: {exc} (mode warn)", file=sys.stderr)
         abi = 0
-    applied = f"landlock-abi={abi} digest={plan.digest} mode={plan.mode}"
+    applied = f"landlock-abi={abi} digest={plan.digest} mode={plan.mode} uid={os.getuid()}"
     env["AGENTD_SANDBOX_APPLIED"] = applied
     missing = "; ".join(plan.missing) or "none"
     print(

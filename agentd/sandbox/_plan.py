@@ -67,6 +67,9 @@ class SandboxPlan:
     connect_ports: tuple[int, ...] = ()
     scope: bool = True
     limits: dict[str, int] = field(default_factory=dict)  # RLIMIT_<NAME>: value (0: unchanged)
+    uid: int | None = None  # run under this uid and gid (agentd/sandbox/_users.py); None: as is
+    gid: int | None = None
+    aliases: tuple[str, ...] = ()  # unresolved paths the process is given (agent folder)
 
     @property
     def missing(self) -> list[str]:
@@ -87,6 +90,7 @@ class SandboxPlan:
             "rules": len(self.fs),
             "connect_ports": list(self.connect_ports),
             "missing": self.missing,
+            "uid": self.uid,
         }
 
     def to_json(self) -> str:
@@ -102,6 +106,9 @@ class SandboxPlan:
             connect_ports=tuple(int(p) for p in raw["connect_ports"]),
             scope=bool(raw["scope"]),
             limits={str(k): int(v) for k, v in raw["limits"].items()},
+            uid=None if raw.get("uid") is None else int(raw["uid"]),
+            gid=None if raw.get("gid") is None else int(raw["gid"]),
+            aliases=tuple(str(a) for a in raw.get("aliases", ())),
         )
 
 
@@ -117,6 +124,9 @@ def build_plan(
     read_files: Iterable[Path] = (),
     write_files: Iterable[Path] = (),
     read_granted: Iterable[Path] = (),
+    uid: int | None = None,
+    gid: int | None = None,
+    aliases: Iterable[Path] = (),
 ) -> SandboxPlan:
     """The plan for one replica.
 
@@ -162,6 +172,9 @@ def build_plan(
         connect_ports=tuple(sorted({p for p in connect_ports if 0 < p < 65536})),
         scope=True,
         limits=dict(sorted(limits.items())),
+        uid=uid,
+        gid=gid,
+        aliases=tuple(os.path.abspath(a) for a in aliases) if uid is not None else (),
     )
 
 

@@ -19,7 +19,12 @@ import errno
 import os
 import platform
 
-__all__ = ["capabilities_in_effect", "drop_capabilities", "set_undumpable"]
+__all__ = [
+    "capabilities_in_effect",
+    "drop_bounding_set",
+    "drop_capabilities",
+    "set_undumpable",
+]
 
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
@@ -58,10 +63,9 @@ def set_undumpable() -> None:
         raise _fail("prctl(PR_SET_DUMPABLE)")
 
 
-def drop_capabilities() -> None:
-    """Empty the bounding set (needs CAP_SETPCAP, which a process without capabilities has no
-    use for: then there is nothing to drop), clear the ambient set, and set effective,
-    permitted and inheritable to nothing. After execve, even as uid 0, nothing comes back."""
+def drop_bounding_set() -> None:
+    """Empty the capability bounding set: no exec brings a capability back, even as uid 0.
+    Needs CAP_SETPCAP; without it there is nothing to drop (EPERM is not an error)."""
     libc = _libc()
     for cap in range(_CAP_LAST + 1):
         if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
@@ -70,6 +74,13 @@ def drop_capabilities() -> None:
                 break
             if code != errno.EPERM:  # EPERM: we hold no CAP_SETPCAP, so no capability either
                 raise _fail(f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding set (`drop_bounding_set`), clear the ambient set, and set effective,
+    permitted and inheritable to nothing. After execve, even as uid 0, nothing comes back."""
+    drop_bounding_set()
+    libc = _libc()
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # absent before 4.3
     number = _SYS_CAPSET.get(platform.machine())
     if number is None:

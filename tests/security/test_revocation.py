@@ -161,7 +161,8 @@ def test_agentctl_revokes_a_configured_agent(secure: DaemonProcess) -> None:
         assert time.monotonic() < deadline, ps
         time.sleep(0.2)
     # starting it again issues a new key; the old one stays refused
-    assert secure.agentctl("start", "delta").returncode == 0
+    # a start waits for the new replica: give a loaded machine more than the default 5 s
+    assert secure.agentctl("--timeout", "60", "start", "delta").returncode == 0
     out = secure.agentctl("send", "delta", '{"back": true}', "--wait")
     assert out.returncode == 0 and json.loads(out.stdout) == {"back": True}, out.stderr
     fresh = Credentials.load(agent_creds(secure, "delta"))

@@ -89,7 +89,8 @@ def _config(directory: Path, allowed_port: int, sandbox: str = "") -> Path:
     return write_config(
         directory,
         agents_dir=_agents(directory, allowed_port),
-        extra=f"[autoscale]\nenabled = false\n{sandbox}",
+        # Landlock alone: the uid per agent has its own tests (test_sandbox_users.py)
+        extra=f'[autoscale]\nenabled = false\n\n[sandbox]\nusers = "off"\n{sandbox}',
     )
 
 
@@ -178,7 +179,7 @@ def test_ps_and_the_spawn_records_name_each_replicas_sandbox(sandboxed: DaemonPr
 def test_control_with_the_sandbox_off_the_same_attempts_succeed(
     tmp_path: Path, ports: dict[str, Listener]
 ) -> None:
-    config = _config(tmp_path, ports["allowed"].port, '\n[sandbox]\nmode = "off"\n')
+    config = _config(tmp_path, ports["allowed"].port, 'mode = "off"\n')
     with running_daemon(config) as daemon:
         report = _attack(daemon, "hostile", ports)
         assert daemon.stop() == 0

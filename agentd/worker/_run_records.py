@@ -59,8 +59,11 @@ class RunRecords:
         self._record("run.started", run, None, inputs=inputs)
         return time.monotonic()
 
-    def finished(self, run: RunInfo, started: float) -> None:
-        self._record("run.finished", run, started, decision="ok")
+    def finished(self, run: RunInfo, started: float, *, resumed: bool = False) -> None:
+        """The run ended; `resumed`: it went on from its own last checkpoint (a retry or a
+        redelivery, agentd/worker/_resume.py) instead of starting from its input."""
+        extra = {"resumed_from_checkpoint": True} if resumed else {}
+        self._record("run.finished", run, started, decision="ok", **extra)
 
     def failed(self, run: RunInfo, started: float, *, error: str | None) -> None:
         """A failed attempt (`error`), or a run cut short by draining (`error` None)."""

@@ -216,6 +216,8 @@ def replica_plan(
     cfg = config.sandbox
     box = agent.spec.sandbox
     read = [*system_roots(env), agent.directory, *agent_paths(agent, box.read)]
+    if agent.project is not None:  # a LangGraph project's graph is read where it lives
+        read.append(agent.project)
     write = [scratch, *agent_paths(agent, box.write)]
     if checkpoints is not None:
         write.append(checkpoints)

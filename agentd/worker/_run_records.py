@@ -31,12 +31,10 @@ STORED_WAIT_S = 5.0
 def agent_lineage(agent: LoadedAgent) -> Lineage:
     """What a replica runs, for every record it publishes: the agent's version (spec and
     graph folder), and the spec and the graph module each on its own."""
-    module = agent.spec.graph.split(":", 1)[0]
-    graph_file = agent.directory / (module.replace(".", "/") + ".py")
     return Lineage(
         agent_version=agent.version,
         spec_hash=_file_hash(agent.spec_path),
-        graph_hash=_file_hash(graph_file),
+        graph_hash=_file_hash(agent.graph_file),
     )
 
 

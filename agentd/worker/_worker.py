@@ -37,7 +37,7 @@ from agentd.worker._checkpoints import open_checkpointer
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._dead_letters import give_up
 from agentd.worker._failures import permanent_reason
-from agentd.worker._graph import Runnable, load_graph
+from agentd.worker._graph import Runnable, open_graph
 from agentd.worker._io_shapes import GraphInput, graph_input, run_reply
 from agentd.worker._ledger import RunLedger, run_ledger
 from agentd.worker._resume import invoke_run, run_config
@@ -83,6 +83,7 @@ class AgentWorker:
         self._ledger: RunLedger | None = None
         self._graph: Runnable | None = None
         self._graph_input: GraphInput | None = None  # what the graph's input schema takes
+        self._exits = contextlib.AsyncExitStack()  # a context-manager factory's graph
         self._context: AgentContext | None = None
         self._trace: TracePublisher | None = None
         self._lineage = agent_lineage(agent)  # once: the files do not change under a replica
@@ -123,7 +124,14 @@ class AgentWorker:
                 self.settings.params,
                 recorder=trace,
             )
-            self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
+            self._graph = await self._exits.enter_async_context(
+                open_graph(
+                    self.agent.directory,
+                    self.agent.spec.graph,
+                    self._context,
+                    project=self.agent.project,
+                )
+            )
             commands = await nc.subscribe(
                 self.subjects.command(self.name), cb=self.status.on_command
             )
@@ -143,6 +151,8 @@ class AgentWorker:
             await commands.unsubscribe()
         finally:
             with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):  # a factory's context exits (its graph's)
+                    await self._exits.aclose()
                 # every message is settled by now; drain() would wait out its 30 s timeout on
                 # the pull subscription, so flush the acks and close
                 with contextlib.suppress(Exception):

@@ -56,7 +56,7 @@ def _flaky_tool_loop(calls: list[str]) -> Any:
     def tools(state: MessagesState) -> dict[str, Any]:
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
-        calls.append(last.tool_calls[0]["id"])
+        calls.append(str(last.tool_calls[0]["id"]))
         if len(calls) == 1:
             raise ConnectionError("the bank hung up after paying")
         return {"messages": [ToolMessage("paid", tool_call_id=last.tool_calls[0]["id"])]}
@@ -96,10 +96,14 @@ async def test_a_retry_goes_on_from_the_checkpoint_of_its_own_message(resume: bo
     else:
         assert len(humans) == 2 and calls[0] != calls[1]
     # a finished run whose ledger entry is missing: nothing runs again, its output comes back
-    again, resumed = await invoke_run(graph, retry, config, message_id="message-1", may_have_run=True)
+    again, resumed = await invoke_run(
+        graph, retry, config, message_id="message-1", may_have_run=True
+    )
     assert resumed and again == output and len(calls) == 2
     # another message of the conversation starts from its input
-    _, resumed = await invoke_run(graph, retry, config | {}, message_id="message-2", may_have_run=True)
+    _, resumed = await invoke_run(
+        graph, retry, config | {}, message_id="message-2", may_have_run=True
+    )
     assert not resumed
 
 

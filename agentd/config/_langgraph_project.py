@@ -148,7 +148,7 @@ def _graph(graph_id: str, entry: Any, root: Path, problems: list[str]) -> Import
     agent = _agent_name(graph_id)
     reserved = reserved_name_problem(agent)
     if not AGENT_NAME.match(agent) or reserved:
-        problems.append(f"{where}: cannot be an agent name ({reserved or agent!r})")
+        problems.append(f"{where}: cannot be an agent name ({reserved or repr(agent)})")
         return None
     return ImportedGraph(graph_id, agent, ref, description)
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agentd.bus import Message
 from agentd.worker._graph import Runnable
+from agentd.worker._io_shapes import GraphInput, graph_input
 
-__all__ = ["MESSAGE_KEY", "invoke_run", "run_config"]
+__all__ = ["MESSAGE_KEY", "invoke_run", "run_config", "run_message"]
 
 log = logging.getLogger("agentd.worker")
 
@@ -72,3 +74,15 @@ def _has_checkpointer(graph: object) -> bool:
         return False
     saver = getattr(graph, "checkpointer", None)
     return isinstance(saver, BaseCheckpointSaver) and hasattr(graph, "aget_state")
+
+
+async def run_message(
+    graph: Runnable, shape: GraphInput, message: Message, *, agent: str, may_have_run: bool
+) -> tuple[Any, bool]:
+    """One message's run: its payload shaped for the graph (raising InputShapeError when it
+    cannot fit), then `invoke_run`. Returns (output, resumed)."""
+    payload = graph_input(message.payload, shape, agent=agent)
+    config = run_config(message.conversation_id, message.id)
+    return await invoke_run(
+        graph, payload, config, message_id=message.id, may_have_run=may_have_run
+    )

@@ -38,9 +38,9 @@ from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._dead_letters import give_up
 from agentd.worker._failures import permanent_reason
 from agentd.worker._graph import Runnable, open_graph
-from agentd.worker._io_shapes import GraphInput, graph_input, run_reply
+from agentd.worker._io_shapes import GraphInput, run_reply
 from agentd.worker._ledger import RunLedger, run_ledger
-from agentd.worker._resume import invoke_run, run_config
+from agentd.worker._resume import run_message
 from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 from agentd.worker._status import ReplicaStatus
@@ -336,15 +336,11 @@ class AgentWorker:
                     run, message_id=message.id, sender=message.sender, attempt=attempt
                 )
                 try:
-                    payload = graph_input(message.payload, self._graph_input, agent=self.name)
                     with anyio.fail_after(self.agent.spec.run_timeout_s):
-                        output, resumed = await invoke_run(
-                            self._graph,
-                            payload,
-                            run_config(message.conversation_id, message.id),
-                            message_id=message.id,
+                        output, resumed = await run_message(
+                            self._graph, self._graph_input, message, agent=self.name,
                             may_have_run=may_have_run,
-                        )
+                        )  # fmt: skip
                 except Exception as exc:
                     self._records.failed(run, started, error=f"{type(exc).__name__}: {exc}")
                     raise

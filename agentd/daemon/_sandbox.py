@@ -178,6 +178,10 @@ def agent_sandbox_problems(config: Config, agent: LoadedAgent) -> list[str]:
             why = secret_problem(str(found[0]), guarded)
             if why is not None:
                 problems.append(f"sandbox.{key}[{i}] = {str(path)!r}: {why}")
+    if agent.project is not None:  # its replicas read it: the same rule as sandbox.read
+        why = secret_problem(os.path.realpath(agent.project), guarded)
+        if why is not None:
+            problems.append(f"project = {agent.spec.project!r}: {why}")
     return problems
 
 

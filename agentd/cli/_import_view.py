@@ -10,7 +10,9 @@ from agentd.config import import_project, load_agent
 __all__ = ["import_langgraph"]
 
 
-def import_langgraph(config_file: Path, agents_dir: Path, force: bool) -> int:
+def import_langgraph(
+    config_file: Path, agents_dir: Path, force: bool, enabled: list[str] | None = None
+) -> int:
     """Import the project's graphs as agents under `agents_dir` and print the report; 1 when
     a written agent does not load (its spec names what), else 0 (missing packages are warned
     about: the agents are written, and run once the packages are installed)."""
@@ -43,5 +45,8 @@ def import_langgraph(config_file: Path, agents_dir: Path, force: bool) -> int:
             f"env: {project.env_file}{state} sets {names}: not copied into agent.toml; set them "
             "in agentd's environment (replicas inherit it)"
         )
+    left_out = [g.agent for g in project.graphs if enabled is not None and g.agent not in enabled]
+    if left_out:
+        print(f"note: [agents].enabled does not list {', '.join(left_out)}: add them to serve them")
     print("agentd serves them from its next start (`agentd agents check` validates them)")
     return 1 if failed else 0

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "agents" and args.agents_command == "import":
             from agentd.cli._import_view import import_langgraph
 
-            return import_langgraph(args.langgraph_json, loaded.config.agents.dir, args.force)
+            agents = loaded.config.agents
+            return import_langgraph(args.langgraph_json, agents.dir, args.force, agents.enabled)
         if args.command == "agents":
             return _check_agents(loaded.config.agents.dir, args.names)
         if args.command == "doctor":

@@ -194,3 +194,14 @@ async def test_graph_factories_plain_agentd_and_langgraph_server_style(tmp_path:
     with pytest.raises(SpecError, match="the factory takes a, b; it may take at most one"):
         async with open_graph(tmp_path, "factories:two", Ctx()):
             pass
+
+
+def test_whole_state_travels_only_when_asked_for() -> None:
+    """Left out unless set, so replicas from before the field still read every message."""
+    from agentd.bus import Message
+
+    plain = Message.model_validate({"from": "operator:local", "to": "chat", "payload": "hi"})
+    assert b"whole_state" not in plain.to_json()
+    asked = plain.model_copy(update={"whole_state": True})
+    assert Message.model_validate_json(asked.to_json()).whole_state is True
+    assert Message.model_validate_json(plain.to_json()).whole_state is False

@@ -15,6 +15,11 @@ worker reads the thread's latest checkpoint:
   `ainvoke(None)` runs nothing and returns the finished output.
 - anything else (another message's, or none): the run starts from its input.
 
+Runs use LangGraph's `durability="sync"`: each step's checkpoint is stored before the next step
+starts, so the checkpoint a resume finds holds every step that finished, the model's tool calls
+included (with "async", the default, a replica killed during a tool call could lose the model
+step's checkpoint, and the rerun model step would call the tool again under new call ids).
+
 A graph without a checkpointer (`checkpoint = false`) has nothing to resume from: its retries
 start over (tool calls are still answered from the gateway's stored results by call id).
 """
@@ -61,10 +66,14 @@ async def invoke_run(
     latest checkpoint is this message's, from that checkpoint. Returns (output, resumed).
 
     `payload` is already shaped for the graph (agentd.worker._io_shapes.graph_input)."""
+    # a step's checkpoint is stored before the next step starts (LangGraph's default, "async",
+    # stores it while the next step runs): else a replica killed during a tool call may find
+    # only an earlier checkpoint, rerun the model step, and call the tool under new call ids
+    options = {"durability": "sync"} if _has_checkpointer(graph) else {}
     if may_have_run and await resumable(graph, config, message_id):
         log.info("message %s: resuming its run from the thread's last checkpoint", message_id)
-        return await graph.ainvoke(None, config), True
-    return await graph.ainvoke(payload, config), False
+        return await graph.ainvoke(None, config, **options), True
+    return await graph.ainvoke(payload, config, **options), False
 
 
 def _has_checkpointer(graph: object) -> bool:

@@ -195,3 +195,17 @@ async def test_a_replica_killed_after_a_side_effect_resumes_without_repeating_it
                 worker.terminate()
                 worker.wait(15)
         await nc.close()
+
+
+def test_the_resume_bench_runs_in_smoke_mode() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "resume.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["runs"] == 20 and result["ratio_agentd_over_raw_p50"] > 0
+    assert result["resume_check"]["p50_us"] > 0

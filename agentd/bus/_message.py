@@ -28,9 +28,14 @@ class Message(BaseModel):
     payload: JsonValue = None
     reply_to: str | None = Field(None, max_length=256)
     sent_at: float = Field(default_factory=time.time)
+    whole_state: bool = False
+    """The sender wants the run's whole output state, not its reply (for a graph with
+    messages, the last AI message's content): `agentctl ask --state`."""
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+        # left out unless set, so that replicas from before the field read the message too
+        leave_out = None if self.whole_state else {"whole_state"}
+        return self.model_dump_json(by_alias=True, exclude=leave_out).encode()
 
 
 class RunResult(BaseModel):

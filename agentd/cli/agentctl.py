@@ -66,16 +66,26 @@ def _parser() -> argparse.ArgumentParser:
     models_scale.add_argument("pool")
     models_scale.add_argument("replicas", type=int)
     for name, text in (
-        ("send", "send a JSON payload to an agent"),
-        ("ask", "send a JSON payload and print the run's output (send --wait)"),
+        ("send", "send a payload (JSON, else plain text) to an agent"),
+        ("ask", "send a payload and print the run's reply (send --wait)"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("agent")
-        p.add_argument("payload", help='JSON, e.g. \'{"text": "hi"}\'')
+        p.add_argument(
+            "payload",
+            help='JSON, e.g. \'{"text": "hi"}\', else plain text: a graph with messages gets it '
+            "as a HumanMessage (quote text that is valid JSON: '\"42\"')",
+        )
         p.add_argument("--conversation", help="conversation id (default: a new one)")
         p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait")
         if name == "send":
             p.add_argument("--wait", action="store_true", help="wait and print the run's output")
+        p.add_argument(
+            "--state",
+            action="store_true",
+            help="print the run's whole output state, not its reply (a graph with messages "
+            "replies with its last AI message)",
+        )
     scale = sub.add_parser("scale", help="run N replicas of an agent")
     scale.add_argument("agent")
     scale.add_argument("replicas", type=int)
@@ -207,10 +217,14 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
-        raise ControlError("bad_request", f"the payload is not valid JSON: {exc}") from None
+        if args.payload.lstrip().startswith(("{", "[")):  # meant as JSON: say what is wrong
+            raise ControlError("bad_request", f"the payload is not valid JSON: {exc}") from None
+        payload = args.payload  # plain text: a messages graph takes it as the user's message
     request: dict[str, Any] = {"to": args.agent, "payload": payload}
     if args.conversation:
         request["conversation_id"] = args.conversation
+    if args.state:
+        request["whole_state"] = True
     if args.command == "send" and not args.wait:
         result = await ctl.call("send", request)
         return result if args.json else f"sent {result['message_id']} to {result['to']}"
@@ -231,7 +245,9 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
         return result
     if not result.get("ok"):
         raise ControlError("run_failed", f"the run failed: {result.get('error')}")
-    return json.dumps(result.get("output"), indent=2)
+    output = result.get("output")
+    # a chat reply prints as text; anything else (a state) as JSON
+    return output if isinstance(output, str) and not args.state else json.dumps(output, indent=2)
 
 
 async def _scale(ctl: ControlClient, args: argparse.Namespace) -> Any:

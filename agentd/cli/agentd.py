@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)
     check = agents_sub.add_parser("check", help="validate agent specs")
     check.add_argument("names", nargs="*", help="agents to check (default: all)")
+    imp = agents_sub.add_parser(
+        "import", help="make agents of a LangGraph Server project's graphs (its langgraph.json)"
+    )
+    imp.add_argument("langgraph_json", type=Path, help="the project's langgraph.json")
+    imp.add_argument("--force", action="store_true", help="replace existing agent.toml files")
     sub.add_parser("doctor", help="check what this host lets agentd protect (sandbox)")
     models = sub.add_parser("models", help="model commands")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -52,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  state_dir: {cfg.daemon.state_dir}\n  bus: {bus}\n  agents: {cfg.agents.dir}")
             return 0
+        if args.command == "agents" and args.agents_command == "import":
+            from agentd.cli._import_view import import_langgraph
+
+            agents = loaded.config.agents
+            return import_langgraph(args.langgraph_json, agents.dir, args.force, agents.enabled)
         if args.command == "agents":
             return _check_agents(loaded.config.agents.dir, args.names)
         if args.command == "doctor":

@@ -13,6 +13,7 @@ from agentd.config._agent_spec import (
     load_agents,
 )
 from agentd.config._checkpoints import CheckpointsConfig
+from agentd.config._langgraph_project import ProjectImport, import_project, read_project
 from agentd.config._load import DEFAULT_CONFIG_NAME, LoadedConfig, find_config, load_config
 from agentd.config._models import (
     AgentsConfig,
@@ -83,6 +84,9 @@ __all__ = [
     "ReplicaBounds",
     "RestartSpec",
     "agent_version",
+    "import_project",
+    "read_project",
+    "ProjectImport",
     "load_agent",
     "load_agents",
 ]

@@ -22,7 +22,10 @@ from agentd.errors import SpecError
 __all__ = ["AgentSpec", "LoadedAgent", "ReplicaBounds", "RestartSpec", "load_agent", "load_agents"]
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_GRAPH_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+# module:attr, or (a LangGraph project's) path/file.py:attr
+_GRAPH_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*|[A-Za-z0-9_./-]+\.py):[A-Za-z_][A-Za-z0-9_]*$")
+# folders of a project whose sources are not the agent's (environments, caches, VCS)
+_NOT_SOURCES = {"__pycache__", "node_modules", "venv", "env", "site-packages"}
 
 
 class _Section(BaseModel):
@@ -69,7 +72,16 @@ class AgentSpec(_Section):
         return name
 
     description: str = ""
-    graph: str = Field(pattern=_GRAPH_REF.pattern, description="module:attr in the agent folder")
+    graph: str = Field(
+        pattern=_GRAPH_REF.pattern,
+        description="module:attr (or path/file.py:attr) in the agent folder, or in `project`",
+    )
+    project: str | None = Field(
+        None,
+        min_length=1,
+        description="a LangGraph project's folder (relative to this one, or absolute) that "
+        "holds the graph: `agentd agents import langgraph.json` writes it",
+    )
     model_pool: str | None = None
     tools: list[str] = []
     concurrency: int = Field(1, ge=1, le=1024)
@@ -100,18 +112,43 @@ class LoadedAgent:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def project(self) -> Path | None:
+        """The LangGraph project folder the graph is loaded from (None: the agent folder)."""
+        if self.spec.project is None:
+            return None
+        return (self.directory / self.spec.project).resolve()
 
-def agent_version(directory: Path) -> str:
-    """sha256 over agent.toml and every .py file below the folder, in a stable order."""
+    @property
+    def graph_file(self) -> Path:
+        """The file of the graph's module."""
+        return graph_file(self.spec.graph, self.project or self.directory)
+
+
+def graph_file(ref: str, root: Path) -> Path:
+    """The file `ref`'s module is in, under `root`."""
+    location = ref.rpartition(":")[0]
+    if location.endswith(".py"):
+        return root / location
+    return root / (location.replace(".", "/") + ".py")
+
+
+def agent_version(directory: Path, project: Path | None = None) -> str:
+    """sha256 over agent.toml and every .py file below the folder, in a stable order, and
+    those of the LangGraph project the graph comes from (outside environments and caches)."""
     digest = hashlib.sha256()
-    files = [directory / "agent.toml", *sorted(directory.rglob("*.py"))]
-    for file in files:
-        if "__pycache__" in file.parts:
-            continue
-        digest.update(file.relative_to(directory).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(file.read_bytes())
-        digest.update(b"\0")
+    roots = [(directory, "")] + ([(project, "project:")] if project is not None else [])
+    for root, label in roots:
+        files = [directory / "agent.toml"] if not label else []
+        files += sorted(root.rglob("*.py"))
+        for file in files:
+            parts = file.relative_to(root).parts
+            if any(p in _NOT_SOURCES or p.startswith(".") for p in parts[:-1]):
+                continue
+            digest.update((label + file.relative_to(root).as_posix()).encode())
+            digest.update(b"\0")
+            digest.update(file.read_bytes())
+            digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -132,13 +169,18 @@ def load_agent(directory: Path) -> LoadedAgent:
     problems: list[str] = []
     if spec.name != directory.name:
         problems.append(f"name: {spec.name!r} must match its folder name {directory.name!r}")
-    module = spec.graph.split(":", 1)[0]
-    module_file = directory / (module.replace(".", "/") + ".py")
-    if not module_file.is_file():
-        problems.append(f"graph: module file {module_file.name} not found in {directory}")
+    project = (directory / spec.project).resolve() if spec.project is not None else None
+    if project is not None and not project.is_dir():
+        problems.append(f"project: folder {project} not found")
+    root = project or directory
+    module_file = graph_file(spec.graph, root)
+    if ".." in Path(spec.graph.rpartition(":")[0]).parts:
+        problems.append(f"graph: {spec.graph!r} must name a file inside {root}")
+    elif not module_file.is_file() and (project is None or project.is_dir()):
+        problems.append(f"graph: module file {module_file.name} not found in {root}")
     if problems:
         raise SpecError(source, problems)
-    return LoadedAgent(spec, spec_path, agent_version(directory))
+    return LoadedAgent(spec, spec_path, agent_version(directory, project))
 
 
 def load_agents(

@@ -178,6 +178,10 @@ def agent_sandbox_problems(config: Config, agent: LoadedAgent) -> list[str]:
             why = secret_problem(str(found[0]), guarded)
             if why is not None:
                 problems.append(f"sandbox.{key}[{i}] = {str(path)!r}: {why}")
+    if agent.project is not None:  # its replicas read it: the same rule as sandbox.read
+        why = secret_problem(os.path.realpath(agent.project), guarded)
+        if why is not None:
+            problems.append(f"project = {agent.spec.project!r}: {why}")
     return problems
 
 
@@ -217,6 +221,8 @@ def replica_plan(
     cfg = config.sandbox
     box = agent.spec.sandbox
     read = [*system_roots(env), agent.directory, *agent_paths(agent, box.read)]
+    if agent.project is not None:  # a LangGraph project's graph is read where it lives
+        read.append(agent.project)
     write = [scratch, *agent_paths(agent, box.write)]
     if checkpoints is not None:
         write.append(checkpoints)

@@ -133,7 +133,7 @@ class ControlVerbs:
         to = args.pop("to", None)
         if not isinstance(to, str) or not to:
             raise ControlError("bad_request", "send needs 'to', the name of an agent")
-        unknown = set(args) - {"payload", "conversation_id", "reply_to", "id"}
+        unknown = set(args) - {"payload", "conversation_id", "reply_to", "id", "whole_state"}
         if unknown:
             raise ControlError("bad_request", f"send does not take {sorted(unknown)}")
         body: dict[str, Any] = {"from": f"operator:{request.operator}", "to": to, **args}

@@ -31,12 +31,10 @@ STORED_WAIT_S = 5.0
 def agent_lineage(agent: LoadedAgent) -> Lineage:
     """What a replica runs, for every record it publishes: the agent's version (spec and
     graph folder), and the spec and the graph module each on its own."""
-    module = agent.spec.graph.split(":", 1)[0]
-    graph_file = agent.directory / (module.replace(".", "/") + ".py")
     return Lineage(
         agent_version=agent.version,
         spec_hash=_file_hash(agent.spec_path),
-        graph_hash=_file_hash(graph_file),
+        graph_hash=_file_hash(agent.graph_file),
     )
 
 
@@ -59,8 +57,11 @@ class RunRecords:
         self._record("run.started", run, None, inputs=inputs)
         return time.monotonic()
 
-    def finished(self, run: RunInfo, started: float) -> None:
-        self._record("run.finished", run, started, decision="ok")
+    def finished(self, run: RunInfo, started: float, *, resumed: bool = False) -> None:
+        """The run ended; `resumed`: it went on from its own last checkpoint (a retry or a
+        redelivery, agentd/worker/_resume.py) instead of starting from its input."""
+        extra = {"resumed_from_checkpoint": True} if resumed else {}
+        self._record("run.finished", run, started, decision="ok", **extra)
 
     def failed(self, run: RunInfo, started: float, *, error: str | None) -> None:
         """A failed attempt (`error`), or a run cut short by draining (`error` None)."""

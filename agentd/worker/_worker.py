@@ -29,15 +29,18 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from agentd.bus import Credentials, Message, RunResult, Subjects, connect, jsonable, new_id
+from agentd.bus import Credentials, Message, RunResult, Subjects, connect, new_id
 from agentd.config import LoadedAgent
 from agentd.telemetry import extract_context, invoke_agent_span, set_agent_output
 from agentd.trace import TracePublisher
 from agentd.worker._checkpoints import open_checkpointer
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._dead_letters import give_up
-from agentd.worker._graph import Runnable, load_graph
+from agentd.worker._failures import permanent_reason
+from agentd.worker._graph import Runnable, open_graph
+from agentd.worker._io_shapes import GraphInput, run_reply
 from agentd.worker._ledger import RunLedger, run_ledger
+from agentd.worker._resume import run_message
 from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 from agentd.worker._status import ReplicaStatus
@@ -79,6 +82,8 @@ class AgentWorker:
         self._js: JetStreamContext | None = None
         self._ledger: RunLedger | None = None
         self._graph: Runnable | None = None
+        self._graph_input: GraphInput | None = None  # what the graph's input schema takes
+        self._exits = contextlib.AsyncExitStack()  # a context-manager factory's graph
         self._context: AgentContext | None = None
         self._trace: TracePublisher | None = None
         self._lineage = agent_lineage(agent)  # once: the files do not change under a replica
@@ -119,7 +124,14 @@ class AgentWorker:
                 self.settings.params,
                 recorder=trace,
             )
-            self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
+            self._graph = await self._exits.enter_async_context(
+                open_graph(
+                    self.agent.directory,
+                    self.agent.spec.graph,
+                    self._context,
+                    project=self.agent.project,
+                )
+            )
             commands = await nc.subscribe(
                 self.subjects.command(self.name), cb=self.status.on_command
             )
@@ -139,6 +151,8 @@ class AgentWorker:
             await commands.unsubscribe()
         finally:
             with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):  # a factory's context exits (its graph's)
+                    await self._exits.aclose()
                 # every message is settled by now; drain() would wait out its 30 s timeout on
                 # the pull subscription, so flush the acks and close
                 with contextlib.suppress(Exception):
@@ -243,6 +257,7 @@ class AgentWorker:
                 await self._settle(msg, message, finished)
                 settled = True
                 return
+            run_attempts = 0  # attempts made by this replica
             while True:
                 run = RunInfo(
                     new_id(), message.id, message.conversation_id, message.sender, message.reply_to
@@ -251,13 +266,19 @@ class AgentWorker:
                 run.taint_record = (msg.headers or {}).get("Agentd-Taint") or None
                 started = time.monotonic()
                 try:
-                    output = await self._invoke(run, message, attempt, msg.headers)
+                    # a redelivery, or a retry here, goes on from its own last checkpoint
+                    may_have_run = not fresh or run_attempts > 0
+                    output = await self._invoke(run, message, attempt, msg.headers, may_have_run)
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}"
+                    # a failure no retry can fix is dead-lettered now, saying why
+                    permanent = permanent_reason(exc)
+                    if permanent is not None:
+                        error = f"{error} (not retried: {permanent})"
                     self.status.last_error = error
                     self.status.stats["failed"] += 1
                     log.warning("run %s (attempt %d) failed: %s", run.run_id, attempt, error)
-                    if attempt >= self._max_deliver:
+                    if attempt >= self._max_deliver or permanent is not None:
                         with anyio.CancelScope(shield=True):
                             await self._dead_letter(msg, error, attempts=attempt)
                             failure = self._result(message, run, started, ok=False, error=error)
@@ -266,8 +287,10 @@ class AgentWorker:
                         return
                     await anyio.sleep(min(0.1 * 2**attempt, 5.0))  # retry in place, in order
                     attempt += 1
+                    run_attempts += 1
                     continue
-                result = self._result(message, run, started, ok=True, output=jsonable(output))
+                reply = run_reply(output, whole_state=message.whole_state)
+                result = self._result(message, run, started, ok=True, output=reply)
                 result, ours = await self._ledger.record_finished(message.id, result)
                 self.status.stats["completed" if ours else "duplicates"] += 1
                 if not run.replied:  # else the graph answered early through ctx.reply()
@@ -284,9 +307,16 @@ class AgentWorker:
                 self._forget(message)
 
     async def _invoke(
-        self, run: RunInfo, message: Message, attempt: int, headers: dict[str, str] | None
+        self,
+        run: RunInfo,
+        message: Message,
+        attempt: int,
+        headers: dict[str, str] | None,
+        may_have_run: bool = False,
     ) -> Any:
         assert self._graph is not None and self._context is not None
+        if self._graph_input is None:
+            self._graph_input = GraphInput.of(self._graph)
         token = self._context._enter(run)
         try:
             # the sender's span (kept by the router in the inbox message) is this run's parent
@@ -307,10 +337,10 @@ class AgentWorker:
                 )
                 try:
                     with anyio.fail_after(self.agent.spec.run_timeout_s):
-                        output = await self._graph.ainvoke(
-                            message.payload,
-                            {"configurable": {"thread_id": message.conversation_id}},
-                        )
+                        output, resumed = await run_message(
+                            self._graph, self._graph_input, message, agent=self.name,
+                            may_have_run=may_have_run,
+                        )  # fmt: skip
                 except Exception as exc:
                     self._records.failed(run, started, error=f"{type(exc).__name__}: {exc}")
                     raise
@@ -318,7 +348,7 @@ class AgentWorker:
                     self._records.failed(run, started, error=None)
                     raise
                 set_agent_output(span, output)
-                self._records.finished(run, started)
+                self._records.finished(run, started, resumed=resumed)
                 return output
         finally:
             self._context._exit(token)

@@ -14,6 +14,7 @@ from agentd.config._agent_spec import (
 )
 from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._load import DEFAULT_CONFIG_NAME, LoadedConfig, find_config, load_config
+from agentd.config._mcp_endpoint import McpEndpointConfig, split_listen
 from agentd.config._models import (
     AgentsConfig,
     AutoscaleConfig,
@@ -56,6 +57,7 @@ __all__ = [
     "InboxConfig",
     "LauncherConfig",
     "LoadedConfig",
+    "McpEndpointConfig",
     "MetricsConfig",
     "OtlpConfig",
     "ModelLivenessConfig",
@@ -74,6 +76,7 @@ __all__ = [
     "SandboxLimits",
     "AgentSandboxSpec",
     "find_config",
+    "split_listen",
     "load_config",
     # agent specs
     "RESERVED_NAMES",

@@ -40,6 +40,7 @@ from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._llm_tokens import IdentityTokens
 from agentd.daemon._log_anchor import LogAnchor, build_log_anchor
+from agentd.daemon._mcp_endpoint import build_mcp_endpoint
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._sandbox import host_abi
 from agentd.daemon._spawner import Spawner
@@ -53,7 +54,7 @@ from agentd.inference import ModelPools, discover_gpus
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, ReplyRelay, Router
 from agentd.supervisor import Supervisor
-from agentd.tools import TaintBook, ToolGateway, ToolRegistry
+from agentd.tools import McpEndpoint, TaintBook, ToolGateway, ToolRegistry
 from agentd.trace import Redactor, TraceIngest
 
 __all__ = ["Services"]
@@ -106,6 +107,7 @@ class Services:
         self.dead_letters: DeadLetters | None = None
         self.replies: ReplyRelay | None = None
         self.tools: ToolGateway | None = None
+        self.mcp: McpEndpoint | None = None  # [tools.mcp_endpoint]: off unless enabled
         self.taint: TaintBook | None = None
         self.control: ControlPlane | None = None
         self.metrics_service: MetricsService | None = None
@@ -242,19 +244,19 @@ class Services:
             await tg.start(self.llm.run)
             self.step("gateway", "running")
         registry = self._load_tools()
+
+        def allowed_tools(agent: str) -> list[str] | None:
+            if agent in fleet.agents:
+                return list(fleet.agents[agent].agent.spec.tools)
+            return identity.registered_tools(agent) if identity else None
+
         self.tools = ToolGateway(
             nc,
             js,
             self.subjects,
             point=self.authority.point,
             registry=registry,
-            allowed_tools=lambda agent: (
-                list(fleet.agents[agent].agent.spec.tools)
-                if agent in fleet.agents
-                else identity.registered_tools(agent)
-                if identity
-                else None
-            ),
+            allowed_tools=allowed_tools,
             record=recorder.record,
             config=self.config.tools,
             drain_grace_s=self.config.daemon.drain_grace_s,
@@ -265,6 +267,19 @@ class Services:
         )
         await tg.start(self.tools.run)
         self.step("tools", "running")
+        if self.config.tools.mcp_endpoint.enabled:  # outside MCP clients, as their agents
+            self.mcp = build_mcp_endpoint(
+                self.config,
+                nc,
+                self.subjects,
+                registry=registry,
+                allowed_tools=allowed_tools,
+                llm=self.llm,
+                identity=identity,
+                record=recorder.record,
+            )
+            await tg.start(self.mcp.run)
+            self.step("mcp", f"listening on {self.mcp.url}")
         self.authority.record = recorder.record
         self.control = ControlPlane(
             nc,
@@ -369,6 +384,7 @@ class Services:
             self.autoscaler,
             self.spawner,
             self.metrics_service,
+            self.mcp,
             self.registration,
             self.identity,
         ):

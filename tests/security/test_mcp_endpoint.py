@@ -118,9 +118,11 @@ async def test_a_token_cannot_call_the_tools_of_another_agent(
         timeout_s=0.5,
     )
     # control: the same endpoint with every token mapped to lender lets the call through
-    async with endpoint_without_identity(daemon, "lender") as bypass:
-        async with mcp_session(bypass, mallory) as session:
-            through = await session.call_tool("loan.approve", LOAN)
+    async with (
+        endpoint_without_identity(daemon, "lender") as bypass,
+        mcp_session(bypass, mallory) as session,
+    ):
+        through = await session.call_tool("loan.approve", LOAN)
     assert not through.isError, through.content
     assert through.structuredContent["status"] == "approved"  # type: ignore[index]
 
@@ -159,12 +161,12 @@ async def test_a_huge_or_deep_body_is_refused_before_mcp_parses_it(
         ok = await session.call_tool("credit.score", {"applicant_id": APPLICANT})
     assert not ok.isError
     # control: the same body reaches MCP (and its tool) when the bound is lifted
-    async with endpoint_without_identity(daemon, "mallory", max_request_bytes=16 << 20) as bare:
-        async with httpx.AsyncClient(timeout=30) as http:
-            session_id = await _open_session(http, bare, mallory)
-            passed = await http.post(
-                bare, content=huge, headers={**auth, "mcp-session-id": session_id}
-            )
+    async with (
+        endpoint_without_identity(daemon, "mallory", max_request_bytes=16 << 20) as bare,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        session_id = await _open_session(http, bare, mallory)
+        passed = await http.post(bare, content=huge, headers={**auth, "mcp-session-id": session_id})
     assert passed.status_code == 200, passed.text
     assert passed.json()["result"]["isError"]  # decided by the gateway (the schema's bound)
 

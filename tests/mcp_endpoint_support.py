@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,19 @@ from mcp.client.streamable_http import streamable_http_client
 
 from agentd.api import call_api, register_with_token
 from agentd.bus import Credentials, connect
-from tests.harness import REPO, DaemonProcess, free_port, running_daemon, write_config
+from tests.harness import (
+    REPO,
+    DaemonProcess,
+    decision_records,
+    free_port,
+    running_daemon,
+    write_config,
+)
 
 __all__ = [
     "PARTNER_SPEC",
     "agent_call",
+    "at_least",
     "mcp_daemon",
     "mcp_session",
     "register_partner",
@@ -168,3 +176,16 @@ def replica_token(daemon: DaemonProcess, agent: str = "scout") -> str:
     token = json.loads(out.stdout)["token"]
     assert isinstance(token, str) and token.startswith("agentd-"), out.stdout
     return token
+
+
+def at_least(
+    daemon: DaemonProcess, kind: str, predicate: Callable[[dict[str, Any]], bool], count: int
+) -> list[dict[str, Any]]:
+    """Records of `kind` that satisfy `predicate`, once there are `count` of them (they may
+    come in several batches of the recorder), or what there is after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [r for r in decision_records(daemon.state_dir, kind) if predicate(r)]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)

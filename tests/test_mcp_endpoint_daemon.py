@@ -18,6 +18,7 @@ from mcp.shared.exceptions import McpError
 from tests.harness import DaemonProcess, admin_credentials, decision_records
 from tests.mcp_endpoint_support import (
     agent_call,
+    at_least,
     mcp_daemon,
     mcp_session,
     register_partner,
@@ -94,8 +95,8 @@ async def test_no_token_or_a_wrong_one_is_401_before_any_mcp(
         assert answer.headers["www-authenticate"].startswith("Bearer")
         assert "mcp-session-id" not in answer.headers  # no session was opened
     assert "no bearer token" in bare.text and "unknown or revoked" in forged.text
-    refused = records_where(
-        daemon, "mcp.request_refused", lambda r: r["decision"] == "unauthenticated"
+    refused = at_least(
+        daemon, "mcp.request_refused", lambda r: r["decision"] == "unauthenticated", 3
     )
     assert len(refused) >= 3 and all(r["rule"] == "bearer token" for r in refused)
     assert all(r.get("agent") is None for r in refused)

@@ -7,7 +7,6 @@ protection off (every token mapped to the victim; no body bound) goes through.""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,8 +20,8 @@ from agentd.bus import Subjects
 from agentd.config import McpEndpointConfig, ToolsConfig
 from agentd.tools import McpEndpoint, ToolRegistry
 from agentd.tools._mcp_guard import McpCaller
-from tests.harness import REPO, DaemonProcess, decision_records, free_port
-from tests.mcp_endpoint_support import mcp_daemon, mcp_session, register_partner
+from tests.harness import REPO, DaemonProcess, free_port
+from tests.mcp_endpoint_support import at_least, mcp_daemon, mcp_session, register_partner
 from tests.security.support import records_where
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -151,7 +150,12 @@ async def test_a_huge_or_deep_body_is_refused_before_mcp_parses_it(
     assert streamed.status_code == 413
     assert too_deep.status_code == 400 and "deeper" in too_deep.text
     assert anonymous.status_code == 401  # who is asking comes first
-    refused = _too_large(daemon, at_least=2)  # whichever batches of the recorder hold them
+    refused = at_least(
+        daemon,
+        "mcp.request_refused",
+        lambda r: r.get("agent") == "mallory" and r["decision"] == "request_too_large",
+        2,
+    )
     assert len(refused) >= 2 and all(r["attributes"]["status"] == 413 for r in refused)
     # the endpoint still serves
     async with mcp_session(url, mallory) as session:
@@ -166,19 +170,6 @@ async def test_a_huge_or_deep_body_is_refused_before_mcp_parses_it(
         passed = await http.post(bare, content=huge, headers={**auth, "mcp-session-id": session_id})
     assert passed.status_code == 200, passed.text
     assert passed.json()["result"]["isError"]  # decided by the gateway (the schema's bound)
-
-
-def _too_large(daemon: DaemonProcess, *, at_least: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 10
-    while True:
-        found = [
-            r
-            for r in decision_records(daemon.state_dir, "mcp.request_refused")
-            if r.get("agent") == "mallory" and r["decision"] == "request_too_large"
-        ]
-        if len(found) >= at_least or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 def _call_body(tool: str, args: dict[str, object], request_id: int = 2) -> bytes:

@@ -117,6 +117,7 @@ class McpEndpoint:
             uvicorn.Config(
                 app,
                 lifespan="off",
+                interface="asgi3",
                 http="h11",
                 ws="none",
                 log_config=None,
@@ -151,6 +152,10 @@ class McpEndpoint:
                     "use? set [tools.mcp_endpoint].listen (port 0 picks a free one)"
                 ],
             ) from exc
+        # accepted connections inherit it: without it a small response waits for the
+        # client's delayed ACK (~40 ms a call on Linux loopback; uvicorn leaves it to us when
+        # it is handed a socket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         return host, sock
 

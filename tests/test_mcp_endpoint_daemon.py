@@ -296,3 +296,31 @@ async def test_status_and_config_check_name_the_endpoint(
         status = await ctl.call("status")
     assert status["mcp_url"] == url
     assert status["services"]["mcp"] == f"listening on {url}"
+
+
+async def test_the_daemon_stops_cleanly_with_sessions_open_and_a_call_parked(
+    served: tuple[DaemonProcess, str],
+) -> None:
+    """Last in this module: it stops the daemon (the fixture's own stop then finds it gone)."""
+    daemon, url = served
+    _, token = await register_partner(daemon, "lender", tools=["loan.approve", "credit.score"])
+    args = {"applicant_id": APPLICANT, "amount": 30000.0, "payee": "acct-3003"}
+    box: dict[str, Any] = {}
+
+    async def call() -> None:
+        try:
+            async with mcp_session(url, token) as session:
+                box["result"] = await session.call_tool("loan.approve", args)
+        except Exception as exc:  # the server went away under it: any transport error is fine
+            box["error"] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await anyio.to_thread.run_sync(parked, daemon, "lender")
+        started = time.monotonic()
+        code = await anyio.to_thread.run_sync(daemon.stop)
+        took = time.monotonic() - started
+    assert code == 0, daemon.log()
+    assert took < 15, took  # drain_grace_s is 5 s: the endpoint does not hold the daemon up
+    result = box.get("result")
+    assert "error" in box or (result is not None and result.isError), box

@@ -127,6 +127,7 @@ class McpEndpoint:
                 h11_max_incomplete_event_size=64 * 1024,  # request line and headers
             )
         )
+        _quiet_sdk_logs()
         with sock:
             async with manager.run(), anyio.create_task_group() as tg:
                 tg.start_soon(server.serve, [sock])
@@ -241,6 +242,32 @@ _INSTRUCTIONS = (
     "result with isError (code, message, rule). Send _meta.idempotency_key to make a retried "
     "call run once."
 )
+
+
+class _QuietSdk(logging.Filter):
+    """The SDK logs every request at INFO ("Processing request of type ...") and a client
+    ending its session as an ERROR with a traceback (its GET stream closing:
+    ClosedResourceError). Both are the normal course of a session: kept for DEBUG only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        closed = record.exc_info is not None and record.exc_info[0] is anyio.ClosedResourceError
+        routine = closed or record.getMessage().startswith("Processing request of type")
+        if not routine:
+            return True
+        record.levelno, record.levelname, record.exc_info, record.exc_text = (
+            logging.DEBUG,
+            "DEBUG",
+            None,
+            None,
+        )
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _quiet_sdk_logs() -> None:
+    for name in ("mcp.server.streamable_http", "mcp.server.lowlevel.server"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietSdk) for f in logger.filters):
+            logger.addFilter(_QuietSdk())
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -104,7 +104,7 @@ def mcp_daemon(root: Path) -> Iterator[tuple[DaemonProcess, str]]:
         policy="enforce",
         extra=(
             "[autoscale]\nenabled = false\n[identity]\nlease_s = 3600\n"
-            f'[tools]\ndir = "{REPO / "tools"}"\napproval_timeout_s = 8.0\n'
+            f'[tools]\ndir = "{REPO / "tools"}"\napproval_timeout_s = 60.0\n'
             f'[tools.mcp_endpoint]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
             "max_request_bytes = 65536\n"
         ),

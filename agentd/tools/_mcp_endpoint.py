@@ -125,6 +125,9 @@ class McpEndpoint:
                 server_header=False,
                 timeout_graceful_shutdown=max(1, round(self._drain_grace_s)),
                 h11_max_incomplete_event_size=64 * 1024,  # request line and headers
+                # connections and requests at once: each session's GET stream and a call or
+                # two in flight; beyond it uvicorn answers 503 instead of taking more
+                limit_concurrency=2 * self.config.max_sessions + 64,
             )
         )
         _quiet_sdk_logs()

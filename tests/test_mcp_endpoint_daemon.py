@@ -13,7 +13,6 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from mcp.shared.exceptions import McpError
 
 from tests.harness import DaemonProcess, admin_credentials, decision_records
 from tests.mcp_endpoint_support import (
@@ -101,10 +100,18 @@ async def test_no_token_or_a_wrong_one_is_401_before_any_mcp(
     assert len(refused) >= 3 and all(r["rule"] == "bearer token" for r in refused)
     assert all(r.get("agent") is None for r in refused)
     # the SDK's client cannot even initialize without one
-    with pytest.raises(Exception) as failed:  # noqa: PT011 - the SDK surfaces httpx's error
+    with pytest.raises(BaseExceptionGroup) as failed:  # the SDK's task groups wrap httpx's
         async with mcp_session(url, None):
             pass
-    assert "401" in repr(failed.value) or isinstance(failed.value, McpError | ExceptionGroup)
+    statuses = [e.response.status_code for e in leaves(failed.value)
+                if isinstance(e, httpx.HTTPStatusError)]  # fmt: skip
+    assert statuses == [401], failed.value
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
 
 
 async def test_a_registered_agent_lists_its_tools_with_schemas(

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
@@ -40,7 +40,6 @@ from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._llm_tokens import IdentityTokens
 from agentd.daemon._log_anchor import LogAnchor, build_log_anchor
-from agentd.daemon._mcp_endpoint import build_mcp_endpoint
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._sandbox import host_abi
 from agentd.daemon._spawner import Spawner
@@ -54,8 +53,11 @@ from agentd.inference import ModelPools, discover_gpus
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, ReplyRelay, Router
 from agentd.supervisor import Supervisor
-from agentd.tools import McpEndpoint, TaintBook, ToolGateway, ToolRegistry
+from agentd.tools import TaintBook, ToolGateway, ToolRegistry
 from agentd.trace import Redactor, TraceIngest
+
+if TYPE_CHECKING:  # the MCP SDK and uvicorn are imported only where the endpoint is on
+    from agentd.tools import McpEndpoint
 
 __all__ = ["Services"]
 
@@ -268,6 +270,8 @@ class Services:
         await tg.start(self.tools.run)
         self.step("tools", "running")
         if self.config.tools.mcp_endpoint.enabled:  # outside MCP clients, as their agents
+            from agentd.daemon._mcp_endpoint import build_mcp_endpoint  # SDK + uvicorn: ~0.9 s
+
             self.mcp = build_mcp_endpoint(
                 self.config,
                 nc,

@@ -57,5 +57,4 @@ def build_mcp_endpoint(
         allowed_tools=allowed_tools,
         authenticate=token_caller(llm, identity),
         record=record,
-        drain_grace_s=config.daemon.drain_grace_s,
     )

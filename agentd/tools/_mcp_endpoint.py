@@ -53,6 +53,7 @@ IDEMPOTENCY_META = "idempotency_key"
 """The `_meta` key of a tools/call that names the call across retries and reconnects."""
 _KEY = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,127}$")
 MAX_REPLY_BYTES = 64 << 20
+SHUTDOWN_GRACE_S = 1
 PATH = "/mcp"
 
 
@@ -70,7 +71,6 @@ class McpEndpoint:
         allowed_tools: Callable[[str], list[str] | None],
         authenticate: Authenticate,
         record: Callable[..., None],
-        drain_grace_s: float = 5.0,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
@@ -79,7 +79,6 @@ class McpEndpoint:
         self._allowed_tools = allowed_tools
         self._authenticate = authenticate
         self._record = record
-        self._drain_grace_s = drain_grace_s
         self.wait_s = config.call_timeout_s or _default_wait(tools, registry)
         self.url: str | None = None
         self._stopped = anyio.Event()
@@ -123,7 +122,10 @@ class McpEndpoint:
                 log_config=None,
                 access_log=False,
                 server_header=False,
-                timeout_graceful_shutdown=max(1, round(self._drain_grace_s)),
+                # a client's GET stream never ends by itself, and the daemon's whole drain
+                # shares one deadline: requests in flight get a moment, then are cut (a call
+                # cut off still completes in the tool gateway; a retry with its key gets it)
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                 h11_max_incomplete_event_size=64 * 1024,  # request line and headers
                 # connections and requests at once: each session's GET stream and a call or
                 # two in flight; beyond it uvicorn answers 503 instead of taking more

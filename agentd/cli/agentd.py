@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                 or f"embedded nats-server on {cfg.bus.embedded.host}:{cfg.bus.embedded.port}"
             )
             print(f"  state_dir: {cfg.daemon.state_dir}\n  bus: {bus}\n  agents: {cfg.agents.dir}")
+            endpoint = cfg.tools.mcp_endpoint
+            mcp = f"http://{endpoint.listen}/mcp" if endpoint.enabled else "off"
+            print(f"  mcp endpoint: {mcp}")
             return 0
         if args.command == "agents" and args.agents_command == "import":
             from agentd.cli._import_view import import_langgraph

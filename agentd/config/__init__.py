@@ -15,6 +15,7 @@ from agentd.config._agent_spec import (
 from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._langgraph_project import ProjectImport, import_project, read_project
 from agentd.config._load import DEFAULT_CONFIG_NAME, LoadedConfig, find_config, load_config
+from agentd.config._mcp_endpoint import McpEndpointConfig, split_listen
 from agentd.config._models import (
     AgentsConfig,
     AutoscaleConfig,
@@ -57,6 +58,7 @@ __all__ = [
     "InboxConfig",
     "LauncherConfig",
     "LoadedConfig",
+    "McpEndpointConfig",
     "MetricsConfig",
     "OtlpConfig",
     "ModelLivenessConfig",
@@ -75,6 +77,7 @@ __all__ = [
     "SandboxLimits",
     "AgentSandboxSpec",
     "find_config",
+    "split_listen",
     "load_config",
     # agent specs
     "RESERVED_NAMES",

@@ -18,6 +18,7 @@ from pydantic import (
 
 from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._cluster import ClusterConfig
+from agentd.config._mcp_endpoint import McpEndpointConfig
 from agentd.config._model_pools import (
     LauncherConfig,
     ModelLivenessConfig,
@@ -317,6 +318,8 @@ class ToolsConfig(_Section):
     taint_ttl_s: float = Field(30 * 24 * 3600.0, gt=0)
     """How long tainted conversations and messages are remembered (KV `<prefix>_taint`)."""
     overrides: dict[str, ToolOverride] = {}
+    mcp_endpoint: McpEndpointConfig = McpEndpointConfig()
+    """agentd's governed tools as an MCP server for outside clients (off by default)."""
 
 
 class MetricsConfig(_Section):
@@ -409,6 +412,16 @@ class Config(_Section):
             raise ValueError(
                 "[cluster].enabled needs [bus].url: the hosts of a cluster share one NATS "
                 "cluster, not each its own embedded server"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mcp_endpoint_needs_tokens(self) -> Config:
+        endpoint = self.tools.mcp_endpoint
+        if endpoint.enabled and not (self.gateway.enabled or self.identity.enabled):
+            raise ValueError(
+                "[tools.mcp_endpoint].enabled needs [gateway].enabled or [identity].enabled: "
+                "its callers authenticate with the tokens those issue (replicas, registered agents)"
             )
         return self
 

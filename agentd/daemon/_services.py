@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
@@ -55,6 +55,9 @@ from agentd.router import DeadLetters, ReplyRelay, Router
 from agentd.supervisor import Supervisor
 from agentd.tools import TaintBook, ToolGateway, ToolRegistry
 from agentd.trace import Redactor, TraceIngest
+
+if TYPE_CHECKING:  # the MCP SDK and uvicorn are imported only where the endpoint is on
+    from agentd.tools import McpEndpoint
 
 __all__ = ["Services"]
 
@@ -106,6 +109,7 @@ class Services:
         self.dead_letters: DeadLetters | None = None
         self.replies: ReplyRelay | None = None
         self.tools: ToolGateway | None = None
+        self.mcp: McpEndpoint | None = None  # [tools.mcp_endpoint]: off unless enabled
         self.taint: TaintBook | None = None
         self.control: ControlPlane | None = None
         self.metrics_service: MetricsService | None = None
@@ -242,19 +246,19 @@ class Services:
             await tg.start(self.llm.run)
             self.step("gateway", "running")
         registry = self._load_tools()
+
+        def allowed_tools(agent: str) -> list[str] | None:
+            if agent in fleet.agents:
+                return list(fleet.agents[agent].agent.spec.tools)
+            return identity.registered_tools(agent) if identity else None
+
         self.tools = ToolGateway(
             nc,
             js,
             self.subjects,
             point=self.authority.point,
             registry=registry,
-            allowed_tools=lambda agent: (
-                list(fleet.agents[agent].agent.spec.tools)
-                if agent in fleet.agents
-                else identity.registered_tools(agent)
-                if identity
-                else None
-            ),
+            allowed_tools=allowed_tools,
             record=recorder.record,
             config=self.config.tools,
             drain_grace_s=self.config.daemon.drain_grace_s,
@@ -265,6 +269,21 @@ class Services:
         )
         await tg.start(self.tools.run)
         self.step("tools", "running")
+        if self.config.tools.mcp_endpoint.enabled:  # outside MCP clients, as their agents
+            from agentd.daemon._mcp_endpoint import build_mcp_endpoint  # SDK + uvicorn: ~0.9 s
+
+            self.mcp = build_mcp_endpoint(
+                self.config,
+                nc,
+                self.subjects,
+                registry=registry,
+                allowed_tools=allowed_tools,
+                llm=self.llm,
+                identity=identity,
+                record=recorder.record,
+            )
+            await tg.start(self.mcp.run)
+            self.step("mcp", f"listening on {self.mcp.url}")
         self.authority.record = recorder.record
         self.control = ControlPlane(
             nc,
@@ -367,6 +386,7 @@ class Services:
             self.autoscaler,
             self.spawner,
             self.metrics_service,
+            self.mcp,
             self.registration,
             self.identity,
         ):

@@ -26,6 +26,7 @@ from agentd.tools._registry import (
 if TYPE_CHECKING:
     from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
     from agentd.tools._gateway import ToolGateway
+    from agentd.tools._mcp_endpoint import McpEndpoint
     from agentd.tools._protocol import ErrorCode, ToolCallRequest, ToolRefusal
     from agentd.tools._results import CallRecord, ResultStore
     from agentd.tools._taint import Taint, TaintBook
@@ -46,6 +47,8 @@ __all__ = [
     "ToolCallRequest",
     "ToolGateway",
     "ToolRefusal",
+    # agentd as an MCP server for outside clients ([tools.mcp_endpoint])
+    "McpEndpoint",
     # its parts
     "ApprovalBook",
     "ApprovalOutcome",
@@ -64,6 +67,7 @@ _LAZY = {
     "ApprovalOutcome": "_approvals",
     "PendingApproval": "_approvals",
     "ToolGateway": "_gateway",
+    "McpEndpoint": "_mcp_endpoint",
     "ErrorCode": "_protocol",
     "ToolCallRequest": "_protocol",
     "ToolRefusal": "_protocol",

@@ -49,6 +49,9 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "tool.rejected",
         "tool.executed",
         "tool.failed",
+        # agentd's MCP endpoint refused an HTTP request before MCP saw it (no or an unknown
+        # token, a body over its bounds): `decision` says which, `agent` is set once known
+        "mcp.request_refused",
         # router
         "message.routed",
         "message.refused",

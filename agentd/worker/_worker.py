@@ -38,6 +38,7 @@ from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._dead_letters import give_up
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger, run_ledger
+from agentd.worker._local_tools import install as govern_local_tools
 from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 from agentd.worker._status import ReplicaStatus
@@ -119,6 +120,8 @@ class AgentWorker:
                 self.settings.params,
                 recorder=trace,
             )
+            # before the graph module is imported: its LangChain tools go through the gateway
+            govern_local_tools(self._context)
             self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
             commands = await nc.subscribe(
                 self.subjects.command(self.name), cb=self.status.on_command

@@ -1,0 +1,352 @@
+"""Every LangChain tool a graph runs goes through the tool gateway first: governed by construction.
+
+`install(context)` replaces `langchain_core.tools.BaseTool.run` and `.arun` (the one path that
+`tool.invoke` / `ainvoke`, `ToolNode`, `create_react_agent` and `create_agent` all take, for
+`@tool` functions, `StructuredTool`s and `BaseTool` subclasses alike) before the graph module is
+imported. An intercepted call:
+
+1. asks the gateway (`agentd.tool.<agent>.<tool>`, `local.phase = "begin"`) for the decision:
+   policy `tool:<name>` `call` on the validated arguments, constraints, taint, rate limit,
+   approval (which parks the call here until an operator answers) and the stored result of the
+   call's idempotency key = the run's message id + the model's tool call id (`c1`, `c2`, ... in
+   the run's call order when the call has none, as `ctx.call_tool` numbers them);
+2. runs the body through LangChain's own `run` / `arun` (callbacks, validation, error handling
+   exactly as without agentd), or returns the stored result without running it;
+3. reports the outcome (`phase = "end"`), which the gateway stores under the key and records.
+
+A refusal reaches the model as a `ToolMessage(status="error")` naming code, rule and reason, so
+the run goes on; a call without a tool call id (`tool.invoke({...})` in a hand-written loop)
+raises `ToolCallRefused`, a `ToolException`. A call outside a run fails closed. Tools marked
+`metadata={"agentd_gateway": True}` are proxies of gateway tools that call `ctx.call_tool`
+themselves: they pass through. Why this mechanism: agentd/tools/README.md, "Tools defined in
+the graph".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import nats.errors
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool, ToolException
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+
+from agentd.errors import AgentdError
+from agentd.telemetry import execute_tool_span, inject_nats_headers
+from agentd.worker._context import _TOOL_NAME, AgentContext, RunInfo, _current
+
+__all__ = ["GATEWAY_MARK", "ToolCallOutsideRun", "ToolCallRefused", "install"]
+
+log = logging.getLogger("agentd.worker.tools")
+
+GATEWAY_MARK = "agentd_gateway"
+"""`metadata` key of a LangChain tool that proxies a gateway tool (it calls `ctx.call_tool`)."""
+END_TIMEOUT_S = 30.0
+_SCHEMAS_KEPT = 256
+
+_original_run: Callable[..., Any] | None = None
+_original_arun: Callable[..., Any] | None = None
+_governor: _Governor | None = None
+
+
+class ToolCallOutsideRun(AgentdError):
+    """A LangChain tool was called where no run is (at import, in a factory, in a task that
+    left its run's context): nothing can decide it, so it does not run."""
+
+
+class ToolCallRefused(ToolException):
+    """The gateway refused a call that has no tool call id to answer with a ToolMessage."""
+
+    def __init__(self, tool: str, error: dict[str, Any]) -> None:
+        self.tool = tool
+        self.error = error
+        self.code = str(error.get("code") or "error")
+        self.rule: str | None = error.get("rule")
+        super().__init__(_refusal_text(tool, error))
+
+
+def install(context: AgentContext) -> None:
+    """Govern every LangChain tool call in this process from now on (idempotent); the calls go
+    out as `context`'s agent. Call it from the replica's event loop."""
+    global _original_run, _original_arun, _governor
+    _governor = _Governor(context, asyncio.get_running_loop())
+    if _original_run is None:
+        _original_run, _original_arun = BaseTool.run, BaseTool.arun
+        BaseTool.run = _governed_run  # type: ignore[method-assign]
+        BaseTool.arun = _governed_arun  # type: ignore[method-assign]
+
+
+def _passes(tool: BaseTool) -> bool:
+    return bool((tool.metadata or {}).get(GATEWAY_MARK))
+
+
+async def _governed_arun(self: BaseTool, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
+    assert _original_arun is not None
+    if _passes(self):
+        return await _original_arun(self, tool_input, *args, **kwargs)
+    call = _LocalCall.start(self, tool_input, kwargs.get("tool_call_id"))
+    with call.span():
+        answer = await call.begin()
+        if not answer.get("ok"):
+            return call.refused(answer.get("error") or {})
+        grant = answer.get("grant")
+        if not isinstance(grant, str):
+            return call.replayed(answer.get("result"))
+        try:
+            output = await _original_arun(self, tool_input, *args, **kwargs)
+        except BaseException as exc:
+            # cancelled or failed: the report still goes, so the claim is released now
+            await call.shielded_end(grant, None, exc)
+            raise
+        await call.shielded_end(grant, output, None)
+        return output
+
+
+def _governed_run(self: BaseTool, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
+    assert _original_run is not None
+    if _passes(self):
+        return _original_run(self, tool_input, *args, **kwargs)
+    call = _LocalCall.start(self, tool_input, kwargs.get("tool_call_id"))
+    with call.span():
+        answer = call.governor.blocking(call.begin())
+        if not answer.get("ok"):
+            return call.refused(answer.get("error") or {})
+        grant = answer.get("grant")
+        if not isinstance(grant, str):
+            return call.replayed(answer.get("result"))
+        try:
+            output = _original_run(self, tool_input, *args, **kwargs)
+        except BaseException as exc:
+            call.governor.blocking(call.end(grant, None, exc))
+            raise
+        call.governor.blocking(call.end(grant, output, None))
+        return output
+
+
+class _Governor:
+    """The replica's way to the gateway, and what it knows of the tools it has seen."""
+
+    def __init__(self, context: AgentContext, loop: asyncio.AbstractEventLoop) -> None:
+        self.context = context
+        self.loop = loop
+        self._schemas: dict[int, tuple[BaseTool, dict[str, Any]]] = {}
+        self._ends: set[asyncio.Task[None]] = set()
+
+    def blocking(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run `coro` on the replica's loop from a tool's thread (a sync `tool.invoke`)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            coro.close()
+            raise ToolCallOutsideRun(
+                "a synchronous tool call (tool.invoke / tool.run) on the replica's event loop "
+                "would block it while the gateway decides: use `await tool.ainvoke(...)`"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def described(self, tool: BaseTool) -> dict[str, Any]:
+        """What the model is shown of `tool` (computed once per tool object)."""
+        kept = self._schemas.get(id(tool))
+        if kept is not None and kept[0] is tool:
+            return kept[1]
+        try:
+            schema: Any = tool.tool_call_schema.model_json_schema()  # type: ignore[union-attr]
+        except Exception:
+            schema = tool.args_schema if isinstance(tool.args_schema, dict) else None
+        shown = {"description": (tool.description or "")[:4096], "schema": schema}
+        if len(self._schemas) >= _SCHEMAS_KEPT:
+            self._schemas.clear()
+        self._schemas[id(tool)] = (tool, shown)
+        return shown
+
+    async def request(
+        self, tool: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float
+    ) -> dict[str, Any]:
+        nc, subjects = self.context._nc, self.context._subjects
+        data = json.dumps(body, default=str).encode()
+        try:
+            reply = await nc.request(
+                subjects.tool(self.context.agent, tool), data, timeout=timeout_s, headers=headers
+            )
+        except nats.errors.NoRespondersError:
+            error = {"code": "unavailable", "message": "no tool gateway is running"}
+            return {"ok": False, "error": {**error, "retryable": True}}
+        except (TimeoutError, nats.errors.TimeoutError):
+            error = {"code": "timeout", "message": f"no answer within {timeout_s:g}s"}
+            return {"ok": False, "error": {**error, "retryable": True}}
+        answer: dict[str, Any] = json.loads(reply.data)
+        return answer
+
+
+class _LocalCall:
+    """One intercepted call: its identity, arguments and the steps around its body."""
+
+    def __init__(
+        self, governor: _Governor, tool: BaseTool, run: RunInfo, call_id: str, model_id: str | None
+    ) -> None:
+        self.governor = governor
+        self.tool = tool
+        self.run = run
+        self.call_id = call_id
+        self.model_id = model_id  # the model's tool call id: a refusal answers it
+        self.args: dict[str, Any] = {}
+        self.invalid: str | None = None
+        self.headers: dict[str, str] = {}
+
+    @classmethod
+    def start(cls, tool: BaseTool, tool_input: Any, tool_call_id: str | None) -> _LocalCall:
+        governor, run = _governor, _current.get()
+        if governor is None or run is None:
+            raise ToolCallOutsideRun(
+                f"tool {tool.name!r} was called outside a run: every tool call is decided by "
+                "the tool gateway for the run that makes it, so it did not run"
+            )
+        run.tool_calls += 1
+        call = cls(governor, tool, run, tool_call_id or f"c{run.tool_calls}", tool_call_id)
+        call.args, call.invalid = _policy_args(tool, tool_input, tool_call_id)
+        return call
+
+    def span(self) -> Any:
+        return _SpanThenHeaders(self)
+
+    def _body(self, local: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "args": self.args,
+            "message_id": self.run.message_id,
+            "call_id": self.call_id,
+            "run_id": self.run.run_id,
+            "conversation_id": self.run.conversation_id,
+            "local": local,
+        }
+
+    async def begin(self) -> dict[str, Any]:
+        if not _TOOL_NAME.match(self.tool.name):
+            message = f"{self.tool.name!r} is not a tool name agentd can govern (letters, digits"
+            error = {"code": "bad_request", "message": message + ", _ and - between dots)"}
+            return {"ok": False, "error": error}
+        local = {"phase": "begin", **self.governor.described(self.tool), "invalid": self.invalid}
+        timeout_s = self.governor.context.tool_timeout_s  # long enough for a human approval
+        return await self.governor.request(
+            self.tool.name, self._body(local), self.headers, timeout_s
+        )
+
+    async def end(self, grant: str, output: Any, error: BaseException | None) -> None:
+        ok, result, why = _outcome(output, error)
+        local = {"phase": "end", "grant": grant, "ok": ok, "result": result, "error": why}
+        answer = await self.governor.request(
+            self.tool.name, self._body(local), self.headers, END_TIMEOUT_S
+        )
+        if ok and not answer.get("ok"):  # the result stands for this run, but is not stored
+            log.warning(
+                "the result of %s (%s) was not stored: %s",
+                self.tool.name,
+                self.call_id,
+                answer.get("error"),
+            )
+
+    async def shielded_end(self, grant: str, output: Any, error: BaseException | None) -> None:
+        """`end`, carried to its reply even when this task is being cancelled."""
+        task = asyncio.ensure_future(self.end(grant, output, error))
+        self.governor._ends.add(task)
+        task.add_done_callback(self.governor._ends.discard)
+        await asyncio.shield(task)
+
+    def refused(self, error: dict[str, Any]) -> Any:
+        if self.model_id is None:
+            raise ToolCallRefused(self.tool.name, error)
+        text = _refusal_text(self.tool.name, error)
+        return ToolMessage(text, tool_call_id=self.model_id, name=self.tool.name, status="error")
+
+    def replayed(self, result: Any) -> Any:
+        if self.model_id is None:
+            return result
+        content = result if isinstance(result, str | list) else json.dumps(result)
+        return ToolMessage(content, tool_call_id=self.model_id, name=self.tool.name)
+
+
+class _SpanThenHeaders:
+    """The call's `execute_tool` span, current while it runs; its context goes to the gateway."""
+
+    def __init__(self, call: _LocalCall) -> None:
+        self._call = call
+        run = call.run
+        self._scope = execute_tool_span(
+            call.tool.name,
+            agent=call.governor.context.agent,
+            call_id=call.call_id,
+            conversation_id=run.conversation_id,
+            run_id=run.run_id,
+            args=call.args,
+        )
+
+    def __enter__(self) -> None:
+        self._scope.__enter__()
+        self._call.headers = inject_nats_headers() or {}
+
+    def __exit__(self, *exc: Any) -> None:
+        self._scope.__exit__(*exc)
+
+
+def _policy_args(
+    tool: BaseTool, tool_input: Any, tool_call_id: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """The arguments policy decides on: validated by the tool's own schema, without the values
+    LangGraph injects (state, store, the call id), in JSON form; or the raw ones and why they
+    do not fit."""
+    if isinstance(tool_input, str):
+        return {"input": tool_input}, None
+    raw = dict(tool_input) if isinstance(tool_input, dict) else {"input": tool_input}
+    try:
+        validated = tool._parse_input(dict(raw), tool_call_id)
+    except (ValidationError, ValueError, TypeError) as exc:
+        return _jsonable(_without_injected(tool, raw)), _invalid_text(exc)
+    if not isinstance(validated, dict):
+        return {"input": validated}, None
+    return _jsonable(_without_injected(tool, validated)), None
+
+
+def _without_injected(tool: BaseTool, args: dict[str, Any]) -> dict[str, Any]:
+    kept = tool._filter_injected_args(args)
+    injected = tool._injected_args_keys
+    return {k: v for k, v in kept.items() if k not in injected}
+
+
+def _jsonable(value: Any) -> Any:
+    return to_jsonable_python(value, fallback=str)
+
+
+def _invalid_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+            for e in exc.errors()
+        )
+    return str(exc)
+
+
+def _outcome(output: Any, error: BaseException | None) -> tuple[bool, Any, str | None]:
+    """What the body did, as the gateway stores it: a ToolMessage's content (a handled
+    `ToolException` is a failure), else the output in JSON form."""
+    if error is not None:
+        return False, None, f"{type(error).__name__}: {error}"[:4096]
+    if isinstance(output, ToolMessage):
+        if output.status == "error":
+            return False, None, str(output.content)[:4096]
+        return True, _jsonable(output.content), None
+    return True, _jsonable(output), None
+
+
+def _refusal_text(tool: str, error: dict[str, Any]) -> str:
+    code = error.get("code") or "error"
+    rule = f" (rule {error['rule']})" if error.get("rule") else ""
+    approval = f" [approval {error['approval_id']}]" if error.get("approval_id") else ""
+    retry = f"; retry after {error['retry_after_s']:g}s" if error.get("retry_after_s") else ""
+    message = error.get("message") or "refused"
+    return f"Error: agentd refused {tool}: {code}{rule}{approval}: {message}{retry}"

@@ -67,8 +67,11 @@ class LocalCalls:
     def __init__(self, pipeline: CallPipeline) -> None:
         self._calls = pipeline
         self._grants: dict[str, _Grant] = {}
+        # both on, always; the security tests' controls turn one off to show the attack it stops
         self.require_grant = True
-        """Off only in the security test's control: an `end` then stores whatever it says."""
+        """An `end` stores a result only for a call this gateway granted."""
+        self.refuse_gateway_names = True
+        """A local tool may not take a gateway tool's name."""
 
     async def answer(self, call: ToolCall, local: LocalBegin | LocalEnd) -> bytes:
         """The reply to one phase; every refusal is recorded."""
@@ -148,7 +151,7 @@ class LocalCalls:
 
     def _admit(self, call: ToolCall, local: LocalBegin) -> None:
         pipeline, records = self._calls, self._calls.records
-        if pipeline._registry.get(call.tool) is not None:
+        if self.refuse_gateway_names and pipeline._registry.get(call.tool) is not None:
             raise records.deny(
                 call,
                 "policy_denied",

@@ -19,6 +19,7 @@ from agentd.worker._local_tools import (
     ToolCallRefused,
 )
 from agentd.worker._local_tools import install as govern_local_tools
+from agentd.worker._local_tools import settle as settle_local_tools
 from agentd.worker._settings import SECRETS_ENV, WorkerSettings, take_secrets
 from agentd.worker._worker import AgentWorker
 
@@ -31,6 +32,7 @@ __all__ = [
     "ToolCallOutsideRun",
     "ToolCallRefused",
     "govern_local_tools",
+    "settle_local_tools",
     "RunInfo",
     "Runnable",
     "SendFailed",

@@ -40,7 +40,7 @@ from agentd.errors import AgentdError
 from agentd.telemetry import execute_tool_span, inject_nats_headers
 from agentd.worker._context import _TOOL_NAME, AgentContext, RunInfo, _current
 
-__all__ = ["GATEWAY_MARK", "ToolCallOutsideRun", "ToolCallRefused", "install"]
+__all__ = ["GATEWAY_MARK", "ToolCallOutsideRun", "ToolCallRefused", "install", "settle"]
 
 log = logging.getLogger("agentd.worker.tools")
 
@@ -48,6 +48,7 @@ GATEWAY_MARK = "agentd_gateway"
 """`metadata` key of a LangChain tool that proxies a gateway tool (it calls `ctx.call_tool`)."""
 END_TIMEOUT_S = 30.0
 _SCHEMAS_KEPT = 256
+_FILTERED = ("run_manager", "callbacks")  # LangChain's own, never the model's
 
 _original_run: Callable[..., Any] | None = None
 _original_arun: Callable[..., Any] | None = None
@@ -81,6 +82,14 @@ def install(context: AgentContext) -> None:
         BaseTool.arun = _governed_arun  # type: ignore[method-assign]
 
 
+async def settle() -> None:
+    """Wait until every tool outcome reported so far is answered (stored or refused): the
+    worker calls it before it records a run as finished and acks its message."""
+    governor = _governor
+    if governor is not None and governor.ends:
+        await asyncio.gather(*list(governor.ends), return_exceptions=True)
+
+
 def _passes(tool: BaseTool) -> bool:
     return bool((tool.metadata or {}).get(GATEWAY_MARK))
 
@@ -101,9 +110,11 @@ async def _governed_arun(self: BaseTool, tool_input: Any, *args: Any, **kwargs: 
             output = await _original_arun(self, tool_input, *args, **kwargs)
         except BaseException as exc:
             # cancelled or failed: the report still goes, so the claim is released now
-            await call.shielded_end(grant, None, exc)
+            call.report(grant, None, exc)
             raise
-        await call.shielded_end(grant, output, None)
+        # the model gets the result while the report travels; the run is not finished (nor its
+        # message acked) before every report of it is answered (`settle`)
+        call.report(grant, output, None)
         return output
 
 
@@ -134,8 +145,9 @@ class _Governor:
     def __init__(self, context: AgentContext, loop: asyncio.AbstractEventLoop) -> None:
         self.context = context
         self.loop = loop
-        self._schemas: dict[int, tuple[BaseTool, dict[str, Any]]] = {}
-        self._ends: set[asyncio.Task[None]] = set()
+        self._schemas: dict[int, tuple[BaseTool, dict[str, Any], frozenset[str]]] = {}
+        self.ends: set[asyncio.Future[None]] = set()
+        """Reports on their way to the gateway."""
 
     def blocking(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run `coro` on the replica's loop from a tool's thread (a sync `tool.invoke`)."""
@@ -153,18 +165,30 @@ class _Governor:
 
     def described(self, tool: BaseTool) -> dict[str, Any]:
         """What the model is shown of `tool` (computed once per tool object)."""
+        return self._known(tool)[0]
+
+    def injected(self, tool: BaseTool) -> frozenset[str]:
+        """The arguments LangGraph fills in (state, store, the call id), not the model."""
+        return self._known(tool)[1]
+
+    def _known(self, tool: BaseTool) -> tuple[dict[str, Any], frozenset[str]]:
         kept = self._schemas.get(id(tool))
         if kept is not None and kept[0] is tool:
-            return kept[1]
+            return kept[1], kept[2]
         try:
             schema: Any = tool.tool_call_schema.model_json_schema()  # type: ignore[union-attr]
         except Exception:
             schema = tool.args_schema if isinstance(tool.args_schema, dict) else None
         shown = {"description": (tool.description or "")[:4096], "schema": schema}
+        fields = set(getattr(tool.args_schema, "model_fields", None) or {})
+        filtered = fields - set(tool._filter_injected_args(dict.fromkeys(fields)))
+        injected = frozenset(
+            filtered | set(tool._injected_args_keys) | {"run_manager", "callbacks"}
+        )
         if len(self._schemas) >= _SCHEMAS_KEPT:
             self._schemas.clear()
-        self._schemas[id(tool)] = (tool, shown)
-        return shown
+        self._schemas[id(tool)] = (tool, shown, injected)
+        return shown, injected
 
     async def request(
         self, tool: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float
@@ -251,12 +275,12 @@ class _LocalCall:
                 answer.get("error"),
             )
 
-    async def shielded_end(self, grant: str, output: Any, error: BaseException | None) -> None:
-        """`end`, carried to its reply even when this task is being cancelled."""
+    def report(self, grant: str, output: Any, error: BaseException | None) -> None:
+        """`end` in a task of its own: it reaches the gateway even when the calling task is
+        being cancelled, and `settle` waits for it."""
         task = asyncio.ensure_future(self.end(grant, output, error))
-        self.governor._ends.add(task)
-        task.add_done_callback(self.governor._ends.discard)
-        await asyncio.shield(task)
+        self.governor.ends.add(task)
+        task.add_done_callback(self.governor.ends.discard)
 
     def refused(self, error: dict[str, Any]) -> Any:
         if self.model_id is None:
@@ -313,9 +337,10 @@ def _policy_args(
 
 
 def _without_injected(tool: BaseTool, args: dict[str, Any]) -> dict[str, Any]:
-    kept = tool._filter_injected_args(args)
-    injected = tool._injected_args_keys
-    return {k: v for k, v in kept.items() if k not in injected}
+    if _governor is None:
+        return args
+    injected = _governor.injected(tool)
+    return {k: v for k, v in args.items() if k not in injected}
 
 
 def _jsonable(value: Any) -> Any:

@@ -39,6 +39,7 @@ from agentd.worker._dead_letters import give_up
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger, run_ledger
 from agentd.worker._local_tools import install as govern_local_tools
+from agentd.worker._local_tools import settle as settle_local_tools
 from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
 from agentd.worker._status import ReplicaStatus
@@ -314,6 +315,7 @@ class AgentWorker:
                             message.payload,
                             {"configurable": {"thread_id": message.conversation_id}},
                         )
+                        await settle_local_tools()  # its tools' outcomes are stored
                 except Exception as exc:
                     self._records.failed(run, started, error=f"{type(exc).__name__}: {exc}")
                     raise

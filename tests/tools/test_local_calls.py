@@ -15,7 +15,12 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
 from agentd.policy import DecisionPoint
-from agentd.worker import ToolCallOutsideRun, ToolCallRefused, govern_local_tools
+from agentd.worker import (
+    ToolCallOutsideRun,
+    ToolCallRefused,
+    govern_local_tools,
+    settle_local_tools,
+)
 from tests.harness import REPO
 
 from .support import GatewayEnv, in_run, running_gateway
@@ -109,6 +114,7 @@ async def test_parallel_calls_are_decided_recorded_and_keyed_by_the_models_ids(
     )
     with in_run(ctx, "message-1"):
         out = tool_messages(await graph.ainvoke(two))
+        await settle_local_tools()  # the outcomes are stored (the worker waits so per run)
     assert out["call_a"].content == "order o-1: shipped" and out["call_a"].status == "success"
     assert '"refunded": 20.0' in str(out["call_b"].content)
     executed = env.records.of("tool.executed")

@@ -104,15 +104,17 @@ class LocalCalls:
         assert pipeline.store is not None
         store = pipeline.store
         key = ResultStore.key(call.agent, call.message_id, call.call_id)
+        grant = new_id()
+        hold_s = self._hold_s(call.tool)
         claim = functools.partial(
             store.claim,
             key,
             tool=call.tool,
             args_digest=digest,
             run_id=call.run_id,
-            hold_s=self._hold_s(call.tool),
+            hold_s=hold_s,
+            grant=grant,  # in the claim too: any gateway of a cluster can check a report
         )
-        hold_s = self._hold_s(call.tool)
         if decision.effect == "approval_required":
             stored = await store.get(key)  # a parked call holds no claim: look first
             if stored is not None and stored.state == "done":
@@ -134,7 +136,6 @@ class LocalCalls:
         assert revision is not None
         now = time.monotonic()
         self._sweep(now)
-        grant = new_id()
         self._grants[grant] = _Grant(
             call.agent,
             call.tool,
@@ -192,6 +193,8 @@ class LocalCalls:
     async def _end(self, call: ToolCall, local: LocalEnd) -> bytes:
         records = self._calls.records
         held = self._grants.get(local.grant)
+        if held is None:  # granted by another gateway of the cluster: its claim says so
+            held = await self._claimed_elsewhere(call, local.grant)
         mine = held is not None and (held.agent, held.tool, held.message_id, held.call_id) == (
             call.agent,
             call.tool,
@@ -210,7 +213,7 @@ class LocalCalls:
                     LOCAL_GRANT,
                 )
             return await self._store_ungranted(call, local)
-        del self._grants[local.grant]
+        self._grants.pop(local.grant, None)
         version = held.decision.policy_version
         assert self._calls.store is not None
         duration_s = time.monotonic() - held.started
@@ -246,6 +249,33 @@ class LocalCalls:
         )
         await self._taint(call)
         return ok_reply(stored.result, replayed=not ours)
+
+    async def _claimed_elsewhere(self, call: ToolCall, grant: str) -> _Grant | None:
+        """The grant of a running claim of this call's key that names it (another gateway
+        decided the call; a report may reach any gateway of the queue group)."""
+        store = self._calls.store
+        assert store is not None
+        key = ResultStore.key(call.agent, call.message_id, call.call_id)
+        claim = await store.get(key)
+        if claim is None or claim.state != "running" or claim.grant != grant:
+            return None
+        point = self._calls.point
+        version = point.version if point is not None else "off"
+        rule = f"{LOCAL_GRANT} {grant} (decided by another gateway)"
+        decision = Decision("allow", rule, "granted elsewhere", version, "access")
+        now = time.monotonic()
+        return _Grant(
+            call.agent,
+            claim.tool,
+            call.message_id,
+            call.call_id,
+            key,
+            claim.revision,
+            claim.args_digest,
+            decision,
+            now,
+            now,
+        )
 
     async def _store_ungranted(self, call: ToolCall, local: LocalEnd) -> bytes:
         """The protection off (a test's control): the report is believed and stored."""

@@ -3,7 +3,10 @@ gateway and a real `AgentContext`, as a replica's graph is: the decision, the re
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +169,42 @@ async def test_a_call_outside_a_run_fails_closed(env: GatewayEnv) -> None:
     with pytest.raises(ToolCallOutsideRun, match="outside a run"):
         await lookup_order.ainvoke({"order_id": "o-4"})
     assert runs == []
+
+
+def test_the_tools_bench_runs_in_smoke_mode() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "tools.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    local = figures["local"]
+    assert all(local["latency"][p]["p50_us"] > 0 for p in ("inline", "governed", "replayed"))
+    assert local["ratio_p50_vs_inline"]["governed"] > 0 and local["records"] > 0
+    assert figures["gateway"]["latency"]["executed"]["p50_us"] > 0
+
+
+async def test_a_report_reaching_another_gateway_is_checked_against_the_claim(
+    env: GatewayEnv,
+) -> None:
+    """A cluster's gateways share the results bucket but not their memory: a report answered by
+    a gateway that did not decide the call is believed only with the grant its claim names."""
+    args = {"order_id": "o-9"}
+    local = {"phase": "begin", "description": "d", "schema": {}}
+    body = {"args": args, "message_id": "m-9", "call_id": "call_9", "run_id": "r-9"}
+    begun = await env.raw_call("underwriter", "lookup_order", {**body, "local": local})
+    grant = begun["grant"]
+    env.gateway.local._grants.clear()  # as if another gateway had decided it
+    report = {"phase": "end", "ok": True, "result": "order o-9: shipped"}
+    wrong = await env.raw_call(
+        "underwriter", "lookup_order", {**body, "local": {**report, "grant": "not-" + grant}}
+    )
+    assert wrong["ok"] is False and wrong["error"]["rule"] == "local grant"
+    right = await env.raw_call(
+        "underwriter", "lookup_order", {**body, "local": {**report, "grant": grant}}
+    )
+    assert right == {"ok": True, "result": "order o-9: shipped", "replayed": False}
+    executed = env.records.of("tool.executed")[-1]
+    assert executed["rule"].startswith(f"local grant {grant} (decided by another gateway)")

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
@@ -208,3 +210,66 @@ async def test_a_report_reaching_another_gateway_is_checked_against_the_claim(
     assert right == {"ok": True, "result": "order o-9: shipped", "replayed": False}
     executed = env.records.of("tool.executed")[-1]
     assert executed["rule"].startswith(f"local grant {grant} (decided by another gateway)")
+
+
+class OneCallModel(BaseChatModel):
+    """Asks for lookup_order(o-7) as call_7, then answers with what the tool said."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "one-call"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        said = [m for m in messages if isinstance(m, ToolMessage)]
+        if said:
+            message = AIMessage(content=f"{said[0].status}: {said[0].content}")
+        else:
+            call = {"name": "lookup_order", "args": {"order_id": "o-7"}, "id": "call_7"}
+            message = AIMessage(content="", tool_calls=[call])
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+async def test_langchains_create_agent_is_governed_too(env: GatewayEnv) -> None:
+    from langchain.agents import create_agent
+
+    agent = create_agent(OneCallModel(), [lookup_order])
+    ctx = env.context("underwriter")
+    with in_run(ctx):
+        out = await agent.ainvoke({"messages": [{"role": "user", "content": "where is o-7?"}]})
+        await settle_local_tools()
+    assert out["messages"][-1].content == "success: order o-7: shipped"
+    assert [cid(r) for r in env.records.of("tool.executed")] == ["call_7"]
+
+
+async def test_a_sync_node_calling_tool_invoke_is_governed_from_its_thread(
+    env: GatewayEnv,
+) -> None:
+    from typing import TypedDict
+
+    class State(TypedDict, total=False):
+        said: str
+
+    def sync_node(state: State) -> State:  # LangGraph runs it in a worker thread
+        return {"said": lookup_order.invoke({"order_id": "o-8"})}
+
+    async def async_node(state: State) -> State:  # a sync call on the loop would block it
+        return {"said": lookup_order.invoke({"order_id": "o-8"})}
+
+    def graph_of(node: Any) -> Any:
+        builder = StateGraph(State)
+        builder.add_node("node", node)
+        builder.add_edge(START, "node")
+        builder.add_edge("node", END)
+        return builder.compile()
+
+    ctx = env.context("underwriter")
+    with in_run(ctx):
+        out = await graph_of(sync_node).ainvoke({})
+        with pytest.raises(ToolCallOutsideRun, match="use `await tool.ainvoke"):
+            await graph_of(async_node).ainvoke({})
+    assert out["said"] == "order o-8: shipped"
+    assert runs == ["o-8"]
+    assert [cid(r) for r in env.records.of("tool.executed")] == ["c1"]

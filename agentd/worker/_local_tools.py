@@ -40,7 +40,14 @@ from agentd.errors import AgentdError
 from agentd.telemetry import execute_tool_span, inject_nats_headers
 from agentd.worker._context import _TOOL_NAME, AgentContext, RunInfo, _current
 
-__all__ = ["GATEWAY_MARK", "ToolCallOutsideRun", "ToolCallRefused", "install", "settle"]
+__all__ = [
+    "GATEWAY_MARK",
+    "ToolCallOutsideRun",
+    "ToolCallRefused",
+    "install",
+    "settle",
+    "uninstall",
+]
 
 log = logging.getLogger("agentd.worker.tools")
 
@@ -80,6 +87,16 @@ def install(context: AgentContext) -> None:
         _original_run, _original_arun = BaseTool.run, BaseTool.arun
         BaseTool.run = _governed_run  # type: ignore[method-assign]
         BaseTool.arun = _governed_arun  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """Give LangChain its own `run` / `arun` back (tests that share a process with others)."""
+    global _original_run, _original_arun, _governor
+    if _original_run is not None and _original_arun is not None:
+        BaseTool.run = _original_run  # type: ignore[method-assign]
+        BaseTool.arun = _original_arun  # type: ignore[method-assign]
+    _original_run = _original_arun = None
+    _governor = None
 
 
 async def settle() -> None:

@@ -26,6 +26,7 @@ from agentd.worker import (
     govern_local_tools,
     settle_local_tools,
 )
+from agentd.worker._local_tools import uninstall as uninstall_local_tools
 from tests.harness import REPO
 
 from .support import GatewayEnv, in_run, running_gateway
@@ -96,7 +97,10 @@ async def env(nats_url: str, policy_dir: Path) -> AsyncIterator[GatewayEnv]:
     runs.clear()
     async with running_gateway(nats_url, point=DecisionPoint.from_dir(policy_dir)) as env:
         govern_local_tools(env.context("underwriter"))
-        yield env
+        try:
+            yield env
+        finally:  # the interception is process-wide: other tests here run LangChain tools
+            uninstall_local_tools()
 
 
 def cid(record: dict[str, Any]) -> str:

@@ -222,6 +222,9 @@ class _Governor:
         except (TimeoutError, nats.errors.TimeoutError):
             error = {"code": "timeout", "message": f"no answer within {timeout_s:g}s"}
             return {"ok": False, "error": {**error, "retryable": True}}
+        except nats.errors.Error as exc:  # the connection is closing or reconnecting
+            error = {"code": "unavailable", "message": f"the bus failed: {exc!r}"}
+            return {"ok": False, "error": {**error, "retryable": True}}
         answer: dict[str, Any] = json.loads(reply.data)
         return answer
 

@@ -252,7 +252,8 @@ class _LocalCall:
                 f"tool {tool.name!r} was called outside a run: every tool call is decided by "
                 "the tool gateway for the run that makes it, so it did not run"
             )
-        run.tool_calls += 1
+        if tool_call_id is None:  # numbered as ctx.call_tool numbers its calls
+            run.tool_calls += 1
         call = cls(governor, tool, run, tool_call_id or f"c{run.tool_calls}", tool_call_id)
         call.args, call.invalid = _policy_args(tool, tool_input, tool_call_id)
         return call
@@ -372,8 +373,8 @@ def _invalid_text(exc: Exception) -> str:
         return "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
             for e in exc.errors()
-        )
-    return str(exc)
+        )[:4096]
+    return str(exc)[:4096]
 
 
 def _outcome(output: Any, error: BaseException | None) -> tuple[bool, Any, str | None]:

@@ -44,6 +44,14 @@ arg = "amount"
 max = 100
 """
 
+LIMITS = """
+[[limit]]
+agent = "*"
+tool = "issue_refund"
+per_minute = 1
+burst = 1
+"""
+
 runs: list[str] = []
 
 
@@ -89,6 +97,8 @@ def policy_dir(tmp_path: Path) -> Path:
         f.write(RULES)
     with (policies / "constraints.toml").open("a") as f:
         f.write(CONSTRAINTS)
+    with (policies / "limits.toml").open("a") as f:
+        f.write(LIMITS)
     return policies
 
 
@@ -277,3 +287,17 @@ async def test_a_sync_node_calling_tool_invoke_is_governed_from_its_thread(
     assert out["said"] == "order o-8: shipped"
     assert runs == ["o-8"]
     assert [cid(r) for r in env.records.of("tool.executed")] == ["c1"]
+
+
+async def test_a_rate_limited_call_reaches_the_model_with_when_to_retry(env: GatewayEnv) -> None:
+    ctx = env.context("underwriter")
+    graph = tool_graph()
+    first = calls(("issue_refund", "r1", {"order_id": "o-10", "amount": 5}))
+    second = calls(("issue_refund", "r2", {"order_id": "o-11", "amount": 5}))
+    with in_run(ctx):
+        ok = tool_messages(await graph.ainvoke(first))["r1"]
+        limited = tool_messages(await graph.ainvoke(second))["r2"]
+    assert ok.status == "success"
+    assert limited.status == "error" and "rate_limited (rule limits.toml:" in str(limited.content)
+    assert "retry after" in str(limited.content)
+    assert runs == ["refund o-10"]

@@ -301,3 +301,21 @@ async def test_a_rate_limited_call_reaches_the_model_with_when_to_retry(env: Gat
     assert limited.status == "error" and "rate_limited (rule limits.toml:" in str(limited.content)
     assert "retry after" in str(limited.content)
     assert runs == ["refund o-10"]
+
+
+async def test_a_gateway_proxy_passes_un_intercepted(env: GatewayEnv) -> None:
+    """A tool marked as a proxy of a gateway tool calls ctx.call_tool itself: governed there,
+    once; the interception lets it through (here outside a run, where others fail closed)."""
+    from langchain_core.tools import StructuredTool
+
+    from agentd.worker import GATEWAY_MARK
+
+    async def proxy(order_id: str) -> str:
+        runs.append(f"proxy {order_id}")
+        return "via the gateway"
+
+    marked = StructuredTool.from_function(
+        coroutine=proxy, name="proxy", description="p", metadata={GATEWAY_MARK: True}
+    )
+    assert await marked.ainvoke({"order_id": "o-12"}) == "via the gateway"
+    assert runs == ["proxy o-12"] and env.records.items == []

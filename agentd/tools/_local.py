@@ -93,6 +93,8 @@ class LocalCalls:
     async def _begin(self, call: ToolCall, local: LocalBegin) -> bytes:
         pipeline, records = self._calls, self._calls.records
         inputs: dict[str, Any] = {"tool": call.tool, "args": call.args, "local": True}
+        if local.described is not None:
+            inputs["described"] = local.described
         if local.description is not None:
             inputs["description"] = local.description
         if local.schema_ is not None:

@@ -3,9 +3,9 @@
 Request: `{"args": {...}, "message_id", "call_id", "run_id", "conversation_id"}`; the agent is
 the subject's, never a field. A tool defined in the graph (a LangChain tool the replica runs
 itself, agentd/tools/README.md "Tools defined in the graph") adds `local`: `{"phase": "begin",
-"description", "schema", "invalid"}` asks for the decision (reply: `{"ok": true, "grant": id}`,
-run it, or a stored result with `"replayed": true`), then `{"phase": "end", "grant", "ok",
-"result" | "error"}` reports what the body did.
+"described", "description", "schema", "invalid"}` asks for the decision (reply: `{"ok": true,
+"grant": id}`, run it, or a stored result with `"replayed": true`), then `{"phase": "end",
+"grant", "ok", "result" | "error"}` reports what the body did.
 Reply: `{"ok": true, "result": ..., "replayed": bool}` or `{"ok": false, "error": {"code",
 "message", "rule", "retry_after_s", "approval_id", "retryable"}}`,
 every error key present (null when it does not apply).
@@ -57,6 +57,9 @@ class LocalBegin(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     phase: Literal["begin"]
+    described: str | None = Field(None, max_length=64)
+    """A digest of the description and schema: sent with every call, the two themselves only
+    until the gateway has recorded them once from this replica."""
     description: str | None = Field(None, max_length=4096)
     schema_: dict[str, JsonValue] | None = Field(None, alias="schema")
     invalid: str | None = Field(None, max_length=4096)

@@ -25,6 +25,7 @@ the graph".
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -33,12 +34,11 @@ from typing import Any
 import nats.errors
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, ToolException
-from pydantic import ValidationError
-from pydantic_core import to_jsonable_python
 
 from agentd.errors import AgentdError
 from agentd.telemetry import execute_tool_span, inject_nats_headers
 from agentd.worker._context import _TOOL_NAME, AgentContext, RunInfo, _current
+from agentd.worker._tool_io import outcome, policy_args, refusal_text
 
 __all__ = [
     "GATEWAY_MARK",
@@ -56,6 +56,7 @@ GATEWAY_MARK = "agentd_gateway"
 END_TIMEOUT_S = 30.0
 _SCHEMAS_KEPT = 256
 _FILTERED = ("run_manager", "callbacks")  # LangChain's own, never the model's
+_NOT_ANSWERED = ("unavailable", "timeout", "bad_request")  # the gateway recorded nothing
 
 _original_run: Callable[..., Any] | None = None
 _original_arun: Callable[..., Any] | None = None
@@ -75,7 +76,7 @@ class ToolCallRefused(ToolException):
         self.error = error
         self.code = str(error.get("code") or "error")
         self.rule: str | None = error.get("rule")
-        super().__init__(_refusal_text(tool, error))
+        super().__init__(refusal_text(tool, error))
 
 
 def install(context: AgentContext) -> None:
@@ -163,6 +164,7 @@ class _Governor:
         self.context = context
         self.loop = loop
         self._schemas: dict[int, tuple[BaseTool, dict[str, Any], frozenset[str]]] = {}
+        self._recorded: set[str] = set()  # digests of descriptions the gateway has recorded
         self.ends: set[asyncio.Future[None]] = set()
         """Reports on their way to the gateway."""
 
@@ -181,8 +183,15 @@ class _Governor:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def described(self, tool: BaseTool) -> dict[str, Any]:
-        """What the model is shown of `tool` (computed once per tool object)."""
-        return self._known(tool)[0]
+        """What the model is shown of `tool`: its digest, and the description and schema until
+        the gateway has recorded them once from this replica (computed once per tool object)."""
+        shown = self._known(tool)[0]
+        digest = shown["described"]
+        return {"described": digest} if digest in self._recorded else shown
+
+    def recorded(self, tool: BaseTool) -> None:
+        """The gateway answered a call of `tool`: its description is in the decision log."""
+        self._recorded.add(self._known(tool)[0]["described"])
 
     def injected(self, tool: BaseTool) -> frozenset[str]:
         """The arguments LangGraph fills in (state, store, the call id), not the model."""
@@ -197,11 +206,11 @@ class _Governor:
         except Exception:
             schema = tool.args_schema if isinstance(tool.args_schema, dict) else None
         shown = {"description": (tool.description or "")[:4096], "schema": schema}
+        text = json.dumps(shown, sort_keys=True, default=str).encode()
+        shown["described"] = hashlib.sha256(text).hexdigest()[:16]
         fields = set(getattr(tool.args_schema, "model_fields", None) or {})
         filtered = fields - set(tool._filter_injected_args(dict.fromkeys(fields)))
-        injected = frozenset(
-            filtered | set(tool._injected_args_keys) | {"run_manager", "callbacks"}
-        )
+        injected = frozenset(filtered | set(tool._injected_args_keys) | set(_FILTERED))
         if len(self._schemas) >= _SCHEMAS_KEPT:
             self._schemas.clear()
         self._schemas[id(tool)] = (tool, shown, injected)
@@ -255,7 +264,8 @@ class _LocalCall:
         if tool_call_id is None:  # numbered as ctx.call_tool numbers its calls
             run.tool_calls += 1
         call = cls(governor, tool, run, tool_call_id or f"c{run.tool_calls}", tool_call_id)
-        call.args, call.invalid = _policy_args(tool, tool_input, tool_call_id)
+        injected = governor.injected(tool)
+        call.args, call.invalid = policy_args(tool, tool_input, tool_call_id, injected)
         return call
 
     def span(self) -> Any:
@@ -278,12 +288,15 @@ class _LocalCall:
             return {"ok": False, "error": error}
         local = {"phase": "begin", **self.governor.described(self.tool), "invalid": self.invalid}
         timeout_s = self.governor.context.tool_timeout_s  # long enough for a human approval
-        return await self.governor.request(
+        answer = await self.governor.request(
             self.tool.name, self._body(local), self.headers, timeout_s
         )
+        if answer.get("ok") or (answer.get("error") or {}).get("code") not in _NOT_ANSWERED:
+            self.governor.recorded(self.tool)
+        return answer
 
     async def end(self, grant: str, output: Any, error: BaseException | None) -> None:
-        ok, result, why = _outcome(output, error)
+        ok, result, why = outcome(output, error)
         local = {"phase": "end", "grant": grant, "ok": ok, "result": result, "error": why}
         answer = await self.governor.request(
             self.tool.name, self._body(local), self.headers, END_TIMEOUT_S
@@ -306,7 +319,7 @@ class _LocalCall:
     def refused(self, error: dict[str, Any]) -> Any:
         if self.model_id is None:
             raise ToolCallRefused(self.tool.name, error)
-        text = _refusal_text(self.tool.name, error)
+        text = refusal_text(self.tool.name, error)
         return ToolMessage(text, tool_call_id=self.model_id, name=self.tool.name, status="error")
 
     def replayed(self, result: Any) -> Any:
@@ -337,62 +350,3 @@ class _SpanThenHeaders:
 
     def __exit__(self, *exc: Any) -> None:
         self._scope.__exit__(*exc)
-
-
-def _policy_args(
-    tool: BaseTool, tool_input: Any, tool_call_id: str | None
-) -> tuple[dict[str, Any], str | None]:
-    """The arguments policy decides on: validated by the tool's own schema, without the values
-    LangGraph injects (state, store, the call id), in JSON form; or the raw ones and why they
-    do not fit."""
-    if isinstance(tool_input, str):
-        return {"input": tool_input}, None
-    raw = dict(tool_input) if isinstance(tool_input, dict) else {"input": tool_input}
-    try:
-        validated = tool._parse_input(dict(raw), tool_call_id)
-    except (ValidationError, ValueError, TypeError) as exc:
-        return _jsonable(_without_injected(tool, raw)), _invalid_text(exc)
-    if not isinstance(validated, dict):
-        return {"input": validated}, None
-    return _jsonable(_without_injected(tool, validated)), None
-
-
-def _without_injected(tool: BaseTool, args: dict[str, Any]) -> dict[str, Any]:
-    if _governor is None:
-        return args
-    injected = _governor.injected(tool)
-    return {k: v for k, v in args.items() if k not in injected}
-
-
-def _jsonable(value: Any) -> Any:
-    return to_jsonable_python(value, fallback=str)
-
-
-def _invalid_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
-            for e in exc.errors()
-        )[:4096]
-    return str(exc)[:4096]
-
-
-def _outcome(output: Any, error: BaseException | None) -> tuple[bool, Any, str | None]:
-    """What the body did, as the gateway stores it: a ToolMessage's content (a handled
-    `ToolException` is a failure), else the output in JSON form."""
-    if error is not None:
-        return False, None, f"{type(error).__name__}: {error}"[:4096]
-    if isinstance(output, ToolMessage):
-        if output.status == "error":
-            return False, None, str(output.content)[:4096]
-        return True, _jsonable(output.content), None
-    return True, _jsonable(output), None
-
-
-def _refusal_text(tool: str, error: dict[str, Any]) -> str:
-    code = error.get("code") or "error"
-    rule = f" (rule {error['rule']})" if error.get("rule") else ""
-    approval = f" [approval {error['approval_id']}]" if error.get("approval_id") else ""
-    retry = f"; retry after {error['retry_after_s']:g}s" if error.get("retry_after_s") else ""
-    message = error.get("message") or "refused"
-    return f"Error: agentd refused {tool}: {code}{rule}{approval}: {message}{retry}"

@@ -147,6 +147,11 @@ async def test_parallel_calls_are_decided_recorded_and_keyed_by_the_models_ids(
     assert sorted(runs) == ["o-1", "refund o-1"]
     replayed = [r for r in env.records.of("tool.executed") if r["decision"] == "replayed"]
     assert {cid(r) for r in replayed} == {"call_a", "call_b"}
+    # what the model was shown: recorded once per replica and tool, then named by its digest
+    shown = [r["inputs"] for r in env.records.of("tool.requested") if cid(r) == "call_a"]
+    assert shown[0]["description"] == "Look up an order."
+    assert shown[0]["schema"]["properties"]["order_id"]["type"] == "string"
+    assert "description" not in shown[1] and shown[1]["described"] == shown[0]["described"]
 
 
 async def test_refusals_reach_the_model_as_error_tool_messages(env: GatewayEnv) -> None:

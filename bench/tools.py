@@ -17,7 +17,21 @@ one allow rule, no limits), a `bench.echo` async tool and a list-collecting reco
 
 The gateway holds a running `TaintBook` (as the daemon's does) unless `--no-taint`.
 
-Run: PYTHONPATH=. .venv/bin/python bench/tools.py [--calls 400] [--no-taint]   (prints JSON)
+Section `local` (`local_tools`): a tool defined in the graph (a LangChain `StructuredTool`, async
+echo) called by a `ToolNode` in a compiled graph, inside a run of a real `AgentContext` with the
+worker's interception installed, against the same graph and body with the interception passed
+by (the tool marked as a gateway proxy: run inline in the worker, as without agentd):
+
+- inline: ToolNode -> the body (the floor: what the graph costs without governance);
+- governed: ToolNode -> begin (decide, claim: KV create) -> the body -> end (store: KV update,
+  records), each call a new tool call id; each graph call waits for the end's answer, as the
+  worker does before it finishes a run (a real run's next model turn overlaps it instead);
+- replayed: the same tool call ids again (begin finds the stored result; the body does not run);
+- overlapped: governed, but the graph call does not wait for the end's answer (the next call
+  overlaps it, as a real run's next model turn does; the round's last report is awaited).
+
+Run: PYTHONPATH=. .venv/bin/python bench/tools.py [--calls 400] [--no-taint]
+     [--section all|gateway|local] [--smoke]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -75,6 +89,19 @@ async def timed(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]
     return samples
 
 
+async def paced(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:
+    """`timed`, with a 2 ms pause between calls (not timed): on a loaded machine the scheduler
+    preempts a process that never sleeps, so a path without I/O (inline) would pay for the
+    others' load in back-to-back calls, while a path that waits on the bus would not."""
+    samples = []
+    for i in range(calls):
+        await anyio.sleep(0.002)
+        started = time.perf_counter()
+        await one(i)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
 async def throughput(calls: int, one: Callable[[int], Awaitable[Any]], inflight: int) -> float:
     started = time.perf_counter()
     sem = anyio.Semaphore(inflight)
@@ -90,6 +117,7 @@ async def throughput(calls: int, one: Callable[[int], Awaitable[Any]], inflight:
 
 
 async def main(calls: int, directory: Path, *, taint: bool = True) -> dict[str, Any]:
+    """Section `gateway`: tools of the tool directory, called over NATS as `ctx.call_tool` does."""
     policy_dir = directory / "policies"
     policy_dir.mkdir()
     shutil.copy(REPO / "policies" / "model.conf", policy_dir)
@@ -189,11 +217,149 @@ async def main(calls: int, directory: Path, *, taint: bool = True) -> dict[str, 
     }
 
 
+def _local_policy(directory: Path) -> Path:
+    policy_dir = directory / "local-policies"
+    policy_dir.mkdir()
+    shutil.copy(REPO / "policies" / "model.conf", policy_dir)
+    (policy_dir / "policy.csv").write_text("p, bench, tool:bench_local, call, allow\n")
+    (policy_dir / "constraints.toml").write_text("")
+    (policy_dir / "limits.toml").write_text("")
+    return policy_dir
+
+
+def _tool_node_graph(tools: list[Any]) -> Any:
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("tools", ToolNode(tools))
+    builder.add_edge(START, "tools")
+    builder.add_edge("tools", END)
+    return builder.compile()
+
+
+async def local_tools(calls: int, directory: Path) -> dict[str, Any]:
+    """Section `local`: a governed ToolNode call vs the same tool run inline in the worker."""
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.tools import StructuredTool
+
+    from agentd.worker import GATEWAY_MARK, AgentContext, RunInfo, govern_local_tools
+    from agentd.worker import settle_local_tools as settle
+
+    async def echo(text: str, n: int = 0) -> dict[str, Any]:
+        return {"text": text, "n": n}
+
+    governed = StructuredTool.from_function(coroutine=echo, name="bench_local", description="e")
+    inline = StructuredTool.from_function(
+        coroutine=echo, name="bench_inline", description="e", metadata={GATEWAY_MARK: True}
+    )
+    graph = _tool_node_graph([governed, inline])
+    with nats_server(directory / "nats-local") as url:
+        worker, server = await nats.connect(url), await nats.connect(url)
+        subjects = Subjects("benchlocal")
+        records: list[str] = []
+        gateway = ToolGateway(
+            server,
+            server.jetstream(),
+            subjects,
+            point=DecisionPoint.from_dir(_local_policy(directory)),
+            registry=ToolRegistry.load(directory / "tools"),
+            allowed_tools=lambda agent: [],
+            record=lambda kind, **fields: records.append(kind),
+            config=ToolsConfig(),
+        )
+        ctx = AgentContext(worker, subjects, "bench", "bench-0")
+        govern_local_tools(ctx)
+        token = ctx._enter(RunInfo("bench-run", "bench-message", "bench-conversation", "bench"))
+
+        def node_call(tool: str, key: str, wait: bool = True) -> Callable[[int], Awaitable[None]]:
+            async def one(i: int) -> None:
+                call = {"name": tool, "id": key.format(i=i), "args": {"text": "hello", "n": i}}
+                state = {"messages": [AIMessage(content="", tool_calls=[call])]}
+                out = await graph.ainvoke(state)
+                if wait:  # as the worker does before a run is finished: the outcome stored
+                    await settle()
+                reply = out["messages"][-1]
+                assert isinstance(reply, ToolMessage) and reply.status == "success", reply
+
+            return one
+
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(gateway.run)
+                await paced(50, node_call("bench_inline", "warm-inline-{i}"))  # warm both paths
+                await paced(50, node_call("bench_local", "warm-{i}"))
+                # the paths alternate in rounds, so the machine's other load falls on each alike
+                paths = ("inline", "governed", "replayed", "overlapped")
+                samples: dict[str, list[float]] = {path: [] for path in paths}
+                rounds = max(1, min(10, calls // 20))
+                n = calls // rounds
+
+                async def inline_round(r: int) -> None:
+                    samples["inline"] += await paced(n, node_call("bench_inline", f"i{r}-{{i}}"))
+
+                async def governed_round(r: int) -> None:  # then the same ids again
+                    samples["governed"] += await paced(n, node_call("bench_local", f"g{r}-{{i}}"))
+                    samples["replayed"] += await paced(n, node_call("bench_local", f"g{r}-{{i}}"))
+
+                async def overlapped_round(r: int) -> None:
+                    overlapped = node_call("bench_local", f"o{r}-{{i}}", wait=False)
+                    samples["overlapped"] += await paced(n, overlapped)
+                    await settle()
+
+                steps = [inline_round, governed_round, overlapped_round]
+                for r in range(rounds):  # and each goes first in turn
+                    for step in steps[r % 3 :] + steps[: r % 3]:
+                        await step(r)
+                results = {
+                    path: {**percentiles(got), "min_us": round(min(got) * 1e6, 1)}
+                    for path, got in samples.items()
+                }
+                await gateway.shutdown()
+        finally:
+            ctx._exit(token)
+            await worker.close()
+            await server.close()
+    base = results["inline"]
+    return {
+        "calls_per_path": len(samples["inline"]),
+        "latency": results,
+        "added_us": {
+            path: {q: round(results[path][q] - base[q], 1) for q in ("min_us", "p50_us", "p99_us")}
+            for path in ("governed", "replayed", "overlapped")
+        },
+        "ratio_p50_vs_inline": {
+            path: round(results[path]["p50_us"] / base["p50_us"], 2)
+            for path in ("governed", "replayed", "overlapped")
+        },
+        "records": len(records),
+    }
+
+
+async def run_sections(section: str, calls: int, directory: Path, taint: bool) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    if section in {"all", "gateway"}:
+        gateway_dir = directory / "gateway"
+        gateway_dir.mkdir()
+        figures["gateway"] = await main(calls, gateway_dir, taint=taint)
+    if section in {"all", "local"}:
+        local_dir = directory / "local"
+        (local_dir / "tools").mkdir(parents=True)
+        (local_dir / "tools" / "bench.py").write_text(TOOLS)  # a registry, as the daemon's
+        figures["local"] = await local_tools(calls, local_dir)
+    return figures
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--no-taint", action="store_true", help="the gateway without a TaintBook")
+    parser.add_argument("--section", choices=["all", "gateway", "local"], default="all")
+    parser.add_argument("--smoke", action="store_true", help="few calls (the tests run it)")
     options = parser.parse_args()
+    count = 20 if options.smoke else options.calls
     with tempfile.TemporaryDirectory() as tmp:
-        figures = asyncio.run(main(options.calls, Path(tmp), taint=not options.no_taint))
+        figures = asyncio.run(
+            run_sections(options.section, count, Path(tmp), taint=not options.no_taint)
+        )
     print(json.dumps(figures, indent=2))

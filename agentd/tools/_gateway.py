@@ -31,6 +31,7 @@ from agentd.policy import DecisionPoint
 from agentd.telemetry import execute_tool_span, extract_context
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
 from agentd.tools._host import ToolSandbox
+from agentd.tools._local import LocalCalls
 from agentd.tools._pipeline import CallPipeline
 from agentd.tools._protocol import (
     ToolCallRequest,
@@ -86,6 +87,7 @@ class ToolGateway:
             taint=taint,
         )
         self._calls.sandboxes = sandboxes or {}  # isolated tools' (agentd.daemon builds them)
+        self.local = LocalCalls(self._calls)  # tools defined in graphs, run by their replicas
         self._stopped = anyio.Event()
         self._active = 0
         self._idle = anyio.Event()
@@ -191,7 +193,12 @@ class ToolGateway:
             run_id=parsed.run_id if parsed else None,
             parent=extract_context(msg.headers),
             args=parsed.args if parsed else None,
-        ):
+        ) as span:
+            if parsed is not None and parsed.local is not None:
+                # one phase of a call whose body the replica runs: the replica's execute_tool
+                # span (the parent) is the call's; this one is the decision or the report
+                span.update_name(f"tool.{parsed.local.phase} {tool}")
+                span.set_attribute("agentd.tool.phase", parsed.local.phase)
             return await self._steps(msg, agent, tool, request)
 
     async def _steps(
@@ -225,6 +232,8 @@ class ToolGateway:
             taint=self._calls.taint_of(agent, request.conversation_id, request.message_id),
             untrusted=self._calls.untrusted(tool),
         )
+        if request.local is not None:
+            return await self.local.answer(call, request.local)
         self._calls.records.record("tool.requested", call, inputs={"tool": tool, "args": call.args})
         try:
             result, replayed = await self._calls.serve(call)

@@ -1,23 +1,36 @@
 """The wire format of a tool call: the request on `agentd.tool.<agent>.<tool>` and its reply.
 
 Request: `{"args": {...}, "message_id", "call_id", "run_id", "conversation_id"}`; the agent is
-the subject's, never a field. Reply: `{"ok": true, "result": ..., "replayed": bool}` or
-`{"ok": false, "error": {"code", "message", "rule", "retry_after_s", "approval_id",
-"retryable"}}`, every error key present (null when it does not apply).
+the subject's, never a field. A tool defined in the graph (a LangChain tool the replica runs
+itself, agentd/tools/README.md "Tools defined in the graph") adds `local`: `{"phase": "begin",
+"described", "description", "schema", "invalid"}` asks for the decision (reply: `{"ok": true,
+"grant": id}`, run it, or a stored result with `"replayed": true`), then `{"phase": "end",
+"grant", "ok", "result" | "error"}` reports what the body did.
+Reply: `{"ok": true, "result": ..., "replayed": bool}` or `{"ok": false, "error": {"code",
+"message", "rule", "retry_after_s", "approval_id", "retryable"}}`,
+every error key present (null when it does not apply).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from agentd.bus import MAX_JSON_DEPTH, json_depth
 from agentd.errors import AgentdError
 
-__all__ = ["ErrorCode", "ToolCallRequest", "ToolRefusal", "ok_reply", "parse_request"]
+__all__ = [
+    "ErrorCode",
+    "LocalBegin",
+    "LocalEnd",
+    "ToolCallRequest",
+    "ToolRefusal",
+    "ok_reply",
+    "parse_request",
+]
 
 ErrorCode = Literal[
     "bad_request",
@@ -36,6 +49,35 @@ ErrorCode = Literal[
 MAX_REQUEST_BYTES = 1 << 20
 
 
+class LocalBegin(BaseModel):
+    """A tool the replica runs itself asks for the decision. `description` and `schema` are
+    what the model was shown (recorded, never trusted); `invalid` says the arguments did not fit
+    the tool's own schema in the replica (the call is then denied as `invalid_args`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    phase: Literal["begin"]
+    described: str | None = Field(None, max_length=64)
+    """A digest of the description and schema: sent with every call, the two themselves only
+    until the gateway has recorded them once from this replica."""
+    description: str | None = Field(None, max_length=4096)
+    schema_: dict[str, JsonValue] | None = Field(None, alias="schema")
+    invalid: str | None = Field(None, max_length=4096)
+
+
+class LocalEnd(BaseModel):
+    """The replica reports what the body of a granted call did: `ok` with its `result` (stored
+    under the call's key), or the `error` it ended with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    phase: Literal["end"]
+    grant: str = Field(min_length=1, max_length=100)
+    ok: bool
+    result: JsonValue = None
+    error: str | None = Field(None, max_length=4096)
+
+
 class ToolCallRequest(BaseModel):
     """What a caller sends. `message_id` + `call_id` make the idempotency key."""
 
@@ -46,6 +88,8 @@ class ToolCallRequest(BaseModel):
     call_id: str = Field(min_length=1, max_length=200)
     run_id: str | None = Field(None, max_length=200)
     conversation_id: str | None = Field(None, max_length=200)
+    local: Annotated[LocalBegin | LocalEnd, Field(discriminator="phase")] | None = None
+    """Set for a tool defined in the graph (run by the replica): which phase of the call."""
 
 
 class ToolRefusal(AgentdError):

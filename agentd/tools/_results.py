@@ -74,6 +74,8 @@ class CallRecord:
     until: float = 0.0
     result: JsonValue = None
     finished_at: float | None = None
+    grant: str | None = None
+    """A claim for a tool the replica runs itself: the grant its report must name."""
     revision: int = 0
 
     def to_json(self) -> bytes:
@@ -110,13 +112,21 @@ class ResultStore:
         return CallRecord.from_json(entry.value, entry.revision or 0)
 
     async def claim(
-        self, key: str, *, tool: str, args_digest: str, run_id: str | None, hold_s: float
+        self,
+        key: str,
+        *,
+        tool: str,
+        args_digest: str,
+        run_id: str | None,
+        hold_s: float,
+        grant: str | None = None,
     ) -> tuple[int, None] | tuple[None, CallRecord]:
         """Claim `key` for one execution: `(revision, None)` when this copy runs the call, or
         `(None, record)` when the call already finished (its stored result stands)."""
         delay = CLAIM_POLL_S
         while True:
-            mine = CallRecord("running", tool, args_digest, run_id, until=time.time() + hold_s)
+            until = time.time() + hold_s
+            mine = CallRecord("running", tool, args_digest, run_id, until=until, grant=grant)
             with contextlib.suppress(KeyWrongLastSequenceError):
                 return await self._kv.create(key, mine.to_json()), None
             found = await self.get(key)

@@ -13,6 +13,13 @@ from agentd.worker._checkpoints import (
 )
 from agentd.worker._context import AgentContext, RunInfo, SendFailed, ToolCallFailed
 from agentd.worker._graph import Runnable, load_graph
+from agentd.worker._local_tools import (
+    GATEWAY_MARK,
+    ToolCallOutsideRun,
+    ToolCallRefused,
+)
+from agentd.worker._local_tools import install as govern_local_tools
+from agentd.worker._local_tools import settle as settle_local_tools
 from agentd.worker._settings import SECRETS_ENV, WorkerSettings, take_secrets
 from agentd.worker._worker import AgentWorker
 
@@ -21,6 +28,11 @@ __all__ = [
     "AgentWorker",
     "CheckpointSettings",
     "CheckpointStoreUnavailable",
+    "GATEWAY_MARK",
+    "ToolCallOutsideRun",
+    "ToolCallRefused",
+    "govern_local_tools",
+    "settle_local_tools",
     "RunInfo",
     "Runnable",
     "SendFailed",

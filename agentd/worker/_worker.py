@@ -40,6 +40,8 @@ from agentd.worker._failures import permanent_reason
 from agentd.worker._graph import Runnable, open_graph
 from agentd.worker._io_shapes import GraphInput, run_reply
 from agentd.worker._ledger import RunLedger, run_ledger
+from agentd.worker._local_tools import install as govern_local_tools
+from agentd.worker._local_tools import settle as settle_local_tools
 from agentd.worker._resume import run_message
 from agentd.worker._run_records import RunRecords, agent_lineage
 from agentd.worker._settings import WorkerSettings
@@ -124,6 +126,8 @@ class AgentWorker:
                 self.settings.params,
                 recorder=trace,
             )
+            # before the graph module is imported: its LangChain tools go through the gateway
+            govern_local_tools(self._context)
             self._graph = await self._exits.enter_async_context(
                 open_graph(
                     self.agent.directory,
@@ -341,6 +345,7 @@ class AgentWorker:
                             self._graph, self._graph_input, message, agent=self.name,
                             may_have_run=may_have_run,
                         )  # fmt: skip
+                        await settle_local_tools()  # its tools' outcomes are stored
                 except Exception as exc:
                     self._records.failed(run, started, error=f"{type(exc).__name__}: {exc}")
                     raise

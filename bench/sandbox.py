@@ -1,8 +1,9 @@
 """The sandbox's cost: replica spawn-to-ready (`scale echo 1 -> 2`, answered once the new
 replica is ready) and the echo round trip, with [sandbox].mode = "enforce" (a uid per agent
-when run as root), "enforce" with users = "off", and "off", three daemons side by side, measured alternately in the same run; and an isolated tool call (the
-shipped `sql.query`, one `SELECT`, through the tool host as the gateway runs it: a child process
-per call) with its sandbox and without, alternately. Ratios: enforce / off.
+when run as root), "enforce" with users = "off", and "off", three daemons side by side,
+measured alternately in the same run; and an isolated tool call (the shipped `sql.query`, one
+`SELECT`, through the tool host as the gateway runs it: a child process per call) with its
+sandbox and without, alternately. Ratios: each mode / off.
 
 Run: .venv/bin/python bench/sandbox.py [--smoke] [--tools-only]   (prints JSON)
 """

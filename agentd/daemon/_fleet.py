@@ -58,6 +58,8 @@ class AgentRecord:
     params: dict[str, Any] | None = None
     sandbox: dict[str, Any] | None = None
     """The sandbox its replicas run under (SandboxPlan.summary()); None: [sandbox].mode off."""
+    pinned_by: str | None = None
+    """The operator whose manual scale took the count from the autoscaler (_scale_owner)."""
 
 
 class AgentFleet:
@@ -394,7 +396,13 @@ class AgentFleet:
     # views
     async def ps(self) -> list[dict[str, Any]]:
         """Every agent with its replicas, their state, load and errors (`agentctl ps`)."""
-        return await ps_rows(self.agents, self._supervisor, self.heartbeats, self.backlog)
+        return await ps_rows(
+            self.agents,
+            self._supervisor,
+            self.heartbeats,
+            self.backlog,
+            autoscale=self._config.autoscale,
+        )
 
     def logs_of(self, name: str) -> list[str]:
         record = self.get(name)

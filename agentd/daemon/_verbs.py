@@ -213,8 +213,14 @@ class ControlVerbs:
     async def start(self, request: ControlRequest) -> dict[str, Any]:
         name = _arg(request, "agent", str)
         self._command(request, "start", agent=name)
-        await self._fleet.start(name)
-        return {"agent": name, "replicas": len(self._fleet.get(name).replicas)}
+        revived = await self._fleet.start(name)
+        record = self._fleet.get(name)
+        return {
+            "agent": name,
+            "replicas": len(record.replicas),
+            "revived": revived,
+            "state": record.state,
+        }
 
     async def drain(self, request: ControlRequest) -> dict[str, Any]:
         name = _arg(request, "agent", str)

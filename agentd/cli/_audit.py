@@ -241,5 +241,26 @@ async def runs(ctl: ControlClient, args: argparse.Namespace) -> Any:
         request["agent"] = args.agent
     if args.status:
         request["status"] = args.status
-    result = await ctl.call("runs", request)
-    return result if args.json else render_runs(result)
+    for hidden in ("page_bytes", "scan_records"):  # tests: small pages, short scans
+        if getattr(args, hidden, None):
+            request[hidden] = getattr(args, hidden)
+    # page by page: 2,500 runs are more than one NATS message holds
+    rows: list[Any] = []
+    offset: int | None = 0
+    complete = True
+    while offset is not None:
+        page = await ctl.call(
+            "runs", {**request, "offset": offset}, timeout_s=max(ctl.timeout_s, 60.0)
+        )
+        if isinstance(page, list):  # a daemon from before pages: one answer
+            rows, offset = page, None
+            break
+        rows.extend(page["runs"])
+        offset, complete = page["next_offset"], page.get("complete", True)
+    if not complete:
+        print(
+            f"agentctl: fewer than {args.limit} matching runs in the newest records the daemon "
+            "reads back for a filter; narrow it with --agent or --since",
+            file=sys.stderr,
+        )
+    return rows if args.json else render_runs(rows)

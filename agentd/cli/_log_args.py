@@ -61,3 +61,5 @@ def add_log_commands(sub: Any) -> None:
     runs_p.add_argument("--since", help="epoch s, ISO 8601 or an age (default: 24h)")
     runs_p.add_argument("--status", choices=RUN_STATUSES)
     runs_p.add_argument("--limit", type=int, default=50)
+    runs_p.add_argument("--page-bytes", type=int, help=argparse.SUPPRESS)  # tests: small pages
+    runs_p.add_argument("--scan-records", type=int, help=argparse.SUPPRESS)  # tests: short scans

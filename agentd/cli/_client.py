@@ -169,4 +169,9 @@ class ControlClient:
             raise DaemonUnreachable(
                 f"agentd did not answer {verb!r} within {timeout:.0f}s at {self.url}"
             ) from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            raise DaemonUnreachable(
+                f"lost the connection to NATS at {self.url} while asking {verb!r}: whether "
+                "the daemon acted on it, `agentctl ps` or `agentctl trace` will tell"
+            ) from None
         return decode_reply(reply.data)

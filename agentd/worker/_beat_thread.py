@@ -67,9 +67,16 @@ class HeartbeatThread:
             log.error("%s: the heartbeat thread ended: %s", self._status.replica, exc)
 
     async def _beat(self) -> None:
-        nc = await self._connect()
-        subject = self._status.subjects.heartbeat(self._status.agent)
         loop = asyncio.get_running_loop()
+        nc: Client | None = None
+        while nc is None:  # NATS may be restarting: keep trying, a period apart
+            try:
+                nc = await self._connect()
+            except Exception as exc:
+                log.warning("%s: heartbeats cannot connect yet: %s", self._status.replica, exc)
+                if await loop.run_in_executor(None, self._stop.wait, self._period_s):
+                    return
+        subject = self._status.subjects.heartbeat(self._status.agent)
         try:
             while not self._stop.is_set():
                 body: dict[str, Any] = self._status.beat_body(self._status.state)

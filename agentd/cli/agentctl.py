@@ -9,14 +9,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from agentd.cli import _admin
 from agentd.cli._flags import is_broken_pipe, quiet_broken_pipe, share_global_flags
 from agentd.cli._log_args import AuditFailed, add_log_commands
 from agentd.cli._models_view import render_models
 from agentd.cli._nodes_view import render_nodes
 from agentd.cli._views import (
-    render_agents,
-    render_approvals,
-    render_dlq,
     render_ps,
     render_status,
 )
@@ -162,49 +160,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _policy(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.policy_command == "reload":
-        result = await ctl.call("policy.reload")
-        if args.json:
-            return result
-        state = "loaded" if result["changed"] else "unchanged"
-        return f"policy {state}: version {result['version'][:12]}"
-    if args.policy_command == "test":
-        result = await ctl.call("policy.test")
-        if args.json:
-            return result
-        if not result["ok"]:
-            raise ControlError("golden_failed", result["report"])
-        return result["report"]
-    request: dict[str, Any] = {
-        "subject": args.subject,
-        "object": args.object,
-        "action": args.action,
-    }
-    if args.tainted:
-        request["tainted"] = True
-    if args.args:
-        try:
-            request["args"] = json.loads(args.args)
-        except json.JSONDecodeError as exc:
-            raise ControlError("bad_request", f"the arguments are not valid JSON: {exc}") from None
-    result = await ctl.call("policy.explain", request)
-    return result if args.json else result["text"]
-
-
-async def _approvals(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.command == "approvals":
-        waiting = await ctl.call("approvals")
-        return waiting if args.json else render_approvals(waiting)
-    if args.command == "approve":
-        result = await ctl.call("approve", {"id": args.id})
-    else:
-        result = await ctl.call("deny", {"id": args.id, "reason": args.reason})
-    if args.json:
-        return result
-    return f"{args.command}d {args.id}: " + ", ".join(f"{k}={v}" for k, v in result.items())
-
-
 async def _status(ctl: ControlClient, args: argparse.Namespace) -> Any:
     result = await ctl.call("status")
     return result if args.json else render_status(result)
@@ -322,47 +277,6 @@ async def _top(ctl: ControlClient, args: argparse.Namespace) -> Any:
     await top(ctl, interval_s=args.interval, iterations=args.iterations)
 
 
-async def _dlq(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.dlq_command == "list":
-        request: dict[str, Any] = {"limit": args.limit}
-        if args.agent:
-            request["agent"] = args.agent
-        entries = await ctl.call("dlq.list", request)
-        return entries if args.json else render_dlq(entries)
-    result = await ctl.call("dlq.replay", {"seq": args.seq})
-    if args.json:
-        return result
-    return f"replayed dead letter {result['seq']} ({result['message_id']}) into {result['to']}"
-
-
-async def _agents(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.agents_command == "revoke":
-        result = await ctl.call("agents.revoke", {"agent": args.agent})
-        if args.json:
-            return result
-        return f"revoked {result['agent']} in {result['revoked_in_s'] * 1000:.0f} ms"
-    if args.agents_command == "issue":
-        result = await ctl.call("agents.issue", {"agent": args.agent})
-        return result if args.json else f"credentials for {result['agent']}: {result['creds']}"
-    rows = await ctl.call("agents")
-    return rows if args.json else render_agents(rows)
-
-
-async def _operators(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.operators_command == "add":
-        request: dict[str, Any] = {"name": args.name}
-        if args.role:
-            request["role"] = args.role
-        result = await ctl.call("operators.add", request)
-        if result.get("warning"):
-            print(f"warning: {result['warning']}", file=sys.stderr)
-        if args.json:
-            return result
-        return f"credentials for operator {result['operator']}: {result['creds']}"
-    result = await ctl.call("operators.revoke", {"name": args.name})
-    return result if args.json else f"revoked operator {result['operator']}"
-
-
 async def _log_view(ctl: ControlClient, args: argparse.Namespace) -> Any:
     """`audit`, `trace` and `runs` (agentd.cli._audit): they import the log's code."""
     from agentd.cli import _audit
@@ -386,13 +300,13 @@ COMMANDS: dict[str, Command] = {
     "drain": _agent_verb,
     "logs": _logs,
     "top": _top,
-    "dlq": _dlq,
-    "policy": _policy,
-    "agents": _agents,
-    "operators": _operators,
-    "approvals": _approvals,
-    "approve": _approvals,
-    "deny": _approvals,
+    "dlq": _admin.dlq,
+    "policy": _admin.policy,
+    "agents": _admin.agents,
+    "operators": _admin.operators,
+    "approvals": _admin.approvals,
+    "approve": _admin.approvals,
+    "deny": _admin.approvals,
     "audit": _log_view,
     "trace": _log_view,
     "runs": _log_view,

@@ -284,7 +284,7 @@ def test_a_closed_pipe_ends_agentctl_quietly(daemon: DaemonProcess) -> None:
 def test_ask_whose_nats_connection_drops_says_so(tmp_path: Path) -> None:
     agents = tmp_path / "agents"
     agents.mkdir()
-    _agent(agents, "sleeper", SLEEPER_GRAPH)
+    _agent(agents, "sleeper", SLEEPER_GRAPH, "concurrency = 1\n")
     with running_daemon(write_config(tmp_path, agents_dir=agents)) as daemon:
         proc = subprocess.Popen(
             [
@@ -311,6 +311,16 @@ def test_ask_whose_nats_connection_drops_says_so(tmp_path: Path) -> None:
             30,
             "the run started",
         )
+        # while it runs: one run `running`, and a second message `pending` behind it
+        queued = ctl_json(daemon, "send", "sleeper", '{"seconds": 0}')["message_id"]
+        running = wait_for(
+            lambda: ctl_json(daemon, "runs", "--agent", "sleeper", "--status", "running"),
+            15,
+            "the running run listed",
+        )
+        pending = ctl_json(daemon, "runs", "--agent", "sleeper", "--status", "pending")
+        assert [r["status"] for r in running] == ["running"], running
+        assert [r["message_id"] for r in pending] == [queued], pending
         nats = [pid for pid in descendants(daemon.pid) if _is_nats_server(pid)]
         assert nats, "no embedded nats-server under the daemon"
         started = time.monotonic()

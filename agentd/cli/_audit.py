@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 from nats.aio.msg import Msg
 
-from agentd.audit import RUN_STATUSES, parse_when, verify_log_file
+from agentd.audit import parse_when, verify_log_file
 from agentd.cli._client import ControlClient
+from agentd.cli._log_args import AuditFailed, add_log_commands
 from agentd.cli._trace_view import render_decision_line, render_runs, render_trace
-from agentd.errors import AgentdError, ControlError
+from agentd.errors import ControlError
 from agentd.trace import DecisionRecord, InclusionProof, verifier_source
 
 __all__ = [
@@ -34,53 +34,6 @@ __all__ = [
 
 
 VERIFY_WAIT_S = 600.0
-
-
-class AuditFailed(AgentdError):
-    """The log (or a proof) did not verify; the message names the first bad record."""
-
-
-def add_log_commands(sub: Any) -> None:
-    """Add `audit`, `trace` and `runs` to agentctl's subcommands."""
-    audit_p = sub.add_parser("audit", help="verify the decision log, prove and export records")
-    audit_sub = audit_p.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the hash chain and signed checkpoints")
-    verify.add_argument("--from", dest="from_seq", type=int, help="first record (seq) to check")
-    verify.add_argument("--to", dest="to_seq", type=int, help="last record (seq) to check")
-    verify.add_argument("--log", type=Path, help="verify this file offline (no daemon)")
-    verify.add_argument(
-        "--key", type=Path, help="pinned public key for --log (default: the .pub beside it)"
-    )
-    verify.add_argument(
-        "--witness",
-        type=Path,
-        action="append",
-        default=[],
-        help="with --log: checkpoints published outside the log ([trace.witness].file); the"
-        " daemon checks its anchor and configured witnesses itself",
-    )
-    prove = audit_sub.add_parser("prove", help="an inclusion proof of one record")
-    prove.add_argument("id", help="record id")
-    prove.add_argument("--out", type=Path, help="write the proof here (default: stdout)")
-    prove.add_argument(
-        "--verifier-out", type=Path, help="also write the standalone verifier (one .py file)"
-    )
-    export = audit_sub.add_parser("export", help="records as JSON lines, streamed in pages")
-    export.add_argument("--since", help="from (epoch s, ISO 8601 or an age: 2h, 7d)")
-    export.add_argument("--until", help="before (same forms)")
-    export.add_argument("--out", type=Path, help="write here (default: stdout)")
-    export.add_argument("--page-bytes", type=int, help=argparse.SUPPRESS)  # tests: small pages
-    trace_p = sub.add_parser("trace", help="the decisions of a run, trace or conversation")
-    trace_p.add_argument("id", nargs="?", help="run, trace, conversation, message or record id")
-    trace_p.add_argument("--follow", "-f", action="store_true", help="tail decisions live")
-    trace_p.add_argument("--agent", help="with --follow: only this agent's decisions")
-    trace_p.add_argument("--count", type=int, help="with --follow: stop after this many")
-    trace_p.add_argument("--limit", type=int, default=5000, help="most records to fetch")
-    runs_p = sub.add_parser("runs", help="runs, newest first")
-    runs_p.add_argument("--agent")
-    runs_p.add_argument("--since", help="epoch s, ISO 8601 or an age (default: 24h)")
-    runs_p.add_argument("--status", choices=RUN_STATUSES)
-    runs_p.add_argument("--limit", type=int, default=50)
 
 
 def _when(text: str | None) -> float | None:
@@ -288,5 +241,26 @@ async def runs(ctl: ControlClient, args: argparse.Namespace) -> Any:
         request["agent"] = args.agent
     if args.status:
         request["status"] = args.status
-    result = await ctl.call("runs", request)
-    return result if args.json else render_runs(result)
+    for hidden in ("page_bytes", "scan_records"):  # tests: small pages, short scans
+        if getattr(args, hidden, None):
+            request[hidden] = getattr(args, hidden)
+    # page by page: 2,500 runs are more than one NATS message holds
+    rows: list[Any] = []
+    offset: int | None = 0
+    complete = True
+    while offset is not None:
+        page = await ctl.call(
+            "runs", {**request, "offset": offset}, timeout_s=max(ctl.timeout_s, 60.0)
+        )
+        if isinstance(page, list):  # a daemon from before pages: one answer
+            rows, offset = page, None
+            break
+        rows.extend(page["runs"])
+        offset, complete = page["next_offset"], page.get("complete", True)
+    if not complete:
+        print(
+            f"agentctl: fewer than {args.limit} matching runs in the newest records the daemon "
+            "reads back for a filter; narrow it with --agent or --since",
+            file=sys.stderr,
+        )
+    return rows if args.json else render_runs(rows)

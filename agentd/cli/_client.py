@@ -23,9 +23,12 @@ class DaemonUnreachable(AgentdError):
     """No daemon answered: NATS is down, or no agentd listens on it."""
 
 
-def resolve_url(url: str | None, config: str | None) -> tuple[str, str]:
-    """The NATS URL and subject prefix: --url, then $AGENTD_URL, then the config file."""
-    loaded = load_config(find_config(config))
+def resolve_url(
+    url: str | None, config: str | None, *, loaded: LoadedConfig | None = None
+) -> tuple[str, str]:
+    """The NATS URL and subject prefix: --url, then $AGENTD_URL, then the config file
+    (`loaded`, if the caller has read it already)."""
+    loaded = loaded or load_config(find_config(config))
     prefix = loaded.config.bus.prefix
     chosen = url or os.environ.get("AGENTD_URL")
     if chosen:
@@ -38,7 +41,11 @@ def resolve_url(url: str | None, config: str | None) -> tuple[str, str]:
 
 
 def resolve_credentials(
-    creds: str | None, operator: str | None, config: str | None
+    creds: str | None,
+    operator: str | None,
+    config: str | None,
+    *,
+    loaded: LoadedConfig | None = None,
 ) -> Credentials | None:
     """Whose credentials agentctl speaks with: --creds FILE, then $AGENTD_CREDS, then the
     state directory's file for --operator NAME ($AGENTD_OPERATOR), then the default admin's
@@ -56,7 +63,7 @@ def resolve_credentials(
                 ],
             )
         return found
-    loaded: LoadedConfig = load_config(find_config(config))
+    loaded = loaded or load_config(find_config(config))
     folder = loaded.config.daemon.state_dir / "credentials" / "operators"
     path = folder / f"{operator or 'local'}.creds"
     if path.exists():
@@ -161,5 +168,10 @@ class ControlClient:
         except nats.errors.TimeoutError:
             raise DaemonUnreachable(
                 f"agentd did not answer {verb!r} within {timeout:.0f}s at {self.url}"
+            ) from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            raise DaemonUnreachable(
+                f"lost the connection to NATS at {self.url} while asking {verb!r}: whether "
+                "the daemon acted on it, `agentctl ps` or `agentctl trace` will tell"
             ) from None
         return decode_reply(reply.data)

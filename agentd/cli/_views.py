@@ -37,11 +37,13 @@ def render_ps(agents: list[dict[str, Any]]) -> str:
         "runs",
         "done",
         "backlog",
+        "scaled_by",
         "last_error",
     ]
     rows = []
     for agent in agents:
         backlog = agent["backlog"]["pending"] + agent["backlog"]["unacked"]
+        owner = agent.get("scaled_by", "-")  # autoscaler | pinned:<operator> | operator
         if not agent["replicas"]:
             rows.append(
                 [
@@ -55,6 +57,7 @@ def render_ps(agents: list[dict[str, Any]]) -> str:
                     0,
                     "-",
                     backlog,
+                    owner,
                     agent["error"],
                 ]
             )
@@ -71,6 +74,7 @@ def render_ps(agents: list[dict[str, Any]]) -> str:
                     r["inflight"],
                     r["completed"],
                     backlog,
+                    owner,
                     _short(r["last_error"]),
                 ]
             )

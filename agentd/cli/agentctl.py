@@ -7,55 +7,69 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from agentd.bus import new_id
-from agentd.cli._audit import (
-    AuditFailed,
-    add_log_commands,
-    audit,
-    is_offline,
-    run_offline,
-    runs,
-    trace,
-)
-from agentd.cli._client import ControlClient, resolve_credentials, resolve_url
-from agentd.cli._live import follow_logs, print_logs, top
+from agentd.cli import _admin
+from agentd.cli._flags import is_broken_pipe, quiet_broken_pipe, share_global_flags
+from agentd.cli._log_args import AuditFailed, add_log_commands
 from agentd.cli._models_view import render_models
 from agentd.cli._nodes_view import render_nodes
 from agentd.cli._views import (
-    render_agents,
-    render_approvals,
-    render_dlq,
     render_ps,
     render_status,
 )
-from agentd.config import find_config, load_config
 from agentd.errors import AgentdError, ConfigError, ControlError
 
-Command = Callable[[ControlClient, argparse.Namespace], Awaitable[Any]]
+if TYPE_CHECKING:
+    from agentd.cli._client import ControlClient
+
+# Startup cost: every invocation imports this module and builds the whole parser, so both stay
+# on the standard library; a verb imports what it needs (NATS, the config models, views) when it
+# runs. `python -X importtime -m agentd.cli.agentctl --help` shows what a change costs, and
+# bench/console.py measures it.
+
+Command = Callable[["ControlClient", argparse.Namespace], Awaitable[Any]]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentctl", description="operate a running agentd")
-    parser.add_argument("--url", help="NATS URL of the daemon (default: $AGENTD_URL or the config)")
-    parser.add_argument("--config", help="config file to read the URL from")
-    parser.add_argument("--json", action="store_true", help="print raw JSON for scripts")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
+def _global_flags(parser: Any, shared: bool) -> None:
+    """The flags every verb takes, before or after its name (`agentctl ps --json`)."""
+
+    def default(value: Any) -> Any:  # after the verb: given or not there at all
+        return argparse.SUPPRESS if shared else value
+
+    parser.add_argument(
+        "--url",
+        default=default(None),
+        help="NATS URL of the daemon (default: $AGENTD_URL or the config)",
+    )
+    parser.add_argument("--config", default=default(None), help="config file to read the URL from")
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print raw JSON for scripts"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=default(5.0), help="seconds to wait for the daemon"
+    )
     parser.add_argument(
         "--operator",
+        default=default(None),
         help="use this operator's credentials from the state directory "
         "(default: $AGENTD_OPERATOR, else 'local', the default admin)",
     )
     parser.add_argument(
-        "--creds", help="an operator's credentials file (default: $AGENTD_CREDS, see --operator)"
+        "--creds",
+        default=default(None),
+        help="an operator's credentials file (default: $AGENTD_CREDS, see --operator)",
     )
     parser.add_argument(
-        "--tls-ca", help="CA file to trust for a TLS NATS (default: $AGENTD_TLS_CA_FILE, config)"
+        "--tls-ca",
+        default=default(None),
+        help="CA file to trust for a TLS NATS (default: $AGENTD_TLS_CA_FILE, config)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentctl", description="operate a running agentd")
+    _global_flags(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="daemon version, uptime, services")
     sub.add_parser("ps", help="agents, their replicas and backlog")
@@ -86,9 +100,16 @@ def _parser() -> argparse.ArgumentParser:
             help="print the run's whole output state, not its reply (a graph with messages "
             "replies with its last AI message)",
         )
-    scale = sub.add_parser("scale", help="run N replicas of an agent")
+    scale = sub.add_parser(
+        "scale", help="run N replicas of an agent (an autoscaled one stays at N: pinned)"
+    )
     scale.add_argument("agent")
     scale.add_argument("replicas", type=int)
+    autoscale = sub.add_parser(
+        "autoscale", help="hand an agent's replica count back to the autoscaler (on), or pin it"
+    )
+    autoscale.add_argument("agent")
+    autoscale.add_argument("mode", choices=["on", "off"])
     for verb, text in (
         ("restart", "restart an agent's replicas one by one"),
         ("stop", "stop an agent's replicas (they drain first)"),
@@ -144,50 +165,9 @@ def _parser() -> argparse.ArgumentParser:
         "--tainted", action="store_true", help="as asked by a run tainted by untrusted content"
     )
     add_log_commands(sub)
+    # last: every subcommand above, and any added later, takes the global flags too
+    share_global_flags(parser, _global_flags)
     return parser
-
-
-async def _policy(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.policy_command == "reload":
-        result = await ctl.call("policy.reload")
-        if args.json:
-            return result
-        state = "loaded" if result["changed"] else "unchanged"
-        return f"policy {state}: version {result['version'][:12]}"
-    if args.policy_command == "test":
-        result = await ctl.call("policy.test")
-        if args.json:
-            return result
-        if not result["ok"]:
-            raise ControlError("golden_failed", result["report"])
-        return result["report"]
-    request: dict[str, Any] = {
-        "subject": args.subject,
-        "object": args.object,
-        "action": args.action,
-    }
-    if args.tainted:
-        request["tainted"] = True
-    if args.args:
-        try:
-            request["args"] = json.loads(args.args)
-        except json.JSONDecodeError as exc:
-            raise ControlError("bad_request", f"the arguments are not valid JSON: {exc}") from None
-    result = await ctl.call("policy.explain", request)
-    return result if args.json else result["text"]
-
-
-async def _approvals(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.command == "approvals":
-        waiting = await ctl.call("approvals")
-        return waiting if args.json else render_approvals(waiting)
-    if args.command == "approve":
-        result = await ctl.call("approve", {"id": args.id})
-    else:
-        result = await ctl.call("deny", {"id": args.id, "reason": args.reason})
-    if args.json:
-        return result
-    return f"{args.command}d {args.id}: " + ", ".join(f"{k}={v}" for k, v in result.items())
 
 
 async def _status(ctl: ControlClient, args: argparse.Namespace) -> Any:
@@ -228,17 +208,34 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
     if args.command == "send" and not args.wait:
         result = await ctl.call("send", request)
         return result if args.json else f"sent {result['message_id']} to {result['to']}"
+    import time
+
+    import nats.errors
+
+    from agentd.bus import new_id
+
     reply_subject = ctl.subjects.reply(ctl.subjects.operator_reply_owner, new_id())
     sub = await ctl.nc.subscribe(reply_subject, max_msgs=1)
     request["reply_to"] = reply_subject
     sent = await ctl.call("send", request)
+    waiting_since = time.monotonic()
     try:
         msg = await sub.next_msg(timeout=args.wait_timeout)
-    except Exception:
+    except nats.errors.TimeoutError:
         raise ControlError(
             "timeout",
             f"message {sent['message_id']} was accepted but its run did not finish within "
             f"{args.wait_timeout:.0f}s; it stays in {args.agent}'s inbox",
+        ) from None
+    except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
+        # the reply can no longer reach us; the message itself is safe in the inbox
+        raise ControlError(
+            "disconnected",
+            f"lost the connection to NATS at {ctl.url} after "
+            f"{time.monotonic() - waiting_since:.1f}s of waiting for the run of message "
+            f"{sent['message_id']} ({type(exc).__name__}). The message was accepted and its "
+            f"run goes on: `agentctl runs --agent {args.agent}` or "
+            f"`agentctl trace {sent['message_id']}` shows how it ends",
         ) from None
     result = json.loads(msg.data)
     if args.json:
@@ -252,9 +249,22 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
 
 async def _scale(ctl: ControlClient, args: argparse.Namespace) -> Any:
     result = await ctl.call("scale", {"agent": args.agent, "replicas": args.replicas})
-    return (
-        result if args.json else f"{args.agent}: {result['before']} -> {result['after']} replicas"
-    )
+    if args.json:
+        return result
+    text = f"{args.agent}: {result['before']} -> {result['after']} replicas"
+    if result.get("pinned"):
+        text += (
+            f"\n{args.agent} is pinned at {args.replicas}: the autoscaler leaves it alone until "
+            f"`agentctl autoscale {args.agent} on`"
+        )
+    return text
+
+
+async def _autoscale(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    result = await ctl.call("autoscale", {"agent": args.agent, "enabled": args.mode == "on"})
+    if args.json:
+        return result
+    return f"{args.agent}: {result['replicas']} replicas, scaled by {result['scaled_by']}"
 
 
 async def _agent_verb(ctl: ControlClient, args: argparse.Namespace) -> Any:
@@ -265,6 +275,8 @@ async def _agent_verb(ctl: ControlClient, args: argparse.Namespace) -> Any:
 
 
 async def _logs(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    from agentd.cli._live import follow_logs, print_logs
+
     if args.follow:
         await follow_logs(ctl, args.agent, args.lines)
         return None
@@ -276,48 +288,17 @@ async def _logs(ctl: ControlClient, args: argparse.Namespace) -> Any:
 
 
 async def _top(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    from agentd.cli._live import top
+
     await top(ctl, interval_s=args.interval, iterations=args.iterations)
 
 
-async def _dlq(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.dlq_command == "list":
-        request: dict[str, Any] = {"limit": args.limit}
-        if args.agent:
-            request["agent"] = args.agent
-        entries = await ctl.call("dlq.list", request)
-        return entries if args.json else render_dlq(entries)
-    result = await ctl.call("dlq.replay", {"seq": args.seq})
-    if args.json:
-        return result
-    return f"replayed dead letter {result['seq']} ({result['message_id']}) into {result['to']}"
+async def _log_view(ctl: ControlClient, args: argparse.Namespace) -> Any:
+    """`audit`, `trace` and `runs` (agentd.cli._audit): they import the log's code."""
+    from agentd.cli import _audit
 
-
-async def _agents(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.agents_command == "revoke":
-        result = await ctl.call("agents.revoke", {"agent": args.agent})
-        if args.json:
-            return result
-        return f"revoked {result['agent']} in {result['revoked_in_s'] * 1000:.0f} ms"
-    if args.agents_command == "issue":
-        result = await ctl.call("agents.issue", {"agent": args.agent})
-        return result if args.json else f"credentials for {result['agent']}: {result['creds']}"
-    rows = await ctl.call("agents")
-    return rows if args.json else render_agents(rows)
-
-
-async def _operators(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    if args.operators_command == "add":
-        request: dict[str, Any] = {"name": args.name}
-        if args.role:
-            request["role"] = args.role
-        result = await ctl.call("operators.add", request)
-        if result.get("warning"):
-            print(f"warning: {result['warning']}", file=sys.stderr)
-        if args.json:
-            return result
-        return f"credentials for operator {result['operator']}: {result['creds']}"
-    result = await ctl.call("operators.revoke", {"name": args.name})
-    return result if args.json else f"revoked operator {result['operator']}"
+    handler: Command = getattr(_audit, args.command)
+    return await handler(ctl, args)
 
 
 COMMANDS: dict[str, Command] = {
@@ -328,31 +309,38 @@ COMMANDS: dict[str, Command] = {
     "send": _send,
     "ask": _send,
     "scale": _scale,
+    "autoscale": _autoscale,
     "restart": _agent_verb,
     "stop": _agent_verb,
     "start": _agent_verb,
     "drain": _agent_verb,
     "logs": _logs,
     "top": _top,
-    "dlq": _dlq,
-    "policy": _policy,
-    "agents": _agents,
-    "operators": _operators,
-    "approvals": _approvals,
-    "approve": _approvals,
-    "deny": _approvals,
-    "audit": audit,
-    "trace": trace,
-    "runs": runs,
+    "dlq": _admin.dlq,
+    "policy": _admin.policy,
+    "agents": _admin.agents,
+    "operators": _admin.operators,
+    "approvals": _admin.approvals,
+    "approve": _admin.approvals,
+    "deny": _admin.approvals,
+    "audit": _log_view,
+    "trace": _log_view,
+    "runs": _log_view,
 }
 
 
 async def _main(args: argparse.Namespace) -> Any:
-    url, prefix = resolve_url(args.url, args.config)
-    credentials = resolve_credentials(args.creds, args.operator, args.config)
+    from pathlib import Path
+
+    from agentd.cli._client import ControlClient, resolve_credentials, resolve_url
+    from agentd.config import find_config, load_config
+
+    loaded = load_config(find_config(args.config))
+    url, prefix = resolve_url(args.url, args.config, loaded=loaded)
+    credentials = resolve_credentials(args.creds, args.operator, args.config, loaded=loaded)
     tls_ca = args.tls_ca or os.environ.get("AGENTD_TLS_CA_FILE")
     if tls_ca is None:  # the CA the config names for its NATS, if any
-        configured = load_config(find_config(args.config)).config.bus.tls.ca_file
+        configured = loaded.config.bus.tls.ca_file
         tls_ca = str(configured) if configured else None
     async with ControlClient(
         url,
@@ -365,10 +353,34 @@ async def _main(args: argparse.Namespace) -> Any:
         return await COMMANDS[args.command](ctl, args)
 
 
+def _run(args: argparse.Namespace) -> Any:
+    if args.command == "audit":
+        from agentd.cli._audit import is_offline, run_offline
+
+        if is_offline(args):  # `audit verify --log FILE`: no daemon
+            return run_offline(args)
+    url = args.url or os.environ.get("AGENTD_URL") or ""
+    if not url.startswith(("ws://", "wss://")):
+        _skip_websocket_transport()
+    import anyio
+
+    return anyio.run(_main, args)
+
+
+def _skip_websocket_transport() -> None:
+    """nats-py imports aiohttp (its WebSocket transport) whether or not a URL needs it: about
+    half of agentctl's import time. agentctl speaks nats:// and tls:// unless told a ws:// URL,
+    so this process tells nats-py there is no aiohttp (it then fails a ws:// URL saying so)."""
+    sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        out = run_offline(args) if is_offline(args) else anyio.run(_main, args)
+        out = _run(args)
+        if out is not None:
+            print(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
     except AuditFailed as exc:
         print(f"agentctl: {exc}", file=sys.stderr)
         return 3
@@ -383,8 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    if out is not None:
-        print(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+    except BaseException as exc:
+        if is_broken_pipe(exc):  # `agentctl ps | head -1`: the reader has all it wants
+            return quiet_broken_pipe()
+        raise
     return 0
 
 

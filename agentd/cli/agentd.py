@@ -5,16 +5,27 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import agentd
+from agentd.cli._flags import is_broken_pipe, quiet_broken_pipe, share_global_flags
 from agentd.config import Config, find_config, load_agents, load_config
 from agentd.errors import AgentdError, ConfigError
+
+
+def _global_flags(parser: Any, shared: bool) -> None:
+    """Flags every command takes, before or after its name (`agentd config check --config F`)."""
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS if shared else None,
+        help="config file (default: $AGENTD_CONFIG or ./agentd.toml)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentd", description="agent runtime and supervisor")
     parser.add_argument("--version", action="version", version=f"agentd {agentd.__version__}")
-    parser.add_argument("--config", help="config file (default: $AGENTD_CONFIG or ./agentd.toml)")
+    _global_flags(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--log-format", choices=["human", "json"], help="override [daemon].log_format")
@@ -39,10 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("dir", type=Path, help="directory to write the model into")
     tiny.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    # last: every command above, and any added later, takes the global flags too
+    share_global_flags(parser, _global_flags)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+    except BaseException as exc:
+        if is_broken_pipe(exc):  # `agentd agents check | head -1`
+            return quiet_broken_pipe()
+        raise
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "models":  # needs no configuration
         return _build_tiny(args.dir, args.seed)

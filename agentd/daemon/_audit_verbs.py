@@ -12,6 +12,7 @@ of the log); verification and views are not.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,9 @@ MAX_TRACE_RECORDS = 5000
 MAX_PAGE_BYTES = 512 * 1024
 # the newest dead letters read per `runs` request (one stream read each)
 MAX_DEAD_LETTERS = 500
+# `runs --status`: the log is read back in pages of this many records, this many at most
+RUNS_SCAN_RECORDS = 2000
+MAX_RUNS_SCAN = 50_000
 RUN_KINDS = (
     "message.routed",
     "message.dead_lettered",
@@ -63,6 +67,18 @@ def _opt(request: ControlRequest, name: str, kind: type | tuple[type, ...]) -> A
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ControlError("bad_request", f"argument {name!r} has the wrong type")
     return value
+
+
+def _page(rows: list[dict[str, Any]], offset: int, max_bytes: int) -> tuple[list[Any], int | None]:
+    """rows[offset:] up to about `max_bytes` of JSON (at least one row), and the next offset."""
+    page: list[Any] = []
+    size = 0
+    for index in range(offset, len(rows)):
+        size += len(json.dumps(rows[index], default=str)) + 2
+        if page and size > max_bytes:
+            return page, index
+        page.append(rows[index])
+    return page, None
 
 
 class AuditVerbs:
@@ -87,6 +103,8 @@ class AuditVerbs:
         self._ledger: KeyValue | None = None
         self._dead_letters = dead_letters
         self._witnessed = witnessed
+        # the last `runs` answer, for its next pages: (request, runs, complete)
+        self._runs_cache: tuple[tuple[Any, ...], list[dict[str, Any]], bool] | None = None
 
     def register(self, control: ControlPlane) -> None:
         verbs: dict[str, Callable[[ControlRequest], Awaitable[Any]]] = {
@@ -194,39 +212,88 @@ class AuditVerbs:
             found[single.record.id] = (single.seq, single.record)
         return found, matched
 
-    async def runs(self, request: ControlRequest) -> list[dict[str, Any]]:
-        """Runs, newest first: from `run.*` records, else routed messages and the ledger."""
+    async def runs(self, request: ControlRequest) -> Any:
+        """Runs, newest first: from `run.*` records, else routed messages and the ledger.
+
+        With `status`, the log is read back page by page (`scan_records` records each, at most
+        MAX_RUNS_SCAN in all) until `limit` runs match, so a filter finds old runs too. With
+        `offset`, the answer is one page of at most `page_bytes` ({"runs", "next_offset",
+        "total", "complete"}; agentctl asks page after page); without, the runs as one list,
+        refused when they would not fit in one NATS message."""
         agent = _opt(request, "agent", str)
         since = _opt(request, "since", (int, float))
         status = _opt(request, "status", str)
         limit = _opt(request, "limit", int) or 50
+        offset = _opt(request, "offset", int)
+        page_bytes = min(_opt(request, "page_bytes", int) or MAX_PAGE_BYTES, MAX_PAGE_BYTES)
+        scan = min(_opt(request, "scan_records", int) or RUNS_SCAN_RECORDS, RUNS_SCAN_RECORDS)
         if status is not None and status not in RUN_STATUSES:
             raise ControlError("bad_request", f"status must be one of {', '.join(RUN_STATUSES)}")
-        scan = max(limit * 4, 2000)
-        records = await anyio.to_thread.run_sync(self._run_records, agent, since, scan)
-        # the ledger is keyed by agent and message: routed records name both
-        ledger = await self._ledger_entries(
-            {
-                (r.agent, message_id)
-                for r in records
-                if r.kind == "message.routed"
-                and r.agent is not None
-                and (message_id := message_id_of(r)) is not None
-            }
-        )
+        if limit < 1 or (offset is not None and offset < 0):
+            raise ControlError("bad_request", "limit must be at least 1 and offset not negative")
+        key = (agent, since, status, limit, scan)
+        cached = self._runs_cache
+        if offset and cached is not None and cached[0] == key:  # the next page of the same ask
+            found, complete = cached[1], cached[2]
+        else:
+            found, complete = await self._find_runs(agent, since, status, limit, scan)
+            self._runs_cache = (key, found, complete)
+        rows, next_offset = _page(found, offset or 0, page_bytes)
+        if offset is None:
+            if next_offset is not None:
+                raise ControlError(
+                    "too_large",
+                    f"{len(found)} runs do not fit in one reply; ask for pages with 'offset' "
+                    "(agentctl runs does) or a smaller 'limit'",
+                )
+            return rows
+        return {"runs": rows, "next_offset": next_offset, "total": len(found), "complete": complete}
+
+    async def _find_runs(
+        self, agent: str | None, since: float | None, status: str | None, limit: int, scan: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` runs (matching `status`), newest first, and whether the log was read
+        back as far as `since` (else MAX_RUNS_SCAN records stopped the search)."""
+        records: list[DecisionRecord] = []
+        ledger: dict[str, dict[str, Any]] = {}
         try:
             dead_entries = await self._dead_letters.list(agent=agent, limit=MAX_DEAD_LETTERS)
         except Exception:  # no dead-letter stream (yet): nothing has died
             dead_entries = []
         dead = {e["message_id"]: e for e in dead_entries if e.get("message_id")}
-        runs = derive_runs(records, ledger, dead)
-        if status is not None:
-            runs = [r for r in runs if r.status == status]
-        return [r.to_dict() for r in runs[:limit]]
+        page_size = max(limit * 4, scan) if status is None else scan
+        before: int | None = None
+        while True:
+            page, before = await anyio.to_thread.run_sync(
+                self._run_records, agent, since, page_size, before
+            )
+            records.extend(page)
+            # the ledger is keyed by agent and message: routed records name both
+            ledger |= await self._ledger_entries(
+                {
+                    (r.agent, message_id)
+                    for r in page
+                    if r.kind == "message.routed"
+                    and r.agent is not None
+                    and (message_id := message_id_of(r)) is not None
+                }
+            )
+            runs = derive_runs(records, ledger, dead)
+            if status is not None:
+                runs = [r for r in runs if r.status == status]
+            # newest first, so a run's last word (finished, failed, dead) is read before its
+            # first (routed): the status of every run found so far is already right
+            exhausted = len(page) < page_size
+            if status is None or len(runs) >= limit or exhausted:
+                return [r.to_dict() for r in runs[:limit]], exhausted or len(runs) >= limit
+            if len(records) >= MAX_RUNS_SCAN:
+                return [r.to_dict() for r in runs[:limit]], False
 
     def _run_records(
-        self, agent: str | None, since: float | None, scan: int
-    ) -> list[DecisionRecord]:
+        self, agent: str | None, since: float | None, scan: int, before: int | None = None
+    ) -> tuple[list[DecisionRecord], int | None]:
+        """The newest `scan` run-related records older than seq `before`, and the oldest seq
+        read (the next page's `before`)."""
         clauses = [f"kind IN ({', '.join('?' for _ in RUN_KINDS)})"]
         params: list[object] = list(RUN_KINDS)
         if agent is not None:
@@ -235,13 +302,19 @@ class AuditVerbs:
         if since is not None:
             clauses.append("ts >= ?")
             params.append(since)
-        sql = f"SELECT body FROM records WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
+        if before is not None:
+            clauses.append("seq < ?")
+            params.append(before)
+        sql = (
+            f"SELECT seq, body FROM records WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
+        )
         try:
             with open_reader(self._log.path) as conn:
                 rows = conn.execute(sql, (*params, scan)).fetchall()
         except sqlite3.Error as exc:
             raise ControlError("log_unreadable", f"cannot read the decision log: {exc}") from None
-        return [DecisionRecord.from_body(body) for (body,) in rows]
+        oldest = rows[-1][0] if rows else before
+        return [DecisionRecord.from_body(body) for (_, body) in rows], oldest
 
     def _run_of_message(self, message_id: str) -> str | None:
         try:

@@ -4,6 +4,8 @@ Load = (pending + unacked messages) / (replicas x concurrency). Above `scale_up_
 replicas the backlog needs (at most doubling at once); below `scale_down_at` it removes one
 (scaling down drains first). Hysteresis comes from the gap between the two thresholds, and after
 any change an agent is left alone for `cooldown_s`. Every decision records its inputs and reason.
+An agent an operator scaled by hand is pinned: the autoscaler leaves it alone until
+`agentctl autoscale NAME on` (agentd.daemon._scale_owner says why).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from anyio.abc import TaskStatus
 from agentd.cluster import Cluster
 from agentd.config import AutoscaleConfig
 from agentd.daemon._fleet import AgentFleet
+from agentd.daemon._scale_owner import is_autoscaled
 from agentd.errors import AgentdError
 
 __all__ = ["Autoscaler", "desired_replicas"]
@@ -78,7 +81,7 @@ class Autoscaler:
             return
         for name, record in list(self._fleet.agents.items()):
             spec = record.agent.spec
-            if not (self._cfg.enabled and spec.autoscale) or record.state != "running":
+            if not is_autoscaled(record, self._cfg) or record.state != "running":
                 continue
             if now - self._last_change.get(name, -math.inf) < self._cfg.cooldown_s:
                 continue
@@ -93,6 +96,8 @@ class Autoscaler:
                 cfg=self._cfg,
             )
             if target == current:
+                continue
+            if not is_autoscaled(record, self._cfg):  # pinned while we read the backlog
                 continue
             self._last_change[name] = now
             log.info("autoscaling %s %d -> %d: %s", name, current, target, reason)

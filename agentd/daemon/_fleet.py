@@ -38,7 +38,7 @@ from agentd.daemon._sandbox import (
 from agentd.daemon._uids import UidBook
 from agentd.errors import AgentdError, ControlError, SpecError, WorkerCrashed
 from agentd.gateway import LLMGateway
-from agentd.supervisor import ChildSpec, Supervisor
+from agentd.supervisor import ChildSpec, ChildState, Supervisor
 
 __all__ = ["AgentFleet", "AgentRecord"]
 
@@ -59,6 +59,8 @@ class AgentRecord:
     params: dict[str, Any] | None = None
     sandbox: dict[str, Any] | None = None
     """The sandbox its replicas run under (SandboxPlan.summary()); None: [sandbox].mode off."""
+    pinned_by: str | None = None
+    """The operator whose manual scale took the count from the autoscaler (_scale_owner)."""
 
 
 class AgentFleet:
@@ -256,13 +258,41 @@ class AgentFleet:
             self._subjects.command(name), json.dumps({"verb": "resume"}).encode()
         )
 
-    async def start(self, name: str) -> None:
+    async def start(self, name: str) -> list[str]:
+        """Resume a paused agent, revive replicas the supervisor gave up on (past their restart
+        intensity: FAILED), or start a stopped or failed agent; returns the revived replicas.
+        Raises ControlError naming the replica when one still does not come up."""
         record = self.get(name)
         if record.state == "paused":
             await self.resume(name)
+        revived: list[str] = []
+        async with self._lock(name):
+            for replica in sorted(record.replicas, key=replica_index):
+                if self._state(replica) != ChildState.FAILED:
+                    continue
+                try:  # a fresh restart intensity, as `restart` gives
+                    await self._supervisor.restart(replica)
+                except WorkerCrashed as exc:
+                    await self._stop_replica(record, replica)
+                    record.state, record.error = "failed", str(exc)
+                    raise ControlError(
+                        "start_failed",
+                        f"{replica} was revived but did not come up: {exc}; "
+                        f"see `agentctl logs {name}`",
+                    ) from None
+                revived.append(replica)
+        if record.state == "failed":
+            record.state, record.error = "running", None
         if not record.replicas:
             spec = record.agent.spec.replicas
             await self.scale(name, max(spec.min, spec.initial, 1), reason="operator start")
+        return revived
+
+    def _state(self, replica: str) -> ChildState | None:
+        try:
+            return self._supervisor.info(replica).state
+        except KeyError:
+            return None
 
     async def backlog(self, name: str) -> dict[str, int]:
         """Messages waiting (pending) and being worked on (unacked) in `name`'s inbox."""
@@ -401,7 +431,13 @@ class AgentFleet:
     # views
     async def ps(self) -> list[dict[str, Any]]:
         """Every agent with its replicas, their state, load and errors (`agentctl ps`)."""
-        return await ps_rows(self.agents, self._supervisor, self.heartbeats, self.backlog)
+        return await ps_rows(
+            self.agents,
+            self._supervisor,
+            self.heartbeats,
+            self.backlog,
+            autoscale=self._config.autoscale,
+        )
 
     def logs_of(self, name: str) -> list[str]:
         record = self.get(name)

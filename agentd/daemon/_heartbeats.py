@@ -1,7 +1,13 @@
 """Replica heartbeats: how the daemon knows a replica is ready, alive, and what it is doing.
 
 Replicas publish on `agentd.hb.<agent>` every `[agents].heartbeat_s`. A replica is ready once a
-heartbeat from its current pid arrives, and hung once none has arrived for three periods.
+heartbeat from its current pid arrives, and hung once none has arrived for three periods, or
+once its beats say its event loop has not turned for longer than the agent's `run_timeout_s`
+plus those three periods. Beats come from a thread of the replica's own (agentd.worker.
+_beat_thread), so a run that holds the loop (a busy replica) does not silence them; the loop's
+stall they report tells a busy replica from a hung one. A probe that comes late because the
+daemon's own loop was held up judges nothing that time: the beats that arrived meanwhile may
+not have been read yet.
 Heartbeats travel over NATS, so while the daemon's own connection is down (and for three
 periods after it returns) silence proves nothing and every replica counts as alive.
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +43,7 @@ MAX_TEXT_CHARS = 1000
 # the fields the daemon reads (ps, the autoscaler's inflight), and their types
 _COUNTS = ("inflight", "completed", "failed", "duplicates", "dead_lettered")
 _TEXTS = ("state", "version", "last_error")
+_SECONDS = ("loop_stall_s",)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class HeartbeatTracker:
         self._expected: set[str] = set()
         self._arrived = anyio.Event()
         self._bus_up_since: float | None = time.monotonic()
+        self._probed: dict[str, float] = {}  # replica -> when its liveness was last asked
 
     def expect(self, replica: str) -> None:
         """The fleet starts `replica`: its beats count from now on."""
@@ -91,6 +100,7 @@ class HeartbeatTracker:
     def forget(self, replica: str) -> None:
         """The fleet stopped `replica` (or gave up on it): its beats no longer count."""
         self._beats.pop(replica, None)
+        self._probed.pop(replica, None)
         self._expected.discard(replica)
 
     @property
@@ -112,15 +122,31 @@ class HeartbeatTracker:
                 return
             await self._arrived.wait()
 
-    async def is_alive(self, info: ChildInfo) -> bool:
+    async def is_alive(self, info: ChildInfo, *, max_stall_s: float | None = None) -> bool:
         """The supervisor's liveness probe (asked every half period): a heartbeat within the
-        last 2.5 periods, so a hung replica is caught within three."""
+        last 2.5 periods, so a dead or cut-off replica is caught within three; and, with
+        `max_stall_s`, an event loop that turned within that long (a hung replica)."""
         window = self.period_s * (MISSED_BEATS - 0.5)
         now = time.monotonic()
+        last, self._probed[info.name] = self._probed.get(info.name), now
+        if last is not None and now - last > self.period_s:
+            return True  # we were held up ourselves: unread beats may be waiting
         if self._bus_up_since is None or now - self._bus_up_since < window:
             return True
         beat = self._beats.get(info.name)
-        return beat is not None and beat.pid == info.pid and now - beat.at < window
+        if beat is None or beat.pid != info.pid or now - beat.at >= window:
+            return False
+        stall = beat.data.get("loop_stall_s", 0.0)
+        return max_stall_s is None or stall <= max_stall_s + window
+
+    def liveness(self, max_stall_s: float) -> Callable[[ChildInfo], Awaitable[bool]]:
+        """A liveness probe for replicas whose runs may hold the loop up to `max_stall_s`
+        (the agent's run_timeout_s)."""
+
+        async def probe(info: ChildInfo) -> bool:
+            return await self.is_alive(info, max_stall_s=max_stall_s)
+
+        return probe
 
 
 def _kept(data: dict[str, Any]) -> dict[str, Any]:
@@ -134,4 +160,8 @@ def _kept(data: dict[str, Any]) -> dict[str, Any]:
         value = data.get(key)
         if isinstance(value, str):
             kept[key] = value[:MAX_TEXT_CHARS]
+    for key in _SECONDS:
+        value = data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+            kept[key] = max(0.0, min(float(value), 1e9))
     return kept

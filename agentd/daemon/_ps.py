@@ -8,7 +8,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from agentd.config import AutoscaleConfig
 from agentd.daemon._heartbeats import HeartbeatTracker
+from agentd.daemon._scale_owner import count_owner
 from agentd.supervisor import ChildState, Supervisor
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ async def ps_rows(
     supervisor: Supervisor,
     heartbeats: HeartbeatTracker,
     backlog: Callable[[str], Awaitable[dict[str, int]]],
+    *,
+    autoscale: AutoscaleConfig | None = None,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     now = time.time()
@@ -64,6 +68,8 @@ async def ps_rows(
                 "description": record.agent.spec.description,
                 "state": record.state,
                 "desired": record.desired,
+                # who sets the count: autoscaler | pinned:<operator> | operator
+                "scaled_by": count_owner(record, autoscale or AutoscaleConfig(enabled=False)),
                 "bounds": record.agent.spec.replicas.model_dump(),
                 "concurrency": record.agent.spec.concurrency,
                 "spawned_by": record.spawned_by,

@@ -121,7 +121,8 @@ def replica_spec(
         stop_grace_s=cfg.daemon.drain_grace_s,
         ready=heartbeats.wait_ready,
         ready_timeout_s=cfg.agents.ready_timeout_s,
-        liveness=heartbeats.is_alive,
+        # a run may hold the replica's loop as long as it may run (agentd.worker._beat_thread)
+        liveness=heartbeats.liveness(agent.spec.run_timeout_s),
         liveness_interval_s=cfg.agents.heartbeat_s / 2,
         liveness_timeout_s=cfg.agents.heartbeat_s,
         liveness_failures=1,

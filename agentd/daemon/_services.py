@@ -307,6 +307,8 @@ class Services:
             tools=self.tools,
             pools=self.pools,
             cluster=self.cluster,
+            autoscale=self.config.autoscale,
+            recorder=recorder,
         ).register(self.control)
         AuditVerbs(
             decision_log=recorder.log,

@@ -17,9 +17,12 @@ import anyio
 import agentd
 from agentd.bus import Message
 from agentd.cluster import Cluster
+from agentd.config import AutoscaleConfig
 from agentd.control import ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.daemon._fleet import AgentFleet
+from agentd.daemon._recorder import Recorder
+from agentd.daemon._scale_owner import count_owner, pin_count, record_pin, release_count
 from agentd.errors import ConfigError, ControlError
 from agentd.inference import ModelPools, PlacementError
 from agentd.router import DeadLetters, Router
@@ -71,8 +74,13 @@ class ControlVerbs:
         tools: ToolGateway,
         pools: ModelPools | None = None,
         cluster: Cluster | None = None,
+        autoscale: AutoscaleConfig | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self._cluster = cluster
+        # who owns each agent's replica count (agentd.daemon._scale_owner)
+        self._autoscale = autoscale or AutoscaleConfig(enabled=False)
+        self._recorder = recorder
         self._status = status
         self._fleet = fleet
         self._router = router
@@ -89,6 +97,7 @@ class ControlVerbs:
             "ps": self.ps,
             "send": self.send,
             "scale": self.scale,
+            "autoscale": self.autoscale,
             "restart": self.restart,
             "stop": self.stop,
             "start": self.start,
@@ -152,10 +161,43 @@ class ControlVerbs:
         }
 
     async def scale(self, request: ControlRequest) -> dict[str, Any]:
+        """Scale by hand; an autoscaled agent's count is pinned (agentd.daemon._scale_owner)."""
         name, count = _arg(request, "agent", str), _arg(request, "replicas", int)
+        record = self._fleet.get(name)
         self._command(request, "scale", agent=name)
-        before = await self._fleet.scale(name, count, reason=f"operator {request.operator}")
-        return {"agent": name, "before": before, "after": len(self._fleet.get(name).replicas)}
+        pinned = pin_count(record, self._autoscale, operator=request.operator)
+        try:
+            before = await self._fleet.scale(name, count, reason=f"operator {request.operator}")
+        except BaseException:
+            if pinned:  # nothing changed: the autoscaler keeps the count
+                record.pinned_by = None
+            raise
+        if pinned:
+            why = f"operator {request.operator} scaled {name} to {count} by hand"
+            record_pin(record, self._recorder, operator=request.operator, why=why)
+        return {
+            "agent": name,
+            "before": before,
+            "after": len(record.replicas),
+            "scaled_by": count_owner(record, self._autoscale),
+            "pinned": pinned,
+        }
+
+    async def autoscale(self, request: ControlRequest) -> dict[str, Any]:
+        """`agentctl autoscale NAME on|off`: hand the count back to the autoscaler, or pin it."""
+        name, enabled = _arg(request, "agent", str), _arg(request, "enabled", bool)
+        record = self._fleet.get(name)
+        self._command(request, "autoscale", agent=name, enabled=enabled)
+        if enabled:
+            release_count(record, self._autoscale, self._recorder, operator=request.operator)
+        elif pin_count(record, self._autoscale, operator=request.operator):
+            why = f"operator {request.operator} turned autoscaling of {name} off"
+            record_pin(record, self._recorder, operator=request.operator, why=why)
+        return {
+            "agent": name,
+            "replicas": len(record.replicas),
+            "scaled_by": count_owner(record, self._autoscale),
+        }
 
     async def restart(self, request: ControlRequest) -> dict[str, Any]:
         name = _arg(request, "agent", str)
@@ -171,8 +213,14 @@ class ControlVerbs:
     async def start(self, request: ControlRequest) -> dict[str, Any]:
         name = _arg(request, "agent", str)
         self._command(request, "start", agent=name)
-        await self._fleet.start(name)
-        return {"agent": name, "replicas": len(self._fleet.get(name).replicas)}
+        revived = await self._fleet.start(name)
+        record = self._fleet.get(name)
+        return {
+            "agent": name,
+            "replicas": len(record.replicas),
+            "revived": revived,
+            "state": record.state,
+        }
 
     async def drain(self, request: ControlRequest) -> dict[str, Any]:
         name = _arg(request, "agent", str)

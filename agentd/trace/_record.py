@@ -66,6 +66,9 @@ RECORD_KINDS: frozenset[str] = frozenset(
         "agent.restarted",
         "agent.failed",
         "agent.scaled",
+        # who owns an agent's replica count: "off" when an operator pins it (a manual scale,
+        # `agentctl autoscale NAME off`), "on" when `agentctl autoscale NAME on` hands it back
+        "agent.autoscale",
         # registration API (external agents)
         "agent.registered",
         "agent.deregistered",

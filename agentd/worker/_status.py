@@ -1,6 +1,11 @@
 """What a replica tells the daemon about itself: ready, paused or draining, runs in flight, and
 its counts, in a heartbeat every `heartbeat_s` (the daemon's readiness and liveness probes read
-them); and the daemon's pause and resume commands, which change that state."""
+them); and the daemon's pause and resume commands, which change that state.
+
+State changes are published at once from the event loop (`publish`); the periodic beats come
+from a thread of their own (agentd.worker._beat_thread), with how long the loop has not turned
+(`loop_stall_s`, from `watch_loop`'s stamps), so that a run holding the loop does not silence
+them."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 import anyio
 from nats.aio.client import Client
@@ -35,6 +41,8 @@ class ReplicaStatus:
         self.stats = {"completed": 0, "failed": 0, "duplicates": 0, "dead_lettered": 0}
         self.last_error: str | None = None
         self.nc: Client | None = None  # set once connected
+        # when the event loop last turned (monotonic); read by the heartbeat thread
+        self.loop_seen = time.monotonic()
 
     @property
     def state(self) -> str:
@@ -61,13 +69,15 @@ class ReplicaStatus:
             log.info("%s resumed", self.replica)
         await self.publish(self.state)
 
-    async def beat(self, heartbeat_s: float) -> None:
+    async def watch_loop(self, heartbeat_s: float) -> None:
+        """Stamp `loop_seen` every half period: a beat tells how long the loop has not turned."""
         while True:
-            await anyio.sleep(heartbeat_s)
-            await self.publish(self.state)
+            self.loop_seen = time.monotonic()
+            await anyio.sleep(heartbeat_s / 2)
 
-    async def publish(self, state: str) -> None:
-        beat = {
+    def beat_body(self, state: str) -> dict[str, Any]:
+        """One heartbeat (also built on the heartbeat thread: plain reads, no awaits)."""
+        return {
             "agent": self.agent,
             "replica": self.replica,
             "pid": os.getpid(),
@@ -76,8 +86,12 @@ class ReplicaStatus:
             "inflight": self.inflight,
             "last_error": self.last_error,
             "ts": time.time(),
+            "loop_stall_s": round(max(0.0, time.monotonic() - self.loop_seen), 3),
             **self.stats,
         }
+
+    async def publish(self, state: str) -> None:
+        beat = self.beat_body(state)
         if self.nc is None:
             return
         try:

@@ -13,6 +13,7 @@ Delivery guarantees (docs/architecture.md, "Messages and runs"):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -33,6 +34,7 @@ from agentd.bus import Credentials, Message, RunResult, Subjects, connect, new_i
 from agentd.config import LoadedAgent
 from agentd.telemetry import extract_context, invoke_agent_span, set_agent_output
 from agentd.trace import TracePublisher
+from agentd.worker._beat_thread import HeartbeatThread
 from agentd.worker._checkpoints import open_checkpointer
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._dead_letters import give_up
@@ -95,14 +97,17 @@ class AgentWorker:
         """Stop pulling new work; runs in flight finish within the drain grace."""
         self.status.drain()
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _connect(self, role: str = "worker") -> Client:
         settings = self.settings
-        nc = await connect(
+        return await connect(
             settings.nats_url,
-            name=f"agentd-worker-{settings.replica}",
+            name=f"agentd-{role}-{settings.replica}",
             credentials=_credentials(settings),
             tls=_tls_context(settings.tls_ca_file),
         )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        nc = await self._connect()
         try:
             self._nc, self._js = nc, nc.jetstream()
             self.status.nc = nc
@@ -141,14 +146,20 @@ class AgentWorker:
             )
             async with self._checkpoints(), anyio.create_task_group() as service:
                 await service.start(trace.run)
-                service.start_soon(self.status.beat, self.settings.heartbeat_s)
+                service.start_soon(self.status.watch_loop, self.settings.heartbeat_s)
                 service.start_soon(self._keep_in_progress)
+                connect_beats = functools.partial(self._connect, "beats")
+                beats = HeartbeatThread(self.status, connect_beats, self.settings.heartbeat_s)
                 async with anyio.create_task_group() as runs:
                     await self.status.publish("ready")
+                    beats.start()  # after "ready": the first beat is what the ready probe waits for
                     log.info("%s ready (version %s)", self.settings.replica, self.agent.version)
                     task_status.started()
-                    await self._pull(psub, runs)
-                    await self._drain(runs)
+                    try:
+                        await self._pull(psub, runs)
+                        await self._drain(runs)
+                    finally:
+                        await anyio.to_thread.run_sync(beats.stop)
                 # the runs' records reach the stream before the connection closes
                 await trace.close(timeout_s=self.settings.drain_grace_s)
                 service.cancel_scope.cancel()

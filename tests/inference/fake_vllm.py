@@ -10,8 +10,9 @@ Completions run like a model that never stops: every sequence (each prompt x n) 
 max_tokens (vLLM's default 16), one choice each, and the usage says so.
 
 /v1/chat/completions (non-streaming) answers "x", or from the JSON list of assistant messages
-in $FAKE_VLLM_CHAT_SCRIPT: entry i answers a chat with i tool results after its last user
-message (a scripted ReAct loop: call a tool, read its result, call the next, answer).
+in $FAKE_VLLM_CHAT_SCRIPT (read at each request): entry i answers a chat with i tool results
+after its last user message (a scripted ReAct loop: call a tool, read its result, call the next,
+answer); a tool call without a "name" calls the tool the request's tool_choice names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -62,9 +64,12 @@ async def completions(request: web.Request) -> web.Response:
     )
 
 
-def _scripted_message(messages: list[dict[str, object]]) -> dict[str, object]:
+def _scripted_message(body: dict[str, Any]) -> dict[str, object]:
     path = os.environ.get("FAKE_VLLM_CHAT_SCRIPT")
     script = json.loads(Path(path).read_text()) if path else []
+    messages: list[dict[str, object]] = body.get("messages") or []
+    choice = body.get("tool_choice")
+    named = choice["function"]["name"] if isinstance(choice, dict) else None
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     step = sum(1 for m in messages[users[-1] if users else 0 :] if m.get("role") == "tool")
     if step >= len(script):
@@ -76,7 +81,7 @@ def _scripted_message(messages: list[dict[str, object]]) -> dict[str, object]:
             {
                 "id": f"chatcmpl-tool-{step}-{n}",
                 "type": "function",
-                "function": {"name": c["name"], "arguments": json.dumps(c["args"])},
+                "function": {"name": c.get("name", named), "arguments": json.dumps(c["args"])},
             }
             for n, c in enumerate(calls)
         ]
@@ -90,7 +95,7 @@ async def chat(request: web.Request) -> web.Response:
         return web.json_response({"error": f"model {body.get('model')!r} not found"}, status=404)
     if body.get("stream"):
         return web.json_response({"error": "fake_vllm does not stream chats"}, status=400)
-    message = _scripted_message(body.get("messages") or [])
+    message = _scripted_message(body)
     finish = "tool_calls" if message.get("tool_calls") else "stop"
     return web.json_response(
         {

@@ -151,7 +151,7 @@ def ledger(daemon: DaemonProcess) -> list[dict[str, Any]]:
 
 # --- the scripted model: deterministic paths through policy ---------------------------------
 
-SCRIPT_ARGS = {
+SCRIPT_ARGS: dict[str, dict[str, Any]] = {
     "lookup_order": {"order_id": "A-1002"},
     "refund_policy": {"category": "electronics", "days_since_delivery": 12, "order_total": 349.0},
     "issue_refund": {"order_id": "A-1002", "amount": 349.0, "reason": "damaged"},
@@ -162,7 +162,7 @@ def write_script(path: Path, refund: dict[str, Any]) -> None:
     steps = [SCRIPT_ARGS["lookup_order"], SCRIPT_ARGS["refund_policy"], refund]
     # no "name": the fake calls the tool the graph's tool_choice names (whatever the MCP
     # adapter calls the refunds tool)
-    script = [{"tool_calls": [{"args": args}]} for args in steps]
+    script: list[dict[str, Any]] = [{"tool_calls": [{"args": args}]} for args in steps]
     script.append({"content": "Your refund is on its way."})
     path.write_text(json.dumps(script))
 

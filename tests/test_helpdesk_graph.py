@@ -88,7 +88,7 @@ async def refunds_tools() -> list[BaseTool]:
     return await client.get_tools()
 
 
-ARGS = {
+ARGS: dict[str, dict[str, Any]] = {
     "lookup_order": {"order_id": "A-1002"},
     "refund_policy": {"category": "electronics", "days_since_delivery": 12, "order_total": 349.0},
     "issue_refund": {"order_id": "A-1002", "amount": 349.0, "reason": "damaged"},

@@ -100,3 +100,32 @@ def test_the_gateway_reads_only_bounded_printable_run_ids() -> None:
         "run_id": "r2"
     }
     assert caller_run({}) == {}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", LIBRARIES)
+async def test_chat_openai_with_its_own_http_client_carries_them_too(name: str) -> None:
+    """ChatOpenAI over the openai SDK, given an httpx (or httpx2) client of the graph's own, as
+    the loan example's underwriter does: the patch is on the class, so that client is covered."""
+    from langchain_openai import ChatOpenAI
+
+    lib = importlib.import_module(name)
+    seen: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        message = {"role": "assistant", "content": "ok"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        body = {"id": "c", "object": "chat.completion", "model": "m", "choices": [choice]}
+        return lib.Response(200, json=body)
+
+    async with lib.AsyncClient(transport=lib.MockTransport(handler)) as http:
+        llm = ChatOpenAI(model="m", base_url=GATEWAY, api_key="t", http_async_client=http)
+        with tracer().start_as_current_span("invoke_agent a") as span:
+            answer = await llm.ainvoke("hi")
+    assert answer.content == "ok"
+    [request] = seen
+    assert str(request.url) == f"{GATEWAY}/chat/completions"
+    span_id = trace.format_span_id(span.get_span_context().span_id)
+    assert request.headers["traceparent"].split("-")[2] == span_id
+    assert caller_run(request.headers)["run_id"] == "run-1"

@@ -195,7 +195,8 @@ def test_a_refund_above_the_threshold_waits_for_a_person(
     thread, box = ask_in_background(daemon, "My headphones (A-1002) arrived broken.", "hd-1")
     waiting = waiting_approval(daemon, box, 60)
     assert waiting is not None, box
-    assert waiting["args"]["amount"] == 349.0 and waiting["rule"] == "constraints.toml:81"
+    assert waiting["args"]["amount"] == 349.0
+    assert str(waiting["rule"]).startswith("constraints.toml:81"), waiting
     assert ledger(daemon) == []  # nothing refunded while it waits
     approved = daemon.agentctl("approve", waiting["id"])
     assert approved.returncode == 0, approved.stderr
@@ -233,7 +234,7 @@ def test_a_refund_over_the_cap_is_denied_and_the_model_hears_it(
     assert box.get("returncode") == 0 and box["ok"], box
     records = run_records(daemon, box["run_id"])
     [denied] = [r for r in records if r["kind"] == "tool.denied"]
-    assert denied["rule"] == "constraints.toml:70", denied
+    assert str(denied["rule"]).startswith("constraints.toml:70"), denied
     assert len(ledger(daemon)) == before
     # the denial came back as a tool message and the model answered after it
     assert len([r for r in records if r["kind"] == "llm.call"]) == 4

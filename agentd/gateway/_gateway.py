@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 from agentd.config import GatewayConfig
 from agentd.errors import ConfigError, RateLimited
 from agentd.gateway._budgets import BudgetBook, Reservation, TokenLimits
+from agentd.gateway._caller_run import caller_run, remote_parent_ids
 from agentd.gateway._policy import PolicyAnswer, PolicyCheck
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
 from agentd.gateway._records import Refusal, call_record, refusal_response
@@ -190,6 +191,9 @@ class LLMGateway:
         holder: TokenHolder | None = None
         fields: dict[str, Any] = {"endpoint": kind}
         raw = b""
+        # the caller's span and run (its OpenAI client's traceparent and baggage)
+        parent = extract_context(request.headers)
+        joined = caller_run(request.headers)
         try:
             holder = self._holder(request)
             raw = await self._read(request)
@@ -216,7 +220,8 @@ class LLMGateway:
             answer = self._authorize(holder, pool)
             reservation = self._reserve(holder, pool, call.token_estimate)
         except Refusal as refused:
-            self._emit(call_record(holder, raw, started, fields, refusal=refused))
+            record = call_record(holder, raw, started, fields, refusal=refused)
+            self._emit({**record, **remote_parent_ids(parent), **(joined if holder else {})})
             return refusal_response(refused)
         relay = self._relay
         assert relay is not None, "the gateway is not running"
@@ -227,7 +232,7 @@ class LLMGateway:
             call.model,
             agent=holder.agent,
             pool=pool,
-            parent=extract_context(request.headers),
+            parent=parent,
             max_tokens=call.max_tokens,
         ) as span:
             try:
@@ -262,7 +267,7 @@ class LLMGateway:
                 else:
                     span.set_error(str(outcome.status), outcome.reason)
                 record = call_record(holder, raw, started, fields, outcome=outcome, rule=answer)
-                self._emit({**record, **current_span_ids()})
+                self._emit({**record, **current_span_ids(), **joined})
         return response
 
     def _emit(self, fields: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ For the LLM gateway: `extract_context(request.headers)` -> `with chat_span(model
 as chat:` -> `inject_http_headers(upstream_headers)` -> `chat.set_response(...)`.
 """
 
+from agentd.telemetry._http_clients import instrument_http_clients, uninstrument_http_clients
 from agentd.telemetry._propagation import (
     TRACE_HEADERS,
     extract_context,
@@ -62,6 +63,8 @@ __all__ = [
     "extract_context",
     "httpx_trace_hooks",
     "inject_http_headers",
+    "instrument_http_clients",
+    "uninstrument_http_clients",
     "inject_nats_headers",
     "trace_headers_of",
 ]

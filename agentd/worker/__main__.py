@@ -13,6 +13,7 @@ from agentd.config import load_agent
 from agentd.errors import AgentdError
 from agentd.sandbox import set_undumpable
 from agentd.telemetry import TelemetrySettings, setup_telemetry
+from agentd.worker._llm_tracing import trace_llm_clients
 from agentd.worker._settings import WorkerSettings, take_secrets
 from agentd.worker._worker import AgentWorker
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 "agentd.agent.version": agent.version,
             },
         )
+        trace_llm_clients()  # before the graph module imports its OpenAI client
         worker = AgentWorker(settings, agent)
         try:
             anyio.run(_serve, worker, backend_options={"use_uvloop": True})

@@ -8,6 +8,11 @@ $FAKE_VLLM_METRICS (``{"running": 0, "waiting": 0, "kv": 0.0}``), read at each r
 $FAKE_VLLM_ENGINE set it starts a child process first, as vLLM starts its engine core.
 Completions run like a model that never stops: every sequence (each prompt x n) runs to
 max_tokens (vLLM's default 16), one choice each, and the usage says so.
+
+/v1/chat/completions (non-streaming) answers "x", or from the JSON list of assistant messages
+in $FAKE_VLLM_CHAT_SCRIPT (read at each request): entry i answers a chat with i tool results
+after its last user message (a scripted ReAct loop: call a tool, read its result, call the next,
+answer); a tool call without a "name" calls the tool the request's tool_choice names.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -58,6 +64,50 @@ async def completions(request: web.Request) -> web.Response:
     )
 
 
+def _scripted_message(body: dict[str, Any]) -> dict[str, object]:
+    path = os.environ.get("FAKE_VLLM_CHAT_SCRIPT")
+    script = json.loads(Path(path).read_text()) if path else []
+    messages: list[dict[str, object]] = body.get("messages") or []
+    choice = body.get("tool_choice")
+    named = choice["function"]["name"] if isinstance(choice, dict) else None
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    step = sum(1 for m in messages[users[-1] if users else 0 :] if m.get("role") == "tool")
+    if step >= len(script):
+        return {"role": "assistant", "content": "x"}
+    message: dict[str, object] = {"role": "assistant", "content": "", **script[step]}
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):  # OpenAI's shape, with ids like vLLM's
+        message["tool_calls"] = [
+            {
+                "id": f"chatcmpl-tool-{step}-{n}",
+                "type": "function",
+                "function": {"name": c.get("name", named), "arguments": json.dumps(c["args"])},
+            }
+            for n, c in enumerate(calls)
+        ]
+    return message
+
+
+async def chat(request: web.Request) -> web.Response:
+    body = await request.json()
+    served = request.app["served_name"]
+    if body.get("model") != served:
+        return web.json_response({"error": f"model {body.get('model')!r} not found"}, status=404)
+    if body.get("stream"):
+        return web.json_response({"error": "fake_vllm does not stream chats"}, status=400)
+    message = _scripted_message(body)
+    finish = "tool_calls" if message.get("tool_calls") else "stop"
+    return web.json_response(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "model": served,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        }
+    )
+
+
 async def metrics(request: web.Request) -> web.Response:
     g = _gauges()
     label = f'{{model_name="{request.app["served_name"]}",engine="0"}}'
@@ -94,6 +144,7 @@ async def main() -> None:
     app["served_name"] = args.served_model_name
     app.router.add_get("/health", health)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -43,6 +43,9 @@ p, ext:daemon, api:register, register, allow
 p, ext:fuzzext, api:register, register, allow
 p, ext:deepbody, api:register, register, allow
 p, delta, agent:gamma, spawn, allow
+# test_llm_run_claims.py: an agent that names other runs in its LLM calls' baggage
+p, ext:claimer, api:register, register, allow
+p, claimer, model:fake, infer, allow
 """
 # tests/security/test_llm_budgets.py: a limits.toml model limit on the fake pool
 EXTRA_LIMITS = """

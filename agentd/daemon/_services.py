@@ -40,6 +40,7 @@ from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._llm_tokens import IdentityTokens
 from agentd.daemon._log_anchor import LogAnchor, build_log_anchor
+from agentd.daemon._mcp_servers import McpServers
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._sandbox import host_abi
 from agentd.daemon._spawner import Spawner
@@ -106,6 +107,7 @@ class Services:
         self.dead_letters: DeadLetters | None = None
         self.replies: ReplyRelay | None = None
         self.tools: ToolGateway | None = None
+        self.mcp: McpServers | None = None
         self.taint: TaintBook | None = None
         self.control: ControlPlane | None = None
         self.metrics_service: MetricsService | None = None
@@ -263,6 +265,9 @@ class Services:
             # isolated tools run sandboxed as replicas do (docs/sandbox.md, "Isolated tools")
             sandboxes=tool_sandboxes(self.config, registry, abi=host_abi()),
         )
+        # MCP servers' tools join the registry as `<server>.<tool>` (agentd/tools/README.md)
+        self.mcp = McpServers(self.config, self.supervisor, registry, abi=host_abi())
+        await tg.start(self.mcp.run)
         await tg.start(self.tools.run)
         self.step("tools", "running")
         self.authority.record = recorder.record
@@ -382,6 +387,7 @@ class Services:
         for plane in (
             self.llm,
             self.tools,
+            self.mcp,
             self.control,
             self.router,
             self.dead_letters,

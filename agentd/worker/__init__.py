@@ -12,6 +12,7 @@ from agentd.worker._checkpoints import (
     postgres_schema,
 )
 from agentd.worker._context import AgentContext, RunInfo, SendFailed, ToolCallFailed
+from agentd.worker._gateway_tools import GATEWAY_METADATA, GatewayTool, gateway_tools
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._settings import SECRETS_ENV, WorkerSettings, take_secrets
 from agentd.worker._worker import AgentWorker
@@ -19,6 +20,9 @@ from agentd.worker._worker import AgentWorker
 __all__ = [
     "AgentContext",
     "AgentWorker",
+    "GATEWAY_METADATA",
+    "GatewayTool",
+    "gateway_tools",
     "CheckpointSettings",
     "CheckpointStoreUnavailable",
     "RunInfo",

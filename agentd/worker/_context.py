@@ -106,6 +106,18 @@ class AgentContext:
         self.params: dict[str, Any] = params or {}
         """What the agent that spawned this one passed to `spawn` (empty otherwise)."""
         self.tool_timeout_s = _tool_timeout()
+        self.catalog: list[dict[str, Any]] = []
+        """The gateway's catalog of this agent's tools (the worker fetches it before the
+        graph loads): name, description and JSON schema of each."""
+
+    def tools(self) -> list[Any]:
+        """This agent's tools as LangChain tools (`langchain_core.tools.StructuredTool`) that
+        call the gateway: bind them to a model and give them to `ToolNode`. Each is governed
+        like `call_tool`, keyed by the model's tool call id; a refusal comes back to the model
+        as an error ToolMessage. See agentd.worker.gateway_tools and docs/agents.md."""
+        from agentd.worker._gateway_tools import proxy_tools
+
+        return list(proxy_tools(self, self.catalog))
 
     # the current run (inside a graph node)
     @property

@@ -13,8 +13,8 @@ from agentd.config._agent_spec import (
     load_agents,
 )
 from agentd.config._checkpoints import CheckpointsConfig
-from agentd.config._mcp import McpServerConfig
 from agentd.config._load import DEFAULT_CONFIG_NAME, LoadedConfig, find_config, load_config
+from agentd.config._mcp import McpServerConfig
 from agentd.config._models import (
     AgentsConfig,
     AutoscaleConfig,

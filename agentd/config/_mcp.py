@@ -65,7 +65,9 @@ class McpServerConfig(_Section):
         if self.url is not None:
             if not self.url.startswith(("http://", "https://")):
                 raise ValueError(f"url {self.url!r} must start with http:// or https://")
-            stdio_only = [k for k in ("args", "env", "read", "write", "connect_ports") if getattr(self, k)]
+            stdio_only = [
+                k for k in ("args", "env", "read", "write", "connect_ports") if getattr(self, k)
+            ]
             if stdio_only or self.cwd is not None:
                 raise ValueError(f"{', '.join(stdio_only) or 'cwd'}: only for a stdio server")
         elif self.headers_env:

@@ -50,7 +50,10 @@ __all__ = ["McpServers"]
 log = logging.getLogger("agentd.tools")
 
 RESTART = RestartPolicy(
-    type=RestartType.PERMANENT, max_restarts=10, window_s=60.0, backoff_initial_s=0.1,
+    type=RestartType.PERMANENT,
+    max_restarts=10,
+    window_s=60.0,
+    backoff_initial_s=0.1,
     backoff_max_s=5.0,
 )
 

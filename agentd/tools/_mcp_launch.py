@@ -13,6 +13,7 @@ turned away), puts the connection on fds 0 and 1 and execs COMMAND. So the super
 dies the daemon's end of the socket reads end of file. Standard library only.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -32,10 +33,8 @@ def main(argv: list[str]) -> int:
     daemon = os.getppid()
     abstract = path.startswith("@")  # Linux's abstract namespace: no file to leave behind
     if not abstract:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind("\0" + path[1:] if abstract else path)
     if not abstract:

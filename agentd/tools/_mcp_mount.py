@@ -19,8 +19,9 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, AsyncContextManager
+from typing import Any, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -35,11 +36,18 @@ from agentd.tools._mcp_schema import JsonArguments, McpToolSpec, SchemaProblem, 
 from agentd.tools._mcp_transport import Streams, connect_socket, header_values, socket_transport
 from agentd.tools._registry import TOOL_NAME, ToolRegistry
 
-__all__ = ["Connector", "McpMount", "http_connector", "mcp_connector", "result_json", "socket_connector"]
+__all__ = [
+    "Connector",
+    "McpMount",
+    "http_connector",
+    "mcp_connector",
+    "result_json",
+    "socket_connector",
+]
 
 log = logging.getLogger("agentd.tools")
 
-Connector = Callable[[Callable[[], None]], AsyncContextManager[Streams]]
+Connector = Callable[[Callable[[], None]], AbstractAsyncContextManager[Streams]]
 """Opens a transport; the argument is called when the server's end goes away."""
 
 # how long to wait for a server's answer to initialize / list_tools
@@ -108,23 +116,26 @@ class McpMount:
         while True:
             self._broken = anyio.Event()
             try:
-                async with self._connector(self._broken.set) as (read, write):
-                    async with ClientSession(read, write) as session:
-                        with anyio.fail_after(HANDSHAKE_TIMEOUT_S):
-                            await session.initialize()
-                            tools = await self._list(session)
-                        self._mount(session, tools)
-                        delay = RETRY_INITIAL_S
-                        await self._broken.wait()
-                        log.warning("MCP server %s went away; connecting again", self.name)
-                        self._session = None
-                        self._fail_in_flight()
+                async with (
+                    self._connector(self._broken.set) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    with anyio.fail_after(HANDSHAKE_TIMEOUT_S):
+                        await session.initialize()
+                        tools = await self._list(session)
+                    self._mount(session, tools)
+                    delay = RETRY_INITIAL_S
+                    await self._broken.wait()
+                    log.warning("MCP server %s went away; connecting again", self.name)
+                    self._session = None
+                    self._fail_in_flight()
             except (OSError, TimeoutError, McpError, anyio.BrokenResourceError) as exc:
                 log.debug("MCP server %s: not reachable yet: %r", self.name, exc)
             except Exception as exc:  # one bad server never stops the daemon
-                if isinstance(exc, BaseExceptionGroup):
-                    exc = exc.exceptions[0] if exc.exceptions else exc
-                log.warning("MCP server %s: session ended: %r", self.name, exc)
+                first: BaseException = exc
+                if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+                    first = exc.exceptions[0]
+                log.warning("MCP server %s: session ended: %r", self.name, first)
             finally:
                 self._session = None
                 self._fail_in_flight()
@@ -240,8 +251,7 @@ def result_json(server: str, tool: str, result: CallToolResult) -> JsonValue:
     if len(blocks) == 1 and blocks[0].get("type") == "text":
         text_value: JsonValue = blocks[0].get("text")
         return text_value
-    listed: JsonValue = blocks
-    return listed
+    return cast(JsonValue, blocks)
 
 
 def mcp_connector(name: str, config: McpServerConfig, *, address: str | None) -> Connector:
@@ -250,5 +260,3 @@ def mcp_connector(name: str, config: McpServerConfig, *, address: str | None) ->
         return http_connector(config.url, header_values(config.headers_env, name))
     assert address is not None
     return socket_connector(address)
-
-

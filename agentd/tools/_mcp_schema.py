@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict
 
 from agentd.tools._registry import InvalidArguments, ToolSpec
@@ -58,7 +58,9 @@ def strict_schema(schema: Any) -> dict[str, Any]:
     """`schema` closed (`additionalProperties: false` on every object), or `SchemaProblem`
     saying where it is malformed or not strict (see the module's rules)."""
     if not isinstance(schema, dict):
-        raise SchemaProblem(f"malformed schema: a JSON object expected, got {type(schema).__name__}")
+        raise SchemaProblem(
+            f"malformed schema: a JSON object expected, got {type(schema).__name__}"
+        )
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -130,6 +132,10 @@ class McpToolSpec(ToolSpec):
     @functools.cached_property
     def schema(self) -> dict[str, Any]:
         return dict(self.input_schema)
+
+    @property
+    def where(self) -> str:
+        return f"[tools.mcp.{self.server}] tool {self.remote_name!r}"
 
     @functools.cached_property
     def _validator(self) -> Draft202012Validator:

@@ -38,7 +38,9 @@ async def connect_socket(address: str) -> ByteStream:
 
 
 @contextlib.asynccontextmanager
-async def socket_transport(stream: ByteStream, on_closed: Callable[[], None]) -> AsyncIterator[Streams]:
+async def socket_transport(
+    stream: ByteStream, on_closed: Callable[[], None]
+) -> AsyncIterator[Streams]:
     """MCP's stdio framing over `stream`: the (read, write) streams a `ClientSession` takes."""
     read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](16)
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](16)

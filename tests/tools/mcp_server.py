@@ -5,8 +5,9 @@
 Tools: `echo` (text), `add` (structured result), `pid` (its process id, so a test can kill it),
 `sleep` (waits, so a test can kill it mid-call; writes its pid to $MCP_TEST_MARK first),
 `fail` (answers an MCP tool error), `whoami` (the `Authorization` header over HTTP).
-$MCP_TEST_EXTRA_TOOL names one more tool. `--bad` adds tools no gateway should mount: a malformed schema, a schema strict mode cannot
-express (an open map), and `b.c` (a dotted name: with server `a` it is `a.b.c`).
+$MCP_TEST_EXTRA_TOOL names one more tool. `--bad` adds tools no gateway should mount: a
+malformed schema, a schema strict mode cannot express (an open map), and `b.c` (a dotted
+name: with server `a` it is `a.b.c`).
 Over stdio by default; `--http PORT` serves streamable HTTP on 127.0.0.1:PORT at /mcp.
 """
 
@@ -42,7 +43,7 @@ SLEEP: dict[str, Any] = {
 def build(bad: bool) -> Server:
     server: Server = Server("agentd-test")
 
-    @server.list_tools()
+    @server.list_tools()  # type: ignore[no-untyped-call,untyped-decorator]
     async def list_tools() -> list[types.Tool]:
         tools = [
             types.Tool(name="echo", description="Echo the text back.", inputSchema=ECHO),
@@ -65,7 +66,7 @@ def build(bad: bool) -> Server:
             ]
         return tools
 
-    @server.call_tool(validate_input=False)
+    @server.call_tool(validate_input=False)  # type: ignore[untyped-decorator]
     async def call_tool(name: str, args: dict[str, Any]) -> Any:
         if name == "echo":
             return [types.TextContent(type="text", text=str(args["text"]))]
@@ -76,8 +77,7 @@ def build(bad: bool) -> Server:
         if name == "sleep":
             mark = os.environ.get("MCP_TEST_MARK")
             if mark:
-                with open(mark, "w") as f:
-                    f.write(str(os.getpid()))
+                await anyio.Path(mark).write_text(str(os.getpid()))
             await anyio.sleep(float(args["seconds"]))
             return {"slept": args["seconds"]}
         if name == "fail":

@@ -282,3 +282,39 @@ async def test_toolnode_calls_reach_the_gateway_keyed_by_the_models_call_ids() -
     assert by_id["call_1"].content == '{"echo": {"a": 1}}' and by_id["call_1"].status == "success"
     assert by_id["call_3"].status == "error"
     assert "policy_denied (rule policy.csv:1)" in str(by_id["call_3"].content)
+
+
+@pytest.mark.parametrize(
+    ("toml", "why"),
+    [
+        ('[tools.mcp.x]\ncommand = "a"\nurl = "http://h/mcp"\n', "either command"),
+        ("[tools.mcp.x]\ntrust = 'trusted'\n", "either command"),
+        ('[tools.mcp.x]\nurl = "ftp://h"\n', "must start with http"),
+        ('[tools.mcp.x]\nurl = "http://h/mcp"\nheaders_env = {A = "not a var"}\n', "headers_env"),
+        ('[tools.mcp.x]\ncommand = "a"\nheaders_env = {A = "V"}\n', "only for an HTTP"),
+        ('[tools.mcp.x]\nurl = "http://h/mcp"\nargs = ["a"]\n', "only for a stdio"),
+        ('[tools.mcp."x y"]\ncommand = "a"\n', "server name"),
+        ('[tools.mcp.x]\ncommand = "a"\ntrust = "maybe"\n', "trust"),
+        ('[tools.mcp.x]\ncommand = "a"\nsecret = "s3cret"\n', "secret"),
+    ],
+)
+def test_bad_mcp_config_is_one_error_naming_the_server(tmp_path: Path, toml: str, why: str) -> None:
+    from agentd.config import load_config
+    from agentd.errors import ConfigError
+
+    path = tmp_path / "agentd.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "tools.mcp" in text and why in text, text
+
+
+def test_a_stdio_server_runs_in_the_config_files_folder(tmp_path: Path) -> None:
+    from agentd.config import load_config
+
+    path = tmp_path / "agentd.toml"
+    path.write_text('[tools.mcp.r]\ncommand = "python"\nargs = ["srv.py"]\n')
+    server = load_config(path).config.tools.mcp["r"]
+    assert server.cwd == tmp_path.resolve() and server.transport == "stdio"
+    assert server.trust == "untrusted"

@@ -129,7 +129,7 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
                 await timed(warm, lambda i: gateway_call(100_000 + i))
                 # alternate the paths in rounds, so the machine's other load falls on all three
                 samples: dict[str, list[float]] = {"direct": [], "session": [], "gateway": []}
-                rounds = 4
+                rounds = 10
                 for r in range(rounds):
                     samples["direct"] += await timed(calls // rounds, direct_call)
                     samples["session"] += await timed(calls // rounds, session_call)

@@ -73,6 +73,9 @@ class RunInfo:
     replied: bool = False
     tool_calls: int = 0
     """Tool calls made so far in this run: the default call ids are c1, c2, ..."""
+    model_call_ids: dict[str, int] = field(default_factory=dict)
+    """How often each model tool call id was used in this run (gateway tools: a model that
+    repeats an id gets `<id>#2`, ... so each call keeps a key of its own)."""
     record_ids: list[str] = field(default_factory=list)
     """Decision records made in this run: the inbox message is acked once they are stored."""
     taint_record: str | None = None

@@ -56,7 +56,7 @@ def _proxy(ctx: AgentContext, entry: dict[str, Any]) -> GatewayTool:
     async def call(**kwargs: Any) -> str:
         from agentd.worker._context import ToolCallFailed
 
-        call_id = kwargs.pop(_CALL_ID, None)
+        call_id = _unique_in_run(ctx, kwargs.pop(_CALL_ID, None))
         try:
             result = await ctx.call_tool(name, kwargs, call_id=call_id)
         except ToolCallFailed as exc:  # to the model as a ToolMessage with status "error"
@@ -72,6 +72,17 @@ def _proxy(ctx: AgentContext, entry: dict[str, Any]) -> GatewayTool:
         metadata={GATEWAY_METADATA: True},
         handle_tool_error=True,
     )
+
+
+def _unique_in_run(ctx: AgentContext, call_id: str | None) -> str | None:
+    """The model's call id as the call's key; a second use of the same id in one run (a model
+    whose ids repeat across turns) gets `#2`, and so on: in the same order on a rerun, so the
+    keys stay stable."""
+    run = ctx.run
+    if call_id is None or run is None:
+        return call_id
+    uses = run.model_call_ids[call_id] = run.model_call_ids.get(call_id, 0) + 1
+    return call_id if uses == 1 else f"{call_id}#{uses}"
 
 
 def install(ctx: AgentContext) -> None:

@@ -31,7 +31,7 @@ from agentd.tools import (
 )
 from agentd.tools._catalog import catalog_reply
 from agentd.tools._mcp_schema import JsonArguments
-from agentd.worker import ToolCallFailed
+from agentd.worker import RunInfo, ToolCallFailed
 from agentd.worker._gateway_tools import proxy_tools
 
 pytestmark = pytest.mark.anyio
@@ -243,6 +243,7 @@ class Calls:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, Any], str | None]] = []
+        self.run = RunInfo("run-1", "msg-1", "conv-1", "someone")
 
     async def call_tool(
         self, name: str, args: dict[str, Any], *, call_id: str | None = None
@@ -318,3 +319,15 @@ def test_a_stdio_server_runs_in_the_config_files_folder(tmp_path: Path) -> None:
     server = load_config(path).config.tools.mcp["r"]
     assert server.cwd == tmp_path.resolve() and server.transport == "stdio"
     assert server.trust == "untrusted"
+
+
+async def test_a_model_that_repeats_a_call_id_gets_a_key_per_call() -> None:
+    ctx = Calls()
+    catalog = [{"name": "s.add", "description": "Add.", "schema": strict_schema(OBJ)}]
+    (add,) = proxy_tools(ctx, catalog)  # type: ignore[arg-type]
+    for a in (1, 2):  # two turns of a loop, the model naming both calls "call_0"
+        call = {"name": "s.add", "args": {"a": a}, "id": "call_0", "type": "tool_call"}
+        await add.ainvoke(call)
+    assert [c[2] for c in ctx.seen] == ["call_0", "call_0#2"]
+    await add.ainvoke({"a": 3})  # no tool call: call_tool numbers it
+    assert ctx.seen[-1][2] is None

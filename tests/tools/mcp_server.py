@@ -4,7 +4,8 @@
 
 Tools: `echo` (text), `add` (structured result), `pid` (its process id, so a test can kill it),
 `sleep` (waits, so a test can kill it mid-call; writes its pid to $MCP_TEST_MARK first),
-`fail` (answers an MCP tool error), `whoami` (the `Authorization` header over HTTP).
+`fail` (answers an MCP tool error), `whoami` (the `Authorization` header over HTTP),
+`read` (a file: the sandbox tests).
 $MCP_TEST_EXTRA_TOOL names one more tool. `--bad` adds tools no gateway should mount: a
 malformed schema, a schema strict mode cannot express (an open map), and `b.c` (a dotted
 name: with server `a` it is `a.b.c`).
@@ -33,6 +34,11 @@ ADD: dict[str, Any] = {
     "required": ["a", "b"],
 }
 EMPTY: dict[str, Any] = {"type": "object", "properties": {}}
+READ: dict[str, Any] = {
+    "type": "object",
+    "properties": {"path": {"type": "string"}},
+    "required": ["path"],
+}
 SLEEP: dict[str, Any] = {
     "type": "object",
     "properties": {"seconds": {"type": "number"}},
@@ -52,6 +58,7 @@ def build(bad: bool) -> Server:
             types.Tool(name="sleep", description="Wait a while.", inputSchema=SLEEP),
             types.Tool(name="fail", description="Always fails.", inputSchema=EMPTY),
             types.Tool(name="whoami", description="The Authorization header.", inputSchema=EMPTY),
+            types.Tool(name="read", description="Read a file (hostile).", inputSchema=READ),
         ]
         extra = os.environ.get("MCP_TEST_EXTRA_TOOL")
         if extra:  # a name chosen by the test (dot collisions)
@@ -80,6 +87,8 @@ def build(bad: bool) -> Server:
                 await anyio.Path(mark).write_text(str(os.getpid()))
             await anyio.sleep(float(args["seconds"]))
             return {"slept": args["seconds"]}
+        if name == "read":  # what a hostile server would try: the daemon's secrets
+            return {"text": (await anyio.Path(str(args["path"])).read_text())[:200]}
         if name == "fail":
             raise ValueError("this tool always fails")
         if name == "whoami":

@@ -25,6 +25,7 @@ import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
@@ -43,7 +44,10 @@ from agentd.daemon._sandbox import (
 from agentd.daemon._tool_sandbox import tool_secrets
 from agentd.sandbox import ENV_PLAN, build_plan, wrapper_argv
 from agentd.supervisor import ChildSpec, RestartPolicy, RestartType, Supervisor
-from agentd.tools import MCP_LAUNCHER, McpMount, ToolRegistry, mcp_connector
+from agentd.tools import MCP_LAUNCHER, ToolRegistry
+
+if TYPE_CHECKING:
+    from agentd.tools import McpMount
 
 __all__ = ["McpServers"]
 
@@ -75,6 +79,12 @@ class McpServers:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start every server, wait (each up to its `start_timeout_s`) for its tools, report
         started, and keep them mounted until `shutdown()`."""
+        if not self._config.tools.mcp:  # the MCP SDK is imported only for servers
+            task_status.started()
+            await self._stopped.wait()
+            return
+        from agentd.tools import McpMount, mcp_connector
+
         async with anyio.create_task_group() as tg:
             for rank, (name, server) in enumerate(self._config.tools.mcp.items()):
                 try:

@@ -36,8 +36,6 @@ from agentd.trace import TracePublisher
 from agentd.worker._checkpoints import open_checkpointer
 from agentd.worker._context import AgentContext, RunInfo
 from agentd.worker._dead_letters import give_up
-from agentd.worker._gateway_tools import fetch_catalog
-from agentd.worker._gateway_tools import install as install_gateway_tools
 from agentd.worker._graph import Runnable, load_graph
 from agentd.worker._ledger import RunLedger, run_ledger
 from agentd.worker._run_records import RunRecords, agent_lineage
@@ -121,10 +119,13 @@ class AgentWorker:
                 self.settings.params,
                 recorder=trace,
             )
-            if self.agent.spec.tools:  # ctx.tools() and gateway_tools() (_gateway_tools.py)
+            # ctx.tools() and gateway_tools() (_gateway_tools.py; LangChain imported here)
+            from agentd.worker import _gateway_tools
+
+            if self.agent.spec.tools:
                 catalog = self.subjects.tool_catalog(self.name)
-                self._context.catalog = await fetch_catalog(nc, catalog)
-            install_gateway_tools(self._context)
+                self._context.catalog = await _gateway_tools.fetch_catalog(nc, catalog)
+            _gateway_tools.install(self._context)
             self._graph = load_graph(self.agent.directory, self.agent.spec.graph, self._context)
             commands = await nc.subscribe(
                 self.subjects.command(self.name), cb=self.status.on_command

@@ -4,7 +4,8 @@
 through the official SDK, lists the tools and mounts each as the registry entry
 `<server>.<tool>` (`McpToolSpec`: schema = the server's input schema, closed and checked
 strict), then holds the session until the server goes away; then it connects again and lists
-again (a restarted server may offer other tools). A call finds the current session; a call in
+again (a restarted server may offer other tools; so does a `tools/list_changed`
+notification). A call finds the current session; a call in
 flight when the server dies fails with a retryable `ToolError` naming the server, and the next
 call, once the restarted server has answered, works.
 
@@ -27,7 +28,14 @@ import anyio
 from anyio.abc import TaskStatus
 from mcp import ClientSession, McpError
 from mcp.client.streamable_http import streamablehttp_client
-from mcp.types import CONNECTION_CLOSED, CallToolResult, ErrorData, Tool
+from mcp.types import (
+    CONNECTION_CLOSED,
+    CallToolResult,
+    ErrorData,
+    ServerNotification,
+    Tool,
+    ToolListChangedNotification,
+)
 from pydantic import JsonValue
 
 from agentd.config import McpServerConfig
@@ -103,6 +111,7 @@ class McpMount:
         self._session: ClientSession | None = None
         self._broken = anyio.Event()
         self._in_flight: set[anyio.CancelScope] = set()
+        self._relist = anyio.Event()
         self.ready = anyio.Event()
         """Set once the server's tools were first listed and mounted."""
         self.problems: list[str] = []
@@ -118,14 +127,20 @@ class McpMount:
             try:
                 async with (
                     self._connector(self._broken.set) as (read, write),
-                    ClientSession(read, write) as session,
+                    ClientSession(read, write, message_handler=self._on_message) as session,
                 ):
                     with anyio.fail_after(HANDSHAKE_TIMEOUT_S):
                         await session.initialize()
                         tools = await self._list(session)
+                    self.sessions += 1
                     self._mount(session, tools)
                     delay = RETRY_INITIAL_S
-                    await self._broken.wait()
+                    # the server says its tools changed: list and mount them again
+                    while await _first(self._relist, self._broken):
+                        self._relist = anyio.Event()
+                        with anyio.fail_after(HANDSHAKE_TIMEOUT_S):
+                            tools = await self._list(session)
+                        self._mount(session, tools)
                     log.warning("MCP server %s went away; connecting again", self.name)
                     self._session = None
                     self._fail_in_flight()
@@ -141,6 +156,12 @@ class McpMount:
                 self._fail_in_flight()
             await anyio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, ServerNotification) and isinstance(
+            message.root, ToolListChangedNotification
+        ):
+            self._relist.set()
 
     def _fail_in_flight(self) -> None:
         for scope in list(self._in_flight):
@@ -196,7 +217,6 @@ class McpMount:
         for problem in problems:
             log.error("%s", problem)
         self._session = session
-        self.sessions += 1
         mounted = sorted(s.name for s in specs if self._registry.get(s.name) is s)
         log.info("MCP server %s: tools %s", self.name, ", ".join(mounted) or "none")
         self.ready.set()
@@ -236,6 +256,19 @@ class McpMount:
                 f"MCP server {self.name} is unreachable ({exc!r}); try again", retryable=True
             ) from None
         return result_json(self.name, tool, result)
+
+
+async def _first(event: anyio.Event, other: anyio.Event) -> bool:
+    """Wait until either is set; True when `event` is (and `other` is not)."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(e: anyio.Event) -> None:
+            await e.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait, event)
+        tg.start_soon(wait, other)
+    return event.is_set() and not other.is_set()
 
 
 def result_json(server: str, tool: str, result: CallToolResult) -> JsonValue:

@@ -5,7 +5,8 @@
 Tools: `echo` (text), `add` (structured result), `pid` (its process id, so a test can kill it),
 `sleep` (waits, so a test can kill it mid-call; writes its pid to $MCP_TEST_MARK first),
 `fail` (answers an MCP tool error), `whoami` (the `Authorization` header over HTTP),
-`read` (a file: the sandbox tests).
+`read` (a file: the sandbox tests), `grow`
+(offers a new tool `grownN` and notifies tools/list_changed).
 $MCP_TEST_EXTRA_TOOL names one more tool. `--bad` adds tools no gateway should mount: a
 malformed schema, a schema strict mode cannot express (an open map), and `b.c` (a dotted
 name: with server `a` it is `a.b.c`).
@@ -48,6 +49,7 @@ SLEEP: dict[str, Any] = {
 
 def build(bad: bool) -> Server:
     server: Server = Server("agentd-test")
+    grown: list[str] = []
 
     @server.list_tools()  # type: ignore[no-untyped-call,untyped-decorator]
     async def list_tools() -> list[types.Tool]:
@@ -59,6 +61,8 @@ def build(bad: bool) -> Server:
             types.Tool(name="fail", description="Always fails.", inputSchema=EMPTY),
             types.Tool(name="whoami", description="The Authorization header.", inputSchema=EMPTY),
             types.Tool(name="read", description="Read a file (hostile).", inputSchema=READ),
+            types.Tool(name="grow", description="Offer one more tool.", inputSchema=EMPTY),
+            *(types.Tool(name=n, description="grown", inputSchema=EMPTY) for n in grown),
         ]
         extra = os.environ.get("MCP_TEST_EXTRA_TOOL")
         if extra:  # a name chosen by the test (dot collisions)
@@ -89,6 +93,10 @@ def build(bad: bool) -> Server:
             return {"slept": args["seconds"]}
         if name == "read":  # what a hostile server would try: the daemon's secrets
             return {"text": (await anyio.Path(str(args["path"])).read_text())[:200]}
+        if name == "grow":  # a new tool, and the notification that the list changed
+            grown.append(f"grown{len(grown) + 1}")
+            await server.request_context.session.send_tool_list_changed()
+            return {"tools": grown}
         if name == "fail":
             raise ValueError("this tool always fails")
         if name == "whoami":

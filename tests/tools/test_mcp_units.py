@@ -192,6 +192,13 @@ async def test_a_real_server_is_mounted_and_called_through_the_launcher(tmp_path
             add = registry.get("s.add")
             assert add is not None and add.schema["additionalProperties"] is False
             assert await run_tool(add, add.validate({"a": 2, "b": 5}), timeout_s=10) == {"sum": 7}
+            grow = registry.get("s.grow")
+            assert grow is not None
+            await run_tool(grow, grow.validate({}), timeout_s=10)
+            with anyio.fail_after(10):  # tools/list_changed: listed and mounted again
+                while registry.get("s.grown1") is None:  # noqa: ASYNC110 (no event to wait on)
+                    await anyio.sleep(0.02)
+            assert mount.sessions == 1
             fail = registry.get("s.fail")
             assert fail is not None
             with pytest.raises(ToolError, match="MCP server s: fail failed"):

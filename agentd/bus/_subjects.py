@@ -92,6 +92,15 @@ class Subjects:
         # tool names contain dots (loan.approve): everything after the agent is the tool
         return f"{self.prefix}.tool.*.>"
 
+    # an agent asks for its catalog: the tools its spec lists, with names, descriptions and
+    # JSON schemas (request/reply; only under its own name)
+    def tool_catalog(self, agent: str) -> str:
+        return f"{self.prefix}.tools.{agent}"
+
+    @property
+    def tool_catalog_all(self) -> str:
+        return f"{self.prefix}.tools.*"
+
     @property
     def tool_results_bucket(self) -> str:
         """Key-value bucket of tool results by idempotency key: no second side effect."""

@@ -15,6 +15,7 @@ from agentd.config._agent_spec import (
 from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._langgraph_project import ProjectImport, import_project, read_project
 from agentd.config._load import DEFAULT_CONFIG_NAME, LoadedConfig, find_config, load_config
+from agentd.config._mcp import McpServerConfig
 from agentd.config._mcp_endpoint import McpEndpointConfig, split_listen
 from agentd.config._models import (
     AgentsConfig,
@@ -68,6 +69,7 @@ __all__ = [
     "PoolReplicasConfig",
     "TlsConfig",
     "GatewayConfig",
+    "McpServerConfig",
     "ToolOverride",
     "ToolsConfig",
     "TraceConfig",

@@ -99,7 +99,13 @@ def _resolve(config: Config, base: Path) -> Config:
     bus = config.bus.model_copy(update={"embedded": embedded, "tls": tls, "creds_file": creds})
     agents = config.agents.model_copy(update={"dir": absolute(config.agents.dir)})
     policy = config.policy.model_copy(update={"dir": absolute(config.policy.dir)})
-    tools = config.tools.model_copy(update={"dir": absolute(config.tools.dir)})
+    mcp = {  # a stdio MCP server runs in agentd.toml's folder unless it says otherwise
+        name: server.model_copy(update={"cwd": absolute(server.cwd or Path("."))})
+        if server.command is not None
+        else server
+        for name, server in config.tools.mcp.items()
+    }
+    tools = config.tools.model_copy(update={"dir": absolute(config.tools.dir), "mcp": mcp})
     models = {name: _resolve_pool(pool, base) for name, pool in config.models.items()}
     return config.model_copy(
         update={

@@ -18,6 +18,7 @@ from pydantic import (
 
 from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._cluster import ClusterConfig
+from agentd.config._mcp import MCP_SERVER_NAME, McpServerConfig
 from agentd.config._mcp_endpoint import McpEndpointConfig
 from agentd.config._model_pools import (
     LauncherConfig,
@@ -318,6 +319,20 @@ class ToolsConfig(_Section):
     taint_ttl_s: float = Field(30 * 24 * 3600.0, gt=0)
     """How long tainted conversations and messages are remembered (KV `<prefix>_taint`)."""
     overrides: dict[str, ToolOverride] = {}
+    mcp: dict[str, McpServerConfig] = {}
+    """MCP servers whose tools become `<server>.<tool>` (agentd/tools/README.md, "MCP servers")."""
+
+    @field_validator("mcp")
+    @classmethod
+    def _mcp_server_names(cls, servers: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in servers:
+            if not MCP_SERVER_NAME.match(name):
+                raise ValueError(
+                    f"[tools.mcp.{name}]: a server name is letters, digits, _ and -, "
+                    "dot-separated (it starts the names of its tools)"
+                )
+        return servers
+
     mcp_endpoint: McpEndpointConfig = McpEndpointConfig()
     """agentd's governed tools as an MCP server for outside clients (off by default)."""
 

@@ -40,6 +40,7 @@ from agentd.daemon._fleet import AgentFleet
 from agentd.daemon._identity import DaemonIdentity
 from agentd.daemon._llm_tokens import IdentityTokens
 from agentd.daemon._log_anchor import LogAnchor, build_log_anchor
+from agentd.daemon._mcp_servers import McpServers
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._sandbox import host_abi
 from agentd.daemon._spawner import Spawner
@@ -109,7 +110,8 @@ class Services:
         self.dead_letters: DeadLetters | None = None
         self.replies: ReplyRelay | None = None
         self.tools: ToolGateway | None = None
-        self.mcp: McpEndpoint | None = None  # [tools.mcp_endpoint]: off unless enabled
+        self.mcp_endpoint: McpEndpoint | None = None  # [tools.mcp_endpoint]: off unless enabled
+        self.mcp_servers: McpServers | None = None
         self.taint: TaintBook | None = None
         self.control: ControlPlane | None = None
         self.metrics_service: MetricsService | None = None
@@ -267,12 +269,15 @@ class Services:
             # isolated tools run sandboxed as replicas do (docs/sandbox.md, "Isolated tools")
             sandboxes=tool_sandboxes(self.config, registry, abi=host_abi()),
         )
+        # MCP servers' tools join the registry as `<server>.<tool>` (agentd/tools/README.md)
+        self.mcp_servers = McpServers(self.config, self.supervisor, registry, abi=host_abi())
+        await tg.start(self.mcp_servers.run)
         await tg.start(self.tools.run)
         self.step("tools", "running")
         if self.config.tools.mcp_endpoint.enabled:  # outside MCP clients, as their agents
             from agentd.daemon._mcp_endpoint import build_mcp_endpoint  # SDK + uvicorn: ~0.9 s
 
-            self.mcp = build_mcp_endpoint(
+            self.mcp_endpoint = build_mcp_endpoint(
                 self.config,
                 nc,
                 self.subjects,
@@ -282,8 +287,8 @@ class Services:
                 identity=identity,
                 record=recorder.record,
             )
-            await tg.start(self.mcp.run)
-            self.step("mcp", f"listening on {self.mcp.url}")
+            await tg.start(self.mcp_endpoint.run)
+            self.step("mcp", f"listening on {self.mcp_endpoint.url}")
         self.authority.record = recorder.record
         self.control = ControlPlane(
             nc,
@@ -388,7 +393,7 @@ class Services:
             self.autoscaler,
             self.spawner,
             self.metrics_service,
-            self.mcp,
+            self.mcp_endpoint,
             self.registration,
             self.identity,
         ):
@@ -402,6 +407,7 @@ class Services:
         for plane in (
             self.llm,
             self.tools,
+            self.mcp_servers,
             self.control,
             self.router,
             self.dead_letters,

@@ -78,6 +78,7 @@ def agent_imports(subjects: Subjects, agent: str, *, external: bool = False) -> 
     services = [
         subjects.out(agent, "*"),
         f"{p}.tool.{agent}.>",
+        subjects.tool_catalog(agent),  # its own catalog of tools, nobody else's
         subjects.trace(agent),
         subjects.heartbeat(agent),
         subjects.spawn(agent),

@@ -10,6 +10,7 @@ part of every isolated call's time.
 """
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentd.tools._deadline import CallDeadline, call_deadline
@@ -26,6 +27,8 @@ from agentd.tools._registry import (
 if TYPE_CHECKING:
     from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
     from agentd.tools._gateway import ToolGateway
+    from agentd.tools._mcp_mount import McpMount, mcp_connector
+    from agentd.tools._mcp_schema import McpToolSpec, SchemaProblem, strict_schema
     from agentd.tools._mcp_endpoint import McpEndpoint
     from agentd.tools._protocol import ErrorCode, ToolCallRequest, ToolRefusal
     from agentd.tools._results import CallRecord, ResultStore
@@ -57,6 +60,13 @@ __all__ = [
     "ResultStore",
     "run_tool",
     "ToolSandbox",
+    # MCP servers' tools as registry entries (README.md, "MCP servers")
+    "McpMount",
+    "McpToolSpec",
+    "SchemaProblem",
+    "MCP_LAUNCHER",
+    "mcp_connector",
+    "strict_schema",
     # taint: which runs received untrusted content
     "Taint",
     "TaintBook",
@@ -74,8 +84,18 @@ _LAZY = {
     "CallRecord": "_results",
     "ResultStore": "_results",
     "Taint": "_taint",
+    "McpMount": "_mcp_mount",
+    "mcp_connector": "_mcp_mount",
+    "McpToolSpec": "_mcp_schema",
+    "SchemaProblem": "_mcp_schema",
+    "strict_schema": "_mcp_schema",
     "TaintBook": "_taint",
 }
+
+
+MCP_LAUNCHER = str(Path(__file__).with_name("_mcp_launch.py"))
+"""The script a stdio MCP server is started through (standard library only: run it with
+`python -I -S`)."""
 
 
 def __getattr__(name: str) -> object:

@@ -30,6 +30,7 @@ from agentd.errors import ControlError
 from agentd.policy import DecisionPoint
 from agentd.telemetry import execute_tool_span, extract_context
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
+from agentd.tools._catalog import catalog_reply
 from agentd.tools._host import ToolSandbox
 from agentd.tools._local import LocalCalls
 from agentd.tools._pipeline import CallPipeline
@@ -77,6 +78,8 @@ class ToolGateway:
         self._config = config
         self._drain_grace_s = drain_grace_s
         self._book = ApprovalBook()
+        self._registry = registry
+        self._allowed_tools = allowed_tools
         self._calls = CallPipeline(
             point=point,
             registry=registry,
@@ -99,9 +102,12 @@ class ToolGateway:
         self._calls.store = ResultStore(
             await ensure_results_bucket(self._js, bucket, ttl, replicas=self._stream_replicas)
         )
-        async with serve_each(
-            self._nc, self._subjects.tool_all, self._handle, queue="tools"
-        ) as sub:
+        async with (
+            serve_each(self._nc, self._subjects.tool_all, self._handle, queue="tools") as sub,
+            serve_each(
+                self._nc, self._subjects.tool_catalog_all, self._catalog, queue="tools"
+            ) as catalog,
+        ):
             task_status.started()
             try:
                 await self._stopped.wait()
@@ -109,6 +115,7 @@ class ToolGateway:
                 with anyio.CancelScope(shield=True):
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
+                        await catalog.unsubscribe()
                     for pending in self._book.pending():  # callers retry after the restart
                         shutdown = "the tool gateway is shutting down"
                         self._book.answer(
@@ -159,6 +166,12 @@ class ToolGateway:
                 "not_found", f"no call waits for approval {approval_id!r}", approval_id=approval_id
             )
         return pending
+
+    # an agent's catalog: its tools' names, descriptions and schemas (_catalog.py)
+    async def _catalog(self, msg: Msg) -> None:
+        agent = msg.subject.rpartition(".")[2]
+        if msg.reply:
+            await msg.respond(catalog_reply(self._registry, self._allowed_tools, agent))
 
     # one request
     async def _handle(self, msg: Msg) -> None:

@@ -75,7 +75,8 @@ async def run_tool(
     default: as the tool declares, under `sandbox` when given); the JSON result or
     `ToolError`."""
     finish = _Finish(on_finished)
-    if spec.isolated if isolated is None else isolated:
+    # an MCP tool runs in its server, already a process of its own: it is never "isolated"
+    if spec.kind != "mcp" and (spec.isolated if isolated is None else isolated):
         try:
             return await _run_isolated(spec, args, timeout_s, sandbox)
         finally:
@@ -117,6 +118,9 @@ async def invoke_in_process(
     if spec.kind == "langchain":
         with running_until(deadline):
             return await spec.target.ainvoke(args.model_dump())
+    if spec.kind == "mcp":  # the target calls the server's session (agentd.tools._mcp_mount)
+        with running_until(deadline):
+            return await spec.target(args.model_dump(mode="json"))
     kwargs = {name: getattr(args, name) for name in type(args).model_fields}
     if spec.is_async:
         with running_until(deadline):

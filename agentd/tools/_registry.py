@@ -126,7 +126,7 @@ class ToolSpec:
     args_model: type[BaseModel]
     target: Any
     """The function, or the LangChain tool object."""
-    kind: Literal["function", "langchain"]
+    kind: Literal["function", "langchain", "mcp"]
     is_async: bool
     isolated: bool
     timeout_s: float | None
@@ -182,6 +182,8 @@ class ToolRegistry:
 
     def __init__(self, specs: Iterable[ToolSpec] = ()) -> None:
         self._tools: dict[str, ToolSpec] = {}
+        self._mounted: dict[str, set[str]] = {}  # source (mcp:<server>) -> its tool names
+        self._rank: dict[str, int] = {}
         problems: list[str] = []
         for spec in specs:
             other = self._tools.get(spec.name)
@@ -212,6 +214,44 @@ class ToolRegistry:
 
     def get(self, name: str) -> ToolSpec | None:
         return self._tools.get(name)
+
+    def mount(self, source: str, specs: Iterable[ToolSpec], *, rank: int = 0) -> list[str]:
+        """Make `specs` the tools of `source` (an MCP server: `mcp:<server>`), replacing what
+        it had. A name held by another source (a dot collision) goes to the one that ranks
+        first: tools/ always, then the lower `rank` (the server's place in agentd.toml), so the
+        outcome does not depend on which server answered first. Returns the problems, each
+        naming the tool and both sources."""
+        self.unmount(source)
+        self._rank[source] = rank
+        problems: list[str] = []
+        names: set[str] = set()
+        for spec in specs:
+            other = self._tools.get(spec.name)
+            holder = self._source_of(spec.name) if other is not None else None
+            if other is not None and (holder is None or self._rank[holder] <= rank):
+                problems.append(
+                    f"tool {spec.name!r} of {source} collides with {spec.name!r} of "
+                    f"{holder or 'tools/'} ({other.where}), which ranks first; left out"
+                )
+                continue
+            if holder is not None and other is not None:
+                self._mounted[holder].discard(spec.name)
+                problems.append(
+                    f"tool {spec.name!r} of {holder} collides with {spec.name!r} of {source}, "
+                    "which ranks first (agentd.toml order); left out"
+                )
+            self._tools[spec.name] = spec
+            names.add(spec.name)
+        self._mounted[source] = names
+        return problems
+
+    def unmount(self, source: str) -> None:
+        """Remove every tool `source` mounted."""
+        for name in self._mounted.pop(source, set()):
+            self._tools.pop(name, None)
+
+    def _source_of(self, name: str) -> str | None:
+        return next((src for src, names in self._mounted.items() if name in names), None)
 
     @property
     def names(self) -> list[str]:

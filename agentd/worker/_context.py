@@ -73,6 +73,9 @@ class RunInfo:
     replied: bool = False
     tool_calls: int = 0
     """Tool calls made so far in this run: the default call ids are c1, c2, ..."""
+    model_call_ids: dict[str, int] = field(default_factory=dict)
+    """How often each model tool call id was used in this run (gateway tools: a model that
+    repeats an id gets `<id>#2`, ... so each call keeps a key of its own)."""
     record_ids: list[str] = field(default_factory=list)
     """Decision records made in this run: the inbox message is acked once they are stored."""
     taint_record: str | None = None
@@ -106,6 +109,18 @@ class AgentContext:
         self.params: dict[str, Any] = params or {}
         """What the agent that spawned this one passed to `spawn` (empty otherwise)."""
         self.tool_timeout_s = _tool_timeout()
+        self.catalog: list[dict[str, Any]] = []
+        """The gateway's catalog of this agent's tools (the worker fetches it before the
+        graph loads): name, description and JSON schema of each."""
+
+    def tools(self) -> list[Any]:
+        """This agent's tools as LangChain tools (`langchain_core.tools.StructuredTool`) that
+        call the gateway: bind them to a model and give them to `ToolNode`. Each is governed
+        like `call_tool`, keyed by the model's tool call id; a refusal comes back to the model
+        as an error ToolMessage. See agentd.worker.gateway_tools and docs/agents.md."""
+        from agentd.worker._gateway_tools import proxy_tools
+
+        return list(proxy_tools(self, self.catalog))
 
     # the current run (inside a graph node)
     @property

@@ -131,6 +131,13 @@ class AgentWorker:
                 self.settings.params,
                 recorder=trace,
             )
+            # ctx.tools() and gateway_tools() (_gateway_tools.py; LangChain imported here)
+            from agentd.worker import _gateway_tools
+
+            if self.agent.spec.tools:
+                catalog = self.subjects.tool_catalog(self.name)
+                self._context.catalog = await _gateway_tools.fetch_catalog(nc, catalog)
+            _gateway_tools.install(self._context)
             # before the graph module is imported: its LangChain tools go through the gateway
             govern_local_tools(self._context)
             self._graph = await self._exits.enter_async_context(

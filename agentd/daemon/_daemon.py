@@ -250,9 +250,7 @@ class Daemon:
             "uptime_s": round(time.time() - self.started_at, 3),
             "nats_url": self.nats_url,
             "llm_url": services.llm.url if services and services.llm else None,
-            "mcp_url": (
-                services.mcp_endpoint.url if services and services.mcp_endpoint else None
-            ),
+            "mcp_url": (services.mcp_endpoint.url if services and services.mcp_endpoint else None),
             "embedded_nats": self.config.bus.url is None,
             "state_dir": str(self.state_dir),
             "config": self._loaded.source,

@@ -27,9 +27,9 @@ from agentd.tools._registry import (
 if TYPE_CHECKING:
     from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval
     from agentd.tools._gateway import ToolGateway
+    from agentd.tools._mcp_endpoint import McpEndpoint
     from agentd.tools._mcp_mount import McpMount, mcp_connector
     from agentd.tools._mcp_schema import McpToolSpec, SchemaProblem, strict_schema
-    from agentd.tools._mcp_endpoint import McpEndpoint
     from agentd.tools._protocol import ErrorCode, ToolCallRequest, ToolRefusal
     from agentd.tools._results import CallRecord, ResultStore
     from agentd.tools._taint import Taint, TaintBook

@@ -30,6 +30,7 @@ from agentd.daemon._ps import ps_rows, replica_index
 from agentd.daemon._recorder import Recorder
 from agentd.daemon._replica_spec import replica_env, replica_spec
 from agentd.daemon._sandbox import (
+    agent_paths,
     agent_sandbox_problems,
     host_abi,
     prepare_replica_dirs,
@@ -413,6 +414,13 @@ class AgentFleet:
             uid = self._uids.uid_of(record.name)
             if uid is not None:
                 self._uids.hand_over(uid, scratch, checkpoints)
+                box = record.agent.spec.sandbox
+                self._uids.grant_declared(
+                    uid,
+                    record.agent,
+                    agent_paths(record.agent, box.read),
+                    agent_paths(record.agent, box.write),
+                )
                 env["HOME"] = str(scratch)  # the daemon's home is not the replica's
             plan = replica_plan(
                 self._config,

@@ -27,6 +27,7 @@ from agentd.sandbox import SandboxPlan, build_plan, kernel_abi, missing_protecti
 __all__ = [
     "ABI_OVERRIDE_ENV",
     "DEVICES_WRITE",
+    "agent_paths",
     "agent_sandbox_problems",
     "expand_paths",
     "host_abi",

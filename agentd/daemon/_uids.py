@@ -16,9 +16,10 @@ import logging
 import os
 from pathlib import Path
 
-from agentd.config import Config
+from agentd.config import Config, LoadedAgent
 from agentd.errors import ConfigError
 from agentd.sandbox import can_mount, can_switch_users
+from agentd.sandbox._acl import grant_uid
 
 __all__ = ["UidBook", "own_uids_possible"]
 
@@ -92,6 +93,27 @@ class UidBook:
         tmp = self._path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._uids, indent=1, sort_keys=True))
         os.replace(tmp, self._path)
+
+    def grant_declared(
+        self, uid: int, agent: LoadedAgent, read: list[Path], write: list[Path]
+    ) -> None:
+        """Let `uid` use what the agent's spec declares (`[sandbox].read` / `write`) by ACL
+        entries (agentd/sandbox/_acl.py): the owners stay; a path the filesystem cannot give an
+        ACL is logged, and the replica meets EACCES there."""
+        for paths, writes in ((read, False), (write, True)):
+            for path in paths:
+                try:
+                    grant_uid(str(path), uid, write=writes)
+                except OSError as exc:
+                    log.warning(
+                        "%s: uid %d gets no %s access to %s (%s): give it to the uid, or set "
+                        '[sandbox].users = "off"',
+                        agent.name,
+                        uid,
+                        "write" if writes else "read",
+                        path,
+                        exc.strerror or exc,
+                    )
 
     def hand_over(self, uid: int, *folders: Path | None) -> None:
         """Give the agent's own folders (scratch, checkpoints) and what is in them to `uid`."""

@@ -8,18 +8,12 @@ policy from policies/, the tools directory, the refunds MCP server mounted as
   and every LLM call is in the run's trace.
 - With the tiny random-weight model on vLLM's CPU build: the same agent runs through, every
   tool call strict and decided.
-
-These need three pieces built on other branches: `ctx.tools()` (gateway and MCP tools as
-LangChain tools), `[tools.mcp.<server>]` mounting, and the worker governing LangChain tool
-calls. Until they are merged the module is skipped, naming what is missing.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +22,6 @@ from typing import Any
 
 import pytest
 
-from agentd.config import load_config
-from agentd.errors import ConfigError
-from agentd.worker import AgentContext
 from tests.harness import (
     REPO,
     DaemonProcess,
@@ -46,27 +37,9 @@ SERVER = REPO / "mcp_servers" / "refunds" / "server.py"
 POLICY_TOOL = "refunds.refund_policy"
 
 
-def _missing() -> list[str]:
-    missing = []
-    if not hasattr(AgentContext, "tools"):
-        missing.append("ctx.tools() (gateway and MCP tools as LangChain tools)")
-    if importlib.util.find_spec("agentd.worker._local_tools") is None:
-        missing.append("the worker governing LangChain tool calls (agentd/worker/_local_tools)")
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "agentd.toml"
-        config.write_text(f'[tools.mcp.refunds]\ncommand = "python"\nargs = ["{SERVER}"]\n')
-        try:
-            load_config(config)
-        except ConfigError:
-            missing.append("[tools.mcp.<server>] in agentd.toml")
-    return missing
-
-
-MISSING = _missing()
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(bool(MISSING), reason="needs, from other branches: " + "; ".join(MISSING)),
 ]
 
 

@@ -419,6 +419,7 @@ def start_server(model: Path, work: Path, core: str) -> VllmServer:
         kv_cache_bytes=KV_CACHE_BYTES,
         max_num_seqs=16,
         extra_args=["--enable-prefix-caching"],
+        startup_timeout_s=600,  # a loaded machine (other work on the same cores) takes minutes
     )
 
 

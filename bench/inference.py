@@ -12,7 +12,8 @@ daemon; clients run in this process with one pooled aiohttp session.
   the order flipping each pair (with --pin, this process and the gateway on core 0, replica A
   on core 1; by default the kernel places them). Throughput ratio (median of the pairs'
   ratios) and added p50 (median of the pairs' differences). Then one client, 1-token
-  completions: the added p50 without queueing.
+  completions: the added p50 without queueing, and its throughput ratio (direct p50 / gateway
+  p50: one client in sequence makes 1 / latency calls a second).
 - isolated: the same against a fixed-latency fake upstream (200 ms, its own process): the
   gateway's own cost without vLLM's CPU work competing for the same cores (on a GPU host
   vLLM's work is on the GPU, so this is the closer figure there).
@@ -241,6 +242,8 @@ async def overhead(
         "direct_1token_p50_ms": round(one["direct"] * 1000, 2),
         "gateway_1token_p50_ms": round(one["gateway"] * 1000, 2),
         "added_p50_ms_1_client": round((one["gateway"] - one["direct"]) * 1000, 2),
+        # one client in sequence: throughput is 1 / latency, so this is its throughput ratio
+        "throughput_ratio_1_client": round(one["direct"] / one["gateway"], 3),
         "requests": counts,
     }
 
@@ -416,6 +419,7 @@ def start_server(model: Path, work: Path, core: str) -> VllmServer:
         kv_cache_bytes=KV_CACHE_BYTES,
         max_num_seqs=16,
         extra_args=["--enable-prefix-caching"],
+        startup_timeout_s=600,  # a loaded machine (other work on the same cores) takes minutes
     )
 
 

@@ -109,13 +109,18 @@ class BudgetBook:
         bucket = self._refilled(key, capacity)
         if tokens > bucket.level:
             rate = capacity / self._window_s
-            # a call larger than the whole budget waits for a full bucket, then still fails:
-            # say so rather than promise a retry that cannot succeed
+            # a call larger than the whole budget would wait for a full bucket and still
+            # fail: no wait helps (retry_after_s = inf; the gateway answers 400, not 429)
             if tokens > capacity:
+                source = (
+                    f"[gateway].budgets[{agent}/{pool}]"
+                    if f"{agent}/{pool}" in self._overrides
+                    else "[gateway].budget_tokens"
+                )
                 raise RateLimited(
-                    f"{agent} asked for {tokens} tokens on pool {pool}; its budget is "
-                    f"{capacity} per {self._window_s:g}s: lower max_tokens",
-                    retry_after_s=self._window_s,
+                    f"{agent} asked for {tokens} tokens on pool {pool}; its whole budget is "
+                    f"{capacity} per {self._window_s:g}s ({source}), so it can never fit",
+                    retry_after_s=math.inf,
                 )
             wait = math.ceil((tokens - bucket.level) / rate * 1000) / 1000
             raise RateLimited(

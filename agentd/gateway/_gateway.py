@@ -2,9 +2,10 @@
 
 Each call: bearer token -> agent (401), body checked and what it may generate bounded (400),
 model name -> pool (404), policy (agent, model:<pool>, infer) (403 with the rule), token budget
-and limits.toml model limit reserved for that bound (429 with Retry-After),
-relayed to a replica chosen for prefix affinity under a load bound, budget settled with the
-real usage, and one `llm.call` decision record written, whatever the outcome.
+and limits.toml model limit reserved for that bound (429 with Retry-After; 400 for a call
+larger than the whole bucket, which no wait would let through), relayed to a replica chosen for
+prefix affinity under a load bound, budget settled with the real usage; one inference span and
+one `llm.call` decision record, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -25,21 +26,33 @@ from anyio.abc import TaskStatus
 from agentd.config import GatewayConfig
 from agentd.errors import ConfigError, RateLimited
 from agentd.gateway._budgets import BudgetBook, Reservation, TokenLimits
-from agentd.gateway._caller_run import caller_run, remote_parent_ids
+from agentd.gateway._caller_run import caller_run
+from agentd.gateway._catalog import model_entry, visible_pools
+from agentd.gateway._http_errors import openai_errors
 from agentd.gateway._policy import PolicyAnswer, PolicyCheck
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
-from agentd.gateway._records import Refusal, call_record, refusal_response
+from agentd.gateway._records import Refusal, call_record, describe_outcome, refusal_response
 from agentd.gateway._relay import CallOutcome, Relay
 from agentd.gateway._routing import AffinityRouter, ReplicaChooser
 from agentd.gateway._tokens import TokenBook, TokenHolder
 from agentd.gateway._upstreams import Upstreams
-from agentd.telemetry import chat_span, current_span_ids, extract_context
+from agentd.telemetry import (
+    ChatSpan,
+    InferenceOperation,
+    chat_span,
+    current_span_ids,
+    extract_context,
+)
 
 __all__ = ["LLMGateway", "PolicyAnswer", "PolicyCheck"]
 
 log = logging.getLogger("agentd.gateway")
 
 _JSON = {"Content-Type": "application/json"}
+_OPERATIONS: dict[CallKind, InferenceOperation] = {
+    "chat/completions": "chat",
+    "completions": "text_completion",
+}
 
 
 class LLMGateway:
@@ -76,10 +89,11 @@ class LLMGateway:
     # service lifecycle
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        app = web.Application(client_max_size=cfg.max_request_bytes)
+        app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=[openai_errors])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model:.+}", self._model)
         app.router.add_get("/health", self._health)
         timeout = aiohttp.ClientTimeout(
             total=cfg.request_timeout_s, sock_connect=cfg.connect_timeout_s
@@ -165,37 +179,54 @@ class LLMGateway:
             holder = self._holder(request)
         except Refusal as refused:
             return refusal_response(refused)
-        data = []
-        for pool in self.upstreams.pool_names():
-            if (
-                self.policy is not None
-                and not self.policy(holder.agent, f"model:{pool}", "infer").allowed
-            ):
-                continue
-            endpoints = self.upstreams.endpoints(pool)
-            data.append(
-                {
-                    "id": pool,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "agentd",
-                    "root": self.upstreams.model_id(pool),
-                    "ready_replicas": len(endpoints),
-                }
-            )
+        data = [
+            model_entry(self.upstreams, pool)
+            for pool in visible_pools(self.upstreams, self.policy, holder.agent)
+        ]
         body = json.dumps({"object": "list", "data": data}).encode()
         return web.Response(body=body, headers=_JSON)
 
+    async def _model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{model}: a pool by its name or served name; 404 for one this agent
+        may not see (as the list hides it)."""
+        try:
+            holder = self._holder(request)
+            name = request.match_info["model"]
+            pool = self._pool_of(name)
+            if pool not in visible_pools(self.upstreams, self.policy, holder.agent):
+                raise Refusal(
+                    404,
+                    "invalid_request_error",
+                    f"the model {name!r} does not exist or agent {holder.agent} may not use it",
+                    code="model_not_found",
+                    param="model",
+                )
+        except Refusal as refused:
+            return refusal_response(refused)
+        return web.Response(
+            body=json.dumps(model_entry(self.upstreams, pool)).encode(), headers=_JSON
+        )
+
     async def _call(self, request: web.Request, kind: CallKind) -> web.StreamResponse:
         started = time.perf_counter()
+        # one span per call, refused or not: `chat {model}` / `text_completion {model}`, a
+        # child of the agent's run (its traceparent header), parent of vLLM's
+        with chat_span(
+            None, operation=_OPERATIONS[kind], parent=extract_context(request.headers)
+        ) as span:
+            return await self._traced_call(request, kind, started, span)
+
+    async def _traced_call(
+        self, request: web.Request, kind: CallKind, started: float, span: ChatSpan
+    ) -> web.StreamResponse:
         holder: TokenHolder | None = None
         fields: dict[str, Any] = {"endpoint": kind}
         raw = b""
-        # the caller's span and run (its OpenAI client's traceparent and baggage)
-        parent = extract_context(request.headers)
+        # the caller's run (its OpenAI client's baggage): joined only to a token holder's call
         joined = caller_run(request.headers)
         try:
             holder = self._holder(request)
+            span.set_agent(holder.agent)
             raw = await self._read(request)
             try:
                 call = parse_call(
@@ -215,59 +246,38 @@ class LLMGateway:
                 sequences=call.sequences,
                 reserved=call.token_estimate,
             )
+            span.set_request(call.model, call.body, max_tokens=call.max_tokens)
             pool = self._pool_of(call.model)
             fields["pool"] = pool
+            span.set_pool(pool)
             answer = self._authorize(holder, pool)
             reservation = self._reserve(holder, pool, call.token_estimate)
         except Refusal as refused:
+            span.set_error(refused.code, str(refused), status=refused.status)
             record = call_record(holder, raw, started, fields, refusal=refused)
-            self._emit({**record, **remote_parent_ids(parent), **(joined if holder else {})})
+            self._emit({**record, **current_span_ids(), **(joined if holder else {})})
             return refusal_response(refused)
         relay = self._relay
         assert relay is not None, "the gateway is not running"
         key = holder.agent.encode() + b"\0" + call.prefix
         outcome = CallOutcome(decision="error", status=500)
-        # `chat {model}`: a child of the agent's run (its traceparent header), parent of vLLM's
-        with chat_span(
-            call.model,
-            agent=holder.agent,
-            pool=pool,
-            parent=parent,
-            max_tokens=call.max_tokens,
-        ) as span:
-            try:
-                response, outcome = await relay.relay(request, call, pool, key, started)
-            except Exception as exc:  # a bug here must not take the gateway down: 500, recorded
-                log.exception("an LLM call of %s failed inside the gateway", holder.agent)
-                outcome.reason = f"internal: {exc!r}"
-                body = error_body(
-                    f"the LLM gateway failed: {exc!r}", "server_error", code="internal"
-                )
-                response = web.Response(body=body, status=500, headers=_JSON)
-            finally:
-                used = None
-                if outcome.tokens_out is not None:
-                    used = (outcome.tokens_in or len(raw) // 4) + outcome.tokens_out
-                elif outcome.endpoint is not None and outcome.decision in (
-                    "ok",
-                    "error",
-                    "cancelled",
-                ):
-                    used = reservation.tokens  # a model generated, usage unknown: charge it all
-                reservation.settle(used)
-                if outcome.endpoint is not None:
-                    span.set_server(outcome.endpoint.base_url)
-                if outcome.decision == "ok":
-                    span.set_response(
-                        model=outcome.endpoint.served_name if outcome.endpoint else None,
-                        input_tokens=outcome.tokens_in,
-                        output_tokens=outcome.tokens_out,
-                        finish_reasons=[outcome.finish_reason] if outcome.finish_reason else None,
-                    )
-                else:
-                    span.set_error(str(outcome.status), outcome.reason)
-                record = call_record(holder, raw, started, fields, outcome=outcome, rule=answer)
-                self._emit({**record, **current_span_ids(), **joined})
+        try:
+            response, outcome = await relay.relay(request, call, pool, key, started)
+        except Exception as exc:  # a bug here must not take the gateway down: 500, recorded
+            log.exception("an LLM call of %s failed inside the gateway", holder.agent)
+            outcome.reason = f"internal: {exc!r}"
+            body = error_body(f"the LLM gateway failed: {exc!r}", "server_error", code="internal")
+            response = web.Response(body=body, status=500, headers=_JSON)
+        finally:
+            used = None
+            if outcome.tokens_out is not None:
+                used = (outcome.tokens_in or len(raw) // 4) + outcome.tokens_out
+            elif outcome.endpoint is not None and outcome.decision in ("ok", "error", "cancelled"):
+                used = reservation.tokens  # a model generated, usage unknown: charge it all
+            reservation.settle(used)
+            describe_outcome(span, outcome)
+            record = call_record(holder, raw, started, fields, outcome=outcome, rule=answer)
+            self._emit({**record, **current_span_ids(), **joined})
         return response
 
     def _emit(self, fields: dict[str, Any]) -> None:
@@ -333,31 +343,26 @@ class LLMGateway:
         try:
             return self.budgets.reserve(holder.agent, pool, tokens)
         except RateLimited as exc:
-            if exc.rule is not None:  # a limits.toml model limit
-                if math.isinf(exc.retry_after_s):  # more than its burst: no wait helps
-                    raise Refusal(
-                        400,
-                        "invalid_request_error",
-                        f"{exc}: the call may use {tokens} tokens, more than the limit ever "
-                        "allows at once; lower max_tokens, n or the number of prompts",
-                        code="exceeds_limit",
-                        rule=exc.rule,
-                    ) from None
+            limit = "limit" if exc.rule is not None else "budget"  # limits.toml, or [gateway]
+            if math.isinf(exc.retry_after_s):  # larger than the whole bucket: no wait helps
                 refused = Refusal(
-                    429,
-                    "rate_limit_error",
-                    str(exc),
-                    code="rate_limited",
+                    400,
+                    "invalid_request_error",
+                    f"{exc}: the call may use {tokens} tokens, more than the {limit} ever "
+                    "allows at once, and no retry can succeed; lower max_tokens, n or the "
+                    "number of prompts",
+                    code=f"exceeds_{limit}",
+                    param="max_tokens",
                     rule=exc.rule,
-                    retry_after_s=exc.retry_after_s,
                 )
-                refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+                refused.headers["x-should-retry"] = "false"  # what OpenAI SDKs read
                 raise refused from None
             refused = Refusal(
                 429,
                 "rate_limit_error",
                 str(exc),
-                code="budget_exhausted",
+                code="rate_limited" if exc.rule is not None else "budget_exhausted",
+                rule=exc.rule,
                 retry_after_s=exc.retry_after_s,
             )
             refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))

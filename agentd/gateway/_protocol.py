@@ -3,7 +3,8 @@
 `parse_call` reads a request body once: the model it names, whether it streams, an upper bound
 of what it may generate, and the affinity key (agent + the prompt's repeating prefix). The body
 goes upstream as the same bytes unless the gateway must change it (the served model name, a
-default max_tokens, usage in the stream). Errors are OpenAI-shaped JSON so OpenAI clients show
+default max_tokens, usage in the stream, which the relay then strips from what a caller that
+did not ask for it receives). Errors are OpenAI-shaped JSON so OpenAI clients show
 them.
 
 The bound: a call generates at most `sequences * max_tokens` tokens, where `sequences` is the
@@ -61,6 +62,8 @@ class CallRequest:
     body: dict[str, Any]
     raw: bytes
     changed: bool
+    strip_usage: bool = False
+    """The gateway asked upstream for the stream's usage chunk; the caller did not: drop it."""
 
     def for_model(self, served_name: str) -> bytes:
         """The body to send to a replica that serves the model as `served_name`."""
@@ -102,7 +105,7 @@ def parse_call(
     if not isinstance(stream, bool):
         raise MalformedRequest("'stream' must be true or false", "stream")
     choices = _choices(body)
-    changed = False
+    changed = strip_usage = False
     limit_keys = ["max_tokens"]
     if kind == "chat/completions":
         limit_keys.append("max_completion_tokens")
@@ -129,12 +132,13 @@ def parse_call(
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise MalformedRequest("'stream_options' must be an object", "stream_options")
-        # usage in the last chunk settles the budget with the real count
+        # usage in the last chunk settles the budget with the real count; a caller that did
+        # not ask for it must not receive it (`strip_usage`: the relay drops that chunk)
         if not (options or {}).get("include_usage"):
             body["stream_options"] = {**(options or {}), "include_usage": True}
-            changed = True
+            changed = strip_usage = True
     return CallRequest(
-        kind, model, stream, max_tokens, choices, prompts, prefix, body, raw, changed
+        kind, model, stream, max_tokens, choices, prompts, prefix, body, raw, changed, strip_usage
     )
 
 

@@ -1,4 +1,5 @@
-"""The `llm.call` decision record of one call, and the OpenAI-shaped answer to a refused one.
+"""The `llm.call` decision record of one call, what its span says of how it ended, and the
+OpenAI-shaped answer to a refused one.
 
 Prompts and completions are not stored: inputs and outputs are SHA-256 digests with sizes, so
 an auditor holding a transcript can prove it is the one that went through the gateway.
@@ -16,8 +17,9 @@ from agentd.gateway._policy import PolicyAnswer
 from agentd.gateway._protocol import error_body
 from agentd.gateway._relay import CallOutcome
 from agentd.gateway._tokens import TokenHolder
+from agentd.telemetry import ChatSpan
 
-__all__ = ["Refusal", "call_record", "refusal_response"]
+__all__ = ["Refusal", "call_record", "describe_outcome", "refusal_response"]
 
 
 class Refusal(Exception):
@@ -95,3 +97,20 @@ def call_record(
         "lineage": {k: v for k, v in lineage.items() if v is not None} or None,
         "attributes": {k: v for k, v in attributes.items() if v is not None},
     }
+
+
+def describe_outcome(span: ChatSpan, outcome: CallOutcome) -> None:
+    """What the relay learnt, on the call's span."""
+    endpoint = outcome.endpoint
+    if endpoint is not None:
+        span.set_server(endpoint.base_url)
+    if outcome.decision == "ok":
+        span.set_response(
+            model=outcome.response_model or (endpoint.served_name if endpoint else None),
+            response_id=outcome.response_id,
+            input_tokens=outcome.tokens_in,
+            output_tokens=outcome.tokens_out,
+            finish_reasons=[outcome.finish_reason] if outcome.finish_reason else None,
+        )
+    else:  # the HTTP status the caller got (an upstream's 4xx passes through as it was)
+        span.set_error(str(outcome.status), outcome.reason, status=outcome.status)

@@ -13,12 +13,14 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from agentd.gateway._protocol import CallRequest, error_body, read_usage
 from agentd.gateway._routing import ReplicaChooser
+from agentd.gateway._sse import UsageStripper
 from agentd.gateway._upstreams import ReplicaEndpoint, Upstreams
 from agentd.telemetry import inject_http_headers
 
@@ -44,6 +46,8 @@ class CallOutcome:
     tokens_in: int | None = None
     tokens_out: int | None = None
     finish_reason: str | None = None
+    response_id: str | None = None
+    response_model: str | None = None
     ttft_s: float | None = None
     output_digest: str | None = None
     output_bytes: int = 0
@@ -123,7 +127,7 @@ class Relay:
                     text = (await upstream.read())[:200].decode("utf-8", "replace")
                     raise _UpstreamFailed(f"HTTP {upstream.status}: {text}")
                 if call.stream and upstream.status == 200:
-                    return await self._stream(request, upstream, outcome, started)
+                    return await self._stream(request, call, upstream, outcome, started)
                 data = await upstream.read()
         except _UPSTREAM_ERRORS as exc:
             raise _UpstreamFailed(_describe(exc)) from exc
@@ -136,6 +140,7 @@ class Relay:
             except ValueError:
                 parsed = None
             outcome.tokens_in, outcome.tokens_out, outcome.finish_reason = read_usage(parsed)
+            _read_identity(parsed, outcome)
         else:
             outcome.decision = "upstream_error"
             outcome.reason = f"the model server answered HTTP {upstream.status}: " + data[
@@ -150,6 +155,7 @@ class Relay:
     async def _stream(
         self,
         request: web.Request,
+        call: CallRequest,
         upstream: aiohttp.ClientResponse,
         outcome: CallOutcome,
         started: float,
@@ -164,16 +170,29 @@ class Relay:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
         )
         await response.prepare(request)
-        digest = hashlib.sha256(first)
-        size = len(first)
+        # the digest and size are of what the caller received; usage is read from upstream's
+        stripper = UsageStripper() if call.strip_usage else None
+        digest = hashlib.sha256()
+        size = 0
         tail = first
         try:
-            await response.write(first)
+            out = stripper.feed(first) if stripper else first
+            digest.update(out)
+            size += len(out)
+            await response.write(out)
             async for chunk in upstream.content.iter_any():
+                tail = (tail + chunk)[-_TAIL_BYTES:]
+                if stripper is not None:
+                    chunk = stripper.feed(chunk)
+                    if not chunk:
+                        continue
                 digest.update(chunk)
                 size += len(chunk)
-                tail = (tail + chunk)[-_TAIL_BYTES:]
                 await response.write(chunk)
+            if stripper is not None and (rest := stripper.flush()):
+                digest.update(rest)
+                size += len(rest)
+                await response.write(rest)
         except _UPSTREAM_ERRORS as exc:
             if request.transport is None or request.transport.is_closing():
                 outcome.decision, outcome.reason = "cancelled", "the caller went away"
@@ -205,10 +224,20 @@ def _read_stream_tail(tail: bytes, outcome: CallOutcome) -> None:
         except ValueError:
             continue  # the tail's first line may be cut
         tokens_in, tokens_out, finish = read_usage(chunk)
+        _read_identity(chunk, outcome)
         if tokens_out is not None:
             outcome.tokens_in, outcome.tokens_out = tokens_in, tokens_out
         if finish is not None:
             outcome.finish_reason = finish
+
+
+def _read_identity(response: Any, outcome: CallOutcome) -> None:
+    # the completion's id and the model that answered, for the call's span
+    if isinstance(response, dict):
+        if isinstance(ident := response.get("id"), str):
+            outcome.response_id = ident
+        if isinstance(model := response.get("model"), str):
+            outcome.response_model = model
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,6 +10,12 @@ as chat:` -> `inject_http_headers(upstream_headers)` -> `chat.set_response(...)`
 """
 
 from agentd.telemetry._http_clients import instrument_http_clients, uninstrument_http_clients
+from agentd.telemetry._inference import (
+    ChatSpan,
+    InferenceOperation,
+    chat_span,
+    request_attributes,
+)
 from agentd.telemetry._propagation import (
     TRACE_HEADERS,
     extract_context,
@@ -23,9 +29,7 @@ from agentd.telemetry._settings import TelemetrySettings, traces_url
 from agentd.telemetry._setup import Telemetry, current_settings, setup_telemetry, tracer
 from agentd.telemetry._spans import (
     AGENT_PROVIDER,
-    ChatSpan,
     SpanScope,
-    chat_span,
     content_text,
     current_span_ids,
     execute_tool_span,
@@ -48,8 +52,10 @@ __all__ = [
     # spans
     "AGENT_PROVIDER",
     "ChatSpan",
+    "InferenceOperation",
     "SpanScope",
     "chat_span",
+    "request_attributes",
     "content_text",
     "current_span_ids",
     "execute_tool_span",

@@ -2,7 +2,8 @@
 
 - `invoke_agent {agent}`: one run of an agent (the worker), INTERNAL;
 - `execute_tool {tool}`: one tool call (the tool gateway), INTERNAL, with the policy's answer;
-- `chat {model}`: one model call (the LLM gateway), CLIENT, via `chat_span`;
+- `chat {model}` / `text_completion {model}`: one model call (the LLM gateway), CLIENT, via
+  `chat_span` (agentd/telemetry/_inference.py);
 - `route {to}`: the router's decision to deliver a message (a PRODUCER span; the conventions
   have no GenAI operation for it).
 
@@ -17,12 +18,8 @@ from __future__ import annotations
 
 import contextvars
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -34,9 +31,7 @@ from agentd.telemetry._setup import current_settings, tracer
 
 __all__ = [
     "AGENT_PROVIDER",
-    "ChatSpan",
     "SpanScope",
-    "chat_span",
     "content_text",
     "current_span_ids",
     "execute_tool_span",
@@ -111,6 +106,9 @@ class SpanScope:
         try:
             if exc is not None and span.is_recording():
                 span.record_exception(exc)
+                # the conventions' error.type: set by whoever knew better, else the class
+                if "error.type" not in (getattr(span, "attributes", None) or {}):
+                    span.set_attribute("error.type", type(exc).__qualname__)
                 span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
             _parent_of.reset(self._parent_token)
@@ -269,87 +267,6 @@ def note_route_decision(
     if decision != "routed":
         span.set_attribute("error.type", decision)
         span.set_status(StatusCode.ERROR, reason or rule)
-
-
-@dataclass
-class ChatSpan:
-    """The span of one model call; say what came back with `set_response`."""
-
-    span: Span
-
-    def set_response(
-        self,
-        *,
-        model: str | None = None,
-        response_id: str | None = None,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-        finish_reasons: Sequence[str] | None = None,
-        output: Any = None,
-    ) -> None:
-        span = self.span
-        if not span.is_recording():
-            return
-        values: dict[str, AttributeValue | None] = {
-            "gen_ai.response.model": model,
-            "gen_ai.response.id": response_id,
-            "gen_ai.usage.input_tokens": input_tokens,
-            "gen_ai.usage.output_tokens": output_tokens,
-        }
-        if finish_reasons is not None:
-            values["gen_ai.response.finish_reasons"] = list(finish_reasons)
-        for key, value in values.items():
-            if value is not None:
-                span.set_attribute(key, value)
-        if (messages := _messages("assistant", output)) is not None:
-            span.set_attribute("gen_ai.output.messages", messages)
-
-    def set_server(self, base_url: str) -> None:
-        """The replica the call went to: `server.address` and `server.port` of its URL."""
-        url = urlsplit(base_url)
-        if url.hostname:
-            self.span.set_attribute("server.address", url.hostname)
-        port = url.port or {"http": 80, "https": 443}.get(url.scheme)
-        if port is not None:
-            self.span.set_attribute("server.port", port)
-
-    def set_error(self, error_type: str, description: str | None = None) -> None:
-        """A call that failed (e.g. "timeout", "policy_denied", an HTTP status)."""
-        self.span.set_attribute("error.type", error_type)
-        self.span.set_status(StatusCode.ERROR, description)
-
-
-@contextmanager
-def chat_span(
-    model: str,
-    *,
-    agent: str | None = None,
-    pool: str | None = None,
-    parent: Context | None = None,
-    max_tokens: int | None = None,
-    messages: Any = None,
-) -> Iterator[ChatSpan]:
-    """`chat {model}` around one model call, for the LLM gateway.
-
-    `parent` is `extract_context(request.headers)` of the agent's HTTP request, so the call is
-    a child of the run that made it; inside the block, `inject_http_headers` on the upstream
-    request's headers makes the vLLM call a child of this span. Exceptions mark it failed.
-    The replica is chosen inside the span: name it with `ChatSpan.set_server`.
-    """
-    attributes: dict[str, AttributeValue] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "vllm",
-        "gen_ai.request.model": model,
-    }
-    optional: dict[str, AttributeValue | None] = {
-        "gen_ai.agent.name": agent,
-        "agentd.model.pool": pool,
-        "gen_ai.request.max_tokens": max_tokens,
-        "gen_ai.input.messages": content_text(messages) if messages is not None else None,
-    }
-    attributes.update({k: v for k, v in optional.items() if v is not None})
-    with _current(f"chat {model}", SpanKind.CLIENT, attributes, parent) as span:
-        yield ChatSpan(span)
 
 
 def current_span_ids() -> dict[str, str]:

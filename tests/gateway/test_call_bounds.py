@@ -133,12 +133,14 @@ async def test_prompt_lists_n_and_best_of_cannot_exceed_the_budget() -> None:
                 "/completions", json={"model": "main", "prompt": ["a", "b", "c"], "max_tokens": 100}
             )
         for refused in (*answers, by_n, by_best_of):
-            assert refused.status_code == 429, refused.text
+            # larger than the whole budget: 400, never worth a retry (not 429 + Retry-After)
+            assert refused.status_code == 400, refused.text
+            assert refused.headers["x-should-retry"] == "false"
             assert "lower max_tokens" in refused.json()["error"]["message"]
         assert within.status_code == 200, within.text
         assert len(within.json()["choices"]) == 3
         calls = gw.records.of("llm.call")
-        assert [r["decision"] for r in calls] == ["budget_exhausted"] * 4 + ["ok"]
+        assert [r["decision"] for r in calls] == ["exceeds_budget"] * 4 + ["ok"]
         assert calls[0]["attributes"]["sequences"] == 200
         assert generated(calls) == 300 <= BUDGET
         assert len(replica.received) == 1  # nothing refused reached the model

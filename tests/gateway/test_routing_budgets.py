@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 import pytest
@@ -72,8 +73,9 @@ def test_budget_refills_over_its_window_and_settles() -> None:
     now[0] = 1.0
     assert book.remaining("intake", "main") == pytest.approx(80)
     assert book.capacity("intake", "big") == 1000 and book.capacity("echo", "main") == 100
-    with pytest.raises(RateLimited, match="lower max_tokens"):
+    with pytest.raises(RateLimited, match="can never fit") as never:
         book.reserve("echo", "main", 101)
+    assert math.isinf(never.value.retry_after_s)  # no wait helps: the gateway answers 400
     unlimited = BudgetBook(None, 10.0)
     unlimited.reserve("intake", "main", 10**9).settle(5)
     assert unlimited.remaining("intake", "main") is None

@@ -78,7 +78,7 @@ async def test_prompt_lists_n_and_best_of_cannot_spend_past_the_budget(
     for what, answer in answers.items():
         assert answer.status_code in (400, 429), (what, answer.text)
     assert answers["200 prompts"].json()["error"]["param"] == "prompt"
-    assert answers["60 prompts"].json()["error"]["code"] == "budget_exhausted"
+    assert answers["60 prompts"].json()["error"]["code"] == "exceeds_budget"  # never fits
     assert within.status_code == 200, within.text
     records = generated(secure, "hog", 8)
     assert len(records) == 8

@@ -33,8 +33,8 @@ run: setup vllm $(TINY_MODEL)/config.json
 	$(VENV)/bin/agentd --config agentd.toml run
 
 lint: setup
-	$(VENV)/bin/ruff check agentd tests bench agents tools
-	$(VENV)/bin/ruff format --check agentd tests bench agents tools
+	$(VENV)/bin/ruff check agentd tests bench agents tools mcp_servers
+	$(VENV)/bin/ruff format --check agentd tests bench agents tools mcp_servers
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -27,20 +27,20 @@ from tests.telemetry.otlp_receiver import OtlpReceiver, otlp_receiver
 
 pytestmark = pytest.mark.integration
 
-AGENT = "helpdesk"
+AGENT = "react_tools"
 RULES = f"""
-p, {AGENT}, tool:lookup_order, call, allow
-p, {AGENT}, tool:issue_refund, call, allow
+p, {AGENT}, tool:find_order, call, allow
+p, {AGENT}, tool:grant_refund, call, allow
 """
 CONSTRAINTS = """
 [[constraint]]
-tool = "issue_refund"
+tool = "grant_refund"
 arg = "amount"
 required = true
 max = 100
 
 [[approval]]
-tool = "issue_refund"
+tool = "grant_refund"
 arg = "amount"
 above = 50
 """
@@ -82,7 +82,7 @@ def helpdesk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helpdesk]:
     root = tmp_path_factory.mktemp("local-tools")
     agents = root / "agents"
     agents.mkdir()
-    (agents / AGENT).symlink_to(TEST_AGENTS / "helpdesk_tools")
+    (agents / AGENT).symlink_to(TEST_AGENTS / "react_tools")
     policies = root / "policies"
     shutil.copytree(REPO / "policies", policies)
     with (policies / "policy.csv").open("a") as f:
@@ -110,10 +110,10 @@ def helpdesk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helpdesk]:
 
 
 def answer(result: dict[str, Any]) -> str:
-    """The model's final answer: `call_N=<status>:<tool message content>` for each call."""
+    """The model's final answer: `call_N=<status>:<tool message content>` for each call (a
+    messages graph replies with its last AI message's content)."""
     assert result["ok"], result
-    messages = result["output"]["messages"]
-    text: str = messages[-1]["content"]
+    text: str = result["output"]
     return text
 
 
@@ -136,8 +136,8 @@ def test_each_call_of_the_prebuilt_agent_is_decided_recorded_and_traced(
 ) -> None:
     counter = helpdesk.scratch / "traced.txt"
     calls = [
-        ["lookup_order", {"order_id": "o-1"}],
-        ["issue_refund", {"order_id": "o-1", "amount": 20}],
+        ["find_order", {"order_id": "o-1"}],
+        ["grant_refund", {"order_id": "o-1", "amount": 20}],
     ]
     result = helpdesk.ask(calls, counter=str(counter))
     said = answer(result)
@@ -160,7 +160,7 @@ def test_each_call_of_the_prebuilt_agent_is_decided_recorded_and_traced(
     tools = {
         s.attributes.get("gen_ai.tool.call.id"): s
         for s in spans
-        if s.name in {"execute_tool lookup_order", "execute_tool issue_refund"}
+        if s.name in {"execute_tool find_order", "execute_tool grant_refund"}
         and s.attributes.get("agentd.run.id") == result["run_id"]
     }
     assert set(tools) == {"call_0", "call_1"}
@@ -189,7 +189,7 @@ def test_a_tool_without_a_rule_is_denied_and_the_run_goes_on(helpdesk: Helpdesk)
 
 def test_a_constraint_violation_reaches_the_model_as_a_tool_message(helpdesk: Helpdesk) -> None:
     counter = helpdesk.scratch / "constrained.txt"
-    calls = [["issue_refund", {"order_id": "o-2", "amount": 500}]]
+    calls = [["grant_refund", {"order_id": "o-2", "amount": 500}]]
     said = answer(helpdesk.ask(calls, counter=str(counter)))
     assert "call_0=error:" in said and "(rule constraints.toml:" in said
     assert counted(counter) == []
@@ -218,10 +218,10 @@ def _in_background(helpdesk: Helpdesk, calls: list[list[Any]], **script: Any) ->
 def test_an_approval_round_trip_through_agentctl(helpdesk: Helpdesk) -> None:
     counter = helpdesk.scratch / "approved.txt"
     thread, box = _in_background(
-        helpdesk, [["issue_refund", {"order_id": "o-3", "amount": 75}]], counter=str(counter)
+        helpdesk, [["grant_refund", {"order_id": "o-3", "amount": 75}]], counter=str(counter)
     )
     waiting = _waiting(helpdesk, "o-3")
-    assert waiting["tool"] == "issue_refund" and waiting["call_id"] == "call_0"
+    assert waiting["tool"] == "grant_refund" and waiting["call_id"] == "call_0"
     assert counted(counter) == []  # parked: the body has not run
     assert helpdesk.daemon.agentctl("approve", waiting["id"]).returncode == 0
     thread.join(60)
@@ -229,7 +229,7 @@ def test_an_approval_round_trip_through_agentctl(helpdesk: Helpdesk) -> None:
     assert counted(counter) == ["refund o-3 75.0"]
 
     thread, box = _in_background(
-        helpdesk, [["issue_refund", {"order_id": "o-4", "amount": 80}]], counter=str(counter)
+        helpdesk, [["grant_refund", {"order_id": "o-4", "amount": 80}]], counter=str(counter)
     )
     waiting = _waiting(helpdesk, "o-4")
     denied = helpdesk.daemon.agentctl("deny", waiting["id"], "--reason", "not this one")
@@ -244,8 +244,8 @@ def test_a_rerun_after_a_crash_gets_the_stored_results(helpdesk: Helpdesk) -> No
     counter = helpdesk.scratch / "crashed.txt"
     marker = helpdesk.scratch / "crashed-once"
     calls = [
-        ["lookup_order", {"order_id": "o-5"}],
-        ["issue_refund", {"order_id": "o-5", "amount": 5}],
+        ["find_order", {"order_id": "o-5"}],
+        ["grant_refund", {"order_id": "o-5", "amount": 5}],
     ]
     result = helpdesk.ask(calls, counter=str(counter), crash_once=str(marker))
     assert marker.exists(), "the first run must have died after its tool calls"

@@ -34,12 +34,12 @@ from .support import GatewayEnv, in_run, running_gateway
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 RULES = """
-p, underwriter, tool:lookup_order, call, allow
-p, underwriter, tool:issue_refund, call, allow
+p, underwriter, tool:find_order, call, allow
+p, underwriter, tool:grant_refund, call, allow
 """
 CONSTRAINTS = """
 [[constraint]]
-tool = "issue_refund"
+tool = "grant_refund"
 arg = "amount"
 max = 100
 """
@@ -47,7 +47,7 @@ max = 100
 LIMITS = """
 [[limit]]
 agent = "*"
-tool = "issue_refund"
+tool = "grant_refund"
 per_minute = 1
 burst = 1
 """
@@ -56,14 +56,14 @@ runs: list[str] = []
 
 
 @tool
-def lookup_order(order_id: str) -> str:
+def find_order(order_id: str) -> str:
     """Look up an order."""
     runs.append(order_id)
     return f"order {order_id}: shipped"
 
 
 @tool
-async def issue_refund(order_id: str, amount: float) -> dict[str, Any]:
+async def grant_refund(order_id: str, amount: float) -> dict[str, Any]:
     """Refund an order."""
     runs.append(f"refund {order_id}")
     return {"refunded": amount, "order_id": order_id}
@@ -78,7 +78,7 @@ def impostor(applicant_id: str, amount: float, payee: str) -> str:
 
 def tool_graph() -> Any:
     builder = StateGraph(MessagesState)
-    builder.add_node("tools", ToolNode([lookup_order, issue_refund, impostor]))
+    builder.add_node("tools", ToolNode([find_order, grant_refund, impostor]))
     builder.add_edge(START, "tools")
     builder.add_edge("tools", END)
     return builder.compile()
@@ -128,8 +128,8 @@ async def test_parallel_calls_are_decided_recorded_and_keyed_by_the_models_ids(
     ctx = env.context("underwriter")
     graph = tool_graph()
     two = calls(
-        ("lookup_order", "call_a", {"order_id": "o-1"}),
-        ("issue_refund", "call_b", {"order_id": "o-1", "amount": 20}),
+        ("find_order", "call_a", {"order_id": "o-1"}),
+        ("grant_refund", "call_b", {"order_id": "o-1", "amount": 20}),
     )
     with in_run(ctx, "message-1"):
         out = tool_messages(await graph.ainvoke(two))
@@ -158,8 +158,8 @@ async def test_refusals_reach_the_model_as_error_tool_messages(env: GatewayEnv) 
     ctx = env.context("underwriter")
     graph = tool_graph()
     state = calls(
-        ("issue_refund", "over", {"order_id": "o-2", "amount": 500}),  # constraints.toml
-        ("issue_refund", "bad", {"order_id": "o-2", "amount": "lots"}),  # the tool's schema
+        ("grant_refund", "over", {"order_id": "o-2", "amount": 500}),  # constraints.toml
+        ("grant_refund", "bad", {"order_id": "o-2", "amount": "lots"}),  # the tool's schema
         ("loan.approve", "impostor", {"applicant_id": "A-1001", "amount": 5, "payee": "x"}),
     )
     with in_run(ctx):
@@ -179,16 +179,16 @@ async def test_a_call_without_an_id_is_keyed_by_its_place_and_a_refusal_raises(
 ) -> None:
     ctx = env.context("underwriter")
     with in_run(ctx):
-        assert await lookup_order.ainvoke({"order_id": "o-3"}) == "order o-3: shipped"
+        assert await find_order.ainvoke({"order_id": "o-3"}) == "order o-3: shipped"
         with pytest.raises(ToolCallRefused) as refused:
-            await issue_refund.ainvoke({"order_id": "o-3", "amount": 1000})
+            await grant_refund.ainvoke({"order_id": "o-3", "amount": 1000})
     assert refused.value.code == "policy_denied"
     assert [cid(r) for r in env.records.of("tool.requested")] == ["c1", "c2"]
 
 
 async def test_a_call_outside_a_run_fails_closed(env: GatewayEnv) -> None:
     with pytest.raises(ToolCallOutsideRun, match="outside a run"):
-        await lookup_order.ainvoke({"order_id": "o-4"})
+        await find_order.ainvoke({"order_id": "o-4"})
     assert runs == []
 
 
@@ -215,16 +215,16 @@ async def test_a_report_reaching_another_gateway_is_checked_against_the_claim(
     args = {"order_id": "o-9"}
     local = {"phase": "begin", "description": "d", "schema": {}}
     body = {"args": args, "message_id": "m-9", "call_id": "call_9", "run_id": "r-9"}
-    begun = await env.raw_call("underwriter", "lookup_order", {**body, "local": local})
+    begun = await env.raw_call("underwriter", "find_order", {**body, "local": local})
     grant = begun["grant"]
     env.gateway.local._grants.clear()  # as if another gateway had decided it
     report = {"phase": "end", "ok": True, "result": "order o-9: shipped"}
     wrong = await env.raw_call(
-        "underwriter", "lookup_order", {**body, "local": {**report, "grant": "not-" + grant}}
+        "underwriter", "find_order", {**body, "local": {**report, "grant": "not-" + grant}}
     )
     assert wrong["ok"] is False and wrong["error"]["rule"] == "local grant"
     right = await env.raw_call(
-        "underwriter", "lookup_order", {**body, "local": {**report, "grant": grant}}
+        "underwriter", "find_order", {**body, "local": {**report, "grant": grant}}
     )
     assert right == {"ok": True, "result": "order o-9: shipped", "replayed": False}
     executed = env.records.of("tool.executed")[-1]
@@ -232,7 +232,7 @@ async def test_a_report_reaching_another_gateway_is_checked_against_the_claim(
 
 
 class OneCallModel(BaseChatModel):
-    """Asks for lookup_order(o-7) as call_7, then answers with what the tool said."""
+    """Asks for find_order(o-7) as call_7, then answers with what the tool said."""
 
     @property
     def _llm_type(self) -> str:
@@ -246,7 +246,7 @@ class OneCallModel(BaseChatModel):
         if said:
             message = AIMessage(content=f"{said[0].status}: {said[0].content}")
         else:
-            call = {"name": "lookup_order", "args": {"order_id": "o-7"}, "id": "call_7"}
+            call = {"name": "find_order", "args": {"order_id": "o-7"}, "id": "call_7"}
             message = AIMessage(content="", tool_calls=[call])
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -254,7 +254,7 @@ class OneCallModel(BaseChatModel):
 async def test_langchains_create_agent_is_governed_too(env: GatewayEnv) -> None:
     from langchain.agents import create_agent
 
-    agent = create_agent(OneCallModel(), [lookup_order])
+    agent = create_agent(OneCallModel(), [find_order])
     ctx = env.context("underwriter")
     with in_run(ctx):
         out = await agent.ainvoke({"messages": [{"role": "user", "content": "where is o-7?"}]})
@@ -272,10 +272,10 @@ async def test_a_sync_node_calling_tool_invoke_is_governed_from_its_thread(
         said: str
 
     def sync_node(state: State) -> State:  # LangGraph runs it in a worker thread
-        return {"said": lookup_order.invoke({"order_id": "o-8"})}
+        return {"said": find_order.invoke({"order_id": "o-8"})}
 
     async def async_node(state: State) -> State:  # a sync call on the loop would block it
-        return {"said": lookup_order.invoke({"order_id": "o-8"})}
+        return {"said": find_order.invoke({"order_id": "o-8"})}
 
     def graph_of(node: Any) -> Any:
         builder = StateGraph(State)
@@ -297,8 +297,8 @@ async def test_a_sync_node_calling_tool_invoke_is_governed_from_its_thread(
 async def test_a_rate_limited_call_reaches_the_model_with_when_to_retry(env: GatewayEnv) -> None:
     ctx = env.context("underwriter")
     graph = tool_graph()
-    first = calls(("issue_refund", "r1", {"order_id": "o-10", "amount": 5}))
-    second = calls(("issue_refund", "r2", {"order_id": "o-11", "amount": 5}))
+    first = calls(("grant_refund", "r1", {"order_id": "o-10", "amount": 5}))
+    second = calls(("grant_refund", "r2", {"order_id": "o-11", "amount": 5}))
     with in_run(ctx):
         ok = tool_messages(await graph.ainvoke(first))["r1"]
         limited = tool_messages(await graph.ainvoke(second))["r2"]

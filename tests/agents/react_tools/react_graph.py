@@ -40,14 +40,14 @@ COUNTER: dict[str, str | None] = {"path": None}
 
 
 @tool
-def lookup_order(order_id: str) -> str:
+def find_order(order_id: str) -> str:
     """Look up an order by its id."""
     _side_effect(COUNTER["path"], f"lookup {order_id}")
     return f"order {order_id}: shipped, 120.00 EUR"
 
 
 @tool
-async def issue_refund(order_id: str, amount: float) -> str:
+async def grant_refund(order_id: str, amount: float) -> str:
     """Refund `amount` of an order."""
     _side_effect(COUNTER["path"], f"refund {order_id} {amount}")
     return f"refunded {amount:.2f} on {order_id}"
@@ -96,4 +96,4 @@ class ScriptedModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-graph = create_react_agent(ScriptedModel(), [lookup_order, issue_refund, close_account])
+graph = create_react_agent(ScriptedModel(), [find_order, grant_refund, close_account])

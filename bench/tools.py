@@ -30,8 +30,12 @@ by (the tool marked as a gateway proxy: run inline in the worker, as without age
 - overlapped: governed, but the graph call does not wait for the end's answer (the next call
   overlaps it, as a real run's next model turn does; the round's last report is awaited).
 
+Section `mcp` (bench/tools_mcp.py): an MCP tool (the SDK test server's `echo`, stdio) called
+through agentd's gateway as a replica calls it, against the SDK's own client calling the same
+server directly, interleaved in the same run.
+
 Run: PYTHONPATH=. .venv/bin/python bench/tools.py [--calls 400] [--no-taint]
-     [--section all|gateway|local] [--smoke]   (prints JSON)
+     [--section all|gateway|local|mcp] [--smoke]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -347,6 +351,12 @@ async def run_sections(section: str, calls: int, directory: Path, taint: bool) -
         (local_dir / "tools").mkdir(parents=True)
         (local_dir / "tools" / "bench.py").write_text(TOOLS)  # a registry, as the daemon's
         figures["local"] = await local_tools(calls, local_dir)
+    if section in {"all", "mcp"}:  # an MCP tool through the gateway vs the SDK client direct
+        import tools_mcp
+
+        mcp_dir = directory / "mcp"
+        mcp_dir.mkdir()
+        figures["mcp"] = await tools_mcp.main(calls, mcp_dir)
     return figures
 
 
@@ -354,7 +364,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--no-taint", action="store_true", help="the gateway without a TaintBook")
-    parser.add_argument("--section", choices=["all", "gateway", "local"], default="all")
+    parser.add_argument("--section", choices=["all", "gateway", "local", "mcp"], default="all")
     parser.add_argument("--smoke", action="store_true", help="few calls (the tests run it)")
     options = parser.parse_args()
     count = 20 if options.smoke else options.calls

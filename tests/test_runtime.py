@@ -51,7 +51,11 @@ def daemon(
         agents_dir=agents_dir,
         extra="[autoscale]\nenabled = false\n",
     )
-    env = {"ORDER_LOG": str(files["order"]), "POISON_FIX": str(files["fix"])}
+    env = {
+        "ORDER_LOG": str(files["order"]),
+        "POISON_FIX": str(files["fix"]),
+        "POISON_FIX_DIR": str(files["fix"].parent),
+    }
     with running_daemon(config, env=env) as d:
         yield d
         assert d.stop() == 0
@@ -129,7 +133,8 @@ def test_scale_1_to_4_to_1_under_load_loses_nothing(daemon: DaemonProcess) -> No
             await anyio.sleep(1)
             up = await anyio.to_thread.run_sync(daemon.agentctl, "--json", "scale", "slow", "4")
             assert up.returncode == 0, up.stderr
-            assert json.loads(up.stdout) == {"agent": "slow", "before": 1, "after": 4}
+            scaled = json.loads(up.stdout)
+            assert (scaled["agent"], scaled["before"], scaled["after"]) == ("slow", 1, 4), scaled
             await anyio.sleep(1)
             down = await anyio.to_thread.run_sync(daemon.agentctl, "--json", "scale", "slow", "1")
             assert down.returncode == 0, down.stderr

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,8 +42,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     )
     env = {
         "AGENTD_LOAN_LEDGER": str(directory / "ledger.jsonl"),
-        # a folder of its own: the poison agent may read it (its [sandbox].read)
-        "POISON_FIX": str(_mkdir(directory / "fixes") / "no-fix-yet"),
+        "POISON_FIX": str(directory / "no-fix-yet"),
     }
     with running_daemon(config, env=env) as d:
         yield d
@@ -230,8 +228,3 @@ def test_a_run_that_kept_failing_is_listed_dead_with_its_error(daemon: DaemonPro
     assert "cannot digest poison" in dead["error"]
     ok = daemon.agentctl("--json", "runs", "--agent", "poison", "--status", "ok")
     assert result["message_id"] not in {r["message_id"] for r in json.loads(ok.stdout)}
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(exist_ok=True)
-    return path

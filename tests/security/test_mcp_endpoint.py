@@ -109,7 +109,8 @@ async def test_a_token_cannot_call_the_tools_of_another_agent(
         hijack = await _call(http, url, mallory, victims, "credit.score")
     assert answer["result"]["isError"] and "mallory" in answer["result"]["content"][0]["text"]
     assert hijack.get("status") == 404
-    denied = records_where(daemon, "tool.denied", lambda r: r.get("agent") == "mallory")
+    # the records come in the recorder's batches: wait for them (a loaded machine)
+    denied = at_least(daemon, "tool.denied", lambda r: r.get("agent") == "mallory", 4)
     assert len(denied) >= 4
     assert not records_where(
         daemon,

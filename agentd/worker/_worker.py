@@ -219,6 +219,12 @@ class AgentWorker:
                 await anyio.sleep(0.1)
                 continue
             for msg in batch:
+                if not self.status.resumed.is_set() or self.status.draining.is_set():
+                    # paused (or draining) while the pull was out: hand it back at once, so the
+                    # message waits in the inbox for whoever may take it now
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                    continue
                 self._accept(msg, runs)
 
     def _accept(self, msg: Msg, runs: TaskGroup) -> None:

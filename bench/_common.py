@@ -8,9 +8,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
@@ -93,3 +94,13 @@ def responder(url: str) -> Iterator[None]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def timed(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:
+    """Seconds each of `calls` sequential awaits of `one(i)` took."""
+    samples = []
+    for i in range(calls):
+        started = time.perf_counter()
+        await one(i)
+        samples.append(time.perf_counter() - started)
+    return samples

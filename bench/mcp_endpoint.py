@@ -25,8 +25,7 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import httpx  # noqa: E402
 import mcp.types as types  # noqa: E402
 import nats  # noqa: E402
 import uvicorn  # noqa: E402
-from _common import nats_server, percentiles  # noqa: E402
+from _common import nats_server, percentiles, timed  # noqa: E402
 from mcp import ClientSession  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.server.lowlevel import Server  # noqa: E402
@@ -61,15 +60,6 @@ async def echo(text: str, n: int = 0) -> dict:
 """
 TOKEN = "agentd-bench-token"
 ARGS = {"text": "hello", "n": 1}
-
-
-async def timed(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:
-    samples = []
-    for i in range(calls):
-        started = time.perf_counter()
-        await one(i)
-        samples.append(time.perf_counter() - started)
-    return samples
 
 
 def _nodelay() -> httpx.AsyncHTTPTransport:

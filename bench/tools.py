@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anyio  # noqa: E402
 import nats  # noqa: E402
-from _common import nats_server, percentiles  # noqa: E402
+from _common import nats_server, percentiles, timed  # noqa: E402
 
 from agentd.bus import Subjects  # noqa: E402
 from agentd.config import ToolsConfig  # noqa: E402
@@ -82,15 +82,6 @@ async def fetch(text: str, n: int = 0) -> dict:
 POLICY = "".join(
     f"p, bench, tool:bench.{name}, call, allow\n" for name in ("echo", "echo_sync", "fetch")
 )
-
-
-async def timed(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:
-    samples = []
-    for i in range(calls):
-        started = time.perf_counter()
-        await one(i)
-        samples.append(time.perf_counter() - started)
-    return samples
 
 
 async def paced(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:

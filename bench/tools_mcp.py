@@ -26,8 +26,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anyio  # noqa: E402
 import nats  # noqa: E402
-from _common import nats_server, percentiles  # noqa: E402
+from _common import nats_server, percentiles, timed  # noqa: E402
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 
@@ -54,15 +52,6 @@ from agentd.tools import (  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "tests" / "tools" / "mcp_server.py"
 POLICY = "p, bench, tool:mcp.echo, call, allow\n"
-
-
-async def timed(calls: int, one: Callable[[int], Awaitable[Any]]) -> list[float]:
-    samples = []
-    for i in range(calls):
-        started = time.perf_counter()
-        await one(i)
-        samples.append(time.perf_counter() - started)
-    return samples
 
 
 async def main(calls: int, directory: Path) -> dict[str, Any]:

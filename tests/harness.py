@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -408,3 +408,19 @@ def decision_records(state_dir: Path, kind: str | None = None) -> list[dict[str,
     finally:
         db.close()
     return [_json.loads(body) for (body,) in rows]
+
+
+def records_when(
+    state_dir: Path,
+    kind: str,
+    ready: Callable[[list[dict[str, Any]]], bool],
+    timeout_s: float = 15.0,
+) -> list[dict[str, Any]]:
+    """The records of one kind once `ready` holds for them; replicas' records reach the
+    log after the reply that caused them, so a test reads them when they have arrived."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = decision_records(state_dir, kind)
+        if ready(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)

@@ -24,6 +24,7 @@ from tests.harness import (
     DaemonProcess,
     decision_records,
     free_port,
+    records_when,
     running_daemon,
     write_config,
 )
@@ -253,9 +254,18 @@ def test_a_toolnode_graph_takes_the_gateways_tools_with_their_schemas(
     assert "score" in results["call_score_1"]["content"]
     denied = results["call_who_1"]
     assert denied["status"] == "error" and "policy_denied" in denied["content"], denied
+
     # each call keyed by the model's own call id, recorded under it
-    executed = decision_records(daemon.dir / "state", "tool.executed")
+    def call_ids(records: list[dict[str, Any]]) -> set[str]:
+        return {r["attributes"].get("call_id") for r in records}
+
+    state = daemon.dir / "state"
+    executed = records_when(
+        state, "tool.executed", lambda rs: {"call_echo_1", "call_score_1"} <= call_ids(rs)
+    )
     keyed = {r["attributes"]["call_id"]: r["attributes"]["tool"] for r in executed}
-    assert keyed["call_echo_1"] == "t.echo" and keyed["call_score_1"] == "credit.score"
-    refusals = decision_records(daemon.dir / "state", "tool.denied")
+    assert keyed.get("call_echo_1") == "t.echo" and keyed.get("call_score_1") == "credit.score", (
+        keyed
+    )
+    refusals = records_when(state, "tool.denied", lambda rs: "call_who_1" in call_ids(rs))
     assert any(r["attributes"].get("call_id") == "call_who_1" for r in refusals)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,10 +58,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-# a pattern whose match depends on what surrounds it cannot be checked on the JSON text
-_CONTEXT = re.compile(r"\^|\$|\\A|\\Z|\(\?[=!<]")
-
-
 class DecisionFeed:
     """A recorder observer that publishes a summary of every committed record."""
 
@@ -71,7 +66,8 @@ class DecisionFeed:
         self._subject = subjects.event(FEED_KIND)
         self._redactor = redactor
         self._patterns = redactor.patterns
-        self._scan_text = not any(_CONTEXT.search(p.pattern) for p in self._patterns)
+        # a pattern whose match depends on what surrounds it cannot be checked on the JSON text
+        self._scan_text = redactor.scans_whole_text
 
     def summary(self, record: DecisionRecord | WireRecord) -> bytes:
         """The JSON summary published for `record`."""

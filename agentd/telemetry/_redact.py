@@ -32,7 +32,7 @@ class RedactingSpanProcessor(SpanProcessor):
         # A pattern that cannot see beyond its match finds a secret in the strings joined by
         # newlines wherever it finds one in a string (a match across two strings only costs a
         # needless copy): one scan per pattern instead of one per string.
-        self._scan_joined = not any(_looks_around(p.pattern) for p in redactor.patterns)
+        self._scan_joined = redactor.scans_whole_text
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self._inner.on_start(span, parent_context=parent_context)
@@ -106,9 +106,3 @@ def _strings(attributes: Mapping[str, Any] | None) -> list[str]:
         elif isinstance(value, (list, tuple)):
             found.extend(v for v in value if isinstance(v, str))
     return found
-
-
-def _looks_around(pattern: str) -> bool:
-    """Whether a match may depend on what surrounds it (anchors, lookaround); conservative."""
-    source = pattern.replace("\\\\", "")
-    return any(token in source for token in ("^", "$", "\\A", "\\Z", "\\z", "(?<", "(?=", "(?!"))

@@ -31,7 +31,7 @@ from ._record import (
     current_kind,
     new_record_id,
 )
-from ._redact import REDACTED, Redactor
+from ._redact import REDACTED, Redactor, context_free
 from ._retention import PruneResult
 from ._schema import Checkpoint
 from ._sources import AGENT_KINDS, DAEMON_SOURCE, agent_may_write, agent_source
@@ -66,6 +66,7 @@ __all__ = [
     # redaction
     "REDACTED",
     "Redactor",
+    "context_free",
     # the log
     "AppendResult",
     "DecisionLogConfig",

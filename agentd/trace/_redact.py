@@ -27,7 +27,7 @@ from pydantic import JsonValue
 
 from ._record import TEXT_FIELDS, DecisionRecord, Lineage
 
-__all__ = ["REDACTED", "Redactor"]
+__all__ = ["REDACTED", "Redactor", "context_free"]
 
 REDACTED = "[REDACTED]"
 _PAYLOAD_FIELDS = ("inputs", "outputs", "attributes")
@@ -47,7 +47,9 @@ class Redactor:
                 raise ValueError(f"redaction pattern {pattern.pattern!r} matches the empty string")
         self.patterns: tuple[re.Pattern[str], ...] = tuple(compiled)
         self.max_inline_bytes = max_inline_bytes
-        self._scan_whole_record = all(_context_free(p) for p in compiled)
+        self.scans_whole_text = all(context_free(p) for p in compiled)
+        """True when every pattern can be searched over a whole record's (or span's) text at
+        once: no match of any of them depends on what surrounds it (see `context_free`)."""
 
     def redact_text(self, text: str) -> str:
         """`text` with every secret match replaced."""
@@ -129,7 +131,7 @@ class Redactor:
         non-word character like a string's edge) matches that text wherever it matches a
         string, so one scan replaces walking every string of the record.
         """
-        if not self._scan_whole_record:
+        if not self.scans_whole_text:
             return False
         if "\\" in text:
             text = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
@@ -137,11 +139,24 @@ class Redactor:
         return not any(p.search(text) for p in self.patterns)
 
 
-def _context_free(pattern: re.Pattern[str]) -> bool:
-    """Whether a match can never depend on the characters around it (conservative)."""
+def context_free(pattern: re.Pattern[str]) -> bool:
+    """Whether a match of `pattern` in a string can never depend on what surrounds the string.
+
+    Then searching a text that holds the string verbatim between other characters (a record's
+    JSON, a span's strings joined by newlines) finds every secret a search of the string alone
+    finds. Anchors and negative lookaround break that ("secret(?!\\W)" matches "secret" alone
+    but not `"secret"` in JSON), so does positive lookaround in principle; any of them makes the
+    caller search string by string. Conservative: an anchor-like token anywhere counts.
+
+    The one home of this rule: the log's redactor, the span redactor and the live decision feed
+    all ask it (through `Redactor.scans_whole_text`), so they cannot disagree about a pattern.
+    """
     source = pattern.pattern.replace("\\\\", "").replace("\\^", "").replace("\\$", "")
     source = source.replace("[^", "[")
-    return not any(token in source for token in ("^", "$", "\\A", "\\Z", "\\z", "(?<!", "(?!"))
+    return not any(token in source for token in _CONTEXT_TOKENS)
+
+
+_CONTEXT_TOKENS = ("^", "$", "\\A", "\\Z", "\\z", "(?<", "(?=", "(?!")
 
 
 _CANONICAL = json.JSONEncoder(

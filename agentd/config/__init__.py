@@ -42,10 +42,13 @@ from agentd.config._models import (
     TraceConfig,
     WitnessConfig,
 )
-from agentd.config._names import RESERVED_NAMES, reserved_name_problem
+from agentd.config._names import IDENTITY_NAME, RESERVED_NAMES, TOOL_NAME, reserved_name_problem
 from agentd.config._sandbox import AgentSandboxSpec, SandboxConfig, SandboxLimits
 
 __all__ = [
+    # names
+    "IDENTITY_NAME",
+    "TOOL_NAME",
     # agentd.toml
     "DEFAULT_CONFIG_NAME",
     "AgentsConfig",

@@ -15,13 +15,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentd.config._errors import describe_validation_error
-from agentd.config._names import reserved_name_problem
+from agentd.config._names import IDENTITY_NAME, reserved_name_problem
 from agentd.config._sandbox import AgentSandboxSpec
 from agentd.errors import SpecError
 
 __all__ = ["AgentSpec", "LoadedAgent", "ReplicaBounds", "RestartSpec", "load_agent", "load_agents"]
 
-AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+AGENT_NAME = IDENTITY_NAME
 # module:attr, or (a LangGraph project's) path/file.py:attr
 _GRAPH_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*|[A-Za-z0-9_./-]+\.py):[A-Za-z_][A-Za-z0-9_]*$")
 # folders of a project whose sources are not the agent's (environments, caches, VCS)

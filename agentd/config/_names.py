@@ -1,4 +1,10 @@
-"""Names an agent (configured, spawned or registered from outside) may not take.
+"""What a name may look like, and the names an agent (configured, spawned or registered from
+outside) may not take.
+
+`IDENTITY_NAME` is the one rule for agents', operators' and external clients' names (they become
+subject tokens and NATS identities); `TOOL_NAME` the one rule for tool names (dot-separated
+tokens: `loan.approve`, `mcp-server.tool`), shared by the tool gateway, the worker's tool proxy
+and the MCP mount and endpoint.
 
 The daemon and agentctl use these words themselves as subject tokens or identity names:
 `agentd.<word>.…` subjects (`ctl`, `api`, `out`, `in`, `tool`, `trace`, `hb`, `cmd`, `spawn`,
@@ -10,7 +16,12 @@ share a subject or an identity with the daemon or its operators.
 
 from __future__ import annotations
 
-__all__ = ["RESERVED_NAMES", "reserved_name_problem"]
+import re
+
+__all__ = ["IDENTITY_NAME", "RESERVED_NAMES", "TOOL_NAME", "reserved_name_problem"]
+
+IDENTITY_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 RESERVED_NAMES: frozenset[str] = frozenset(
     {

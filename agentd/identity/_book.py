@@ -9,7 +9,6 @@ book is state only: agentd.identity's `ServerAuth` applies it to a running serve
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd.bus import Credentials, Subjects, write_private
-from agentd.config import reserved_name_problem
+from agentd.config import IDENTITY_NAME, reserved_name_problem
 from agentd.errors import ControlError
 from agentd.identity._accounts import (
     Import,
@@ -42,7 +41,6 @@ from agentd.identity._permissions import (
 __all__ = ["ROLES", "Identity", "IdentityBook"]
 
 ROLES = ("admin", "operator", "viewer")
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 DAEMON = "daemon"
 
 
@@ -283,7 +281,7 @@ class IdentityBook:
 
 
 def _check_name(name: str, kind: str) -> None:
-    if not NAME.match(name):
+    if not IDENTITY_NAME.match(name):
         raise ControlError(
             "bad_request",
             f"{kind} name {name!r} must be lowercase letters, digits, _ and - (up to 63)",

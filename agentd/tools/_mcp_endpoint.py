@@ -40,10 +40,10 @@ from nats.aio.client import Client
 from starlette.requests import Request
 
 from agentd.bus import BoundedJSONError, Subjects, loads_bounded
-from agentd.config import McpEndpointConfig, ToolsConfig, split_listen
+from agentd.config import TOOL_NAME, McpEndpointConfig, ToolsConfig, split_listen
 from agentd.errors import ConfigError
 from agentd.tools._mcp_guard import CALLER_KEY, Authenticate, McpCaller, McpGuard
-from agentd.tools._registry import TOOL_NAME, ToolRegistry
+from agentd.tools._registry import ToolRegistry
 
 __all__ = ["IDEMPOTENCY_META", "McpEndpoint"]
 

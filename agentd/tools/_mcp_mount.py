@@ -38,11 +38,11 @@ from mcp.types import (
 )
 from pydantic import JsonValue
 
-from agentd.config import McpServerConfig
+from agentd.config import TOOL_NAME, McpServerConfig
 from agentd.errors import ToolError
 from agentd.tools._mcp_schema import JsonArguments, McpToolSpec, SchemaProblem, strict_schema
 from agentd.tools._mcp_transport import Streams, connect_socket, header_values, socket_transport
-from agentd.tools._registry import TOOL_NAME, ToolRegistry
+from agentd.tools._registry import ToolRegistry
 
 __all__ = [
     "Connector",

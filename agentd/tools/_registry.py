@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from agentd.config import TOOL_NAME
 from agentd.errors import AgentdError, ConfigError
 
 __all__ = ["InvalidArguments", "ToolRegistry", "ToolSpec", "Trust", "load_tool_file", "tool"]
@@ -34,7 +35,6 @@ Trust = Literal["trusted", "untrusted"]
 MCP server) taint the run that receives them; see README.md, "Taint"."""
 
 # a NATS subject token sequence and a policy object name at once (policy.csv's characters)
-TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _MARK = "__agentd_tool__"
 
 F = TypeVar("F", bound=Callable[..., Any])

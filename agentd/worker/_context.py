@@ -10,7 +10,6 @@ import contextlib
 import contextvars
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from agentd.bus import Message, Subjects, new_id
+from agentd.config import TOOL_NAME
 from agentd.errors import AgentdError
 from agentd.telemetry import current_span_ids, inject_nats_headers
 from agentd.trace import DecisionRecord, TracePublisher
@@ -30,7 +30,7 @@ __all__ = ["AgentContext", "RunInfo", "SendFailed", "ToolCallFailed"]
 DEFAULT_TOOL_TIMEOUT_S = 330.0
 # a tool name is subject tokens: a space, `*` or `>` would change the subject (or the server
 # would close the connection), so such a name never leaves the replica
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_TOOL_NAME = TOOL_NAME
 
 
 class SendFailed(AgentdError):

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.eventually import eventually
 from tests.harness import (
     REPO,
     TEST_AGENTS,
@@ -128,14 +129,6 @@ def ps_of(daemon: DaemonProcess, agent: str) -> dict[str, Any]:
     return next(row for row in rows if row["agent"] == agent)
 
 
-def wait_for(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"{what} within {timeout_s}s"
-        time.sleep(0.3)
-    return value
-
-
 # -- 9: who owns the count ------------------------------------------------------------------
 
 
@@ -154,13 +147,13 @@ def test_a_manual_scale_pins_the_count_until_the_autoscaler_gets_it_back(
 
     back = ctl_json(daemon, "autoscale", "echo", "on")
     assert back["scaled_by"] == "autoscaler"
-    wait_for(lambda: len(ps_of(daemon, "echo")["replicas"]) == 1, 20, "idle echo scaled down")
+    eventually(lambda: len(ps_of(daemon, "echo")["replicas"]) == 1, 20, "idle echo scaled down")
 
     # off pins the count where it is, without scaling
     assert ctl_json(daemon, "autoscale", "echo", "off")["scaled_by"] == "pinned:local"
     assert ctl_json(daemon, "autoscale", "echo", "on")["scaled_by"] == "autoscaler"
 
-    records = wait_for(
+    records = eventually(
         lambda: (r := decision_records(daemon.state_dir, "agent.autoscale")) and len(r) >= 4 and r,
         10,
         "agent.autoscale records",
@@ -187,7 +180,7 @@ def test_start_revives_an_agent_marked_failed_after_its_restart_intensity(
 ) -> None:
     marker = daemon.config.parent / "agents" / "flaky" / "crash-now"
     marker.write_text("")
-    wait_for(
+    eventually(
         lambda: [r["state"] for r in ps_of(daemon, "flaky")["replicas"]] == ["failed"],
         60,
         "flaky marked failed after max_restarts",
@@ -210,7 +203,7 @@ def test_runs_status_filters_find_runs_behind_newer_ones_and_large_answers_come_
     daemon: DaemonProcess,
 ) -> None:
     daemon.agentctl("send", "poison", '{"poison": true}')
-    wait_for(
+    eventually(
         lambda: ctl_json(daemon, "runs", "--agent", "poison", "--status", "dead"),
         60,
         "the poison message dead-lettered",
@@ -218,7 +211,7 @@ def test_runs_status_filters_find_runs_behind_newer_ones_and_large_answers_come_
     ok = [{"poison": False, "i": i} for i in range(30)]
     anyio.run(lambda: send_and_collect(daemon.url, "poison", ok, timeout_s=90))
     # the dead run lies behind 30 newer runs (90+ records); read back 10 records at a time
-    dead = wait_for(
+    dead = eventually(
         lambda: ctl_json(
             daemon, "runs", "--agent", "poison", "--status", "dead", "--scan-records", "10"
         ),
@@ -306,14 +299,14 @@ def test_ask_whose_nats_connection_drops_says_so(tmp_path: Path) -> None:
             text=True,
         )
         # the message is accepted once its run starts on the replica
-        wait_for(
+        eventually(
             lambda: any(r["inflight"] for r in ps_of(daemon, "sleeper")["replicas"]),
             30,
             "the run started",
         )
         # while it runs: one run `running`, and a second message `pending` behind it
         queued = ctl_json(daemon, "send", "sleeper", '{"seconds": 0}')["message_id"]
-        running = wait_for(
+        running = eventually(
             lambda: ctl_json(daemon, "runs", "--agent", "sleeper", "--status", "running"),
             15,
             "the running run listed",

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.eventually import eventually
 from tests.harness import (
     TEST_AGENTS,
     DaemonProcess,
@@ -67,13 +68,6 @@ def ps(daemon: DaemonProcess) -> dict[str, dict[str, Any]]:
     return {a["agent"]: a for a in json.loads(out.stdout)}
 
 
-def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_a_malformed_spec_names_file_and_field_and_the_others_start(daemon: DaemonProcess) -> None:
     status = json.loads(daemon.agentctl("--json", "status").stdout)
     (error,) = status["spec_errors"]
@@ -87,7 +81,7 @@ def test_a_malformed_spec_names_file_and_field_and_the_others_start(daemon: Daem
 def test_a_crash_looping_agent_is_failed_and_the_others_keep_serving(
     daemon: DaemonProcess,
 ) -> None:
-    wait_until(lambda: ps(daemon)["crashy"]["state"] == "failed", 30, "crashy to fail")
+    eventually(lambda: ps(daemon)["crashy"]["state"] == "failed", 30, "crashy to fail")
     crashy = ps(daemon)["crashy"]
     assert crashy["replicas"] == []
     assert "this agent is broken on purpose" in crashy["error"]
@@ -171,7 +165,7 @@ def test_poison_message_goes_to_the_dead_letters_and_replays_after_the_fix(
     def handled() -> bool:
         return failed["message_id"] in anyio.run(ledger_entries, daemon.url, [failed["message_id"]])
 
-    wait_until(handled, 20, "the replayed message to run")
+    eventually(handled, 20, "the replayed message to run")
     ledger = anyio.run(ledger_entries, daemon.url, [failed["message_id"]])
     assert ledger[failed["message_id"]]["output"]["handled"]
     remaining = json.loads(daemon.agentctl("--json", "dlq", "list", "--agent", "poison").stdout)
@@ -186,7 +180,7 @@ def test_a_hung_replica_is_replaced_within_three_heartbeat_periods(daemon: Daemo
     os.kill(old, signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
-        wait_until(lambda: not pid_alive(old), 3 * period + 2.0, "the hung replica to be killed")
+        eventually(lambda: not pid_alive(old), 3 * period + 2.0, "the hung replica to be killed")
         detected_after = time.monotonic() - stopped_at
     finally:
         if pid_alive(old):
@@ -197,7 +191,7 @@ def test_a_hung_replica_is_replaced_within_three_heartbeat_periods(daemon: Daemo
         (replica,) = ps(daemon)["echo"]["replicas"]
         return replica["pid"] not in (None, old) and replica["state"] == "running"
 
-    wait_until(replaced, 20, "a new echo replica")
+    eventually(replaced, 20, "a new echo replica")
     out = daemon.agentctl("send", "echo", '{"after": "hang"}', "--wait")
     assert json.loads(out.stdout) == {"after": "hang"}
 
@@ -209,12 +203,12 @@ def test_an_agent_spawns_another_and_it_ends_when_idle(daemon: DaemonProcess) ->
     assert result["answer"] == {"text": "hello, ada", "agent": result["child"]}
     assert result["child"].startswith("child-s")
     assert result["child"] in ps(daemon)
-    wait_until(lambda: result["child"] not in ps(daemon), 25, "the idle child to end")
+    eventually(lambda: result["child"] not in ps(daemon), 25, "the idle child to end")
 
 
 def test_drain_stops_new_work_and_start_resumes(daemon: DaemonProcess) -> None:
     assert daemon.agentctl("drain", "echo").returncode == 0
-    wait_until(lambda: ps(daemon)["echo"]["replicas"][0]["state"] == "paused", 5, "echo to pause")
+    eventually(lambda: ps(daemon)["echo"]["replicas"][0]["state"] == "paused", 5, "echo to pause")
     sent = json.loads(daemon.agentctl("--json", "send", "echo", '{"x": 1}').stdout)
     time.sleep(1.0)
     assert ps(daemon)["echo"]["backlog"]["pending"] == 1
@@ -223,7 +217,7 @@ def test_drain_stops_new_work_and_start_resumes(daemon: DaemonProcess) -> None:
     def ran() -> bool:
         return sent["message_id"] in anyio.run(ledger_entries, daemon.url, [sent["message_id"]])
 
-    wait_until(ran, 10, "the queued message to run after start")
+    eventually(ran, 10, "the queued message to run after start")
 
 
 def test_logs_show_each_replicas_output_and_top_draws_the_fleet(daemon: DaemonProcess) -> None:

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from agentd.config import load_agent
 from agentd.trace import DecisionLog
+from tests.eventually import eventually
 from tests.harness import (
     REPO,
     TEST_AGENTS,
@@ -32,18 +32,6 @@ from tests.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(check: Any, timeout_s: float, what: str) -> Any:
-    # the log is another process's SQLite file: there is no event to wait on, so poll it
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def sha256_file(path: Path) -> str:
@@ -68,7 +56,7 @@ def test_a_workers_run_records_land_in_the_log_with_lineage(tmp_path: Path) -> N
             found = [r for r in decision_records(state) if r.get("run_id") == run_id]
             return found if any(r["kind"] == "run.finished" for r in found) else []
 
-        records = wait_until(run_records, 20, f"run.finished of {run_id}")
+        records = eventually(run_records, 20, f"run.finished of {run_id}")
         assert daemon.stop() == 0, daemon.log()[-3000:]
     assert [r["kind"] for r in records] == ["run.started", "x.loan.scored", "run.finished"]
     version = load_agent(TEST_AGENTS / "scorer").version
@@ -151,7 +139,7 @@ def test_sigkill_with_10000_records_in_flight_loses_and_duplicates_nothing(
             first.wait_ready()
             # 1,000 records/s each: still publishing when the daemon dies at 1,500 stored
             procs = start_publishers(url, publishers, total // publishers, rate=1000)
-            at_kill = wait_until(lambda: count_records(state)[0] >= 1500, 60, "1500 records")
+            at_kill = eventually(lambda: count_records(state)[0] >= 1500, 60, "1500 records")
             first.kill()  # SIGKILL, mid-stream
             at_kill = count_records(state)[0]
         finally:
@@ -169,7 +157,7 @@ def test_sigkill_with_10000_records_in_flight_loses_and_duplicates_nothing(
                     out = proc.stdout.read()
                 assert proc.returncode == 0 and out, f"rc {proc.returncode}: {out!r}"
                 assert json.loads(out.splitlines()[-1])["dropped"] == 0
-            wait_until(lambda: count_records(state)[1] >= total, 60, f"{total} records")
+            eventually(lambda: count_records(state)[1] >= total, 60, f"{total} records")
             assert second.stop() == 0, second.log()[-3000:]
     rows, distinct = count_records(state)
     print(f"stored at the kill: {at_kill}, unacked then: {in_hand}")

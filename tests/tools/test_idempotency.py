@@ -115,13 +115,16 @@ async def test_claims_across_gateways(nats_url: str) -> None:
         revision, done = await here.claim(key, **claim, hold_s=30)
         assert revision is not None and done is None
         waited: list[Any] = []
+        started = anyio.Event()
 
         async def second_copy() -> None:
+            started.set()
             waited.append(await there.claim(key, **{**claim, "run_id": "r-2"}, hold_s=30))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(second_copy)
-            await anyio.sleep(0.1)  # the second copy is polling the claim by now
+            await started.wait()
+            await anyio.sleep(0.3)  # the second copy has been in claim() a while: it waits
             assert waited == []
             record, ours = await here.complete(key, revision, **claim, result={"paid": 1})
             assert ours

@@ -39,7 +39,7 @@ from agentd.daemon._sandbox import (
 from agentd.daemon._uids import UidBook
 from agentd.errors import AgentdError, ControlError, SpecError, WorkerCrashed
 from agentd.gateway import LLMGateway
-from agentd.supervisor import ChildSpec, ChildState, Supervisor
+from agentd.supervisor import ChildSpec, ChildState, Supervisor, backoff_delay
 
 __all__ = ["AgentFleet", "AgentRecord"]
 
@@ -355,12 +355,13 @@ class AgentFleet:
         if self._issue_credentials is not None:
             creds = await self._issue_credentials(record.name)
         for attempt in range(policy.max_restarts + 1):
+            spec = self._child_spec(record, replica, creds)
             try:
-                info = await self._supervisor.start(self._child_spec(record, replica, creds))
+                info = await self._supervisor.start(spec)
             except WorkerCrashed as exc:
                 record.error = str(exc)
                 log.error("replica %s did not start (attempt %d): %s", replica, attempt + 1, exc)
-                await anyio.sleep(min(policy.backoff_initial_s * 2**attempt, policy.backoff_max_s))
+                await anyio.sleep(backoff_delay(spec.restart, attempt + 1))
                 continue
             log.info(
                 "replica %s ready (pid %s, version %s)", replica, info.pid, record.agent.version

@@ -8,7 +8,6 @@ new work first, then the agents (they finish their runs), then the planes they u
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -53,7 +52,7 @@ from agentd.identity import client_ssl_context
 from agentd.inference import ModelPools, discover_gpus
 from agentd.metrics import AgentdMetrics, MetricsService
 from agentd.router import DeadLetters, ReplyRelay, Router
-from agentd.supervisor import Supervisor
+from agentd.supervisor import Supervisor, signal_group
 from agentd.tools import TaintBook, ToolGateway, ToolRegistry
 from agentd.trace import Redactor, TraceIngest
 
@@ -428,8 +427,7 @@ class Services:
         self.pools.force_kill()
         for child in self.supervisor.children():
             if child.pid:
-                with contextlib.suppress(OSError):
-                    os.killpg(child.pid, signal.SIGKILL)
+                signal_group(child.pid, signal.SIGKILL)
 
     async def _bus_down(self) -> None:
         self.states["bus"] = "reconnecting"

@@ -27,7 +27,7 @@ from agentd.inference._pool import Pool, free_port, record_child_event
 from agentd.inference._replica import PoolReplica, ReplicaEndpoint
 from agentd.inference._scaling import decide_scale
 from agentd.inference._server_http import read_load
-from agentd.supervisor import ChildEvent, ChildInfo, Supervisor
+from agentd.supervisor import ChildEvent, ChildInfo, Supervisor, signal_group
 
 __all__ = ["ModelPools", "RecordDecision"]
 
@@ -164,8 +164,7 @@ class ModelPools:
     def force_kill(self) -> None:
         """SIGKILL every replica's process group now (the daemon's forced exit)."""
         for pid in self.pids():
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
 
     # scaling
     async def scale(self, pool: str, count: int, *, reason: str, **inputs: Any) -> int:

@@ -6,6 +6,7 @@ snapshots and `ChildEvent`s. See `Supervisor` for the lifecycle.
 """
 
 from agentd.supervisor._intensity import backoff_delay
+from agentd.supervisor._process import signal_group
 from agentd.supervisor._spec import (
     ChildEvent,
     ChildEventKind,
@@ -34,4 +35,6 @@ __all__ = [
     "ChildEventKind",
     "ChildInfo",
     "ChildState",
+    # For the one place outside it that must kill a group at once (a forced exit, a timeout)
+    "signal_group",
 ]

@@ -41,6 +41,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from agentd.errors import ToolError
 from agentd.sandbox import ENV_PLAN, SandboxPlan, wrapper_argv
+from agentd.supervisor import signal_group
 from agentd.tools._deadline import CallDeadline, running_until
 from agentd.tools._registry import ToolSpec
 
@@ -223,8 +224,7 @@ async def _run_isolated(
         ) from None
     finally:
         if not finished:  # timed out or cancelled: nothing it started may outlive the call
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
         with anyio.CancelScope(shield=True):
             await process.aclose()
     return _answer(spec.name, code, bytes(out), bytes(err))

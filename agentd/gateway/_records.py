@@ -54,6 +54,8 @@ def call_record(
     attributes: dict[str, Any] = dict(fields)
     lineage: dict[str, Any] = {}
     attributes["latency_s"] = round(time.perf_counter() - started, 6)
+    if holder is not None and holder.kind != "replica":  # ext:<name>: policy's subject
+        attributes["subject"] = holder.subject
     reason: str | None
     rule_name: str | None
     if refusal is not None:

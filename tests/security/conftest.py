@@ -46,6 +46,12 @@ p, delta, agent:gamma, spawn, allow
 # test_llm_run_claims.py: an agent that names other runs in its LLM calls' baggage
 p, ext:claimer, api:register, register, allow
 p, ext:claimer, model:fake, infer, allow
+# test_registered_subject.py: a registered agent's messages are decided on ext:<name>, as its
+# registration, model and tool calls are; a grant to the bare name is a replica's, not its
+p, ext:courier, api:register, register, allow
+p, ext:courier, agent:beta, send, allow
+p, ext:courier2, api:register, register, allow
+p, courier2, agent:beta, send, allow
 """
 # tests/security/test_llm_budgets.py: a limits.toml model limit on the fake pool
 EXTRA_LIMITS = """

@@ -12,6 +12,7 @@ entry stays (`agentctl tokens list` shows it) until its name is issued anew.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -74,9 +75,7 @@ class TokenBucket:
             raise ControlError(
                 "already_revoked", f"token {name!r} was revoked by {stored.revoked_by}"
             )
-        revoked = OutsideToken(
-            **{**stored.__dict__, "revoked_at": time.time(), "revoked_by": revoked_by}
-        )
+        revoked = dataclasses.replace(stored, revoked_at=time.time(), revoked_by=revoked_by)
         self.book.keep(revoked)  # first here: no call is let through while the write travels
         try:
             await kv.update(name, revoked.encode(), last=revision)

@@ -33,7 +33,13 @@ from agentd.gateway._catalog import model_entry, visible_pools
 from agentd.gateway._http_errors import openai_errors
 from agentd.gateway._policy import PolicyAnswer, PolicyCheck
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
-from agentd.gateway._records import Refusal, call_record, describe_outcome, refusal_response
+from agentd.gateway._records import (
+    Refusal,
+    call_record,
+    describe_outcome,
+    refusal_response,
+    unauthenticated,
+)
 from agentd.gateway._relay import CallOutcome, Relay
 from agentd.gateway._routing import AffinityRouter, ReplicaChooser
 from agentd.gateway._tokens import TokenBook, TokenHolder
@@ -293,25 +299,10 @@ class LLMGateway:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
-        holder = self.tokens.holder(token) if scheme.lower() == "bearer" else None
+        bearer = scheme.lower() == "bearer"
+        holder = self.tokens.holder(token) if bearer else None
         if holder is None:
-            entry = self.tokens.outside_entry(token) if scheme.lower() == "bearer" else None
-            if entry is not None:  # an outside token that was issued: say why it no longer is
-                state = entry.state()
-                raise Refusal(
-                    401,
-                    "authentication_error",
-                    f"the token {entry.name!r} is {state}"
-                    + (f" (by {entry.revoked_by})" if state == "revoked" else "")
-                    + ": ask the operator for a new one (agentctl tokens issue)",
-                    code=f"token_{state}",
-                )
-            raise Refusal(
-                401,
-                "authentication_error",
-                "missing or unknown bearer token: use the token in AGENTD_LLM_TOKEN",
-                code="invalid_api_key",
-            )
+            raise unauthenticated(self.tokens.outside_entry(token) if bearer else None)
         return holder
 
     async def _read(self, request: web.Request) -> bytes:

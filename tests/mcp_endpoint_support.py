@@ -48,13 +48,13 @@ p, ext:partner, api:register, register, allow
 p, ext:lender, api:register, register, allow
 p, ext:gone, api:register, register, allow
 p, ext:mallory, api:register, register, allow
-p, partner, tool:credit.score, call, allow
-p, partner, tool:loan.approve, call, deny
-p, mallory, tool:credit.score, call, allow
-p, lender, tool:loan.approve, call, allow
-p, lender, tool:credit.score, call, allow
+p, ext:partner, tool:credit.score, call, allow
+p, ext:partner, tool:loan.approve, call, deny
+p, ext:mallory, tool:credit.score, call, allow
+p, ext:lender, tool:loan.approve, call, allow
+p, ext:lender, tool:credit.score, call, allow
 p, scout, tool:credit.score, call, allow
-p, gone, tool:credit.score, call, allow
+p, ext:gone, tool:credit.score, call, allow
 """
 
 

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from agentd.api._protocol import MAX_API_REQUEST_BYTES, RegisterArgs
 from agentd.bus import Subjects, serve_each
+from agentd.config import external_subject
 from agentd.control import decode_request, encode_error, encode_ok
 from agentd.errors import AgentdError, ControlError
 from agentd.identity import IdentityBook, TokenBook, agent_inbox_prefix
@@ -204,7 +205,7 @@ class RegistrationService:
             if parsed.name not in (None, proven):
                 raise ControlError("forbidden", f"{proven} may not register as {parsed.name}")
             name = proven
-        answer = self._policy.check(f"ext:{name}", "api:register", "register")
+        answer = self._policy.check(external_subject(name), "api:register", "register")
         if not answer.allowed:
             self._record(
                 "agent.registered",

@@ -102,6 +102,11 @@ class Subjects:
         return f"{self.prefix}.tools.*"
 
     @property
+    def tokens_bucket(self) -> str:
+        """Key-value bucket of outside LLM-gateway tokens (digests only; the daemon's only)."""
+        return f"{self.prefix.replace('.', '_')}_tokens"
+
+    @property
     def tool_results_bucket(self) -> str:
         """Key-value bucket of tool results by idempotency key: no second side effect."""
         return f"{self.prefix.replace('.', '_')}_tool_results"

@@ -14,6 +14,7 @@ from agentd.cli._flags import is_broken_pipe, quiet_broken_pipe, share_global_fl
 from agentd.cli._log_args import AuditFailed, add_log_commands
 from agentd.cli._models_view import render_models
 from agentd.cli._nodes_view import render_nodes
+from agentd.cli._tokens_view import add_tokens_command, tokens
 from agentd.cli._views import (
     render_ps,
     render_status,
@@ -165,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tainted", action="store_true", help="as asked by a run tainted by untrusted content"
     )
     add_log_commands(sub)
+    add_tokens_command(sub)
     # last: every subcommand above, and any added later, takes the global flags too
     share_global_flags(parser, _global_flags)
     return parser
@@ -320,6 +322,7 @@ COMMANDS: dict[str, Command] = {
     "policy": _admin.policy,
     "agents": _admin.agents,
     "operators": _admin.operators,
+    "tokens": tokens,
     "approvals": _admin.approvals,
     "approve": _admin.approvals,
     "deny": _admin.approvals,

@@ -42,7 +42,14 @@ from agentd.config._models import (
     TraceConfig,
     WitnessConfig,
 )
-from agentd.config._names import IDENTITY_NAME, RESERVED_NAMES, TOOL_NAME, reserved_name_problem
+from agentd.config._names import (
+    EXTERNAL_SUBJECT_PREFIX,
+    IDENTITY_NAME,
+    RESERVED_NAMES,
+    TOOL_NAME,
+    external_subject,
+    reserved_name_problem,
+)
 from agentd.config._sandbox import AgentSandboxSpec, SandboxConfig, SandboxLimits
 
 __all__ = [
@@ -85,7 +92,9 @@ __all__ = [
     "split_listen",
     "load_config",
     # agent specs
+    "EXTERNAL_SUBJECT_PREFIX",
     "RESERVED_NAMES",
+    "external_subject",
     "reserved_name_problem",
     "AgentSpec",
     "LoadedAgent",

@@ -18,7 +18,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["IDENTITY_NAME", "RESERVED_NAMES", "TOOL_NAME", "reserved_name_problem"]
+__all__ = [
+    "EXTERNAL_SUBJECT_PREFIX",
+    "IDENTITY_NAME",
+    "RESERVED_NAMES",
+    "TOOL_NAME",
+    "external_subject",
+    "reserved_name_problem",
+]
 
 IDENTITY_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -42,3 +49,18 @@ def reserved_name_problem(name: str) -> str | None:
             f"(reserved: {', '.join(sorted(RESERVED_NAMES))})"
         )
     return None
+
+
+EXTERNAL_SUBJECT_PREFIX = "ext:"
+"""Policy subjects of clients from outside: a registered external agent, an outside token."""
+
+
+def external_subject(name: str) -> str:
+    """The policy subject of outside client `name` (a registered agent, an outside LLM-gateway
+    token), the same at every enforcement point: registration, the LLM gateway, the tool
+    gateway and the router. A replica's subject is its bare agent name, and an agent name
+    cannot hold a colon (`AGENT_NAME`), so no replica, not even one named `ext`, can be
+    `ext:<name>`: outside clients and replicas never share grants, budgets or limits."""
+    if ":" in name:
+        raise ValueError(f"an outside client's name cannot hold a colon: {name!r}")
+    return EXTERNAL_SUBJECT_PREFIX + name

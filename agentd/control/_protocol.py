@@ -35,7 +35,7 @@ READ_ONLY_VERBS: frozenset[str] = frozenset(
     {
         "agents", "approvals", "audit.export", "audit.prove", "audit.verify", "config",
         "dlq.list", "logs", "models", "nodes", "policy.explain", "policy.test", "ps", "runs",
-        "status", "trace",
+        "status", "tokens", "trace",
     }
 )  # fmt: skip
 

@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 
 from agentd.api import RegistrationService
 from agentd.bus import Credentials, Subjects, ensure_inbox_consumer
-from agentd.config import Config
+from agentd.config import Config, external_subject
 from agentd.control import READ_ONLY_VERBS, ControlPlane, ControlRequest
 from agentd.daemon._authority import Authority
 from agentd.daemon._fleet import AgentFleet
@@ -142,6 +142,12 @@ class DaemonIdentity:
             on_revoked=revoked,
         )
         return self.registration
+
+    def policy_subject(self, agent: str) -> str:
+        """Whom policy sees for `agent`: `ext:<name>` for an external agent (registered or
+        pre-authorized), as registration and the LLM gateway do; else the agent's name."""
+        ident = self.book.identities.get(f"agent:{agent}")
+        return external_subject(agent) if ident is not None and ident.external else agent
 
     def registered_tools(self, agent: str) -> list[str] | None:
         """The tools a registered agent declared (policy still decides each call)."""

@@ -20,7 +20,7 @@ class IdentityTokens:
         self.book = book
 
     def issue(self, agent: str) -> str:
-        return self.book.issue(agent, f"{agent}@identity")
+        return self.book.issue(agent, f"{agent}@identity", kind="registered")
 
     def revoke(self, agent: str) -> None:
         self.book.revoke_agent(agent)

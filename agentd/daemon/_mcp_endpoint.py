@@ -28,7 +28,9 @@ def token_caller(
     def caller(token: str) -> McpCaller | None:
         if llm is not None:
             holder = llm.tokens.holder(token)
-            return McpCaller(holder.agent, holder.replica) if holder else None
+            if holder is None or holder.kind == "outside":  # outside tokens: models only
+                return None
+            return McpCaller(holder.agent, holder.replica)
         if identity is not None:
             agent = identity.tokens.agent_for(token)
             return McpCaller(agent, f"{agent}@identity") if agent else None

@@ -44,9 +44,10 @@ from agentd.daemon._recorder import Recorder
 from agentd.daemon._sandbox import host_abi
 from agentd.daemon._spawner import Spawner
 from agentd.daemon._systemd import SystemdNotifier
+from agentd.daemon._token_verbs import TokenVerbs
 from agentd.daemon._tool_sandbox import tool_sandboxes
 from agentd.daemon._verbs import ControlVerbs
-from agentd.gateway import LLMGateway
+from agentd.gateway import LLMGateway, TokenBucket
 from agentd.gateway import TokenBook as GatewayTokenBook
 from agentd.identity import client_ssl_context
 from agentd.inference import ModelPools, discover_gpus
@@ -101,6 +102,7 @@ class Services:
         self.ingest: TraceIngest | None = None
         self.anchor: LogAnchor | None = None
         self.llm: LLMGateway | None = None
+        self.outside_tokens: TokenBucket | None = None  # agentctl tokens, with the gateway
         self.fleet: AgentFleet | None = None
         # [cluster]: this host's node lease, the placer role, its share of the placement
         self.cluster: Cluster | None = None
@@ -185,6 +187,16 @@ class Services:
             )
             if identity is not None:  # registered agents' tokens: the gateway's book
                 identity.tokens = IdentityTokens(self.llm.tokens)
+            # outside clients' tokens (agentctl tokens): the same book, kept in a KV bucket
+            self.outside_tokens = TokenBucket(self.llm.tokens)
+            await tg.start(
+                functools.partial(
+                    self.outside_tokens.run,
+                    js,
+                    self.subjects.tokens_bucket,
+                    replicas=self.config.stream_replicas,
+                )
+            )
         self.fleet = fleet = AgentFleet(
             nc,
             js,
@@ -233,6 +245,7 @@ class Services:
             policy=self.authority,
             on_decision=recorder.record,
             taint=taint,
+            policy_subject=identity.policy_subject if identity else None,
         )
         await tg.start(self.router.run)
         dead_letters = self.dead_letters = DeadLetters(
@@ -267,6 +280,7 @@ class Services:
             taint=taint,
             # isolated tools run sandboxed as replicas do (docs/sandbox.md, "Isolated tools")
             sandboxes=tool_sandboxes(self.config, registry, abi=host_abi()),
+            policy_subject=identity.policy_subject if identity else None,
         )
         # MCP servers' tools join the registry as `<server>.<tool>` (agentd/tools/README.md)
         self.mcp_servers = McpServers(self.config, self.supervisor, registry, abi=host_abi())
@@ -322,6 +336,12 @@ class Services:
             subjects=self.subjects,
             dead_letters=dead_letters,
             witnessed=self.anchor.witnessed if self.anchor is not None else None,
+        ).register(self.control)
+        TokenVerbs(
+            self.outside_tokens,
+            pools=self.pools.pool_names,
+            authority=self.authority,
+            record=recorder.record,
         ).register(self.control)
         recorder.add_observer(DecisionFeed(nc, self.subjects, recorder.log.redactor or Redactor()))
         await tg.start(self.control.run)
@@ -412,6 +432,7 @@ class Services:
             self.dead_letters,
             self.replies,
             self.taint,
+            self.outside_tokens,
             self.ingest,
         ):
             if plane:

@@ -11,12 +11,19 @@ from agentd.gateway._upstreams import Upstreams
 __all__ = ["model_entry", "visible_pools"]
 
 
-def visible_pools(upstreams: Upstreams, policy: PolicyCheck | None, agent: str) -> list[str]:
-    """The pools `agent` may infer on (every pool without a policy)."""
+def visible_pools(
+    upstreams: Upstreams,
+    policy: PolicyCheck | None,
+    subject: str,
+    scope: tuple[str, ...] | None = None,
+) -> list[str]:
+    """The pools policy subject `subject` may infer on (every pool without a policy), within
+    an outside token's `scope` when it has one."""
     return [
         pool
         for pool in upstreams.pool_names()
-        if policy is None or policy(agent, f"model:{pool}", "infer").allowed
+        if (scope is None or pool in scope)
+        and (policy is None or policy(subject, f"model:{pool}", "infer").allowed)
     ]
 
 

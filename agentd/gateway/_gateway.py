@@ -1,7 +1,9 @@
 """The LLM gateway: an OpenAI-compatible HTTP server in front of every model pool.
 
-Each call: bearer token -> agent (401), body checked and what it may generate bounded (400),
-model name -> pool (404), policy (agent, model:<pool>, infer) (403 with the rule), token budget
+Each call: bearer token -> holder and its policy subject (401; a replica's is its agent's
+name, an external agent's or an outside token's `ext:<name>`), body checked and what it may
+generate bounded (400), model name -> pool (404), an outside token's pool scope (403), policy
+(subject, model:<pool>, infer) (403 with the rule), token budget
 and limits.toml model limit reserved for that bound (429 with Retry-After; 400 for a call
 larger than the whole bucket, which no wait would let through), relayed to a replica chosen for
 prefix affinity under a load bound, budget settled with the real usage; one inference span and
@@ -31,7 +33,13 @@ from agentd.gateway._catalog import model_entry, visible_pools
 from agentd.gateway._http_errors import openai_errors
 from agentd.gateway._policy import PolicyAnswer, PolicyCheck
 from agentd.gateway._protocol import CallKind, MalformedRequest, error_body, parse_call
-from agentd.gateway._records import Refusal, call_record, describe_outcome, refusal_response
+from agentd.gateway._records import (
+    Refusal,
+    call_record,
+    describe_outcome,
+    refusal_response,
+    unauthenticated,
+)
 from agentd.gateway._relay import CallOutcome, Relay
 from agentd.gateway._routing import AffinityRouter, ReplicaChooser
 from agentd.gateway._tokens import TokenBook, TokenHolder
@@ -181,7 +189,7 @@ class LLMGateway:
             return refusal_response(refused)
         data = [
             model_entry(self.upstreams, pool)
-            for pool in visible_pools(self.upstreams, self.policy, holder.agent)
+            for pool in visible_pools(self.upstreams, self.policy, holder.subject, holder.pools)
         ]
         body = json.dumps({"object": "list", "data": data}).encode()
         return web.Response(body=body, headers=_JSON)
@@ -193,11 +201,11 @@ class LLMGateway:
             holder = self._holder(request)
             name = request.match_info["model"]
             pool = self._pool_of(name)
-            if pool not in visible_pools(self.upstreams, self.policy, holder.agent):
+            if pool not in visible_pools(self.upstreams, self.policy, holder.subject, holder.pools):
                 raise Refusal(
                     404,
                     "invalid_request_error",
-                    f"the model {name!r} does not exist or agent {holder.agent} may not use it",
+                    f"the model {name!r} does not exist or {holder.subject} may not use it",
                     code="model_not_found",
                     param="model",
                 )
@@ -259,7 +267,7 @@ class LLMGateway:
             return refusal_response(refused)
         relay = self._relay
         assert relay is not None, "the gateway is not running"
-        key = holder.agent.encode() + b"\0" + call.prefix
+        key = holder.subject.encode() + b"\0" + call.prefix
         outcome = CallOutcome(decision="error", status=500)
         try:
             response, outcome = await relay.relay(request, call, pool, key, started)
@@ -290,14 +298,11 @@ class LLMGateway:
     def _holder(self, request: web.Request) -> TokenHolder:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        holder = self.tokens.holder(token.strip()) if scheme.lower() == "bearer" else None
+        token = token.strip()
+        bearer = scheme.lower() == "bearer"
+        holder = self.tokens.holder(token) if bearer else None
         if holder is None:
-            raise Refusal(
-                401,
-                "authentication_error",
-                "missing or unknown bearer token: use the token in AGENTD_LLM_TOKEN",
-                code="invalid_api_key",
-            )
+            raise unauthenticated(self.tokens.outside_entry(token) if bearer else None)
         return holder
 
     async def _read(self, request: web.Request) -> bytes:
@@ -325,14 +330,23 @@ class LLMGateway:
         )
 
     def _authorize(self, holder: TokenHolder, pool: str) -> PolicyAnswer | None:
+        if holder.pools is not None and pool not in holder.pools:  # an outside token's scope
+            raise Refusal(
+                403,
+                "permission_error",
+                f"the token {holder.agent!r} is scoped to the pools {list(holder.pools)}, "
+                f"not {pool}",
+                code="token_scope",
+                rule="token scope",
+            )
         if self.policy is None:
             return None
-        answer = self.policy(holder.agent, f"model:{pool}", "infer")
+        answer = self.policy(holder.subject, f"model:{pool}", "infer")
         if not answer.allowed:
             raise Refusal(
                 403,
                 "permission_error",
-                f"agent {holder.agent} may not use model pool {pool}: "
+                f"{holder.subject} may not use model pool {pool}: "
                 f"{answer.reason or 'denied by policy'} (rule {answer.rule})",
                 code="policy_denied",
                 rule=answer.rule,
@@ -341,7 +355,7 @@ class LLMGateway:
 
     def _reserve(self, holder: TokenHolder, pool: str, tokens: int) -> Reservation:
         try:
-            return self.budgets.reserve(holder.agent, pool, tokens)
+            return self.budgets.reserve(holder.subject, pool, tokens)
         except RateLimited as exc:
             limit = "limit" if exc.rule is not None else "budget"  # limits.toml, or [gateway]
             if math.isinf(exc.retry_after_s):  # larger than the whole bucket: no wait helps

@@ -13,13 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
+from agentd.gateway._outside_tokens import OutsideToken
 from agentd.gateway._policy import PolicyAnswer
 from agentd.gateway._protocol import error_body
 from agentd.gateway._relay import CallOutcome
 from agentd.gateway._tokens import TokenHolder
 from agentd.telemetry import ChatSpan
 
-__all__ = ["Refusal", "call_record", "describe_outcome", "refusal_response"]
+__all__ = ["Refusal", "call_record", "describe_outcome", "refusal_response", "unauthenticated"]
 
 
 class Refusal(Exception):
@@ -30,6 +31,27 @@ class Refusal(Exception):
         self.status, self.kind, self.code = status, kind, code
         self.fields = fields
         self.headers: dict[str, str] = {}
+
+
+def unauthenticated(outside: OutsideToken | None) -> Refusal:
+    """The 401 for a token the book does not accept; an outside token that was issued says
+    why it no longer is (revoked by whom, or expired)."""
+    if outside is None:
+        return Refusal(
+            401,
+            "authentication_error",
+            "missing or unknown bearer token: use the token in AGENTD_LLM_TOKEN",
+            code="invalid_api_key",
+        )
+    state = outside.state()
+    by = f" (by {outside.revoked_by})" if state == "revoked" else ""
+    return Refusal(
+        401,
+        "authentication_error",
+        f"the token {outside.name!r} is {state}{by}: ask the operator for a new one "
+        "(agentctl tokens issue)",
+        code=f"token_{state}",
+    )
 
 
 def refusal_response(refused: Refusal) -> web.Response:
@@ -54,6 +76,8 @@ def call_record(
     attributes: dict[str, Any] = dict(fields)
     lineage: dict[str, Any] = {}
     attributes["latency_s"] = round(time.perf_counter() - started, 6)
+    if holder is not None and holder.kind != "replica":  # ext:<name>: policy's subject
+        attributes["subject"] = holder.subject
     reason: str | None
     rule_name: str | None
     if refusal is not None:

@@ -93,8 +93,11 @@ class Router:
         policy: PolicyHook | None = None,
         on_decision: DecisionSink | None = None,
         taint: TaintSource | None = None,
+        policy_subject: Callable[[str], str] | None = None,
     ) -> None:
         self._taint = taint
+        # a sender's policy subject: its name, or `ext:<name>` for a registered external agent
+        self._subject_of: Callable[[str], str] = policy_subject or (lambda sender: sender)
         self._nc = nc
         self._js = js
         self._subjects = subjects
@@ -176,7 +179,7 @@ class Router:
                 "bad_message",
                 f"reply_to must be a subject under {replies}<token>, not {message.reply_to!r}",
             )
-        answer = self._policy.check(message.sender, f"agent:{message.to}", "send")
+        answer = self._policy.check(self._subject_of(message.sender), f"agent:{message.to}", "send")
         if not answer.allowed:
             self._decide(
                 message,

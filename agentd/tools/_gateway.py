@@ -69,6 +69,7 @@ class ToolGateway:
         stream_replicas: int = 1,
         taint: TaintBook | None = None,
         sandboxes: Mapping[str, ToolSandbox] | None = None,
+        policy_subject: Callable[[str], str] | None = None,
     ) -> None:
         self._nc = nc
         self._stream_replicas = stream_replicas
@@ -88,6 +89,7 @@ class ToolGateway:
             config=config,
             book=self._book,
             taint=taint,
+            policy_subject=policy_subject,
         )
         self._calls.sandboxes = sandboxes or {}  # isolated tools' (agentd.daemon builds them)
         self.local = LocalCalls(self._calls)  # tools defined in graphs, run by their replicas

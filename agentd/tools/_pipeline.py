@@ -68,8 +68,12 @@ class CallPipeline:
         config: ToolsConfig,
         book: ApprovalBook,
         taint: TaintBook | None = None,
+        policy_subject: Callable[[str], str] | None = None,
     ) -> None:
         self.point = point
+        # whom policy and limits.toml see for a caller: a replica's agent name, a registered
+        # external agent's `ext:<name>` (the daemon knows which)
+        self.subject_of: Callable[[str], str] = policy_subject or (lambda agent: agent)
         self.taint = taint
         self.store: ResultStore | None = None
         """Set by the gateway once the results bucket exists."""
@@ -169,7 +173,7 @@ class CallPipeline:
             return Decision("allow", POLICY_OFF, "policy is off", "off", "access")
         tainted = call.taint is not None
         decision = self.point.decide(
-            Request(call.agent, f"tool:{call.tool}", "call", args, tainted=tainted)
+            Request(self.subject_of(call.agent), f"tool:{call.tool}", "call", args, tainted=tainted)
         )
         if decision.effect == "deny":
             raise self.records.deny(
@@ -334,7 +338,7 @@ class CallPipeline:
             return
         limiter = self.point.limiter
         try:
-            limiter.acquire_tool_call(call.agent, call.tool)
+            limiter.acquire_tool_call(self.subject_of(call.agent), call.tool)
         except RateLimited as exc:
             rule = "rate limit"
             for key in (RateKey.agent_tool(call.agent, call.tool), RateKey.tool(call.tool)):

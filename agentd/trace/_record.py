@@ -75,6 +75,9 @@ RECORD_KINDS: frozenset[str] = frozenset(
         # identity: credentials revoked by an operator, or a registration's lease lapsed
         "agent.revoked",
         "agent.lease_expired",
+        # outside LLM-gateway tokens (agentctl tokens issue / revoke), with the operator
+        "token.issued",
+        "token.revoked",
         # supervisor: model-pool replicas
         "model.started",
         "model.stopped",

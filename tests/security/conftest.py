@@ -27,14 +27,14 @@ p, ext:fuzzed, api:register, register, allow
 p, ext:modeler, api:register, register, allow
 p, ext:nomodel, api:register, register, allow
 p, ext:modeler2, api:register, register, allow
-p, modeler, model:fake, infer, allow
-p, modeler2, model:fake, infer, allow
+p, ext:modeler, model:fake, infer, allow
+p, ext:modeler2, model:fake, infer, allow
 p, ext:hog, api:register, register, allow
 p, ext:hogfree, api:register, register, allow
 p, ext:limited, api:register, register, allow
-p, hog, model:fake, infer, allow
-p, hogfree, model:fake, infer, allow
-p, limited, model:fake, infer, allow
+p, ext:hog, model:fake, infer, allow
+p, ext:hogfree, model:fake, infer, allow
+p, ext:limited, model:fake, infer, allow
 # hardening: a name pre-authorized and then claimed through the bootstrap path; reserved names
 # that policy would let register; an external agent that fuzzes its own subjects; who may spawn
 p, ext:hijacked, api:register, register, allow
@@ -45,18 +45,25 @@ p, ext:deepbody, api:register, register, allow
 p, delta, agent:gamma, spawn, allow
 # test_llm_run_claims.py: an agent that names other runs in its LLM calls' baggage
 p, ext:claimer, api:register, register, allow
-p, claimer, model:fake, infer, allow
+p, ext:claimer, model:fake, infer, allow
+# test_registered_subject.py: a registered agent's messages are decided on ext:<name>, as its
+# registration, model and tool calls are; a grant to the bare name is a replica's, not its
+p, ext:courier, api:register, register, allow
+p, ext:courier, agent:beta, send, allow
+p, ext:courier2, api:register, register, allow
+p, courier2, agent:beta, send, allow
 """
 # tests/security/test_llm_budgets.py: a limits.toml model limit on the fake pool
 EXTRA_LIMITS = """
 [[limit]]
-agent = "limited"
+agent = "ext:limited"
 model = "fake"
 per_minute = 60
 burst = 1000
 """
+# registered agents are `ext:<name>` to policy, budgets and limits (agentd.config.external_subject)
 # hog has a 2,000-token budget on the fake pool; hogfree, its control, has none
-GATEWAY = '[gateway]\nbudgets = { "hog/fake" = 2000 }\n'
+GATEWAY = '[gateway]\nbudgets = { "ext:hog/fake" = 2000 }\n'
 LEASE_S = 2.0
 # a model pool for the gateway-token cases: a stand-in vLLM (no GPU, no weights, starts at once)
 FAKE_POOL = f"""

@@ -27,7 +27,7 @@ __all__ = ["Tour", "make_scratch"]
 
 COPIED = ["README.md", "agentd.toml", "agents", "docs", "policies", "tools", "mcp_servers"]
 # a command that follows something live runs this long, then is stopped (still running: ok)
-FOLLOW_S = 3.0
+FOLLOW_S = 2.0
 # never run on the test host, whatever the doc says: such a block must be marked skip
 _HOST_CHANGING = re.compile(r"(^|[;&|(]\s*)(sudo|systemctl|journalctl|kubectl|helm|make)\b", re.M)
 _FOLLOWS = re.compile(r"(\s-f\b|--follow\b|\btop\b(?!.*--iterations))")

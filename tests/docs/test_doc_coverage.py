@@ -81,6 +81,17 @@ def test_agentd_toml_shows_every_configuration_key() -> None:
     assert not missing, f"agentd.toml does not show these keys (add each, commented): {missing}"
 
 
+def test_writing_an_agent_shows_every_agent_toml_key() -> None:
+    from agentd.config._agent_spec import AgentSpec
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Writing an agent", 1)[1].split("\n## ", 1)[0]
+    shown = documented_keys(section.split("```toml", 1)[1].split("```", 1)[0])
+    fields = config_fields(AgentSpec)
+    missing = sorted(f for f in fields - shown if f not in {"replicas", "restart", "sandbox"})
+    assert not missing, f"README's agent.toml example does not show: {missing}"
+
+
 def test_a_key_missing_from_the_file_would_be_caught() -> None:
     text = (REPO / "agentd.toml").read_text()
     assert "gateway.max_attempts" in documented_keys(text)

@@ -16,8 +16,9 @@ HTML comments right above the fence (invisible on GitHub) tell the test what it 
     <!-- doc-test: fails TEXT -->           the command containing TEXT must exit non-zero
     <!-- doc-test: skip-line TEXT REASON --> the command containing TEXT is checked, not run
     <!-- doc-test: env NAME=VALUE -->       the block's commands run with NAME=VALUE
-    <!-- doc-test: needs vllm -->           the block needs the tiny model served (skipped
-                                            with its reason when the tour runs without it)
+    <!-- doc-test: needs model -->          the block needs the `tiny` pool served: the tour
+                                            checks its syntax; tests/test_helpdesk.py runs
+                                            the help desk's walkthrough on a scripted model
 """
 
 from __future__ import annotations

@@ -41,34 +41,36 @@ class Scratch:
     metrics_port: int
 
 
-def make_scratch(root: Path, *, vllm_python: Path | None = None) -> Scratch:
-    """The repository's user-facing files under `root`, with the default config on free ports."""
+def make_scratch(root: Path) -> Scratch:
+    """The repository's user-facing files under `root`, with the default config on free ports
+    and without the `tiny` pool (a vLLM server: blocks that need it are marked `needs model`)."""
     for name in COPIED:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, root / name)
+    install_commands(root)
+    nats_port, metrics_port = free_port(), free_port()
+    text = (root / "agentd.toml").read_text()
+    text = _replace_once(text, "port = 4222\n", f"port = {nats_port}\n")
+    text = _replace_once(text, "port = 9464\n", f"port = {metrics_port}\n")
+    text = _MODELS_TINY.sub("", text, count=1)
+    assert "[models.tiny]" not in text, "agentd.toml's [models.tiny] moved: update doc_tour"
+    (root / "agentd.toml").write_text(text)
+    return Scratch(root, nats_port, metrics_port)
+
+
+def install_commands(root: Path) -> None:
+    """`.venv/bin/agentctl`, `agentd` and `python` under `root`, running this checkout's code."""
     bin_dir = root / ".venv" / "bin"
-    bin_dir.mkdir(parents=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
     for name, module in (("agentctl", "agentd.cli.agentctl"), ("agentd", "agentd.cli.agentd")):
         script = bin_dir / name
         script.write_text(f'#!/bin/sh\nexec {sys.executable} -m {module} "$@"\n')
         script.chmod(0o755)
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     (bin_dir / "python").chmod(0o755)
-    nats_port, metrics_port = free_port(), free_port()
-    text = (root / "agentd.toml").read_text()
-    text = _replace_once(text, "port = 4222\n", f"port = {nats_port}\n")
-    text = _replace_once(text, "port = 9464\n", f"port = {metrics_port}\n")
-    if vllm_python is None:
-        text = _MODELS_TINY.sub("", text, count=1)
-        assert "[models.tiny]" not in text, "agentd.toml's [models.tiny] moved: update doc_tour"
-    else:  # as `make run` lays it out: the vLLM environment and the tiny model in the checkout
-        (root / ".venv-vllm" / "bin").mkdir(parents=True)
-        (root / ".venv-vllm" / "bin" / "python").symlink_to(vllm_python)
-    (root / "agentd.toml").write_text(text)
-    return Scratch(root, nats_port, metrics_port)
 
 
 def _replace_once(text: str, old: str, new: str) -> str:
@@ -81,7 +83,7 @@ class Tour:
     """Runs blocks in the scratch checkout; collects every disagreement instead of stopping."""
 
     scratch: Scratch
-    vllm: bool = False
+    model: bool = False  # the tiny pool is served (blocks marked `needs model` run)
     failures: list[str] = field(default_factory=list)
     ran: int = 0
     timings: list[tuple[float, str]] = field(default_factory=list)
@@ -100,7 +102,8 @@ class Tour:
         return command.replace("127.0.0.1:4222", f"127.0.0.1:{self.scratch.nats_port}")
 
     def run_block(self, block: Block) -> None:
-        skip = block.skip or ("the tiny model is not served" if block.needs - self._has() else None)
+        missing = block.needs - ({"model"} if self.model else set())
+        skip = block.skip or (f"needs {', '.join(sorted(missing))}" if missing else None)
         values: dict[str, str] = {}
         for command in block.commands:
             if skip is not None or any(text in command.text for text in block.skip_lines):
@@ -124,9 +127,6 @@ class Tour:
                 return False
             values[name] = value
         return True
-
-    def _has(self) -> set[str]:
-        return {"vllm"} if self.vllm else set()
 
     def _check_syntax(self, block: Block, command: Command) -> None:
         self.checked += 1

@@ -4,8 +4,10 @@ The file itself is checked when it is loaded (every bad field, with its TOML pat
 the checks about this host: the policy files the config names, the model directories and vLLM
 interpreters of `[models.*]`, whether the pools fit this host's devices, the environment
 variable a postgres checkpoint backend reads, and the kernel sandbox `[sandbox].require`
-demands. `Daemon.__init__` runs the same functions, in the same order, and stops at the first
-that fails; `config check` runs them all and reports each.
+demands. `Daemon.__init__` makes the same checks in the same order (itself: it keeps the
+objects they build) and stops at the first that fails; `config check` runs them all and reports
+each. A new pre-start check in the daemon belongs here too (tests/test_config_check_host.py
+holds a config that fails several and `run` refusing it).
 """
 
 from __future__ import annotations

@@ -256,3 +256,28 @@ autoscale = {{ enabled = false }}
                 assert str(record["rule"]).startswith("constraints.toml:"), record
         assert len([r for r in records if r["kind"] == "llm.call"]) == 4
         assert daemon.stop() == 0
+
+
+def test_the_walkthrough_in_docs_agents_md_runs_as_written(
+    scripted: tuple[DaemonProcess, Path],
+) -> None:
+    """docs/agents.md's "Run it" block (marked `needs model`, so the doc tour only checks its
+    syntax) against this daemon: the approval id it approves is the one `approvals` shows."""
+    from dataclasses import replace
+
+    from tests.docs.doc_blocks import blocks_in
+    from tests.docs.doc_tour import Scratch, Tour, install_commands
+
+    daemon, script = scripted
+    write_script(script, SCRIPT_ARGS["issue_refund"])  # 349 EUR: waits for a person
+    [block] = [b for b in blocks_in(REPO / "docs" / "agents.md") if "model" in b.needs]
+    # a conversation of its own: the other tests here use hd-1
+    block.commands = [replace(c, text=c.text.replace("hd-1", "hd-doc")) for c in block.commands]
+    block.commands = [
+        replace(c, expected=[line.replace("hd-1", "hd-doc") for line in c.expected or []] or None)
+        for c in block.commands
+    ]
+    install_commands(daemon.dir)
+    tour = Tour(Scratch(daemon.dir, 0, 0), model=True)
+    tour.run_block(block)
+    assert tour.ran == len(block.commands) and not tour.failures, "\n".join(tour.failures)

@@ -62,7 +62,11 @@ def test_an_endpoint_without_any_token_issuer_is_refused(tmp_path: Path) -> None
 
 def test_config_check_names_the_endpoint(tmp_path: Path) -> None:
     path = tmp_path / "agentd.toml"
-    path.write_text('[tools.mcp_endpoint]\nenabled = true\nlisten = "127.0.0.1:9011"\n')
+    policies = Path(__file__).resolve().parent.parent / "policies"  # config check reads them
+    path.write_text(
+        f'[policy]\ndir = "{policies}"\n'
+        '[tools.mcp_endpoint]\nenabled = true\nlisten = "127.0.0.1:9011"\n'
+    )
     out = subprocess.run(
         [sys.executable, "-m", "agentd.cli.agentd", "--config", str(path), "config", "check"],
         capture_output=True,

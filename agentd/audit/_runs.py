@@ -92,6 +92,7 @@ def derive_runs(
         return run
 
     run_records: list[DecisionRecord] = []
+    dead_at: dict[str, float] = {}  # when each message was dead-lettered (the last time)
     for record in sorted(records, key=lambda r: r.ts):
         key = message_id_of(record)
         if record.kind in RUN_RECORD_KINDS:
@@ -105,6 +106,7 @@ def derive_runs(
             run = run_for(key, record)
             run.status, run.finished_at = "dead", record.ts
             run.error = record.reason or run.error
+            dead_at[key] = record.ts
     # run.started names the inbox message; finished and failed name only the run
     message_of_run = {
         record.run_id: key
@@ -116,12 +118,17 @@ def derive_runs(
         key = message_id_of(record) or message_of_run.get(record.run_id or "")
         key = key or record.run_id or record.id
         recorded.add(key)
-        _apply_run_record(run_for(key, record), record)
+        run = run_for(key, record)
+        if run.status == "dead" and record.ts > dead_at.get(key, float("inf")):
+            run.status = "running"  # replayed from the dead-letter stream: a run after it counts
+        _apply_run_record(run, record)
     # then the outcome: the ledger (successes only) for runs no replica recorded; a message
     # given up on is dead, whatever its attempts recorded
     for key, run in runs.items():
         entry = ledger.get(key)
-        if entry is not None and run.status != "dead" and key not in recorded:
+        received = entry.get("received_at") if entry is not None else None
+        replayed = isinstance(received, int | float) and received > dead_at.get(key, float("inf"))
+        if entry is not None and (run.status != "dead" or replayed) and key not in recorded:
             _apply_ledger(run, entry)
         dead = (dead_letters or {}).get(key)
         if dead is not None and run.status != "ok":
@@ -135,7 +142,8 @@ def _apply_ledger(run: RunSummary, entry: Mapping[str, Any]) -> None:
     run.status = "ok" if entry.get("ok") else "failed"
     run.run_id = entry.get("run_id") or run.run_id
     run.replica = entry.get("replica") or run.replica
-    run.error = entry.get("error") or run.error
+    # a run that succeeded has no error, whatever an earlier attempt said
+    run.error = None if run.status == "ok" else entry.get("error") or run.error
     duration = entry.get("duration_s")
     received = entry.get("received_at")
     if isinstance(duration, int | float):
@@ -161,7 +169,10 @@ def _apply_run_record(run: RunSummary, record: DecisionRecord) -> None:
         if run.status != "dead":  # the dead-letter record outranks the attempts before it
             run.status = "ok" if decision in _FINISHED_OK else "failed"
         run.finished_at = record.ts
-        run.error = record.reason if run.status == "failed" else run.error
+        if run.status == "failed":
+            run.error = record.reason
+        elif run.status == "ok":  # a replayed or retried message that then succeeded
+            run.error = None
         duration = attributes.get("duration_s")
         if isinstance(duration, int | float):
             run.duration_s = float(duration)

@@ -250,7 +250,11 @@ async def _send(ctl: ControlClient, args: argparse.Namespace) -> Any:
 
 
 async def _scale(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    result = await ctl.call("scale", {"agent": args.agent, "replicas": args.replicas})
+    result = await ctl.call(
+        "scale",
+        {"agent": args.agent, "replicas": args.replicas},
+        timeout_s=max(args.timeout, SLOW_VERB_TIMEOUT_S),
+    )
     if args.json:
         return result
     text = f"{args.agent}: {result['before']} -> {result['after']} replicas"
@@ -269,8 +273,15 @@ async def _autoscale(ctl: ControlClient, args: argparse.Namespace) -> Any:
     return f"{args.agent}: {result['replicas']} replicas, scaled by {result['scaled_by']}"
 
 
+# scale, restart, start and stop answer once their replicas are up or gone (each may take up to
+# [agents].ready_timeout_s): they wait this long at least, whatever --timeout says
+SLOW_VERB_TIMEOUT_S = 120.0
+
+
 async def _agent_verb(ctl: ControlClient, args: argparse.Namespace) -> Any:
-    result = await ctl.call(args.command, {"agent": args.agent})
+    slow = args.command in ("restart", "start", "stop")
+    timeout_s = max(args.timeout, SLOW_VERB_TIMEOUT_S) if slow else None
+    result = await ctl.call(args.command, {"agent": args.agent}, timeout_s=timeout_s)
     if args.json:
         return result
     return f"{args.command}: " + ", ".join(f"{k}={v}" for k, v in result.items())

@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["human", "json"], help="override [daemon].log_format")
     config = sub.add_parser("config", help="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    config_sub.add_parser("check", help="validate the configuration and exit")
+    config_sub.add_parser(
+        "check", help="validate the configuration and run every pre-start check of `run`"
+    )
     agents = sub.add_parser("agents", help="agent spec commands")
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)
     check = agents_sub.add_parser("check", help="validate agent specs")
@@ -83,7 +85,7 @@ def _main(argv: list[str] | None) -> int:
             endpoint = cfg.tools.mcp_endpoint
             mcp = f"http://{endpoint.listen}/mcp" if endpoint.enabled else "off"
             print(f"  mcp endpoint: {mcp}")
-            return 0
+            return _host_checks(loaded)
         if args.command == "agents" and args.agents_command == "import":
             from agentd.cli._import_view import import_langgraph
 
@@ -104,6 +106,23 @@ def _main(argv: list[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _host_checks(loaded: Any) -> int:
+    """What `agentd run` checks on this host before starting (the file is valid by now)."""
+    from agentd.daemon._preflight import host_checks
+
+    failed = 0
+    for check in host_checks(loaded):
+        if check.problem is None:
+            print(f"ok   host: {check.name}")
+        else:
+            failed += 1
+            detail = check.problem.replace("\n", "\n       ")
+            print(f"FAIL host: {check.name}\n       {detail}")
+    if failed:
+        print(f"the file is valid, but `agentd run` would refuse to start on this host ({failed})")
+    return 1 if failed else 0
 
 
 def _build_tiny(directory: Path, seed: int) -> int:

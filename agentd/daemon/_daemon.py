@@ -265,12 +265,13 @@ class Daemon:
 
 @contextlib.contextmanager
 def _unwrap_damaged() -> Iterator[None]:
-    """A decision log that does not extend its anchor stops the daemon with that error (the
-    command line prints it), not with the task group's exception group around it."""
+    """A decision log that does not extend its anchor, or a service that cannot start as
+    configured (a port in use: ConfigError naming the key), stops the daemon with that error
+    (the command line prints it in one line), not with the task group's exception group."""
     try:
         yield
     except BaseExceptionGroup as group:
-        damaged, _ = group.split(DecisionLogDamaged)
+        damaged, _ = group.split((DecisionLogDamaged, ConfigError))
         if damaged is None:
             raise
         first: BaseException = damaged

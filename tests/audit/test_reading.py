@@ -190,6 +190,46 @@ def test_run_records_win_and_merge_with_the_routed_message() -> None:
     assert runs["r2"].status == "running" and runs["r2"].routed_at is None
 
 
+def test_a_message_replayed_from_the_dead_letter_stream_shows_its_new_run_only() -> None:
+    def run(kind: str, ts: float, run_id: str, **kw: Any) -> DecisionRecord:
+        return DecisionRecord(kind=kind, ts=ts, agent="intake", run_id=run_id, **kw)
+
+    dead = DecisionRecord(
+        kind="message.dead_lettered",
+        ts=11.5,
+        agent="intake",
+        reason="ValueError: nope",
+        inputs={"message_id": "m1"},
+    )
+    attempts = [
+        routed("m1", 10.0),
+        run("run.started", 10.2, "r1", inputs={"message_id": "m1"}),
+        run("run.failed", 11.0, "r1", decision="error", reason="ValueError: nope"),
+        dead,
+    ]
+    before = {r.message_id: r for r in derive_runs(attempts, {})}
+    assert before["m1"].status == "dead" and before["m1"].error == "ValueError: nope"
+    replayed = [
+        run("run.started", 20.0, "r2", inputs={"message_id": "m1"}),
+        run("run.finished", 20.5, "r2", decision="ok"),
+    ]
+    after = {r.message_id: r for r in derive_runs(attempts + replayed, {})}
+    assert after["m1"].status == "ok" and after["m1"].error is None
+    assert after["m1"].run_id == "r2"
+    # from the ledger alone (a worker that records no runs) the same
+    ledger = {"m1": {"ok": True, "run_id": "r2", "received_at": 20.0, "duration_s": 0.5}}
+    only_ledger = {r.message_id: r for r in derive_runs([routed("m1", 10.0), dead], ledger)}
+    assert only_ledger["m1"].status == "ok" and only_ledger["m1"].error is None
+    # an attempt that finished before the dead letter does not undo it
+    late_dead = [
+        *attempts[:3],
+        run("run.started", 11.1, "r1b", inputs={"message_id": "m1"}),
+        run("run.finished", 11.2, "r1b", decision="ok"),
+        dead,
+    ]
+    assert {r.message_id: r for r in derive_runs(late_dead, {})}["m1"].status == "dead"
+
+
 def test_a_message_id_names_its_run_literally_never_as_a_pattern(log: DecisionLog) -> None:
     def started(message_id: str, run_id: str, ts: float) -> DecisionRecord:
         return DecisionRecord(

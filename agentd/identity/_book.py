@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from agentd.bus import Credentials, Subjects, write_private
-from agentd.config import reserved_name_problem
 from agentd.errors import ControlError
 from agentd.identity._accounts import (
     Import,
@@ -288,6 +287,9 @@ def _check_name(name: str, kind: str) -> None:
             "bad_request",
             f"{kind} name {name!r} must be lowercase letters, digits, _ and - (up to 63)",
         )
+    # here, not at the top: importing the config models would cost every agentctl start
+    from agentd.config import reserved_name_problem
+
     problem = reserved_name_problem(name) if kind == "agent" else None
     if problem is not None:
         raise ControlError("reserved_name", f"agent name {problem}")

@@ -17,6 +17,24 @@ from tests.harness import REPO, running_daemon, write_config
 
 # what a verb pays for only when it runs: NATS, the config models, the decision log's code
 HEAVY = ("nats", "pydantic", "aiohttp", "anyio", "agentd.config", "agentd.audit", "agentd.trace")
+# what status, ps and send never need (the daemon's side of agentd, and anyio's event-loop
+# backend: agentctl runs on asyncio); nats-py and the light parts of agentd.bus, agentd.control
+# and agentd.identity are all they import
+NEVER_FOR_STATUS_PS_SEND = (
+    "pydantic",
+    "casbin",
+    "langgraph",
+    "langchain_core",
+    "opentelemetry",
+    "httpx",
+    "cryptography",
+    "aiohttp.client",
+    "anyio._backends",
+    "agentd.config",
+    "agentd.audit",
+    "agentd.trace",
+    "agentd.policy",
+)
 
 
 def _imported_after(code: str) -> list[str]:
@@ -103,6 +121,32 @@ def test_ps_against_a_daemon_leaves_out_the_websocket_transport_and_the_log(
 
 
 @pytest.mark.integration
+def test_status_ps_and_send_import_none_of_the_daemons_heavy_modules(tmp_path: Path) -> None:
+    """One process runs `agentctl status`, `ps` and `send` against a real daemon, then lists
+    what it has imported: none of pydantic, casbin, LangGraph, OpenTelemetry, httpx, the config
+    models (bench/console.py times what this keeps out)."""
+    with running_daemon(write_config(tmp_path)) as daemon:
+        where = ["--url", daemon.url, "--config", str(daemon.config), "--json"]
+        runs = [[*where, "status"], [*where, "ps"], [*where, "send", "echo", '{"text": "hi"}']]
+        probe = (
+            "import json, sys\nimport agentd.cli.agentctl as c\n"
+            f"codes = [c.main(argv) for argv in {runs!r}]\n"
+            "print(json.dumps({'codes': codes, 'modules': sorted(sys.modules)}))"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        *answers, last = out.stdout.strip().splitlines()
+        found = json.loads(last)
+        assert found["codes"] == [0, 0, 0], out.stderr
+        assert "message_id" in "".join(answers)  # send was accepted
+        modules: list[str] = found["modules"]
+        assert "nats.aio.client" in modules and "agentd.bus" in modules  # it did speak NATS
+        loaded = [m for m in modules if m.startswith(NEVER_FOR_STATUS_PS_SEND)]
+        assert loaded == [], f"agentctl status/ps/send imported {loaded}"
+        assert daemon.stop() == 0
+
+
+@pytest.mark.integration
 def test_the_console_bench_runs_in_smoke_mode() -> None:
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "console.py"), "--smoke"],
@@ -115,4 +159,6 @@ def test_the_console_bench_runs_in_smoke_mode() -> None:
     assert set(result["this"]) == {"--help", "status", "ps", "send"}
     for figures in result["this"].values():
         assert figures["wall_ms"] > 0 and figures["cpu_ms"] > 0
+        assert figures["cpu_vs_raw_request"] > 0
     assert result["baselines"]["python -c pass"]["wall_ms"] > 0
+    assert result["baselines"]["raw nats-py request"]["cpu_ms"] > 0

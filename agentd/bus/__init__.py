@@ -3,6 +3,9 @@
 Services may import this package; it imports only config and errors.
 """
 
+from typing import TYPE_CHECKING
+
+from agentd._lazy import lazy_attributes
 from agentd.bus._connect import connect
 from agentd.bus._credentials import Credentials, write_private
 from agentd.bus._embedded import (
@@ -14,7 +17,6 @@ from agentd.bus._embedded import (
 )
 from agentd.bus._jetstream import jetstream
 from agentd.bus._json import MAX_JSON_DEPTH, BoundedJSONError, json_depth, loads_bounded
-from agentd.bus._message import Message, RunResult, jsonable, new_id
 from agentd.bus._serve import serve_each
 from agentd.bus._streams import (
     ensure_inbox_consumer,
@@ -23,6 +25,13 @@ from agentd.bus._streams import (
     ensure_trace_stream,
 )
 from agentd.bus._subjects import Subjects
+
+if TYPE_CHECKING:
+    from agentd.bus._message import Message, RunResult, jsonable, new_id
+else:  # pydantic models, imported when first used: agentctl's status, ps and send never are
+    __getattr__ = lazy_attributes(
+        __name__, {"agentd.bus._message": ("Message", "RunResult", "jsonable", "new_id")}
+    )
 
 __all__ = [
     # connections and services

@@ -1,14 +1,21 @@
-"""Open a NATS connection with the options agentd wants everywhere."""
+"""Open a NATS connection with the options agentd wants everywhere.
+
+nats-py runs on asyncio only, so this module waits with asyncio's own timeout and socket rather
+than anyio's (the same thing inside the daemon's anyio task groups, which run on asyncio): a
+one-shot client such as agentctl then never loads anyio's event-loop backend, about 20 ms of
+its start (agentd/cli/README.md, "Startup").
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlparse
 
-import anyio
 import nats
 from nats.aio.client import Client
 
@@ -63,7 +70,7 @@ async def connect(
         await _any_reachable(servers, timeout_s)
     try:
         # nats-py keeps retrying a refused first connection even without reconnects: bound it
-        with anyio.fail_after(timeout_s + 0.5):
+        async with asyncio.timeout(timeout_s + 0.5):
             return await nats.connect(
                 servers=servers,
                 name=name,
@@ -108,12 +115,13 @@ async def _reachable(server: str, timeout_s: float) -> None:
     parsed = urlparse(server if "://" in server else f"nats://{server}")
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
     try:
-        with anyio.fail_after(timeout_s):
-            stream = await anyio.connect_tcp(host, port)
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
         raise BusUnavailable(f"cannot reach NATS at {server}: timed out") from None
-    except OSError as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+    except OSError as exc:  # several addresses (localhost: ::1 and 127.0.0.1): no errno, all said
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise BusUnavailable(f"cannot reach NATS at {server}: {reason}") from None
-    await stream.aclose()
+    writer.close()
+    with contextlib.suppress(OSError):  # it listens: that was the question
+        await writer.wait_closed()

@@ -10,11 +10,14 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from agentd.config import EmbeddedNatsConfig
 from agentd.errors import BusUnavailable
+
+if TYPE_CHECKING:  # a type only: importing the config models costs agentctl's start
+    from agentd.config import EmbeddedNatsConfig
 
 __all__ = [
     "embedded_url",
@@ -67,7 +70,17 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def embedded_url(cfg: EmbeddedNatsConfig) -> str:
+class _Address(Protocol):
+    """[bus.embedded]'s host and port: EmbeddedNatsConfig, or agentctl's reading of it."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+def embedded_url(cfg: _Address) -> str:
     return f"nats://{_hostport(cfg.host, cfg.port)}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -16,7 +18,9 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from agentd.bus._subjects import Subjects
-from agentd.config import InboxConfig
+
+if TYPE_CHECKING:  # a type only: importing the config models costs agentctl's start
+    from agentd.config import InboxConfig
 
 __all__ = [
     "ensure_inbox_consumer",

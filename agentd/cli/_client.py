@@ -1,8 +1,15 @@
-"""The operator's side of the control plane: connect, request, decode, say clearly what failed."""
+"""The operator's side of the control plane: connect, request, decode, say clearly what failed.
+
+Imported by every agentctl verb that speaks to the daemon, so what it imports is what agentctl
+costs to start: nats-py, and the light parts of agentd.bus, agentd.control and agentd.identity
+(whose pydantic models load only when first used). It reads the config with
+`_console_config`, not the config models. tests/test_console_startup.py holds it to that.
+"""
 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -11,10 +18,10 @@ import nats.errors
 from nats.aio.client import Client
 
 from agentd.bus import Credentials, Subjects, connect, embedded_url
-from agentd.config import LoadedConfig, find_config, load_config
+from agentd.cli._console_config import ConsoleConfig, read_console_config
 from agentd.control import decode_reply, encode_request
 from agentd.errors import AgentdError, BusUnavailable, ConfigError
-from agentd.identity import client_ssl_context, sign_request
+from agentd.identity import sign_request, trusting_ssl_context
 
 __all__ = ["ControlClient", "DaemonUnreachable", "resolve_credentials", "resolve_url"]
 
@@ -24,18 +31,17 @@ class DaemonUnreachable(AgentdError):
 
 
 def resolve_url(
-    url: str | None, config: str | None, *, loaded: LoadedConfig | None = None
+    url: str | None, config: str | None, *, loaded: ConsoleConfig | None = None
 ) -> tuple[str, str]:
     """The NATS URL and subject prefix: --url, then $AGENTD_URL, then the config file
     (`loaded`, if the caller has read it already)."""
-    loaded = loaded or load_config(find_config(config))
-    prefix = loaded.config.bus.prefix
+    loaded = loaded or read_console_config(config)
+    prefix = loaded.prefix
     chosen = url or os.environ.get("AGENTD_URL")
     if chosen:
         return chosen, prefix
-    bus = loaded.config.bus
-    found = bus.url or embedded_url(bus.embedded)
-    if bus.url is None and bus.tls.enabled:
+    found = loaded.url or embedded_url(loaded.embedded)
+    if loaded.url is None and loaded.tls_enabled:
         found = found.replace("nats://", "tls://", 1)
     return found, prefix
 
@@ -45,7 +51,7 @@ def resolve_credentials(
     operator: str | None,
     config: str | None,
     *,
-    loaded: LoadedConfig | None = None,
+    loaded: ConsoleConfig | None = None,
 ) -> Credentials | None:
     """Whose credentials agentctl speaks with: --creds FILE, then $AGENTD_CREDS, then the
     state directory's file for --operator NAME ($AGENTD_OPERATOR), then the default admin's
@@ -63,8 +69,8 @@ def resolve_credentials(
                 ],
             )
         return found
-    loaded = loaded or load_config(find_config(config))
-    folder = loaded.config.daemon.state_dir / "credentials" / "operators"
+    loaded = loaded or read_console_config(config)
+    folder = loaded.state_dir / "credentials" / "operators"
     path = folder / f"{operator or 'local'}.creds"
     if path.exists():
         return Credentials.load(path)
@@ -136,12 +142,10 @@ class ControlClient:
             ) from None
         return self
 
-    def _tls(self) -> Any:
-        from agentd.config import TlsConfig
-
-        if self._tls_ca_file is None and not self.url.startswith("tls://"):
-            return None
-        return client_ssl_context(TlsConfig(ca_file=self._tls_ca_file))
+    def _tls(self) -> ssl.SSLContext | None:
+        # a CA to trust (--tls-ca, $AGENTD_TLS_CA_FILE, the config's); else, for a tls:// URL,
+        # nats-py's own default context (the system's CAs)
+        return trusting_ssl_context(self._tls_ca_file) if self._tls_ca_file else None
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None

@@ -347,15 +347,14 @@ async def _main(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from agentd.cli._client import ControlClient, resolve_credentials, resolve_url
-    from agentd.config import find_config, load_config
+    from agentd.cli._console_config import read_console_config
 
-    loaded = load_config(find_config(args.config))
+    loaded = read_console_config(args.config)  # what agentctl needs of it, no config models
     url, prefix = resolve_url(args.url, args.config, loaded=loaded)
     credentials = resolve_credentials(args.creds, args.operator, args.config, loaded=loaded)
     tls_ca = args.tls_ca or os.environ.get("AGENTD_TLS_CA_FILE")
     if tls_ca is None:  # the CA the config names for its NATS, if any
-        configured = loaded.config.bus.tls.ca_file
-        tls_ca = str(configured) if configured else None
+        tls_ca = str(loaded.ca_file) if loaded.ca_file else None
     async with ControlClient(
         url,
         prefix=prefix,
@@ -376,9 +375,11 @@ def _run(args: argparse.Namespace) -> Any:
     url = args.url or os.environ.get("AGENTD_URL") or ""
     if not url.startswith(("ws://", "wss://")):
         _skip_websocket_transport()
-    import anyio
+    # asyncio's loop, not anyio.run: nats-py needs asyncio anyway, and anyio's backend (about
+    # 20 ms) loads only for the verbs whose handlers use anyio (logs -f, top), which run on it
+    import asyncio
 
-    return anyio.run(_main, args)
+    return asyncio.run(_main(args))
 
 
 def _skip_websocket_transport() -> None:

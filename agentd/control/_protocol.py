@@ -1,18 +1,21 @@
-"""The control-plane envelope: versioned JSON requests and replies on `agentd.ctl.<verb>`.
+"""The daemon's side of the control-plane envelope: a request, parsed and validated.
 
-Request:  {"v": 1, "args": {...}, "operator": "alice"}      (args and operator optional)
-Reply:    {"v": 1, "ok": true, "result": ...}
-          {"v": 1, "ok": false, "error": {"code": "...", "message": "...", ...details}}
+The envelope itself, and the half a client needs, are in `_envelope` (plain JSON, no pydantic,
+so that agentctl starts fast).
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from agentd.bus import BoundedJSONError, loads_bounded
+from agentd.control._envelope import (
+    PROTOCOL_VERSION,
+    decode_reply,
+    encode_error,
+    encode_ok,
+    encode_request,
+)
 from agentd.errors import ControlError
 
 __all__ = [
@@ -26,7 +29,6 @@ __all__ = [
     "encode_request",
 ]
 
-PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20
 # Verbs that only look: a replay of a signed request for one of these (within the signature's
 # time window) changes nothing, so the daemon does not spend its nonce cache on them. Every other
@@ -46,10 +48,6 @@ class ControlRequest(BaseModel):
     v: int = PROTOCOL_VERSION
     args: dict[str, JsonValue] = Field(default_factory=dict)
     operator: str = Field("operator", min_length=1, max_length=200)
-
-
-def encode_request(args: dict[str, Any] | None = None, *, operator: str = "operator") -> bytes:
-    return json.dumps({"v": PROTOCOL_VERSION, "args": args or {}, "operator": operator}).encode()
 
 
 def decode_request(data: bytes) -> ControlRequest:
@@ -77,29 +75,3 @@ def decode_request(data: bytes) -> ControlRequest:
             f"protocol version {request.v} is not supported; this daemon speaks {PROTOCOL_VERSION}",
         )
     return request
-
-
-def encode_ok(result: Any) -> bytes:
-    return json.dumps({"v": PROTOCOL_VERSION, "ok": True, "result": result}, default=str).encode()
-
-
-def encode_error(error: ControlError) -> bytes:
-    body = {"code": error.code, "message": str(error), **error.details}
-    return json.dumps({"v": PROTOCOL_VERSION, "ok": False, "error": body}, default=str).encode()
-
-
-def decode_reply(data: bytes) -> Any:
-    """The result of a reply, or raise the ControlError it carries."""
-    try:
-        raw = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ControlError(
-            "bad_reply", f"the daemon sent a reply that is not JSON: {exc}"
-        ) from None
-    if not isinstance(raw, dict) or "ok" not in raw:
-        raise ControlError("bad_reply", "the daemon sent a reply without an 'ok' field")
-    if raw["ok"]:
-        return raw.get("result")
-    err = raw.get("error") or {}
-    details = {k: v for k, v in err.items() if k not in {"code", "message"}}
-    raise ControlError(str(err.get("code", "error")), str(err.get("message", "")), **details)

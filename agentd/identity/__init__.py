@@ -35,7 +35,12 @@ from agentd.identity._signing import (
     sign_request,
     verify_request,
 )
-from agentd.identity._tls import client_ssl_context, nats_tls_block, server_ssl_context
+from agentd.identity._tls import (
+    client_ssl_context,
+    nats_tls_block,
+    server_ssl_context,
+    trusting_ssl_context,
+)
 from agentd.identity._tokens import MemoryTokenBook, TokenBook
 
 __all__ = [
@@ -79,4 +84,5 @@ __all__ = [
     "client_ssl_context",
     "nats_tls_block",
     "server_ssl_context",
+    "trusting_ssl_context",
 ]

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from agentd.bus import Credentials, Subjects, write_private
-from agentd.config import IDENTITY_NAME, reserved_name_problem
 from agentd.errors import ControlError
 from agentd.identity._accounts import (
     Import,
@@ -281,6 +280,9 @@ class IdentityBook:
 
 
 def _check_name(name: str, kind: str) -> None:
+    # here, not at the top: importing the config models would cost every agentctl start
+    from agentd.config import IDENTITY_NAME, reserved_name_problem
+
     if not IDENTITY_NAME.match(name):
         raise ControlError(
             "bad_request",

@@ -10,11 +10,12 @@ import base64
 import binascii
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nkeys  # type: ignore[import-untyped]
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+if TYPE_CHECKING:  # `cryptography` is imported by the first verify(): agentctl only signs
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["new_user_seed", "public_key_of", "sign", "valid_public_key", "verify"]
 
@@ -65,12 +66,16 @@ def valid_public_key(public_key: str) -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def _verifier(public_key: str) -> Ed25519PublicKey | None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     raw = _raw_public(public_key)
     return None if raw is None else Ed25519PublicKey.from_public_bytes(raw)
 
 
 def verify(public_key: str, data: bytes, signature: bytes) -> bool:
     """Did the holder of `public_key`'s seed sign `data`?"""
+    from cryptography.exceptions import InvalidSignature
+
     verifier = _verifier(public_key)
     if verifier is None:
         return False

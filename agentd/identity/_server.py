@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import anyio
-from anyio.streams.tls import TLSStream
 
 from agentd.bus import write_private
 from agentd.errors import BusUnavailable
@@ -108,6 +107,9 @@ class ServerAuth:
         try:
             buffer = await _line(stream, b"")
             if self._tls is not None:
+                # here: agentd.identity is imported by agentctl, which never probes
+                from anyio.streams.tls import TLSStream
+
                 stream = await TLSStream.wrap(
                     stream,
                     hostname=parsed.hostname,

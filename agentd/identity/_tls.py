@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import ssl
+from typing import TYPE_CHECKING
 
-from agentd.config import TlsConfig
+if TYPE_CHECKING:  # a type only: importing the config models costs agentctl's start
+    from pathlib import Path
 
-__all__ = ["client_ssl_context", "nats_tls_block", "server_ssl_context"]
+    from agentd.config import TlsConfig
+
+__all__ = ["client_ssl_context", "nats_tls_block", "server_ssl_context", "trusting_ssl_context"]
 
 
 def nats_tls_block(cfg: TlsConfig) -> str:
@@ -28,7 +32,12 @@ def client_ssl_context(cfg: TlsConfig) -> ssl.SSLContext | None:
     """A client context trusting `ca_file` (or the system's CAs); None when TLS is off."""
     if not cfg.enabled and cfg.ca_file is None:
         return None
-    context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    return trusting_ssl_context(cfg.ca_file)
+
+
+def trusting_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A client context trusting `ca_file`, else the system's CAs (agentctl: no config models)."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 

@@ -9,11 +9,12 @@ namespace where the machine allows it (tests/cluster/support.py).
    On this 2-core machine both "hosts" share the same two cores: the ratio shows the cost of
    spreading, not the gain of a second machine.
 
-Run: .venv/bin/python bench/cluster.py   (prints JSON; about 2 minutes)
+Run: .venv/bin/python bench/cluster.py [--smoke]   (prints JSON; about 2 minutes)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from tests.harness import REPO, DaemonProcess  # noqa: E402
 
 ROUNDS = 5
 MESSAGES = 2000
+SMOKE_ROUNDS, SMOKE_MESSAGES = 1, 100  # --smoke: that every phase runs (tests)
 
 
 def agents_dir(directory: Path, replicas: int) -> Path:
@@ -86,13 +88,15 @@ async def kill_and_time(url: str, victim: DaemonProcess, replica: str, old_pid: 
         await nc.close()
 
 
-def failover_rounds(root: Path, url: str, prefixes: list[list[str]]) -> list[float]:
+def failover_rounds(
+    root: Path, url: str, prefixes: list[list[str]], rounds: int = ROUNDS
+) -> list[float]:
     agents = agents_dir(root / "agents-failover", 2)
     a = start(root, "a", url, agents, prefixes[0])
     b = start(root, "b", url, agents, prefixes[1])
     samples = []
     try:
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             wait_until(lambda b=b: counts(workers(a)) == counts(workers(b)) == {"echo": 1}, a, b)
             ((replica, pid),) = workers(b).items()
             samples.append(round(anyio.run(kill_and_time, url, b, replica, pid), 2))
@@ -105,7 +109,7 @@ def failover_rounds(root: Path, url: str, prefixes: list[list[str]]) -> list[flo
     return samples
 
 
-async def routed_throughput(url: str) -> float:
+async def routed_throughput(url: str, messages: int) -> float:
     """Messages per second through router -> inbox -> echo replica -> reply."""
     nc = await nats.connect(url.split(","))
     done = anyio.Event()
@@ -114,12 +118,12 @@ async def routed_throughput(url: str) -> float:
     async def on_reply(msg: Any) -> None:
         nonlocal replies
         replies += 1
-        if replies >= MESSAGES:
+        if replies >= messages:
             done.set()
 
     await nc.subscribe("agentd.reply.ctl.bench.*", cb=on_reply)
     started = time.monotonic()
-    for i in range(MESSAGES):
+    for i in range(messages):
         message = Message.model_validate(
             {
                 "from": "bench",
@@ -133,10 +137,12 @@ async def routed_throughput(url: str) -> float:
         await done.wait()
     elapsed = time.monotonic() - started
     await nc.close()
-    return MESSAGES / elapsed
+    return messages / elapsed
 
 
-def throughput(root: Path, url: str, prefixes: list[list[str]], two_hosts: bool) -> float:
+def throughput(
+    root: Path, url: str, prefixes: list[list[str]], two_hosts: bool, messages: int = MESSAGES
+) -> float:
     tag = "two" if two_hosts else "one"
     agents = agents_dir(root / f"agents-{tag}", 4)
     daemons = [start(root, f"{tag}a", url, agents, prefixes[0])]
@@ -146,7 +152,7 @@ def throughput(root: Path, url: str, prefixes: list[list[str]], two_hosts: bool)
         want = [2, 2] if two_hosts else [4]
         wait_until(lambda: [counts(workers(d)).get("echo", 0) for d in daemons] == want, *daemons)
         time.sleep(2)  # every replica past its first heartbeat and pulling
-        return anyio.run(routed_throughput, url)
+        return anyio.run(routed_throughput, url, messages)
     finally:
         for d in daemons:
             d.stop()
@@ -154,13 +160,17 @@ def throughput(root: Path, url: str, prefixes: list[list[str]], two_hosts: bool)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="one failover, 100 messages (tests)")
+    smoke = parser.parse_args().smoke
+    rounds, messages = (SMOKE_ROUNDS, SMOKE_MESSAGES) if smoke else (ROUNDS, MESSAGES)
     with tempfile.TemporaryDirectory(prefix="agentd-bench-cluster-") as tmp:
         root = Path(tmp)
         with hosts(2) as made, nats_cluster(root / "nats", made.server_ip) as cluster:
             prefixes = [made.prefix(0), made.prefix(1)]
-            failover = failover_rounds(root, cluster.url, prefixes)
-            one = throughput(root, cluster.url, prefixes, two_hosts=False)
-            two = throughput(root, cluster.url, prefixes, two_hosts=True)
+            failover = failover_rounds(root, cluster.url, prefixes, rounds)
+            one = throughput(root, cluster.url, prefixes, False, messages)
+            two = throughput(root, cluster.url, prefixes, True, messages)
             print(
                 json.dumps(
                     {
@@ -171,7 +181,7 @@ def main() -> None:
                         "routed_msgs_per_s_one_host": round(one),
                         "routed_msgs_per_s_two_hosts": round(two),
                         "two_over_one": round(two / one, 2),
-                        "messages": MESSAGES,
+                        "messages": messages,
                     },
                     indent=2,
                 )

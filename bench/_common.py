@@ -19,7 +19,7 @@ NATS_SERVER = Path(sys.executable).parent / "nats-server"
 RESPONDER = """
 import asyncio, json, sys, nats
 async def main():
-    nc = await nats.connect(sys.argv[1], **json.loads(sys.argv[2]))
+    nc = await nats.connect(sys.argv[1], **json.loads(sys.stdin.readline()))
     async def echo(msg):
         await msg.respond(msg.data)
     await nc.subscribe("bench.echo", cb=echo)
@@ -86,10 +86,16 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
 @contextmanager
 def responder(url: str, options: dict[str, Any] | None = None) -> Iterator[None]:
     """A core-NATS echo responder in another process (request/reply crosses processes).
-    `options`: nats.connect() keyword arguments (JSON-able), e.g. a daemon's credentials."""
-    argv = [sys.executable, "-c", RESPONDER, url, json.dumps(options or {})]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=os.environ)
+    `options`: nats.connect() keyword arguments (JSON-able), e.g. a daemon's credentials; they
+    go through its stdin, not its command line, which any user can read."""
+    argv = [sys.executable, "-c", RESPONDER, url]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ
+    )
     try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(options or {}) + "\n")
+        proc.stdin.close()
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         yield
     finally:

@@ -5,7 +5,8 @@ namespace where the machine allows it (tests/cluster/support.py).
    moved replica's first heartbeat from its new process: it consumes the inbox from then on).
    Host b is then restarted and gets its share back before the next round.
 2. Routed throughput: 2,000 messages published to the router (agentd.out.<sender>.echo) with
-   reply subjects, 4 echo replicas on two hosts against the same 4 on one host, in the same run.
+   reply subjects under the sender's replies, 4 echo replicas on two hosts against the same 4 on
+   one host, in the same run.
    On this 2-core machine both "hosts" share the same two cores: the ratio shows the cost of
    spreading, not the gain of a second machine.
 
@@ -31,14 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import anyio  # noqa: E402
 import nats  # noqa: E402
 
-from agentd.bus import Message  # noqa: E402
+from agentd.bus import Message, Subjects  # noqa: E402
 from tests.cluster.support import hosts, nats_cluster  # noqa: E402
 from tests.cluster.test_two_hosts import cluster_config, counts, workers  # noqa: E402
 from tests.harness import REPO, DaemonProcess  # noqa: E402
 
 ROUNDS = 5
 MESSAGES = 2000
-SMOKE_ROUNDS, SMOKE_MESSAGES = 1, 100  # --smoke: that every phase runs (tests)
+REPLICAS = 4  # echo replicas in the throughput phases
+SUBJECTS = Subjects()
+SMOKE = (1, 100, 2)  # --smoke (tests): rounds, messages, replicas; every phase runs
 
 
 def agents_dir(directory: Path, replicas: int) -> Path:
@@ -96,12 +99,13 @@ def failover_rounds(
     b = start(root, "b", url, agents, prefixes[1])
     samples = []
     try:
-        for _ in range(rounds):
+        for round_ in range(rounds):
             wait_until(lambda b=b: counts(workers(a)) == counts(workers(b)) == {"echo": 1}, a, b)
             ((replica, pid),) = workers(b).items()
             samples.append(round(anyio.run(kill_and_time, url, b, replica, pid), 2))
             b.close()
-            b = start(root, "b", url, agents, prefixes[1])
+            if round_ < rounds - 1:  # b comes back for the next round
+                b = start(root, "b", url, agents, prefixes[1])
     finally:
         for d in (a, b):
             d.stop()
@@ -121,7 +125,8 @@ async def routed_throughput(url: str, messages: int) -> float:
         if replies >= messages:
             done.set()
 
-    await nc.subscribe("agentd.reply.ctl.bench.*", cb=on_reply)
+    # a reply goes under the sender's own replies (the router refuses any other reply_to)
+    await nc.subscribe(SUBJECTS.reply("bench", "*"), cb=on_reply)
     started = time.monotonic()
     for i in range(messages):
         message = Message.model_validate(
@@ -129,10 +134,10 @@ async def routed_throughput(url: str, messages: int) -> float:
                 "from": "bench",
                 "to": "echo",
                 "payload": {"i": i},
-                "reply_to": f"agentd.reply.ctl.bench.{i}",
+                "reply_to": SUBJECTS.reply("bench", str(i)),
             }
         )
-        await nc.publish("agentd.out.bench.echo", message.to_json())
+        await nc.publish(SUBJECTS.out("bench", "echo"), message.to_json())
     with anyio.fail_after(120):
         await done.wait()
     elapsed = time.monotonic() - started
@@ -141,15 +146,20 @@ async def routed_throughput(url: str, messages: int) -> float:
 
 
 def throughput(
-    root: Path, url: str, prefixes: list[list[str]], two_hosts: bool, messages: int = MESSAGES
+    root: Path,
+    url: str,
+    prefixes: list[list[str]],
+    two_hosts: bool,
+    messages: int = MESSAGES,
+    replicas: int = REPLICAS,
 ) -> float:
     tag = "two" if two_hosts else "one"
-    agents = agents_dir(root / f"agents-{tag}", 4)
+    agents = agents_dir(root / f"agents-{tag}", replicas)
     daemons = [start(root, f"{tag}a", url, agents, prefixes[0])]
     if two_hosts:
         daemons.append(start(root, f"{tag}b", url, agents, prefixes[1]))
     try:
-        want = [2, 2] if two_hosts else [4]
+        want = [replicas // 2] * 2 if two_hosts else [replicas]
         wait_until(lambda: [counts(workers(d)).get("echo", 0) for d in daemons] == want, *daemons)
         time.sleep(2)  # every replica past its first heartbeat and pulling
         return anyio.run(routed_throughput, url, messages)
@@ -163,14 +173,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="one failover, 100 messages (tests)")
     smoke = parser.parse_args().smoke
-    rounds, messages = (SMOKE_ROUNDS, SMOKE_MESSAGES) if smoke else (ROUNDS, MESSAGES)
+    rounds, messages, replicas = SMOKE if smoke else (ROUNDS, MESSAGES, REPLICAS)
     with tempfile.TemporaryDirectory(prefix="agentd-bench-cluster-") as tmp:
         root = Path(tmp)
         with hosts(2) as made, nats_cluster(root / "nats", made.server_ip) as cluster:
             prefixes = [made.prefix(0), made.prefix(1)]
             failover = failover_rounds(root, cluster.url, prefixes, rounds)
-            one = throughput(root, cluster.url, prefixes, False, messages)
-            two = throughput(root, cluster.url, prefixes, True, messages)
+            one = throughput(root, cluster.url, prefixes, False, messages, replicas)
+            two = throughput(root, cluster.url, prefixes, True, messages, replicas)
             print(
                 json.dumps(
                     {
@@ -182,6 +192,7 @@ def main() -> None:
                         "routed_msgs_per_s_two_hosts": round(two),
                         "two_over_one": round(two / one, 2),
                         "messages": messages,
+                        "echo_replicas": replicas,
                     },
                     indent=2,
                 )

@@ -63,7 +63,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("audit_reads", 60),
     Bench("telemetry", 60),
     Bench("identity", 60),
-    Bench("cluster", 240),
+    Bench("cluster", 300),
     Bench("console", 120, smoke_test="tests/test_console_startup.py"),
     Bench("tools", 120, smoke_test="tests/tools/test_local_calls.py"),
     Bench("tools_mcp", 120, smoke_test="tests/tools/test_mcp_bench.py"),

@@ -47,9 +47,9 @@ pytest: setup vllm
 
 test: lint typecheck imports pytest
 
-bench: setup
-	$(PY) bench/baseline.py
-	$(PY) bench/echo.py
+# Every bench in bench/ (full mode), one report: .agentd/bench-report.json (bench/run_all.py).
+bench: setup vllm
+	AGENTD_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .agentd .mypy_cache .ruff_cache .pytest_cache

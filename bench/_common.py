@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -16,9 +17,9 @@ from typing import Any
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
 RESPONDER = """
-import asyncio, sys, nats
+import asyncio, json, sys, nats
 async def main():
-    nc = await nats.connect(sys.argv[1])
+    nc = await nats.connect(sys.argv[1], **json.loads(sys.stdin.readline()))
     async def echo(msg):
         await msg.respond(msg.data)
     await nc.subscribe("bench.echo", cb=echo)
@@ -83,12 +84,18 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
 
 
 @contextmanager
-def responder(url: str) -> Iterator[None]:
-    """A core-NATS echo responder in another process (request/reply crosses processes)."""
+def responder(url: str, options: dict[str, Any] | None = None) -> Iterator[None]:
+    """A core-NATS echo responder in another process (request/reply crosses processes).
+    `options`: nats.connect() keyword arguments (JSON-able), e.g. a daemon's credentials; they
+    go through its stdin, not its command line, which any user can read."""
+    argv = [sys.executable, "-c", RESPONDER, url]
     proc = subprocess.Popen(
-        [sys.executable, "-c", RESPONDER, url], stdout=subprocess.PIPE, text=True, env=os.environ
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ
     )
     try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(options or {}) + "\n")
+        proc.stdin.close()
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         yield
     finally:

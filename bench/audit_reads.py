@@ -15,7 +15,7 @@ the same run on the same data.
 
 Prints one JSON object.
 
-    PYTHONPATH=. python bench/audit_reads.py [--rows 50000] [--rounds 3]
+    PYTHONPATH=. python bench/audit_reads.py [--rows 50000] [--rounds 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -122,7 +122,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="500 rows, one round (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.rounds = 500, 1
     records = make_records(args.rows)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

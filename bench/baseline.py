@@ -1,11 +1,12 @@
 """Raw NATS baselines on this machine: core request/reply and JetStream publish-then-consume.
 
 Every other benchmark reports its figures as ratios against these, measured in the same run.
-Run: .venv/bin/python bench/baseline.py   (prints JSON)
+Run: .venv/bin/python bench/baseline.py [--smoke]   (prints JSON)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -24,7 +25,7 @@ from _common import nats_server, percentiles, responder  # noqa: E402
 async def request_reply(url: str, n: int = 2000, concurrency: int = 16) -> dict[str, Any]:
     """Core NATS request/reply to a responder in another process."""
     nc = await nats.connect(url)
-    for _ in range(100):  # warm up
+    for _ in range(min(n, 100)):  # warm up
         await nc.request("bench.echo", b"x" * 128, timeout=5)
     samples = []
     for _ in range(n):
@@ -77,15 +78,20 @@ async def jetstream_hop(url: str, n: int = 1000, bulk: int = 5000) -> dict[str, 
     return {**percentiles(samples), "msgs_per_s": round(rate)}
 
 
-async def measure(url: str) -> dict[str, Any]:
+async def measure(url: str, smoke: bool) -> dict[str, Any]:
+    requests, hops, bulk = (64, 20, 200) if smoke else (2000, 1000, 5000)
     with responder(url):
-        rr = await request_reply(url)
-    return {"nats_request_reply": rr, "jetstream_publish_consume": await jetstream_hop(url)}
+        rr = await request_reply(url, requests)
+    hop = await jetstream_hop(url, hops, bulk)
+    return {"nats_request_reply": rr, "jetstream_publish_consume": hop}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="a few messages (tests)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, nats_server(Path(tmp)) as url:
-        result = asyncio.run(measure(url))
+        result = asyncio.run(measure(url, args.smoke))
     print(json.dumps({"benchmark": "baseline", **result}, indent=2))
 
 

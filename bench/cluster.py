@@ -5,15 +5,17 @@ namespace where the machine allows it (tests/cluster/support.py).
    moved replica's first heartbeat from its new process: it consumes the inbox from then on).
    Host b is then restarted and gets its share back before the next round.
 2. Routed throughput: 2,000 messages published to the router (agentd.out.<sender>.echo) with
-   reply subjects, 4 echo replicas on two hosts against the same 4 on one host, in the same run.
+   reply subjects under the sender's replies, 4 echo replicas on two hosts against the same 4 on
+   one host, in the same run.
    On this 2-core machine both "hosts" share the same two cores: the ratio shows the cost of
    spreading, not the gain of a second machine.
 
-Run: .venv/bin/python bench/cluster.py   (prints JSON; about 2 minutes)
+Run: .venv/bin/python bench/cluster.py [--smoke]   (prints JSON; about 2 minutes)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -30,13 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import anyio  # noqa: E402
 import nats  # noqa: E402
 
-from agentd.bus import Message  # noqa: E402
+from agentd.bus import Message, Subjects  # noqa: E402
 from tests.cluster.support import hosts, nats_cluster  # noqa: E402
 from tests.cluster.test_two_hosts import cluster_config, counts, workers  # noqa: E402
 from tests.harness import REPO, DaemonProcess  # noqa: E402
 
 ROUNDS = 5
 MESSAGES = 2000
+REPLICAS = 4  # echo replicas in the throughput phases
+SUBJECTS = Subjects()
+SMOKE = (1, 100, 2)  # --smoke (tests): rounds, messages, replicas; every phase runs
 
 
 def agents_dir(directory: Path, replicas: int) -> Path:
@@ -86,18 +91,21 @@ async def kill_and_time(url: str, victim: DaemonProcess, replica: str, old_pid: 
         await nc.close()
 
 
-def failover_rounds(root: Path, url: str, prefixes: list[list[str]]) -> list[float]:
+def failover_rounds(
+    root: Path, url: str, prefixes: list[list[str]], rounds: int = ROUNDS
+) -> list[float]:
     agents = agents_dir(root / "agents-failover", 2)
     a = start(root, "a", url, agents, prefixes[0])
     b = start(root, "b", url, agents, prefixes[1])
     samples = []
     try:
-        for _ in range(ROUNDS):
+        for round_ in range(rounds):
             wait_until(lambda b=b: counts(workers(a)) == counts(workers(b)) == {"echo": 1}, a, b)
             ((replica, pid),) = workers(b).items()
             samples.append(round(anyio.run(kill_and_time, url, b, replica, pid), 2))
             b.close()
-            b = start(root, "b", url, agents, prefixes[1])
+            if round_ < rounds - 1:  # b comes back for the next round
+                b = start(root, "b", url, agents, prefixes[1])
     finally:
         for d in (a, b):
             d.stop()
@@ -105,7 +113,7 @@ def failover_rounds(root: Path, url: str, prefixes: list[list[str]]) -> list[flo
     return samples
 
 
-async def routed_throughput(url: str) -> float:
+async def routed_throughput(url: str, messages: int) -> float:
     """Messages per second through router -> inbox -> echo replica -> reply."""
     nc = await nats.connect(url.split(","))
     done = anyio.Event()
@@ -114,39 +122,47 @@ async def routed_throughput(url: str) -> float:
     async def on_reply(msg: Any) -> None:
         nonlocal replies
         replies += 1
-        if replies >= MESSAGES:
+        if replies >= messages:
             done.set()
 
-    await nc.subscribe("agentd.reply.ctl.bench.*", cb=on_reply)
+    # a reply goes under the sender's own replies (the router refuses any other reply_to)
+    await nc.subscribe(SUBJECTS.reply("bench", "*"), cb=on_reply)
     started = time.monotonic()
-    for i in range(MESSAGES):
+    for i in range(messages):
         message = Message.model_validate(
             {
                 "from": "bench",
                 "to": "echo",
                 "payload": {"i": i},
-                "reply_to": f"agentd.reply.ctl.bench.{i}",
+                "reply_to": SUBJECTS.reply("bench", str(i)),
             }
         )
-        await nc.publish("agentd.out.bench.echo", message.to_json())
+        await nc.publish(SUBJECTS.out("bench", "echo"), message.to_json())
     with anyio.fail_after(120):
         await done.wait()
     elapsed = time.monotonic() - started
     await nc.close()
-    return MESSAGES / elapsed
+    return messages / elapsed
 
 
-def throughput(root: Path, url: str, prefixes: list[list[str]], two_hosts: bool) -> float:
+def throughput(
+    root: Path,
+    url: str,
+    prefixes: list[list[str]],
+    two_hosts: bool,
+    messages: int = MESSAGES,
+    replicas: int = REPLICAS,
+) -> float:
     tag = "two" if two_hosts else "one"
-    agents = agents_dir(root / f"agents-{tag}", 4)
+    agents = agents_dir(root / f"agents-{tag}", replicas)
     daemons = [start(root, f"{tag}a", url, agents, prefixes[0])]
     if two_hosts:
         daemons.append(start(root, f"{tag}b", url, agents, prefixes[1]))
     try:
-        want = [2, 2] if two_hosts else [4]
+        want = [replicas // 2] * 2 if two_hosts else [replicas]
         wait_until(lambda: [counts(workers(d)).get("echo", 0) for d in daemons] == want, *daemons)
         time.sleep(2)  # every replica past its first heartbeat and pulling
-        return anyio.run(routed_throughput, url)
+        return anyio.run(routed_throughput, url, messages)
     finally:
         for d in daemons:
             d.stop()
@@ -154,13 +170,17 @@ def throughput(root: Path, url: str, prefixes: list[list[str]], two_hosts: bool)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="one failover, 100 messages (tests)")
+    smoke = parser.parse_args().smoke
+    rounds, messages, replicas = SMOKE if smoke else (ROUNDS, MESSAGES, REPLICAS)
     with tempfile.TemporaryDirectory(prefix="agentd-bench-cluster-") as tmp:
         root = Path(tmp)
         with hosts(2) as made, nats_cluster(root / "nats", made.server_ip) as cluster:
             prefixes = [made.prefix(0), made.prefix(1)]
-            failover = failover_rounds(root, cluster.url, prefixes)
-            one = throughput(root, cluster.url, prefixes, two_hosts=False)
-            two = throughput(root, cluster.url, prefixes, two_hosts=True)
+            failover = failover_rounds(root, cluster.url, prefixes, rounds)
+            one = throughput(root, cluster.url, prefixes, False, messages, replicas)
+            two = throughput(root, cluster.url, prefixes, True, messages, replicas)
             print(
                 json.dumps(
                     {
@@ -171,7 +191,8 @@ def main() -> None:
                         "routed_msgs_per_s_one_host": round(one),
                         "routed_msgs_per_s_two_hosts": round(two),
                         "two_over_one": round(two / one, 2),
-                        "messages": MESSAGES,
+                        "messages": messages,
+                        "echo_replicas": replicas,
                     },
                     indent=2,
                 )

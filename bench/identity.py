@@ -9,7 +9,7 @@
 
 Prints one JSON object.
 
-    PYTHONPATH=. python bench/identity.py [--identities 50] [--rounds 30]
+    .venv/bin/python bench/identity.py [--identities 50] [--rounds 30] [--smoke]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 import nats
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `tests` (a fresh clone)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
@@ -151,9 +152,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--identities", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--smoke", action="store_true", help="5 identities, 3 rounds (tests)")
     args = parser.parse_args()
+    identities, rounds = (5, 3) if args.smoke else (args.identities, args.rounds)
     with tempfile.TemporaryDirectory() as folder:
-        result = run(args.identities, args.rounds, Path(folder))
+        result = run(identities, rounds, Path(folder))
     print(json.dumps(result, indent=2))
 
 

@@ -1,6 +1,6 @@
 """The LLM gateway, measured against direct vLLM in the same run (CPU build, the tiny model).
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python bench/inference.py   (prints JSON)
+    PYTHONPATH=$PWD .venv/bin/python bench/inference.py [--smoke]   (prints JSON)
 
 Two vLLM servers start once (cores 0 and 1, prefix caching on, a KV cache sized so that one
 replica holds about half of the affinity phase's prompts). The gateway runs in its own process
@@ -26,7 +26,8 @@ daemon; clients run in this process with one pooled aiohttp session.
 Another workload on the same cores moves every figure: the pairs and rounds show how much.
 
 About 2-3 minutes on an idle machine (the two servers start in parallel, 40-60 s); much
-longer when other work shares the cores.
+longer when other work shares the cores. `--smoke` (the tests): every phase, with one short pair,
+one round and 4 agents per router; the two servers' startup is most of its time.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ async def load(
 
 
 async def overhead(
-    direct: str, gateway: GatewayProcess, seconds: float, pairs: int
+    direct: str, gateway: GatewayProcess, seconds: float, pairs: int, pings: int = 100
 ) -> dict[str, Any]:
     body = {
         "model": SERVED,
@@ -206,7 +207,7 @@ async def overhead(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         for url, headers in routes.values():  # warm-up: connections, first compiles
-            await load(session, url, headers, body, 16, 1.0)
+            await load(session, url, headers, body, 16, min(seconds, 1.0))
         # Short runs in pairs, the order flipping each pair: the machine's other load drifts,
         # and each pair's ratio sees nearly the same drift on both sides.
         for pair in range(pairs):
@@ -219,7 +220,7 @@ async def overhead(
                 counts[name] += len(samples)
         single: dict[str, list[float]] = {"direct": [], "gateway": []}
         ping = {"model": SERVED, "prompt": "ping", "max_tokens": 1}
-        for _ in range(100):
+        for _ in range(pings):
             for name, (url, headers) in routes.items():
                 url = url.replace("chat/completions", "completions")
                 started = time.perf_counter()
@@ -318,7 +319,9 @@ async def prefix_hits(base_url: str) -> tuple[float, float]:
     return total("prefix_cache_hits_total"), total("prefix_cache_queries_total")
 
 
-async def affinity(servers: list[VllmServer], tokenizer: Path, rounds: int) -> dict[str, Any]:
+async def affinity(
+    servers: list[VllmServer], tokenizer: Path, rounds: int, agents: int = AGENTS_PER_PHASE
+) -> dict[str, Any]:
     endpoints = [
         {
             "pool": "main",
@@ -330,12 +333,11 @@ async def affinity(servers: list[VllmServer], tokenizer: Path, rounds: int) -> d
         }
         for i, s in enumerate(servers)
     ]
-    result: dict[str, Any] = {"agents": AGENTS_PER_PHASE, "prompt_tokens": PROMPT_TOKENS}
+    result: dict[str, Any] = {"agents": agents, "prompt_tokens": PROMPT_TOKENS}
     routers = ("round_robin", "affinity")
     # each router with its own agents (prompts), so neither finds the other's prefixes cached
     prompts = {
-        router: system_prompts(tokenizer, AGENTS_PER_PHASE, n * AGENTS_PER_PHASE)
-        for n, router in enumerate(routers)
+        router: system_prompts(tokenizer, agents, n * agents) for n, router in enumerate(routers)
     }
     gateways = {router: GatewayProcess(endpoints, router, None) for router in routers}
     ttfts: dict[str, list[float]] = {router: [] for router in routers}
@@ -379,7 +381,7 @@ async def affinity(servers: list[VllmServer], tokenizer: Path, rounds: int) -> d
     return result
 
 
-def isolated(seconds: float, pairs: int) -> dict[str, Any]:
+def isolated(seconds: float, pairs: int, pings: int = 100) -> dict[str, Any]:
     """The overhead phase against a fixed-latency fake upstream in its own process."""
     port = free_port()
     upstream = subprocess.Popen(
@@ -398,7 +400,7 @@ def isolated(seconds: float, pairs: int) -> dict[str, Any]:
         }
         gateway = GatewayProcess([endpoint], "affinity", None)
         try:
-            figures = asyncio.run(overhead(base_url, gateway, seconds, pairs))
+            figures = asyncio.run(overhead(base_url, gateway, seconds, pairs, pings))
         finally:
             figures_records = gateway.close()
         figures["records"] = figures_records
@@ -440,7 +442,11 @@ def main() -> None:
         choices=["overhead", "isolated", "affinity"],
         default=["overhead", "isolated", "affinity"],
     )
+    parser.add_argument("--smoke", action="store_true", help="every phase, briefly (tests)")
     args = parser.parse_args()
+    pings, agents = 100, AGENTS_PER_PHASE  # 1-token calls per route, agents per router
+    if args.smoke:
+        args.seconds, args.pairs, args.rounds, pings, agents = 0.5, 1, 1, 5, 4
     from agentd.inference import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
@@ -473,7 +479,7 @@ def main() -> None:
             gateway = GatewayProcess([replica_a], "affinity", {0} if args.pin else None)
             try:
                 figures = asyncio.run(
-                    overhead(servers[0].base_url, gateway, args.seconds, args.pairs)
+                    overhead(servers[0].base_url, gateway, args.seconds, args.pairs, pings)
                 )
             finally:
                 records = gateway.close()
@@ -481,10 +487,10 @@ def main() -> None:
             figures["records"] = records
             figures["gateway_cpu_ms_per_call"] = round(gateway.cpu_at_close * 1000 / records, 3)
             figures["pinned"] = args.pin
-        alone = isolated(args.seconds, args.pairs) if "isolated" in args.phases else {}
+        alone = isolated(args.seconds, args.pairs, pings) if "isolated" in args.phases else {}
         routing: dict[str, Any] = {}
         if "affinity" in args.phases:
-            routing = asyncio.run(affinity(servers, model / "tokenizer.json", args.rounds))
+            routing = asyncio.run(affinity(servers, model / "tokenizer.json", args.rounds, agents))
     finally:
         for server in servers:
             server.stop()

@@ -13,7 +13,7 @@ Raw enforce() has no cache, so it is timed on a sample of each mix (it runs at a
 decisions per second). Every request raw casbin answers is also answered by decide(), and the bench
 asserts the answers are identical. Prints one JSON object.
 
-    PYTHONPATH=. python bench/policy.py [--rules 1000] [--links 200] [--seed 1]
+    PYTHONPATH=. python bench/policy.py [--rules 1000] [--links 200] [--seed 1] [--smoke]
 """
 
 from __future__ import annotations
@@ -162,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--links", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--raw-samples", type=int, default=1000)
+    parser.add_argument("--smoke", action="store_true", help="100 rules, few requests (tests)")
     options = parser.parse_args(argv)
+    # distinct warm requests, the warm stream's length, distinct cold requests
+    distinct_n, stream_n, cold_n = 500, 200_000, 40_000
+    if options.smoke:
+        options.rules, options.links, options.raw_samples = 100, 20, 40
+        distinct_n, stream_n, cold_n = 50, 2_000, 400
     rng = random.Random(options.seed)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -175,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         def raw_fn(r: Request) -> bool:
             return bool(raw.enforce(r.subject, r.object, r.action))
 
-        # warm: 500 distinct requests, repeated
-        distinct = make_requests(names, 500, rng)
-        warm = [rng.choice(distinct) for _ in range(200_000)]
+        # warm: distinct requests (500), repeated
+        distinct = make_requests(names, distinct_n, rng)
+        warm = [rng.choice(distinct) for _ in range(stream_n)]
         raw_answers = {id(r): raw_fn(r) for r in distinct}  # every distinct request, once
         for request in distinct:
             assert access_allowed(point.decide(request)) == raw_answers[id(request)], request
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_raw_lat = latencies_us(raw_fn, warm[: options.raw_samples // 2])
 
         # cold: all distinct, fresh decision point (empty cache)
-        cold = make_requests(names, 40_000, rng)
+        cold = make_requests(names, cold_n, rng)
         cold_point = DecisionPoint(load_policy(directory))  # a fresh, empty decision cache
         cold_decide = throughput(cold_point.decide, cold[: len(cold) // 2])
         cold_decide_lat = latencies_us(cold_point.decide, cold[len(cold) // 2 :])

@@ -5,11 +5,12 @@ headers, the output noted). With export off (the default: sampled out, non-recor
 keep ids) and on (recorded, redacting + batch processor, an exporter that discards), beside
 OpenTelemetry's no-op tracer making two spans as the raw baseline, in the same run.
 
-Run: .venv/bin/python bench/telemetry.py   (prints JSON; about 15 s)
+Run: .venv/bin/python bench/telemetry.py [--smoke]   (prints JSON; about 15 s)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -81,33 +82,36 @@ def noop_trip(tracer: trace.Tracer) -> Callable[[], None]:
     return run
 
 
-def per_run_us(fn: Callable[[], None]) -> float:
-    for _ in range(1000):
+def per_run_us(fn: Callable[[], None], runs: int) -> float:
+    for _ in range(runs // 20):
         fn()
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        for _ in range(N):
+        for _ in range(runs):
             fn()
-        best = min(best, (time.perf_counter() - t0) / N)
+        best = min(best, (time.perf_counter() - t0) / runs)
     return round(best * 1e6, 2)
 
 
 def main() -> None:
-    raw = per_run_us(noop_trip(trace.NoOpTracer()))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="200 runs per sample (tests)")
+    runs = 200 if parser.parse_args().smoke else N
+    raw = per_run_us(noop_trip(trace.NoOpTracer()), runs)
     off = setup_telemetry(TelemetrySettings(), service_name="bench")
-    export_off = per_run_us(echo_trip)
+    export_off = per_run_us(echo_trip, runs)
     off.shutdown()
     on = setup_telemetry(
         TelemetrySettings(export=True, redact_patterns=("sk-[A-Za-z0-9]{20,}",)),
         service_name="bench",
         exporter=Discard(),
     )
-    export_on = per_run_us(echo_trip)
+    export_on = per_run_us(echo_trip, runs)
     on.shutdown()
     result = {
         "benchmark": "telemetry",
-        "runs_per_sample": N,
+        "runs_per_sample": runs,
         "noop_tracer_two_spans_us": raw,
         "export_off_per_echo_trip_us": export_off,
         "export_on_per_echo_trip_us": export_on,

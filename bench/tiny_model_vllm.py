@@ -1,6 +1,6 @@
 """Benchmark the tiny model on a real vLLM server (CPU build), pinned to one core.
 
-    PYTHONPATH=$PWD python bench/tiny_model_vllm.py [--tool-calls N] [--core C]
+    .venv/bin/python bench/tiny_model_vllm.py [--tool-calls N] [--core C] [--smoke]
 
 Prints one JSON object: model build time, server startup to /health, resident memory, valid
 strict tool calls and JSON-schema outputs out of N, and completion latencies. There is no raw
@@ -13,17 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from pydantic import ValidationError
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `tests` (a fresh clone)
 
-from agentd.inference import build_tiny_model
-from tests.inference.tool_schemas import Report, tool_call_problems, tool_request
-from tests.inference.vllm_server import VllmServer
+import httpx  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from agentd.inference import build_tiny_model  # noqa: E402
+from tests.inference.tool_schemas import Report, tool_call_problems, tool_request  # noqa: E402
+from tests.inference.vllm_server import VllmServer  # noqa: E402
 
 MODEL = "tiny"
 
@@ -46,12 +49,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tool-calls", type=int, default=20, help="tool-call requests (20)")
     parser.add_argument("--core", default="1", help="VLLM_CPU_OMP_THREADS_BIND (1)")
+    parser.add_argument("--smoke", action="store_true", help="2 requests of each kind (tests)")
     args = parser.parse_args()
+    # model builds, JSON-schema requests, requests per latency median
+    builds_n, schema_runs, median_runs = 3, 10, 10
+    if args.smoke:
+        args.tool_calls, builds_n, schema_runs, median_runs = 2, 1, 2, 2
 
     with tempfile.TemporaryDirectory(prefix="tiny-bench-") as tmp:
         work = Path(tmp)
         builds = []
-        for attempt in range(3):
+        for attempt in range(builds_n):
             started = time.perf_counter()
             model_dir = build_tiny_model(work / f"model-{attempt}")
             builds.append(time.perf_counter() - started)
@@ -70,7 +78,7 @@ def main() -> None:
                     message = body["choices"][0]["message"]
                     tool_valid += not tool_call_problems(request, message)
 
-                schema_valid, schema_runs = 0, 10
+                schema_valid = 0
                 response_format = {
                     "type": "json_schema",
                     "json_schema": {
@@ -97,11 +105,11 @@ def main() -> None:
                     except ValidationError:
                         pass
 
-                one_token = median_ms(client, {"prompt": "ping", "max_tokens": 1}, 10)
+                one_token = median_ms(client, {"prompt": "ping", "max_tokens": 1}, median_runs)
                 thirty_two = median_ms(
                     client,
                     {"prompt": "def f(", "max_tokens": 32, "ignore_eos": True, "temperature": 0},
-                    10,
+                    median_runs,
                 )
         finally:
             server.stop()

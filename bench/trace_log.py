@@ -18,7 +18,7 @@ over rounds of each variant against the raw run of the same round:
 Afterwards it checks that no record was lost (row count, `verify()` ok) and times `verify`.
 Prints one JSON object.
 
-    PYTHONPATH=. python bench/trace_log.py [--rows 20000] [--rounds 3]
+    PYTHONPATH=. python bench/trace_log.py [--rows 20000] [--rounds 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -121,7 +121,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="300 rows, one round (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.rounds = 300, 1
     n = args.rows
     bodies = [r.body_json() for r in make_records(n)]
     # What a worker publishes: the record's body.

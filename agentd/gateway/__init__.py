@@ -1,14 +1,23 @@
 """The LLM gateway: agents' OpenAI-compatible door to the model pools.
 
-Bearer token -> agent, policy (agent, model:<pool>, infer), token budgets per agent and pool,
-prefix-affinity routing under a load bound, retry before the first byte, one `llm.call` decision
-record per call. See docs/architecture.md and agentd/gateway/README.md.
+Bearer token -> agent, policy (agent, model:<pool>, infer), limits.toml's token limits per agent
+and pool (buckets in the daemon's KV store), prefix-affinity routing under a load bound, retry
+before the first byte, one `llm.call` decision record per call. See docs/architecture.md and
+agentd/gateway/README.md.
 """
 
 from __future__ import annotations
 
-from agentd.gateway._budgets import BudgetBook, Reservation, TokenLimits
+from agentd.gateway._budgets import (
+    BucketState,
+    BucketStore,
+    BudgetUnavailable,
+    MemoryBucketStore,
+    Reservation,
+    TokenBudgets,
+)
 from agentd.gateway._gateway import LLMGateway, PolicyAnswer, PolicyCheck
+from agentd.gateway._kv_budgets import KvBucketStore, open_budget_store
 from agentd.gateway._protocol import MalformedRequest, parse_call
 from agentd.gateway._routing import AffinityRouter, ReplicaChooser, RoundRobin
 from agentd.gateway._tokens import TokenBook, TokenHolder
@@ -22,10 +31,15 @@ __all__ = [
     # who calls
     "TokenBook",
     "TokenHolder",
-    # budgets
-    "BudgetBook",
+    # token budgets: limits.toml model limits, buckets in a store (the daemon's: KV)
+    "BucketState",
+    "BucketStore",
+    "BudgetUnavailable",
+    "KvBucketStore",
+    "MemoryBucketStore",
     "Reservation",
-    "TokenLimits",
+    "TokenBudgets",
+    "open_budget_store",
     # where calls go
     "AffinityRouter",
     "ReplicaChooser",

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
 
+from _common import nats_server  # noqa: E402
 from tests.inference.vllm_server import VllmServer, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,16 +87,20 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None,
 GATEWAY_PROCESS = """
 import asyncio, json, os, sys
 import anyio
+from agentd.bus import connect, jetstream
 from agentd.config import GatewayConfig, PolicyConfig
 from agentd.daemon._authority import Authority
 from agentd.gateway import (AffinityRouter, LLMGateway, ReplicaEndpoint, RoundRobin,
-                            StaticUpstreams, TokenBook)
+                            StaticUpstreams, TokenBook, TokenBudgets, open_budget_store)
 
 async def main():
     spec = json.loads(sys.argv[1])
     records = []
     tokens = TokenBook()
     authority = Authority(PolicyConfig(mode="enforce", dir=spec["policies"]))
+    # as the daemon does: limits.toml's model limit, its bucket in a JetStream KV bucket
+    nc = await connect(spec["nats"], name="bench-gateway")
+    store = await open_budget_store(jetstream(nc), "bench_budgets")
     gateway = LLMGateway(
         GatewayConfig(port=0),
         upstreams=StaticUpstreams(ReplicaEndpoint(**e) for e in spec["endpoints"]),
@@ -102,6 +108,7 @@ async def main():
         record=lambda kind, **fields: records.append(fields),
         policy=authority.check,
         chooser=RoundRobin() if spec["router"] == "round_robin" else AffinityRouter(1.25),
+        budgets=TokenBudgets(authority.point.limiter.token_limit, store),
     )
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)
@@ -110,14 +117,43 @@ async def main():
         await anyio.to_thread.run_sync(sys.stdin.read)  # until the benchmark closes stdin
         print(json.dumps({"records": len(records)}), flush=True)
         await gateway.shutdown()
+    await nc.close()
 
 anyio.run(main, backend_options={"use_uvloop": True})
 """
 
 
+# every call of the overhead phases pays for its budget (reserve before, settle after, in KV)
+# and none is refused: a limit far above what the bench can spend
+BENCH_LIMIT = """
+[[limit]]
+agent = "underwriter"
+model = "main"
+per_second = 1000000
+burst = 1000000
+"""
+
+
+@contextlib.contextmanager
+def bench_policies() -> Iterator[tuple[Path, str]]:
+    """policies/ with BENCH_LIMIT appended, and a nats-server for the budgets' KV bucket."""
+    with tempfile.TemporaryDirectory(prefix="bench-inference-policy-") as tmp:
+        policies = Path(tmp) / "policies"
+        shutil.copytree(REPO / "policies", policies)
+        with (policies / "limits.toml").open("a") as f:
+            f.write(BENCH_LIMIT)
+        with nats_server(Path(tmp) / "nats") as url:
+            yield policies, url
+
+
+POLICIES: tuple[Path, str] | None = None
+
+
 class GatewayProcess:
     def __init__(self, endpoints: list[dict[str, Any]], router: str, cores: set[int] | None):
-        spec = {"endpoints": endpoints, "router": router, "policies": str(REPO / "policies")}
+        assert POLICIES is not None, "run inside bench_policies()"
+        policies, nats = POLICIES
+        spec = {"endpoints": endpoints, "router": router, "policies": str(policies), "nats": nats}
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.process = subprocess.Popen(
             [sys.executable, "-c", GATEWAY_PROCESS, json.dumps(spec)],
@@ -441,6 +477,12 @@ def main() -> None:
         default=["overhead", "isolated", "affinity"],
     )
     args = parser.parse_args()
+    global POLICIES
+    with bench_policies() as POLICIES:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     from agentd.inference import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))

@@ -81,14 +81,11 @@ async def test_two_gateways_on_one_bucket_share_one_budget(tmp_path: Path) -> No
         ):
             # 30 calls of 100 tokens at once, half through each: 10 fit in 1,000
             assert await spend_concurrently([a, b], 30, 100) == 10
-            left_a, left_b = await a.remaining("intake", "main"), await b.remaining("intake", "main")
-            assert left_a is not None and left_b is not None
-            assert left_a < 5 and left_b < 5  # both see the one bucket, spent
-            # a settlement through one gateway is tokens the other can spend
-            reservation = await a.reserve("intake", "other-pool-has-no-limit", 1)
-            assert reservation.budgets is None  # not limited: nothing held, nothing to settle
-            held = await b.reserve("intake", "main", 1) if left_b >= 1 else None
-            assert held is None or held.tokens == 1
+            for gateway in (a, b):  # both see the one bucket, spent
+                left = await gateway.remaining("intake", "main")
+                assert left is not None and left < 5
+            # a pool without a limit: nothing held, nothing to settle
+            assert (await a.reserve("intake", "unlimited", 10**9)).budgets is None
 
 
 async def test_control_two_gateways_with_buckets_of_their_own_spend_twice(

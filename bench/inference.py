@@ -52,8 +52,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
-
 from _common import nats_server  # noqa: E402
+
 from tests.inference.vllm_server import VllmServer, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +101,7 @@ async def main():
     # as the daemon does: limits.toml's model limit, its bucket in a JetStream KV bucket
     nc = await connect(spec["nats"], name="bench-gateway")
     store = await open_budget_store(jetstream(nc), "bench_budgets")
+    limits = authority.point.limiter.token_limit
     gateway = LLMGateway(
         GatewayConfig(port=0),
         upstreams=StaticUpstreams(ReplicaEndpoint(**e) for e in spec["endpoints"]),
@@ -108,7 +109,7 @@ async def main():
         record=lambda kind, **fields: records.append(fields),
         policy=authority.check,
         chooser=RoundRobin() if spec["router"] == "round_robin" else AffinityRouter(1.25),
-        budgets=TokenBudgets(authority.point.limiter.token_limit, store),
+        budgets=TokenBudgets(limits, store) if spec["budgets"] else None,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)
@@ -147,13 +148,20 @@ def bench_policies() -> Iterator[tuple[Path, str]]:
 
 
 POLICIES: tuple[Path, str] | None = None
+BUDGETS = True  # --no-budgets: the gateway without token budgets (what they cost)
 
 
 class GatewayProcess:
     def __init__(self, endpoints: list[dict[str, Any]], router: str, cores: set[int] | None):
         assert POLICIES is not None, "run inside bench_policies()"
         policies, nats = POLICIES
-        spec = {"endpoints": endpoints, "router": router, "policies": str(policies), "nats": nats}
+        spec = {
+            "endpoints": endpoints,
+            "router": router,
+            "policies": str(policies),
+            "nats": nats,
+            "budgets": BUDGETS,
+        }
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.process = subprocess.Popen(
             [sys.executable, "-c", GATEWAY_PROCESS, json.dumps(spec)],
@@ -476,8 +484,15 @@ def main() -> None:
         choices=["overhead", "isolated", "affinity"],
         default=["overhead", "isolated", "affinity"],
     )
+    parser.add_argument(
+        "--budgets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the gateway enforces a token budget (limits.toml, its bucket in NATS KV)",
+    )
     args = parser.parse_args()
-    global POLICIES
+    global POLICIES, BUDGETS
+    BUDGETS = args.budgets
     with bench_policies() as POLICIES:
         run(args)
 

@@ -43,6 +43,8 @@ log = logging.getLogger("agentd.gateway")
 MAX_CONFLICTS = 50
 """Compare-and-set retries of one batch before its calls are refused as unavailable."""
 SHUTDOWN_FLUSH_S = 5.0
+SETTLE_DELAY_S = 0.05
+"""How long a settlement may wait for a reservation of the same key to share its write."""
 
 
 class BudgetUnavailable(Exception):
@@ -149,6 +151,7 @@ class _Lane:
     loaded: bool = False
     queue: list[_Op] = field(default_factory=list)
     busy: bool = False
+    deferred: bool = False  # a drain of settlements is scheduled
 
 
 class TokenBudgets:
@@ -180,6 +183,10 @@ class TokenBudgets:
 
     async def flush(self) -> None:
         """Wait (at most SHUTDOWN_FLUSH_S) until every queued write has been made."""
+        for key, lane in self._lanes.items():  # settlements waiting for company: write now
+            if lane.queue and not lane.busy and self._tg is not None:
+                lane.busy = True
+                self._tg.start_soon(self._drain, key, lane)
         with anyio.move_on_after(SHUTDOWN_FLUSH_S):
             while any(lane.busy for lane in self._lanes.values()):
                 self._idle = anyio.Event()
@@ -203,7 +210,7 @@ class TokenBudgets:
     def settle_soon(self, reservation: Reservation, used: int) -> None:
         """Queue the settlement of `reservation` (the reserved tokens less `used`)."""
         op = _Op(float(reservation.tokens - used), reserve=False)
-        self._enqueue(bucket_key(reservation.agent, reservation.pool), op)
+        self._enqueue(bucket_key(reservation.agent, reservation.pool), op, urgent=False)
 
     async def remaining(self, agent: str, pool: str) -> float | None:
         """Tokens in (agent, pool)'s bucket now, or None when not limited. Queued behind the
@@ -223,16 +230,31 @@ class TokenBudgets:
         self._enqueue(key, op)
         await op.done.wait()
 
-    def _enqueue(self, key: str, op: _Op) -> None:
+    def _enqueue(self, key: str, op: _Op, *, urgent: bool = True) -> None:
+        """Queue `op`; an urgent one (a caller waits) starts a write now, a settlement waits
+        up to SETTLE_DELAY_S for the next reservation's write (one write per call, not two;
+        a refund that comes a little late only errs on the side of the budget)."""
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
         lane.queue.append(op)
-        if not lane.busy:
-            if self._tg is None:
-                raise RuntimeError("TokenBudgets is not running: start run() first")
+        if lane.busy or (not urgent and lane.deferred):
+            return
+        if self._tg is None:
+            raise RuntimeError("TokenBudgets is not running: start run() first")
+        if urgent:
             lane.busy = True
             self._tg.start_soon(self._drain, key, lane)
+        else:
+            lane.deferred = True
+            self._tg.start_soon(self._drain_later, key, lane)
+
+    async def _drain_later(self, key: str, lane: _Lane) -> None:
+        await anyio.sleep(SETTLE_DELAY_S)
+        lane.deferred = False
+        if lane.queue and not lane.busy:
+            lane.busy = True
+            await self._drain(key, lane)
 
     async def _drain(self, key: str, lane: _Lane) -> None:
         try:

@@ -44,11 +44,6 @@ autoscale = {{ enabled = false }}
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def daemon_config(root: Path) -> tuple[Path, Path]:
     policies = root / "policies"
     shutil.copytree(REPO / "policies", policies)

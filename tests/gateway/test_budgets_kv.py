@@ -27,11 +27,6 @@ BUCKET = "agentd_budgets"
 LIMITS = '[[limit]]\nagent = "intake"\nmodel = "main"\nper_minute = 1\nburst = 1000\n'
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @asynccontextmanager
 async def kv_store(url: str) -> AsyncIterator[BucketStore]:
     """What one daemon has: its own NATS connection and the budgets bucket."""

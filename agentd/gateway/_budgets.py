@@ -202,10 +202,25 @@ class TokenBudgets:
         if tokens > limit.burst:  # decided by the limit alone: no round trip
             raise _refusal(limit, agent, pool, tokens, 0.0, math.inf)
         op = _Op(float(tokens), reserve=True)
-        await self._submit(bucket_key(agent, pool), op)
+        self._enqueue(bucket_key(agent, pool), op)
+        held = Reservation(self, agent, pool, tokens)
+        try:
+            # shielded: a caller that goes away mid-write must not leave tokens taken that no
+            # reservation will give back (the write takes a round trip; the store times out)
+            with anyio.CancelScope(shield=True):
+                await op.done.wait()
+        except BaseException:  # cancelled all the same (asyncio's own cancel): give it back
+            if self._tg is not None:
+                self._tg.start_soon(self._give_back, op, held)
+            raise
         if op.error is not None:
             raise op.error
-        return Reservation(self if op.charged else None, agent, pool, tokens)
+        return held if op.charged else Reservation(None, agent, pool, tokens)
+
+    async def _give_back(self, op: _Op, held: Reservation) -> None:
+        await op.done.wait()
+        if op.charged:
+            held.settle(None)
 
     def settle_soon(self, reservation: Reservation, used: int) -> None:
         """Queue the settlement of `reservation` (the reserved tokens less `used`)."""

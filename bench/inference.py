@@ -23,6 +23,12 @@ daemon; clients run in this process with one pooled aiohttp session.
   passes alternate between the two. TTFT p50 ratio (affinity / round robin, overall and per
   round) and prefix-cache hit rates from vLLM's /metrics (measured passes only).
 
+The gateway enforces a token budget as the daemon does (a limits.toml entry far above what the
+bench spends, its bucket in a JetStream KV bucket on a nats-server of its own; each call reserves
+before and settles after): `budget_spent_tokens` shows it was charged. `--no-budgets` runs the
+gateway without one (what budgets cost, in the same conditions). `--smoke`: the isolated phase
+only, no vLLM, one short pair (tests/gateway/test_inference_bench.py runs it).
+
 Another workload on the same cores moves every figure: the pairs and rounds show how much.
 
 About 2-3 minutes on an idle machine (the two servers start in parallel, 40-60 s); much
@@ -111,12 +117,14 @@ async def main():
         chooser=RoundRobin() if spec["router"] == "round_robin" else AffinityRouter(1.25),
         budgets=TokenBudgets(limits, store) if spec["budgets"] else None,
     )
+    budgets = gateway.budgets
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)
         token = tokens.issue("underwriter", "underwriter-0")
         print(json.dumps({"url": gateway.url, "token": token}), flush=True)
         await anyio.to_thread.run_sync(sys.stdin.read)  # until the benchmark closes stdin
-        print(json.dumps({"records": len(records)}), flush=True)
+        left = await budgets.remaining("underwriter", "main") if budgets else None
+        print(json.dumps({"records": len(records), "budget_left": left}), flush=True)
         await gateway.shutdown()
     await nc.close()
 
@@ -130,9 +138,10 @@ BENCH_LIMIT = """
 [[limit]]
 agent = "underwriter"
 model = "main"
-per_second = 1000000
-burst = 1000000
+per_second = 1
+burst = 1000000000
 """
+BENCH_BURST = 1_000_000_000  # refilled at 1 token/s: what was spent shows at the end
 
 
 @contextlib.contextmanager
@@ -149,6 +158,7 @@ def bench_policies() -> Iterator[tuple[Path, str]]:
 
 POLICIES: tuple[Path, str] | None = None
 BUDGETS = True  # --no-budgets: the gateway without token budgets (what they cost)
+SINGLE_CALLS = 100  # one client, in sequence, per route (--smoke: 5)
 
 
 class GatewayProcess:
@@ -177,6 +187,7 @@ class GatewayProcess:
         self.url, self.token = ready["url"], ready["token"]
         self.cpu_at_ready = self.cpu_s()  # imports and startup are not the calls' cost
         self.cpu_at_close = 0.0
+        self.budget_spent: int | None = None
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the gateway process has used so far.
@@ -190,7 +201,11 @@ class GatewayProcess:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.cpu_at_close = self.cpu_s() - self.cpu_at_ready
         self.process.stdin.close()
-        records: int = json.loads(self.process.stdout.readline())["records"]
+        closing = json.loads(self.process.stdout.readline())
+        records: int = closing["records"]
+        # what the calls took from the bench's limit (None: --no-budgets)
+        left = closing["budget_left"]
+        self.budget_spent = None if left is None else round(BENCH_BURST - left)
         self.process.wait(timeout=15)
         return records
 
@@ -263,7 +278,7 @@ async def overhead(
                 counts[name] += len(samples)
         single: dict[str, list[float]] = {"direct": [], "gateway": []}
         ping = {"model": SERVED, "prompt": "ping", "max_tokens": 1}
-        for _ in range(100):
+        for _ in range(SINGLE_CALLS):
             for name, (url, headers) in routes.items():
                 url = url.replace("chat/completions", "completions")
                 started = time.perf_counter()
@@ -446,6 +461,7 @@ def isolated(seconds: float, pairs: int) -> dict[str, Any]:
         finally:
             figures_records = gateway.close()
         figures["records"] = figures_records
+        figures["budget_spent_tokens"] = gateway.budget_spent
         figures["gateway_cpu_ms_per_call"] = round(gateway.cpu_at_close * 1000 / figures_records, 3)
         return figures
     finally:
@@ -490,9 +506,16 @@ def main() -> None:
         default=True,
         help="the gateway enforces a token budget (limits.toml, its bucket in NATS KV)",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds: the isolated phase only (no vLLM), one short pair, 5 single calls",
+    )
     args = parser.parse_args()
-    global POLICIES, BUDGETS
+    global POLICIES, BUDGETS, SINGLE_CALLS
     BUDGETS = args.budgets
+    if args.smoke:
+        args.phases, args.pairs, args.seconds, SINGLE_CALLS = ["isolated"], 1, 0.5, 5
     with bench_policies() as POLICIES:
         run(args)
 
@@ -507,23 +530,24 @@ def run(args: argparse.Namespace) -> None:
     try:
         # both at once: a start is mostly waiting (loading, warm-up), one core each
         with ThreadPoolExecutor(2) as pool:
-            starting = [pool.submit(start_server, model, work, core) for core in ("1", "0")]
+            needed = ("1", "0") if {"overhead", "affinity"} & set(args.phases) else ()
+            starting = [pool.submit(start_server, model, work, core) for core in needed]
             for future in starting:
                 with contextlib.suppress(Exception):  # the first error is raised below
                     servers.append(future.result())
             for future in starting:
                 future.result()
         startup_s = time.perf_counter() - started
-        replica_a = {
-            "pool": "main",
-            "replica": "cpu-1",
-            "base_url": servers[0].base_url,
-            "served_name": SERVED,
-            "model": "tiny-random",
-            "revision": None,
-        }
         figures: dict[str, Any] = {}
         if "overhead" in args.phases:
+            replica_a = {
+                "pool": "main",
+                "replica": "cpu-1",
+                "base_url": servers[0].base_url,
+                "served_name": SERVED,
+                "model": "tiny-random",
+                "revision": None,
+            }
             mine = os.sched_getaffinity(0)
             if args.pin:
                 os.sched_setaffinity(0, {0})
@@ -536,6 +560,7 @@ def run(args: argparse.Namespace) -> None:
                 records = gateway.close()
                 os.sched_setaffinity(0, mine)
             figures["records"] = records
+            figures["budget_spent_tokens"] = gateway.budget_spent
             figures["gateway_cpu_ms_per_call"] = round(gateway.cpu_at_close * 1000 / records, 3)
             figures["pinned"] = args.pin
         alone = isolated(args.seconds, args.pairs) if "isolated" in args.phases else {}

@@ -23,6 +23,12 @@ daemon; clients run in this process with one pooled aiohttp session.
   passes alternate between the two. TTFT p50 ratio (affinity / round robin, overall and per
   round) and prefix-cache hit rates from vLLM's /metrics (measured passes only).
 
+The gateway enforces a token budget as the daemon does (a limits.toml entry far above what the
+bench spends, its bucket in a JetStream KV bucket on a nats-server of its own; each call reserves
+before and settles after): `budget_spent_tokens` shows it was charged. `--no-budgets` runs the
+gateway without one (what budgets cost, in the same conditions). `--smoke`: the isolated phase
+only, no vLLM, one short pair (tests/gateway/test_inference_bench.py runs it).
+
 Another workload on the same cores moves every figure: the pairs and rounds show how much.
 
 About 2-3 minutes on an idle machine (the two servers start in parallel, 40-60 s); much
@@ -45,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
+from _common import nats_server  # noqa: E402
 
 from tests.inference.vllm_server import VllmServer, free_port  # noqa: E402
 
@@ -86,16 +94,21 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None,
 GATEWAY_PROCESS = """
 import asyncio, json, os, sys
 import anyio
+from agentd.bus import connect, jetstream
 from agentd.config import GatewayConfig, PolicyConfig
 from agentd.daemon._authority import Authority
 from agentd.gateway import (AffinityRouter, LLMGateway, ReplicaEndpoint, RoundRobin,
-                            StaticUpstreams, TokenBook)
+                            StaticUpstreams, TokenBook, TokenBudgets, open_budget_store)
 
 async def main():
     spec = json.loads(sys.argv[1])
     records = []
     tokens = TokenBook()
     authority = Authority(PolicyConfig(mode="enforce", dir=spec["policies"]))
+    # as the daemon does: limits.toml's model limit, its bucket in a JetStream KV bucket
+    nc = await connect(spec["nats"], name="bench-gateway")
+    store = await open_budget_store(jetstream(nc), "bench_budgets")
+    limits = authority.point.limiter.token_limit
     gateway = LLMGateway(
         GatewayConfig(port=0),
         upstreams=StaticUpstreams(ReplicaEndpoint(**e) for e in spec["endpoints"]),
@@ -103,22 +116,63 @@ async def main():
         record=lambda kind, **fields: records.append(fields),
         policy=authority.check,
         chooser=RoundRobin() if spec["router"] == "round_robin" else AffinityRouter(1.25),
+        budgets=TokenBudgets(limits, store) if spec["budgets"] else None,
     )
+    budgets = gateway.budgets
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)
         token = tokens.issue("underwriter", "underwriter-0")
         print(json.dumps({"url": gateway.url, "token": token}), flush=True)
         await anyio.to_thread.run_sync(sys.stdin.read)  # until the benchmark closes stdin
-        print(json.dumps({"records": len(records)}), flush=True)
+        left = await budgets.remaining("underwriter", "main") if budgets else None
+        print(json.dumps({"records": len(records), "budget_left": left}), flush=True)
         await gateway.shutdown()
+    await nc.close()
 
 anyio.run(main, backend_options={"use_uvloop": True})
 """
 
 
+# every call of the overhead phases pays for its budget (reserve before, settle after, in KV)
+# and none is refused: a limit far above what the bench can spend
+BENCH_LIMIT = """
+[[limit]]
+agent = "underwriter"
+model = "main"
+per_second = 1
+burst = 1000000000
+"""
+BENCH_BURST = 1_000_000_000  # refilled at 1 token/s: what was spent shows at the end
+
+
+@contextlib.contextmanager
+def bench_policies() -> Iterator[tuple[Path, str]]:
+    """policies/ with BENCH_LIMIT appended, and a nats-server for the budgets' KV bucket."""
+    with tempfile.TemporaryDirectory(prefix="bench-inference-policy-") as tmp:
+        policies = Path(tmp) / "policies"
+        shutil.copytree(REPO / "policies", policies)
+        with (policies / "limits.toml").open("a") as f:
+            f.write(BENCH_LIMIT)
+        with nats_server(Path(tmp) / "nats") as url:
+            yield policies, url
+
+
+POLICIES: tuple[Path, str] | None = None
+BUDGETS = True  # --no-budgets: the gateway without token budgets (what they cost)
+SINGLE_CALLS = 100  # 1-token calls, one client, in sequence, per route (--smoke: 5)
+
+
 class GatewayProcess:
     def __init__(self, endpoints: list[dict[str, Any]], router: str, cores: set[int] | None):
-        spec = {"endpoints": endpoints, "router": router, "policies": str(REPO / "policies")}
+        assert POLICIES is not None, "run inside bench_policies()"
+        policies, nats = POLICIES
+        spec = {
+            "endpoints": endpoints,
+            "router": router,
+            "policies": str(policies),
+            "nats": nats,
+            "budgets": BUDGETS,
+        }
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.process = subprocess.Popen(
             [sys.executable, "-c", GATEWAY_PROCESS, json.dumps(spec)],
@@ -134,6 +188,7 @@ class GatewayProcess:
         self.url, self.token = ready["url"], ready["token"]
         self.cpu_at_ready = self.cpu_s()  # imports and startup are not the calls' cost
         self.cpu_at_close = 0.0
+        self.budget_spent: int | None = None
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the gateway process has used so far.
@@ -147,7 +202,11 @@ class GatewayProcess:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.cpu_at_close = self.cpu_s() - self.cpu_at_ready
         self.process.stdin.close()
-        records: int = json.loads(self.process.stdout.readline())["records"]
+        closing = json.loads(self.process.stdout.readline())
+        records: int = closing["records"]
+        # what the calls took from the bench's limit (None: --no-budgets)
+        left = closing["budget_left"]
+        self.budget_spent = None if left is None else round(BENCH_BURST - left)
         self.process.wait(timeout=15)
         return records
 
@@ -404,6 +463,7 @@ def isolated(seconds: float, pairs: int, pings: int = 100) -> dict[str, Any]:
         finally:
             figures_records = gateway.close()
         figures["records"] = figures_records
+        figures["budget_spent_tokens"] = gateway.budget_spent
         figures["gateway_cpu_ms_per_call"] = round(gateway.cpu_at_close * 1000 / figures_records, 3)
         return figures
     finally:
@@ -442,9 +502,24 @@ def main() -> None:
         choices=["overhead", "isolated", "affinity"],
         default=["overhead", "isolated", "affinity"],
     )
-    parser.add_argument("--smoke", action="store_true", help="every phase, briefly (tests)")
+    parser.add_argument(
+        "--budgets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the gateway enforces a token budget (limits.toml, its bucket in NATS KV)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="the phases asked for, briefly (tests)"
+    )
     args = parser.parse_args()
-    pings, agents = 100, AGENTS_PER_PHASE  # 1-token calls per route, agents per router
+    global POLICIES, BUDGETS
+    BUDGETS = args.budgets
+    with bench_policies() as POLICIES:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    pings, agents = SINGLE_CALLS, AGENTS_PER_PHASE  # 1-token calls per route, agents per router
     if args.smoke:
         args.seconds, args.pairs, args.rounds, pings, agents = 0.5, 1, 1, 5, 4
     from agentd.inference import build_tiny_model
@@ -456,23 +531,24 @@ def main() -> None:
     try:
         # both at once: a start is mostly waiting (loading, warm-up), one core each
         with ThreadPoolExecutor(2) as pool:
-            starting = [pool.submit(start_server, model, work, core) for core in ("1", "0")]
+            needed = ("1", "0") if {"overhead", "affinity"} & set(args.phases) else ()
+            starting = [pool.submit(start_server, model, work, core) for core in needed]
             for future in starting:
                 with contextlib.suppress(Exception):  # the first error is raised below
                     servers.append(future.result())
             for future in starting:
                 future.result()
         startup_s = time.perf_counter() - started
-        replica_a = {
-            "pool": "main",
-            "replica": "cpu-1",
-            "base_url": servers[0].base_url,
-            "served_name": SERVED,
-            "model": "tiny-random",
-            "revision": None,
-        }
         figures: dict[str, Any] = {}
         if "overhead" in args.phases:
+            replica_a = {
+                "pool": "main",
+                "replica": "cpu-1",
+                "base_url": servers[0].base_url,
+                "served_name": SERVED,
+                "model": "tiny-random",
+                "revision": None,
+            }
             mine = os.sched_getaffinity(0)
             if args.pin:
                 os.sched_setaffinity(0, {0})
@@ -485,6 +561,7 @@ def main() -> None:
                 records = gateway.close()
                 os.sched_setaffinity(0, mine)
             figures["records"] = records
+            figures["budget_spent_tokens"] = gateway.budget_spent
             figures["gateway_cpu_ms_per_call"] = round(gateway.cpu_at_close * 1000 / records, 3)
             figures["pinned"] = args.pin
         alone = isolated(args.seconds, args.pairs, pings) if "isolated" in args.phases else {}

@@ -116,6 +116,12 @@ class Subjects:
         """Key-value bucket of tainted conversations, messages and agents (the daemon's only)."""
         return f"{self.prefix.replace('.', '_')}_taint"
 
+    @property
+    def budgets_bucket(self) -> str:
+        """Key-value bucket of the LLM gateway's token buckets (limits.toml model limits; the
+        daemon's only): kept across restarts, shared by a cluster's hosts."""
+        return f"{self.prefix.replace('.', '_')}_budgets"
+
     def trace(self, agent: str) -> str:
         return f"{self.prefix}.trace.{agent}"
 

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentd.config._budget_migration import reject_old_budget_keys
 from agentd.config._checkpoints import CheckpointsConfig
 from agentd.config._cluster import ClusterConfig
 from agentd.config._mcp import MCP_SERVER_NAME, McpServerConfig
@@ -368,11 +369,11 @@ class GatewayConfig(_Section):
     """[gateway]: the OpenAI-compatible LLM gateway agents reach their model pools through.
 
     `port` 0 (the default) takes a free port: the daemon's own replicas are told the URL; set a
-    fixed port for clients outside the daemon. Token budgets apply per agent and pool:
-    `budget_tokens` per `budget_window_s` (refilled continuously), `budgets` overrides it for
-    "agent/pool" keys; None means no budget. A call reserves the most it may generate: its
-    sequences (prompts x max(n, best_of)) x max_tokens, `default_max_tokens` when it names none;
-    more than `max_sequences_per_call` sequences is refused (400).
+    fixed port for clients outside the daemon. Token budgets per agent and pool are the policy's
+    limits.toml `model = ...` limits (the old `budget_*` keys are refused with the entries to
+    write there). A call reserves the most it may generate: its sequences (prompts x max(n,
+    best_of)) x max_tokens, `default_max_tokens` when it names none; more than
+    `max_sequences_per_call` sequences is refused (400).
     """
 
     enabled: bool = True
@@ -380,9 +381,6 @@ class GatewayConfig(_Section):
     port: int = Field(0, ge=0, le=65535)
     default_max_tokens: int = Field(512, ge=1)
     max_sequences_per_call: int = Field(64, ge=1)
-    budget_tokens: int | None = Field(None, ge=1)
-    budget_window_s: float = Field(60.0, gt=0)
-    budgets: dict[str, int] = {}
     load_factor: float = Field(1.25, ge=1.0, le=10.0)
     max_attempts: int = Field(3, ge=1, le=10)
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -391,15 +389,10 @@ class GatewayConfig(_Section):
     tls: TlsConfig = TlsConfig()
     """HTTPS with this certificate and key; replicas are told `ca_file` (AGENTD_LLM_CA_FILE)."""
 
-    @field_validator("budgets")
+    @model_validator(mode="before")
     @classmethod
-    def _budget_keys(cls, budgets: dict[str, int]) -> dict[str, int]:
-        for key, tokens in budgets.items():
-            if key.count("/") != 1 or not all(key.split("/")):
-                raise ValueError(f"budget key {key!r} must be 'agent/pool'")
-            if tokens < 1:
-                raise ValueError(f"budget {key!r} must be at least 1 token")
-        return budgets
+    def _old_budget_keys(cls, data: object) -> object:
+        return reject_old_budget_keys(data)  # a migration message, not silent loss
 
 
 class Config(_Section):

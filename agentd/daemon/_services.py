@@ -47,7 +47,7 @@ from agentd.daemon._systemd import SystemdNotifier
 from agentd.daemon._token_verbs import TokenVerbs
 from agentd.daemon._tool_sandbox import tool_sandboxes
 from agentd.daemon._verbs import ControlVerbs
-from agentd.gateway import LLMGateway, TokenBucket
+from agentd.gateway import LLMGateway, TokenBucket, TokenBudgets, open_budget_store
 from agentd.gateway import TokenBook as GatewayTokenBook
 from agentd.identity import client_ssl_context
 from agentd.inference import ModelPools, discover_gpus
@@ -176,14 +176,21 @@ class Services:
         await tg.start(self.ingest.run)
         identity = self.identity
         if self.config.gateway.enabled:
+            point = self.authority.point
+            budgets = None
+            if point is not None:  # limits.toml's model limits (read per call: a reload
+                # applies at once); their buckets in KV: kept across restarts, cluster-wide
+                store = await open_budget_store(
+                    js, self.subjects.budgets_bucket, replicas=self.config.stream_replicas
+                )
+                budgets = TokenBudgets(point.limiter.token_limit, store)
             self.llm = LLMGateway(
                 self.config.gateway,
                 upstreams=self.pools,
                 tokens=GatewayTokenBook(),
                 record=recorder.record,
                 policy=self.authority.check,
-                # limits.toml's model limits; the limiter reloads with the policy
-                limits=self.authority.point.limiter if self.authority.point else None,
+                budgets=budgets,
             )
             if identity is not None:  # registered agents' tokens: the gateway's book
                 identity.tokens = IdentityTokens(self.llm.tokens)

@@ -3,18 +3,17 @@
 Each call: bearer token -> holder and its policy subject (401; a replica's is its agent's
 name, an external agent's or an outside token's `ext:<name>`), body checked and what it may
 generate bounded (400), model name -> pool (404), an outside token's pool scope (403), policy
-(subject, model:<pool>, infer) (403 with the rule), token budget
-and limits.toml model limit reserved for that bound (429 with Retry-After; 400 for a call
-larger than the whole bucket, which no wait would let through), relayed to a replica chosen for
-prefix affinity under a load bound, budget settled with the real usage; one inference span and
-one `llm.call` decision record, whatever the outcome.
+(subject, model:<pool>, infer) (403 with the rule), the limits.toml model limit of (subject,
+pool) reserved for that bound (429 with Retry-After; 400 for a call larger than the whole bucket,
+which no wait would let through; 503 when the budgets' store cannot answer), relayed to a replica
+chosen for prefix affinity under a load bound, the reservation settled with the real usage; one
+inference span and one `llm.call` decision record, whatever the outcome.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import ssl
 import time
 from collections.abc import Callable
@@ -26,8 +25,9 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from agentd.config import GatewayConfig
-from agentd.errors import ConfigError, RateLimited
-from agentd.gateway._budgets import BudgetBook, Reservation, TokenLimits
+from agentd.errors import ConfigError
+from agentd.gateway._budget_refusals import reserve
+from agentd.gateway._budgets import TokenBudgets
 from agentd.gateway._caller_run import caller_run
 from agentd.gateway._catalog import model_entry, visible_pools
 from agentd.gateway._http_errors import openai_errors
@@ -79,15 +79,14 @@ class LLMGateway:
         record: Callable[..., None],
         policy: PolicyCheck | None = None,
         chooser: ReplicaChooser | None = None,
-        limits: TokenLimits | None = None,
+        budgets: TokenBudgets | None = None,
     ) -> None:
         self.config = config
         self.upstreams = upstreams
         self.tokens = tokens
         self.policy = policy
-        self.budgets = BudgetBook(
-            config.budget_tokens, config.budget_window_s, config.budgets, limits=limits
-        )
+        # limits.toml's model limits, their buckets in the daemon's KV store; None: no limits
+        self.budgets = budgets
         self.chooser = chooser or AffinityRouter(config.load_factor)
         self._record = record
         self._relay: Relay | None = None
@@ -96,6 +95,23 @@ class LLMGateway:
 
     # service lifecycle
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        failed: ConfigError | None = None
+        async with anyio.create_task_group() as tg:
+            if self.budgets is not None:  # their writers
+                await tg.start(self.budgets.run)
+            try:
+                await self._serve(task_status)
+            except ConfigError as exc:  # raised as itself, not in a group
+                failed = exc
+            finally:
+                if self.budgets is not None:  # the settlements of the last calls
+                    with anyio.CancelScope(shield=True):
+                        await self.budgets.flush()
+                tg.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+
+    async def _serve(self, task_status: TaskStatus[None]) -> None:
         cfg = self.config
         app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=[openai_errors])
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -259,7 +275,7 @@ class LLMGateway:
             fields["pool"] = pool
             span.set_pool(pool)
             answer = self._authorize(holder, pool)
-            reservation = self._reserve(holder, pool, call.token_estimate)
+            reservation = await reserve(self.budgets, holder.subject, pool, call.token_estimate)
         except Refusal as refused:
             span.set_error(refused.code, str(refused), status=refused.status)
             record = call_record(holder, raw, started, fields, refusal=refused)
@@ -352,35 +368,6 @@ class LLMGateway:
                 rule=answer.rule,
             )
         return answer
-
-    def _reserve(self, holder: TokenHolder, pool: str, tokens: int) -> Reservation:
-        try:
-            return self.budgets.reserve(holder.subject, pool, tokens)
-        except RateLimited as exc:
-            limit = "limit" if exc.rule is not None else "budget"  # limits.toml, or [gateway]
-            if math.isinf(exc.retry_after_s):  # larger than the whole bucket: no wait helps
-                refused = Refusal(
-                    400,
-                    "invalid_request_error",
-                    f"{exc}: the call may use {tokens} tokens, more than the {limit} ever "
-                    "allows at once, and no retry can succeed; lower max_tokens, n or the "
-                    "number of prompts",
-                    code=f"exceeds_{limit}",
-                    param="max_tokens",
-                    rule=exc.rule,
-                )
-                refused.headers["x-should-retry"] = "false"  # what OpenAI SDKs read
-                raise refused from None
-            refused = Refusal(
-                429,
-                "rate_limit_error",
-                str(exc),
-                code="rate_limited" if exc.rule is not None else "budget_exhausted",
-                rule=exc.rule,
-                retry_after_s=exc.retry_after_s,
-            )
-            refused.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-            raise refused from None
 
 
 def _server_tls(cfg: GatewayConfig) -> ssl.SSLContext | None:

@@ -39,7 +39,7 @@ TOOL_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 APPROVAL_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 
 # llm.call verdicts that refuse a call under policy or limits (the gateway's Refusal codes)
-LLM_DENIALS = frozenset({"policy_denied", "rate_limited", "budget_exhausted", "exceeds_limit"})
+LLM_DENIALS = frozenset({"policy_denied", "rate_limited", "exceeds_limit"})
 # approvals asked for and not answered yet: beyond this many the oldest are forgotten
 MAX_PENDING_APPROVALS = 10_000
 

@@ -2,7 +2,7 @@
 
     [[limit]]
     agent = "*"            # an agent name, or "*": every agent, each with its own bucket
-    tool = "credit.score"  # or model = "main" (then the unit is tokens, and agent is required)
+    tool = "credit.score"  # or model = "tiny" (a model pool: the unit is tokens, agent required)
     per_second = 5         # or per_minute = N
     burst = 10             # bucket size: how much may be spent at once after a quiet spell
 
@@ -11,6 +11,8 @@
 
 Three kinds of key: (agent, tool) calls, (agent, model) tokens, and a tool overall. An entry for
 a named agent overrides the `"*"` entry for that agent. A key without an entry is not limited.
+This module's buckets serve the tool gateway; (agent, model) token limits are read from here
+(`token_limit`) by the LLM gateway, whose buckets live in the daemon's key-value store.
 A bucket starts full. A cost larger than the burst can never be paid: `RateLimited` carries
 `retry_after_s = inf`. Reload keeps the state of every bucket whose limit is unchanged; a bucket
 whose limit changed keeps its tokens, capped at the new burst (a reload never refills a bucket).
@@ -227,18 +229,12 @@ class RateLimiter:
             for _, bucket in buckets:
                 bucket.tokens -= cost
 
-    def acquire_tokens(self, agent: str, model: str, tokens: int) -> None:
-        """Reserve `tokens` of `agent`'s (agent, model) limit before an LLM call (the gateway's
-        `TokenLimits`); `RateLimited` names the rule. No limit for the key: nothing to take."""
-        self.acquire(RateKey.agent_model(agent, model), float(tokens))
-
-    def settle_tokens(self, agent: str, model: str, reserved: int, used: int) -> None:
-        """Settle a reservation with what the call used: give back the rest (capped at the
-        burst), or charge the overrun (the bucket may go into debt)."""
-        with self._lock:
-            bucket = self._bucket(RateKey.agent_model(agent, model), self._clock())
-            if bucket is not None:
-                bucket.tokens = min(bucket.limit.burst, bucket.tokens + reserved - used)
+    def token_limit(self, agent: str, model: str) -> RateLimit | None:
+        """The current limit of (agent, model) tokens, or None. The LLM gateway keeps these
+        buckets itself, in the daemon's key-value store (agentd/gateway/_budgets.py), so they
+        survive a restart and are shared by a cluster's hosts; it asks here on every call, so
+        a reload applies to the next call."""
+        return self._limits.limit_for(RateKey.agent_model(agent, model))
 
     def charge(self, key: RateKey, cost: float) -> None:
         """Spend `cost` even if the bucket goes into debt (e.g. tokens counted after a call)."""

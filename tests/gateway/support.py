@@ -11,13 +11,32 @@ import anyio
 
 from agentd.config import GatewayConfig
 from agentd.gateway import (
+    BucketStore,
     LLMGateway,
+    MemoryBucketStore,
     PolicyCheck,
     ReplicaChooser,
     TokenBook,
-    TokenLimits,
+    TokenBudgets,
     Upstreams,
 )
+from agentd.policy import RateLimiter
+from agentd.policy._limits import parse_limits
+
+
+def budget(tokens: int, window_s: float, *, agent: str = "*", pool: str = "main") -> str:
+    """limits.toml text for `tokens` per `window_s` of (agent, pool), a full bucket of `tokens`
+    to start with: what `[gateway].budget_tokens` used to say."""
+    return (
+        f'[[limit]]\nagent = "{agent}"\nmodel = "{pool}"\n'
+        f"per_second = {tokens / window_s}\nburst = {tokens}\n"
+    )
+
+
+def token_budgets(limits: str, store: BucketStore | None = None) -> TokenBudgets:
+    """The gateway's budgets for limits.toml text, in `store` (default: in memory)."""
+    limiter = RateLimiter(parse_limits("limits.toml", limits))
+    return TokenBudgets(limiter.token_limit, store or MemoryBucketStore())
 
 
 @dataclass
@@ -47,7 +66,7 @@ async def running_gateway(
     *,
     policy: PolicyCheck | None = None,
     chooser: ReplicaChooser | None = None,
-    limits: TokenLimits | None = None,
+    limits: str | TokenBudgets | None = None,
     **config: Any,
 ) -> AsyncIterator[Running]:
     tokens = TokenBook()
@@ -59,7 +78,7 @@ async def running_gateway(
         record=records,
         policy=policy,
         chooser=chooser,
-        limits=limits,
+        budgets=token_budgets(limits) if isinstance(limits, str) else limits,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)

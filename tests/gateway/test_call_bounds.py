@@ -16,10 +16,8 @@ import pytest
 
 from agentd.gateway import MalformedRequest, ReplicaEndpoint, StaticUpstreams, parse_call
 from agentd.gateway._protocol import CallKind, CallRequest
-from agentd.policy import RateLimiter
-from agentd.policy._limits import parse_limits
 from tests.gateway.fake_openai import FakeReplica, fake_replicas
-from tests.gateway.support import running_gateway
+from tests.gateway.support import budget, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -114,8 +112,7 @@ async def test_prompt_lists_n_and_best_of_cannot_exceed_the_budget() -> None:
         fake_replicas(FakeReplica("r0", generate_max=True)) as (replica,),
         running_gateway(
             upstream(replica),
-            budget_tokens=BUDGET,
-            budget_window_s=3600,
+            limits=budget(BUDGET, 3600),
             max_sequences_per_call=1000,
         ) as gw,
     ):
@@ -140,7 +137,7 @@ async def test_prompt_lists_n_and_best_of_cannot_exceed_the_budget() -> None:
         assert within.status_code == 200, within.text
         assert len(within.json()["choices"]) == 3
         calls = gw.records.of("llm.call")
-        assert [r["decision"] for r in calls] == ["exceeds_budget"] * 4 + ["ok"]
+        assert [r["decision"] for r in calls] == ["exceeds_limit"] * 4 + ["ok"]
         assert calls[0]["attributes"]["sequences"] == 200
         assert generated(calls) == 300 <= BUDGET
         assert len(replica.received) == 1  # nothing refused reached the model
@@ -158,8 +155,7 @@ async def test_control_the_old_reservation_lets_the_attack_through(
         fake_replicas(FakeReplica("r0", generate_max=True)) as (replica,),
         running_gateway(
             upstream(replica),
-            budget_tokens=BUDGET,
-            budget_window_s=3600,
+            limits=budget(BUDGET, 3600),
             max_sequences_per_call=1000,
         ) as gw,
     ):
@@ -171,10 +167,9 @@ async def test_control_the_old_reservation_lets_the_attack_through(
 
 
 async def test_a_limits_toml_model_limit_is_enforced_with_retry_after_and_a_record() -> None:
-    limiter = RateLimiter(parse_limits("limits.toml", LIMITS))
     async with (
         fake_replicas(FakeReplica("r0", generate_max=True)) as (replica,),
-        running_gateway(upstream(replica), limits=limiter) as gw,
+        running_gateway(upstream(replica), limits=LIMITS) as gw,
     ):
         headers = {"Authorization": f"Bearer {gw.tokens.issue('intake', 'intake-0')}"}
         other = {"Authorization": f"Bearer {gw.tokens.issue('echo', 'echo-0')}"}
@@ -204,7 +199,7 @@ async def test_a_call_without_max_tokens_reserves_the_default_the_server_is_told
     async with (
         fake_replicas(FakeReplica("r0", generate_max=True)) as (replica,),
         running_gateway(
-            upstream(replica), budget_tokens=BUDGET, budget_window_s=3600, default_max_tokens=900
+            upstream(replica), limits=budget(BUDGET, 3600), default_max_tokens=900
         ) as gw,
     ):
         headers = {"Authorization": f"Bearer {gw.tokens.issue('intake', 'intake-0')}"}

@@ -23,7 +23,7 @@ from agentd.gateway import ReplicaEndpoint, StaticUpstreams
 from agentd.gateway._sse import UsageStripper
 from agentd.telemetry import TelemetrySettings, setup_telemetry
 from tests.gateway.fake_openai import FakeReplica, fake_replicas
-from tests.gateway.support import running_gateway
+from tests.gateway.support import budget, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -158,7 +158,7 @@ async def test_a_model_the_policy_hides_is_not_found() -> None:
 async def test_never_fits_is_400_without_retry_and_spent_is_429_with_retry_after() -> None:
     async with (
         fake_replicas(FakeReplica("r0")) as (replica,),
-        running_gateway(upstream(replica), budget_tokens=100, budget_window_s=60) as gw,
+        running_gateway(upstream(replica), limits=budget(100, 60)) as gw,
     ):
         headers = auth(gw.tokens.issue("intake", "intake-0"))
         async with httpx.AsyncClient(base_url=gw.url, headers=headers) as client:
@@ -167,14 +167,14 @@ async def test_never_fits_is_400_without_retry_and_spent_is_429_with_retry_after
             spent = await client.post("/chat/completions", json={**CHAT, "max_tokens": 80})
     assert never.status_code == 400 and never.headers["x-should-retry"] == "false"
     error = never.json()["error"]
-    assert error["code"] == "exceeds_budget" and error["param"] == "max_tokens"
-    assert "budget_tokens" in error["message"] and "100" in error["message"]
+    assert error["code"] == "exceeds_limit" and error["param"] == "max_tokens"
+    assert "limits.toml:" in error["message"] and "100" in error["message"]
     assert first.status_code == 200
     assert spent.status_code == 429 and int(spent.headers["Retry-After"]) >= 1
-    assert spent.json()["error"]["code"] == "budget_exhausted"
+    assert spent.json()["error"]["code"] == "rate_limited"
     assert "x-should-retry" not in spent.headers
     decisions = [r["decision"] for r in gw.records.of("llm.call")]
-    assert decisions == ["exceeds_budget", "ok", "budget_exhausted"]
+    assert decisions == ["exceeds_limit", "ok", "rate_limited"]
 
 
 # --- spans -------------------------------------------------------------------------------------
@@ -298,9 +298,7 @@ async def test_every_refused_call_has_a_failed_span_and_a_record(
 
     async with (
         fake_replicas(FakeReplica("r0")) as (replica,),
-        running_gateway(
-            upstream(replica), policy=policy, budget_tokens=100, budget_window_s=60
-        ) as gw,
+        running_gateway(upstream(replica), policy=policy, limits=budget(100, 60)) as gw,
     ):
         ok = auth(gw.tokens.issue("intake", "intake-0"))
         blocked = auth(gw.tokens.issue("blocked", "blocked-0"))
@@ -327,8 +325,8 @@ async def test_every_refused_call_has_a_failed_span_and_a_record(
         ("text_completion main", "policy_denied", "blocked"),
         ("chat gpt-9", "model_not_found", "intake"),
         ("chat main", None, "intake"),
-        ("chat main", "budget_exhausted", "intake"),
-        ("chat main", "exceeds_budget", "intake"),
+        ("chat main", "rate_limited", "intake"),
+        ("chat main", "exceeds_limit", "intake"),
         ("chat", "bad_request", "intake"),
     ]
     for span, record, status, (name, error, agent) in zip(

@@ -27,7 +27,7 @@ from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
 from agentd.gateway import ReplicaEndpoint, StaticUpstreams
-from tests.gateway.support import Running, running_gateway
+from tests.gateway.support import Running, budget, running_gateway
 from tests.inference.tool_schemas import TOOLS, Report, WeatherArgs
 from tests.inference.vllm_server import VllmServer, free_port, vllm_python
 
@@ -244,7 +244,7 @@ async def test_every_error_is_the_sdks_own_class(vllm: VllmServer) -> None:
 async def test_permanent_and_temporary_budget_refusals(vllm: VllmServer) -> None:
     # 200 tokens per 20 s (10 a second): a call of 300 can never fit; one a few tokens over
     # what is left waits a few seconds
-    async with running_gateway(pool(vllm), budget_tokens=200, budget_window_s=20) as gw:
+    async with running_gateway(pool(vllm), limits=budget(200, 20)) as gw:
         token = gw.tokens.issue("intake", "intake-0")
         chat: dict[str, Any] = {"model": "main", "messages": USER}
         async with (
@@ -258,23 +258,23 @@ async def test_permanent_and_temporary_budget_refusals(vllm: VllmServer) -> None
             await patient.chat.completions.create(
                 **chat, max_tokens=120, extra_body={"ignore_eos": True}
             )
-            left = gw.gateway.budgets.remaining("intake", "main")
+            left = await gw.gateway.budgets.remaining("intake", "main")
             assert left is not None
             over = int(left) + 5  # plus the prompt's estimate: more than is left, for now
             with pytest.raises(openai.RateLimitError) as spent:
                 await impatient.chat.completions.create(**chat, max_tokens=over)
             # the SDK waits out Retry-After and tries again: the refilled budget lets it in
             waited = await patient.chat.completions.create(**chat, max_tokens=over)
-    assert never.value.code == "exceeds_budget" and "budget_tokens" in never.value.message
+    assert never.value.code == "exceeds_limit" and "limits.toml:" in never.value.message
     assert never.value.response.headers["x-should-retry"] == "false"
     assert never_s < 5  # refused at once, not after sleeping out a Retry-After
-    assert spent.value.code == "budget_exhausted"
+    assert spent.value.code == "rate_limited"
     assert 1 <= int(spent.value.response.headers["Retry-After"]) <= 10
     assert waited.choices
     made = decisions(gw)
-    assert made[:3] == ["exceeds_budget", "ok", "budget_exhausted"]
+    assert made[:3] == ["exceeds_limit", "ok", "rate_limited"]
     # the patient client was refused, waited, and got through
-    assert made[3:] == ["budget_exhausted", "ok"]
+    assert made[3:] == ["rate_limited", "ok"]
 
 
 class City(BaseModel):

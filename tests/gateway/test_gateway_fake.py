@@ -16,14 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pydantic import ValidationError
 
-from agentd.config import GatewayConfig
+from agentd.config import GatewayConfig, load_config
 from agentd.errors import ConfigError
 from agentd.gateway import LLMGateway, ReplicaEndpoint, StaticUpstreams, TokenBook
 from agentd.telemetry import TelemetrySettings, setup_telemetry
 from tests.gateway.fake_openai import FakeReplica, fake_replicas
-from tests.gateway.support import running_gateway
+from tests.gateway.support import budget, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -206,23 +205,23 @@ async def test_policy_denial_is_403_with_the_rule() -> None:
 async def test_budget_is_reserved_settled_and_then_spent() -> None:
     async with (
         fake_replicas(FakeReplica("r0")) as (replica,),
-        running_gateway(endpoints(replica), budget_tokens=400, budget_window_s=3600) as gw,
+        running_gateway(endpoints(replica), limits=budget(400, 3600)) as gw,
     ):
         headers = auth(gw.tokens.issue("intake", "intake-0"))
         async with httpx.AsyncClient(base_url=gw.url) as client:
             ok = await client.post("/chat/completions", json=CHAT, headers=headers)
             assert ok.status_code == 200
             # settled with the real usage (11 + 3), not the reservation
-            remaining = gw.gateway.budgets.remaining("intake", "main")
+            remaining = await gw.gateway.budgets.remaining("intake", "main")
             assert remaining is not None and 400 - 14 - 1 < remaining <= 400 - 14 + 1
             big = {**CHAT, "max_tokens": 380}
             spent = await client.post("/chat/completions", json=big, headers=headers)
         assert spent.status_code == 429
         assert int(spent.headers["Retry-After"]) >= 1
-        assert spent.json()["error"]["code"] == "budget_exhausted"
+        assert spent.json()["error"]["code"] == "rate_limited"
         assert len(replica.received) == 1
         record = gw.records.of("llm.call")[-1]
-        assert record["decision"] == "budget_exhausted"
+        assert record["decision"] == "rate_limited"
         assert record["attributes"]["status"] == 429
 
 
@@ -256,7 +255,8 @@ async def test_no_replica_answering_is_503_with_the_reasons() -> None:
     async with fake_replicas(FakeReplica("a", "reset"), FakeReplica("b", "busy")) as replicas:
         # pool main: every replica fails; pool idle: no replica is ready, none is tried
         upstreams = StaticUpstreams(endpoints(*replicas).endpoints("main"), loading=[idle])
-        async with running_gateway(upstreams, budget_tokens=1000, budget_window_s=3600) as gw:
+        limits = budget(1000, 3600) + budget(1000, 3600, pool="idle")
+        async with running_gateway(upstreams, limits=limits) as gw:
             headers = auth(gw.tokens.issue("intake", "intake-0"))
             async with httpx.AsyncClient(base_url=gw.url) as client:
                 response = await client.post("/chat/completions", json=CHAT, headers=headers)
@@ -265,7 +265,7 @@ async def test_no_replica_answering_is_503_with_the_reasons() -> None:
                 )
             # a call that reached no model costs no budget and is recorded as unavailable
             for pool in ("main", "idle"):
-                remaining = gw.gateway.budgets.remaining("intake", pool)
+                remaining = await gw.gateway.budgets.remaining("intake", pool)
                 assert remaining == pytest.approx(1000, abs=0.5), pool
     assert response.status_code == 503 and empty.status_code == 503
     message = response.json()["error"]["message"]
@@ -375,16 +375,33 @@ async def test_a_port_in_use_is_a_config_error_naming_it() -> None:
             await gateway.run()
 
 
-def test_bad_budget_keys_are_rejected() -> None:
-    with pytest.raises(ValidationError, match="must be 'agent/pool'"):
-        GatewayConfig(budgets={"intake": 10})
-    assert GatewayConfig(budgets={"intake/main": 10}).budgets == {"intake/main": 10}
+def test_old_budget_keys_are_refused_with_the_limits_toml_entries_to_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "agentd.toml"
+    old.write_text(
+        "[gateway]\nbudget_tokens = 200000\nbudget_window_s = 120.0\n"
+        'budgets = { "underwriter/tiny" = 500000 }\n'
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(old)
+    message = str(refused.value)
+    for key in ("[gateway].budget_tokens", "[gateway].budget_window_s", "[gateway].budgets"):
+        assert key in message
+    # the same budgets, as limits.toml entries: tokens per window -> per_minute, burst
+    assert 'agent = "*"\nmodel = "POOL"\nper_minute = 100000\nburst = 200000' in message
+    assert 'agent = "underwriter"\nmodel = "tiny"\nper_minute = 250000\nburst = 500000' in message
+    # budget_window_s alone (the old example config) set no budget: a warning, not an error
+    old.write_text("[gateway]\nbudget_window_s = 60.0\n")
+    with caplog.at_level("WARNING", logger="agentd.config"):
+        assert load_config(old).config.gateway.port == 0
+    assert "[gateway].budget_window_s is no longer read" in caplog.text
 
 
 async def test_a_replicas_own_refusal_is_passed_through_and_costs_nothing() -> None:
     async with (
         fake_replicas(FakeReplica("r0", "reject")) as (replica,),
-        running_gateway(endpoints(replica), budget_tokens=1000) as gw,
+        running_gateway(endpoints(replica), limits=budget(1000, 60)) as gw,
     ):
         headers = auth(gw.tokens.issue("intake", "intake-0"))
         async with httpx.AsyncClient(base_url=gw.url) as client:
@@ -392,7 +409,7 @@ async def test_a_replicas_own_refusal_is_passed_through_and_costs_nothing() -> N
         assert answer.status_code == 400
         assert answer.json()["error"]["message"] == "prompt too long"
         assert len(replica.received) == 1  # a request error is not retried elsewhere
-        assert gw.gateway.budgets.remaining("intake", "main") == pytest.approx(1000, abs=1)
+        assert await gw.gateway.budgets.remaining("intake", "main") == pytest.approx(1000, abs=1)
         (record,) = gw.records.of("llm.call")
         assert record["decision"] == "upstream_error" and "prompt too long" in record["reason"]
 

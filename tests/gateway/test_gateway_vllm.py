@@ -23,7 +23,7 @@ from openai import AsyncOpenAI
 
 from agentd.gateway import ReplicaEndpoint, RoundRobin, StaticUpstreams
 from agentd.gateway._protocol import CallRequest
-from tests.gateway.support import running_gateway
+from tests.gateway.support import budget, running_gateway
 from tests.gateway.underwriter import APPLICATION, Context, rationale_drafter, underwriter_graph
 from tests.inference.tool_schemas import TOOLS, Report, WeatherArgs
 from tests.inference.vllm_server import VllmServer, free_port, vllm_python
@@ -130,7 +130,7 @@ async def test_streaming_through_the_gateway(servers: Servers) -> None:
 
 async def test_budget_unknown_model_malformed_and_still_healthy(servers: Servers) -> None:
     upstreams = StaticUpstreams([servers.endpoint()])
-    async with running_gateway(upstreams, budget_tokens=300, budget_window_s=3600) as gw:
+    async with running_gateway(upstreams, limits=budget(300, 3600)) as gw:
         headers = {"Authorization": f"Bearer {gw.tokens.issue('intake', 'intake-0')}"}
         body: dict[str, Any] = {
             "model": "main",
@@ -158,7 +158,7 @@ async def test_budget_unknown_model_malformed_and_still_healthy(servers: Servers
     decisions = [r["decision"] for r in gw.records.of("llm.call")]
     assert decisions == [
         "ok",
-        "budget_exhausted",
+        "rate_limited",
         "model_not_found",
         "bad_request",
         "bad_request",
@@ -169,13 +169,13 @@ async def test_budget_unknown_model_malformed_and_still_healthy(servers: Servers
 async def test_a_prompt_list_n_or_best_of_cannot_spend_past_the_budget(
     servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    budget = 2000
+    tokens = 2000
     upstreams = StaticUpstreams([servers.endpoint()])
     # 8 prompts x 300 tokens, every one run to its end: 2,400 tokens against 2,000
     attack = {"model": "main", "prompt": ["Once upon a time"] * 8, "max_tokens": 300}
     attack["ignore_eos"] = True
     single = {**attack, "prompt": "Once upon a time"}
-    async with running_gateway(upstreams, budget_tokens=budget, budget_window_s=3600) as gw:
+    async with running_gateway(upstreams, limits=budget(tokens, 3600)) as gw:
         headers = {"Authorization": f"Bearer {gw.tokens.issue('intake', 'intake-0')}"}
         async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=120) as client:
             refused = [
@@ -195,12 +195,12 @@ async def test_a_prompt_list_n_or_best_of_cannot_spend_past_the_budget(
         return len(self.raw) // 4 + self.max_tokens * self.choices
 
     monkeypatch.setattr(CallRequest, "token_estimate", property(old_estimate))
-    async with running_gateway(upstreams, budget_tokens=budget, budget_window_s=3600) as gw:
+    async with running_gateway(upstreams, limits=budget(tokens, 3600)) as gw:
         headers = {"Authorization": f"Bearer {gw.tokens.issue('intake', 'intake-0')}"}
         async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=120) as client:
             through = await client.post("/completions", json=attack)
     assert through.status_code == 200, through.text
-    assert through.json()["usage"]["completion_tokens"] == 2400 > budget
+    assert through.json()["usage"]["completion_tokens"] == 2400 > tokens
 
 
 async def test_dead_replica_is_retried_on_the_live_one(servers: Servers) -> None:

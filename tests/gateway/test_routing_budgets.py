@@ -1,4 +1,5 @@
-"""Replica choice (affinity under a load bound, round robin) and token budgets, in memory."""
+"""Replica choice (affinity under a load bound, round robin) and token budgets (limits.toml
+model limits) with their buckets in memory."""
 
 from __future__ import annotations
 
@@ -6,10 +7,20 @@ import json
 import math
 from collections import Counter
 
+import anyio
 import pytest
 
 from agentd.errors import RateLimited
-from agentd.gateway import AffinityRouter, BudgetBook, ReplicaEndpoint, RoundRobin, parse_call
+from agentd.gateway import (
+    AffinityRouter,
+    MemoryBucketStore,
+    ReplicaEndpoint,
+    RoundRobin,
+    TokenBudgets,
+    parse_call,
+)
+from agentd.policy import RateLimiter
+from agentd.policy._limits import parse_limits
 
 REPLICAS = [ReplicaEndpoint("main", f"r{i}", f"http://h{i}", "m", "m") for i in range(4)]
 
@@ -59,26 +70,47 @@ def test_round_robin_turns() -> None:
     ]
 
 
-def test_budget_refills_over_its_window_and_settles() -> None:
-    now = [0.0]
-    book = BudgetBook(100, 10.0, {"intake/big": 1000}, clock=lambda: now[0])
-    held = book.reserve("intake", "main", 80)
-    with pytest.raises(RateLimited) as spent:
-        book.reserve("intake", "main", 40)
-    # 20 left, 40 needed, 10 tokens/s
-    assert spent.value.retry_after_s == pytest.approx(2.0)
-    held.settle(30)  # used 30 of 80: 50 back
-    held.settle(0)  # only the first settle counts
-    assert book.remaining("intake", "main") == pytest.approx(70)
-    now[0] = 1.0
-    assert book.remaining("intake", "main") == pytest.approx(80)
-    assert book.capacity("intake", "big") == 1000 and book.capacity("echo", "main") == 100
-    with pytest.raises(RateLimited, match="can never fit") as never:
-        book.reserve("echo", "main", 101)
-    assert math.isinf(never.value.retry_after_s)  # no wait helps: the gateway answers 400
-    unlimited = BudgetBook(None, 10.0)
-    unlimited.reserve("intake", "main", 10**9).settle(5)
-    assert unlimited.remaining("intake", "main") is None
+LIMITS = """
+[[limit]]
+agent = "*"
+model = "main"
+per_second = 10
+burst = 100
+
+[[limit]]
+agent = "intake"
+model = "big"
+per_second = 100
+burst = 1000
+"""
+
+
+@pytest.mark.anyio
+async def test_budget_refills_at_its_rate_and_settles() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(parse_limits("limits.toml", LIMITS))
+    budgets = TokenBudgets(limiter.token_limit, MemoryBucketStore(), clock=lambda: now[0])
+    async with anyio.create_task_group() as tg:
+        await tg.start(budgets.run)
+        held = await budgets.reserve("intake", "main", 80)
+        with pytest.raises(RateLimited) as spent:
+            await budgets.reserve("intake", "main", 40)
+        # 20 left, 40 needed, 10 tokens/s
+        assert spent.value.retry_after_s == pytest.approx(2.0)
+        assert spent.value.rule == "limits.toml:2"
+        held.settle(30)  # used 30 of 80: 50 back
+        held.settle(0)  # only the first settle counts
+        assert await budgets.remaining("intake", "main") == pytest.approx(70)
+        now[0] += 1.0
+        assert await budgets.remaining("intake", "main") == pytest.approx(80)
+        assert await budgets.remaining("intake", "big") == 1000  # a named agent's own entry
+        with pytest.raises(RateLimited, match="limits.toml:2") as never:
+            await budgets.reserve("echo", "main", 101)
+        assert math.isinf(never.value.retry_after_s)  # no wait helps: the gateway answers 400
+        unlimited = await budgets.reserve("intake", "other", 10**9)  # no entry: not limited
+        unlimited.settle(5)
+        assert await budgets.remaining("intake", "other") is None
+        tg.cancel_scope.cancel()
 
 
 def test_prefix_key_covers_system_prompt_and_tools_only() -> None:

@@ -35,6 +35,8 @@ p, ext:limited, api:register, register, allow
 p, ext:hog, model:fake, infer, allow
 p, ext:hogfree, model:fake, infer, allow
 p, ext:limited, model:fake, infer, allow
+p, ext:resetter, api:register, register, allow
+p, ext:resetter, model:fake, infer, allow
 # hardening: a name pre-authorized and then claimed through the bootstrap path; reserved names
 # that policy would let register; an external agent that fuzzes its own subjects; who may spawn
 p, ext:hijacked, api:register, register, allow
@@ -53,17 +55,28 @@ p, ext:courier, agent:beta, send, allow
 p, ext:courier2, api:register, register, allow
 p, courier2, agent:beta, send, allow
 """
-# tests/security/test_llm_budgets.py: a limits.toml model limit on the fake pool
+# tests/security/test_llm_budgets.py: limits.toml model limits on the fake pool (the token
+# budgets); hog has 2,000 tokens a minute, hogfree, its control, has none; resetter tries to
+# reset its own bucket in the daemon's KV store
 EXTRA_LIMITS = """
 [[limit]]
 agent = "ext:limited"
 model = "fake"
 per_minute = 60
 burst = 1000
+
+[[limit]]
+agent = "ext:hog"
+model = "fake"
+per_minute = 2000
+burst = 2000
+
+[[limit]]
+agent = "ext:resetter"
+model = "fake"
+per_minute = 1
+burst = 1000
 """
-# registered agents are `ext:<name>` to policy, budgets and limits (agentd.config.external_subject)
-# hog has a 2,000-token budget on the fake pool; hogfree, its control, has none
-GATEWAY = '[gateway]\nbudgets = { "ext:hog/fake" = 2000 }\n'
 LEASE_S = 2.0
 # a model pool for the gateway-token cases: a stand-in vLLM (no GPU, no weights, starts at once)
 FAKE_POOL = f"""
@@ -110,7 +123,6 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         extra=(
             f"[autoscale]\nenabled = false\n[identity]\nlease_s = {LEASE_S}\nlease_check_s = 0.1\n"
             + FAKE_POOL
-            + GATEWAY
         ),
     )
     text = config.read_text().replace(f'dir = "{REPO / "policies"}"', f'dir = "{policies}"')

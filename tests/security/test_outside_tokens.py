@@ -28,7 +28,7 @@ from tests.tokens_support import gateway_url, issue, served, tokens_daemon
 
 pytestmark = pytest.mark.integration
 
-PARTNER_GRANT = "p, ext:partner-scorer, model:main, infer, allow"
+PARTNER_GRANT = "p, ext:partner-scorer, model:tiny, infer, allow"
 
 
 @pytest.fixture(scope="module")
@@ -91,18 +91,18 @@ def test_the_example_partner_scorer_grant_takes_effect_and_removing_it_denies(
     policy = daemon.config.parent / "policies" / "policy.csv"
     text = policy.read_text()
     assert PARTNER_GRANT in text  # the example policy's own line
-    token = issue(daemon, "partner-scorer", "main")["token"]
-    granted = served(url, token, "main")
+    token = issue(daemon, "partner-scorer", "tiny")["token"]
+    granted = served(url, token, "tiny")
     assert granted.status_code == 200, granted.text
     policy.write_text(text.replace(PARTNER_GRANT + "\n", ""))
     try:
         assert daemon.agentctl("policy", "reload").returncode == 0
-        denied = served(url, token, "main")
+        denied = served(url, token, "tiny")
         assert denied.status_code == 403 and error_code(denied) == "policy_denied", denied.text
     finally:
         policy.write_text(text)
         assert daemon.agentctl("policy", "reload").returncode == 0
-    assert served(url, token, "main").status_code == 200
+    assert served(url, token, "tiny").status_code == 200
 
 
 def test_an_outside_token_does_not_open_the_mcp_endpoint() -> None:

@@ -27,10 +27,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 POLICY = """
 # tests/gateway/test_budgets_daemon.py
 p, ext:spender, api:register, register, allow
-p, spender, model:fake, infer, allow
+p, ext:spender, model:fake, infer, allow
 """
 # 1,000 tokens refilled at one a minute: nothing refills while the test runs
-LIMIT = '\n[[limit]]\nagent = "spender"\nmodel = "fake"\nper_minute = 1\nburst = 1000\n'
+LIMIT = '\n[[limit]]\nagent = "ext:spender"\nmodel = "fake"\nper_minute = 1\nburst = 1000\n'
 FAKE_POOL = f"""
 [autoscale]
 enabled = false

@@ -23,7 +23,8 @@ async def test_an_agent_without_a_spawn_rule_cannot_spawn(secure: DaemonProcess)
         "agent.spawned",
         lambda r: r.get("agent") == "alpha" and r.get("decision") == "refused",
     )
-    assert refused and refused[0]["inputs"]["template"] == "gamma", refused
+    # the shared daemon also holds the fuzz tests' refused spawns: this one is among them
+    assert any((r.get("inputs") or {}).get("template") == "gamma" for r in refused), refused
     ps = secure.agentctl("--json", "ps")
     assert not [r for r in __import__("json").loads(ps.stdout) if r.get("spawned_by") == "alpha"]
 

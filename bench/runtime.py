@@ -84,7 +84,11 @@ async def routed_hops(
     delivery, round_trip = [], []
     for i in range(n + warmup):
         sent_at = time.time()
-        body = {"payload": {"i": i}, "reply_to": inbox, "conversation_id": f"c{i % 16}"}
+        body: dict[str, Any] = {
+            "payload": {"i": i},
+            "reply_to": inbox,
+            "conversation_id": f"c{i % 16}",
+        }
         body["sent_at"] = sent_at
         t0 = time.perf_counter()
         ack = await nc.request("agentd.out.bench.echo", json.dumps(body).encode(), timeout=5)

@@ -44,9 +44,12 @@ async def request_reply(url: str, n: int = 2000, concurrency: int = 16) -> dict[
     return {**percentiles(samples), f"req_per_s_{concurrency}_concurrent": round(rate)}
 
 
-async def jetstream_hop(url: str, n: int = 1000, bulk: int = 5000) -> dict[str, Any]:
-    """Publish to a stream, then consume it with a durable pull consumer and ack."""
-    nc = await nats.connect(url)
+async def jetstream_hop(
+    url: str, n: int = 1000, bulk: int = 5000, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Publish to a stream, then consume it with a durable pull consumer and ack (`options`:
+    nats.connect()'s, e.g. credentials)."""
+    nc = await nats.connect(url, **(options or {}))
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="BENCH", subjects=["bench.in.>"]))
     await js.add_consumer("BENCH", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT))

@@ -17,7 +17,10 @@ With `--observers` the daemon's log-writer observers run too, as in a daemon: th
 (`AgentdMetrics.observe`) and the live decision feed (a redacted summary of each record published
 on `agentd.evt.decision`); the clock then stops once they have seen the last record.
 
-    PYTHONPATH=. python bench/trace.py [--records 40000] [--publishers 4] [--observers]
+    PYTHONPATH=. python bench/trace.py [--records 40000] [--publishers 4] [--observers] [--smoke]
+
+`--smoke` (400 records, 2 publishers, observers on) is what tests/test_hot_path_benches.py runs
+so the bench cannot break unnoticed; its figures mean nothing.
 
 Prints one JSON object.
 """
@@ -184,12 +187,15 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=40_000)
     parser.add_argument("--publishers", type=int, default=4)
     parser.add_argument("--observers", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="a few records (figures mean nothing)")
     parser.add_argument("--publisher", nargs=3, metavar=("URL", "AGENT", "COUNT"))
     args = parser.parse_args()
     if args.publisher:
         url, agent, count = args.publisher
         anyio.run(publisher_main, url, agent, int(count))
         return 0
+    if args.smoke:
+        args.records, args.publishers, args.observers = 400, 2, True
     per = args.records // args.publishers
     total = per * args.publishers
     bodies = [r.body_json() for r in make_records(total)]
@@ -236,6 +242,7 @@ def main() -> int:
     lost = total - distinct
     result = {
         "records": total,
+        "smoke": args.smoke,
         "publishers": args.publishers,
         "observers": args.observers,
         "avg_body_bytes": round(sum(len(b.encode()) for b in bodies) / total),

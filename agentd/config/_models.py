@@ -254,8 +254,8 @@ class TraceConfig(_Section):
     """Keep the last signed checkpoint outside the log file (the daemon's JetStream key-value
     bucket) and refuse to extend a log that does not extend it."""
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
-    """Sign (and publish) a checkpoint at least this often while records arrive: the bound on
-    how long the newest records rest on the hash chain alone."""
+    """Sign a checkpoint at least this often while records arrive (published when `anchor`),
+    anchored or not: the bound on how long the newest records rest on the hash chain alone."""
     witness: WitnessConfig = WitnessConfig()
     max_clock_skew_s: float = Field(default=300.0, gt=0)
     """An agent's record dated further than this from the time the trace stream stored it is

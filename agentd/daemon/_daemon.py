@@ -96,7 +96,9 @@ class Daemon:
         with StateDirLock(self.state_dir):
             decision_log = open_decision_log(self.config.trace, self.state_dir)
             # one writer for the log: the daemon's own records and those ingested from workers
-            writer = LogWriter(decision_log)
+            writer = LogWriter(
+                decision_log, checkpoint_interval_s=self.config.trace.checkpoint_interval_s
+            )
             self._recorder = Recorder(writer)
             # every record the log stores, the daemon's and the replicas' alike
             writer.add_observer(self._observe_records)

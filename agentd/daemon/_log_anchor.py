@@ -1,21 +1,20 @@
 """The daemon's side of anchoring the decision log outside its file (docs/audit.md, "Anchoring").
 
-On start, before anything is ingested: the newest checkpoint published anywhere (the anchor key
-in the daemon's JetStream, the configured witnesses) is the one the log must extend; the log,
-opened with signing held, checks its records against it (`DecisionLog.anchor`) and refuses to
-extend or sign a file that does not give its root: the daemon stops with an error naming that
-checkpoint and the first record that can be the changed one. Then, for as long as it runs: it
-signs a checkpoint at least every `[trace].checkpoint_interval_s` while records arrive, and
-publishes each new checkpoint, with its RFC 6962 consistency proof from the one published
-before (rebuilt from the file: a file rewritten since stops the daemon too), to the anchor and
-to every witness. A witness that fails is logged and tried again with the next checkpoint; the
-anchor must take each one.
+On start, before anything is ingested: the newest checkpoint published anywhere (the anchor key in
+the daemon's JetStream, the configured witnesses) is the one the log must extend; the log, opened
+with signing held, checks its records against it (`DecisionLog.anchor`) and refuses to extend or
+sign a file that does not give its root: the daemon stops with an error naming that checkpoint and
+the first record that can be the changed one. Then, for as long as it runs, it publishes each new
+checkpoint (the log writer signs one every `[trace].checkpoint_every` records and at least every
+`[trace].checkpoint_interval_s` while records arrive), with its RFC 6962 consistency proof from the
+one published before (rebuilt from the file: a file rewritten since stops the daemon too), to the
+anchor and to every witness. A witness that fails is logged and tried again with the next
+checkpoint; the anchor must take each one.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import anyio
@@ -50,16 +49,12 @@ class LogAnchor:
         writer: LogWriter,
         anchor: AnchorStore,
         witnesses: list[Witness],
-        *,
-        checkpoint_interval_s: float,
     ) -> None:
         self._writer = writer
         self._log = writer.log
         self._anchor = anchor
         self._witnesses = witnesses
-        self._interval_s = checkpoint_interval_s
         self._published: Checkpoint | None = None
-        self._since = time.time()
         self.published = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -87,17 +82,9 @@ class LogAnchor:
         await self._publish_new()
         task_status.started()
         while True:
-            with anyio.move_on_after(min(POLL_S, self._interval_s)):
+            with anyio.move_on_after(POLL_S):  # also retries a publish that failed
                 await self._writer.next_commit()
-            await self.tick()
-
-    async def tick(self) -> None:
-        """Sign a checkpoint if the last is older than the interval, publish what is new."""
-        latest = self._log.last_checkpoint
-        signed_at = self._since if latest is None else latest.signed_at_us / 1e6
-        if self._log.unsigned and time.time() - signed_at >= self._interval_s:
-            await self._writer.call(self._log.checkpoint)
-        await self._publish_new()
+            await self._publish_new()
 
     async def _newest(self) -> WitnessEntry | None:
         found = [await self._anchor.latest()]
@@ -164,5 +151,4 @@ def build_log_anchor(
         writer,
         AnchorStore(js, subjects, node, replicas=replicas),
         witnesses,
-        checkpoint_interval_s=config.trace.checkpoint_interval_s,
     )

@@ -17,8 +17,8 @@ checkpoint plus an RFC 6962 consistency proof from the previous witnessed checkp
 
 What remains: records appended after the last witnessed checkpoint can be truncated or rewritten
 without trace (with the checkpoints covering them, if any were signed and not yet published).
-The daemon signs a checkpoint at least every `[trace].checkpoint_interval_s` while records
-arrive and publishes it at once, so that window is bounded by that interval.
+The daemon's log writer signs a checkpoint at least every `[trace].checkpoint_interval_s` while
+records arrive and the daemon publishes it at once, so that window is bounded by that interval.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
 log_file = "decisions.db"            # relative paths are under the state directory
 signing_key_file = "decision-log.key"
 checkpoint_every = 1000              # records between signed checkpoints
+checkpoint_interval_s = 60.0         # and at least this often while records arrive
 synchronous = "NORMAL"               # "FULL" survives power loss, at a cost per commit
 redact_patterns = ['sk-[A-Za-z0-9]{20,}']
 max_inline_bytes = 16384             # payloads above this are kept as digests only

@@ -7,11 +7,12 @@ returns after COMMIT: acknowledge a message to its sender only after it returns.
 last batches may be lost on power failure; `"FULL"` syncs the WAL on every commit.
 
 Checkpoints. In the transaction of the first batch that brings the unsigned records to
-`checkpoint_every` or more, and on `close()`, the log signs (log id, tree size, Merkle root, chain
-head, time) with the Ed25519 key at `signing_key_path` (created on first use). Records after the
-last checkpoint are protected by the hash chain only, until the next one. The Merkle tree covers
-every record ever appended, pruned ones included (see `_merkle` and `_retention`); the file
-layout is described in `_schema`, the id index in `_keyindex`.
+`checkpoint_every` or more, on `checkpoint()` (which `LogWriter` calls when the newest checkpoint is
+`checkpoint_interval_s` old and records came since), and on `close()`, the log signs (log id, tree
+size, Merkle root, chain head, time) with the Ed25519 key at `signing_key_path` (created on first
+use). Records after the last checkpoint are protected by the hash chain only, until the next one.
+The Merkle tree covers every record ever appended, pruned ones included (see `_merkle` and
+`_retention`); the file layout is described in `_schema`, the id index in `_keyindex`.
 
 Duplicates. A record whose id is stored is dropped, so redelivered messages are harmless; once
 retention deleted a record, a late duplicate of it would be stored again.

@@ -18,11 +18,18 @@ out. They are called in committed order from a task of their own, so the next tr
 not held up by them; a slow observer only lets committed batches queue for it. The records are
 those given to `append` (before redaction; a `WireRecord` keeps the text a replica sent), and
 an observer's failure is logged, never raised.
+
+Checkpoints by time. The log signs a checkpoint every `checkpoint_every` records (in the
+transaction that reaches the count) and at `close()`; with `checkpoint_interval_s` the writer
+also signs one when the newest checkpoint is that old and records were appended since, so a
+quiet daemon does not leave its last records on the hash chain alone (issue 17, item 11). The
+signature runs on the writer's thread between two writes, like any transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +69,14 @@ class _Pending:
 class LogWriter:
     """Serializes appends to `decision_log` from any number of tasks; closes it at the end."""
 
-    def __init__(self, decision_log: DecisionLog) -> None:
+    def __init__(
+        self, decision_log: DecisionLog, *, checkpoint_interval_s: float | None = None
+    ) -> None:
+        if checkpoint_interval_s is not None and checkpoint_interval_s <= 0:
+            raise ValueError("checkpoint_interval_s must be positive")
         self.log = decision_log
+        self._interval_s = checkpoint_interval_s
+        self._timer = anyio.CancelScope()
         self._queue: deque[_Pending] = deque()
         self._wake = anyio.Event()
         self._closing = False
@@ -128,8 +141,11 @@ class LogWriter:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._observe_loop)
+                if self._interval_s is not None:
+                    tg.start_soon(self._checkpoint_loop, self._interval_s)
                 task_status.started()
                 await self._write_loop()
+                self._timer.cancel()
                 self._written_all = True  # the observers finish what is queued, then return
                 self._observe_wake.set()
         finally:
@@ -145,6 +161,32 @@ class LogWriter:
                 continue
             with anyio.CancelScope(shield=True):  # a started commit is seen through
                 await self._write_next()
+
+    async def _checkpoint_loop(self, interval_s: float) -> None:
+        """Sign when the newest checkpoint is `interval_s` old and records came since."""
+        with self._timer:
+            await self._released.wait()  # an anchored log signs nothing before its check
+            started, tried = time.time(), 0.0
+            while True:
+                if not self.log.unsigned:
+                    await self.next_commit()
+                    continue
+                latest = self.log.last_checkpoint
+                signed_at = started if latest is None else latest.signed_at_us / 1e6
+                # `tried`: a log that refuses to sign (rewritten under it) is not asked in a loop
+                wait = max(signed_at, tried) + interval_s - time.time()
+                if wait > 0:
+                    await anyio.sleep(wait)
+                    continue
+                tried = time.time()
+                with anyio.CancelScope(shield=True):  # a started signature is seen through
+                    try:
+                        await self.call(self.log.checkpoint)
+                    except Exception:  # a full disk, say: tried again after the interval
+                        log.exception("signing the decision log's timed checkpoint failed")
+                        continue
+                self._committed.set()  # the anchor publishes it at once
+                self._committed = anyio.Event()
 
     async def _observe_loop(self) -> None:
         while True:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -100,6 +101,9 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
                 answer = json.loads(reply.data)
                 assert answer["ok"] is True and answer["replayed"] is False, reply.data
 
+            async def shift(i: int, offset: int) -> None:  # new call ids in each round
+                await gateway_call(offset + i)
+
             async def readonly_call(i: int) -> None:
                 await gateway_call(i, "mcp.lookup")
 
@@ -141,10 +145,8 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
                 for r in range(rounds):
                     samples["direct"] += await timed(calls // rounds, direct_call)
                     samples["session"] += await timed(calls // rounds, session_call)
-                    offset = r * calls
-                    samples["gateway"] += await timed(
-                        calls // rounds, lambda i, o=offset: gateway_call(o + i)
-                    )
+                    shifted = functools.partial(shift, offset=r * calls)
+                    samples["gateway"] += await timed(calls // rounds, shifted)
                     samples["readonly"] += await timed(calls // rounds, readonly_call)
                     samples["nats"] += await timed(calls // rounds, nats_call)
                 await gateway.shutdown()
@@ -156,19 +158,19 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
             launcher.kill()
         await launcher.wait()
     results = {path: percentiles(s) for path, s in samples.items()}
-    direct = results["direct"]
+    base = results["direct"]
     return {
         "calls_per_path": len(samples["direct"]),
         "latency": results,
         "ratio_vs_direct": {
             path: {
-                "p50": round(results[path]["p50_us"] / direct["p50_us"], 2),
-                "p99": round(results[path]["p99_us"] / direct["p99_us"], 2),
+                "p50": round(results[path]["p50_us"] / base["p50_us"], 2),
+                "p99": round(results[path]["p99_us"] / base["p99_us"], 2),
             }
             for path in ("session", "gateway", "readonly")
         },
         "floor_vs_direct": round(
-            (results["session"]["p50_us"] + results["nats"]["p50_us"]) / direct["p50_us"], 2
+            (results["session"]["p50_us"] + results["nats"]["p50_us"]) / base["p50_us"], 2
         ),
         "records": len(records),
     }

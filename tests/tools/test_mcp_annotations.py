@@ -90,7 +90,7 @@ async def env(nats_url: str, tmp_path: Path) -> AsyncIterator[Env]:
             )
             stack.push_async_callback(proc.aclose)
             stack.callback(proc.kill)
-            config = McpServerConfig(command="python", trust=trust)  # type: ignore[arg-type]
+            config = McpServerConfig(command="python", trust=trust)
             connector = mcp_connector(server, config, address=address)
             mount = McpMount(server, config, registry, connector, rank=rank)
             await tg.start(mount.run)

@@ -30,12 +30,16 @@ by (the tool marked as a gateway proxy: run inline in the worker, as without age
 - overlapped: governed, but the graph call does not wait for the end's answer (the next call
   overlaps it, as a real run's next model turn does; the round's last report is awaited).
 
+By default the gateway shares the worker's process and event loop, so every step of the daemon's
+work (the end's store included) takes turns with the graph's. `--process` runs it in a process of
+its own, as the daemon's gateway is the replica's: the figures a real replica sees.
+
 Section `mcp` (bench/tools_mcp.py): an MCP tool (the SDK test server's `echo`, stdio) called
 through agentd's gateway as a replica calls it, against the SDK's own client calling the same
 server directly, interleaved in the same run.
 
 Run: PYTHONPATH=. .venv/bin/python bench/tools.py [--calls 400] [--no-taint]
-     [--section all|gateway|local|mcp] [--smoke]   (prints JSON)
+     [--section all|gateway|local|mcp] [--process] [--smoke]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -233,8 +237,37 @@ def _tool_node_graph(tools: list[Any]) -> Any:
     return builder.compile()
 
 
-async def local_tools(calls: int, directory: Path) -> dict[str, Any]:
-    """Section `local`: a governed ToolNode call vs the same tool run inline in the worker."""
+def _local_gateway(nc: Any, directory: Path, records: list[str]) -> ToolGateway:
+    return ToolGateway(
+        nc,
+        nc.jetstream(),
+        Subjects("benchlocal"),
+        point=DecisionPoint.from_dir(_local_policy(directory)),
+        registry=ToolRegistry.load(directory / "tools"),
+        allowed_tools=lambda agent: [],
+        record=lambda kind, **fields: records.append(kind),
+        config=ToolsConfig(),
+    )
+
+
+async def serve_local_gateway(url: str, directory: Path) -> None:
+    """The local section's gateway in a process of its own, as the daemon's is (`--process`):
+    serves until its stdin closes, then prints how many records it wrote."""
+    server = await nats.connect(url)
+    records: list[str] = []
+    gateway = _local_gateway(server, directory, records)
+    async with anyio.create_task_group() as tg:
+        await tg.start(gateway.run)
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+        await gateway.shutdown()
+    await server.close()
+    print(len(records), flush=True)
+
+
+async def local_tools(calls: int, directory: Path, *, process: bool = False) -> dict[str, Any]:
+    """Section `local`: a governed ToolNode call vs the same tool run inline in the worker; with
+    `process`, the gateway runs in a process of its own (as the daemon is the replica's)."""
     from langchain_core.messages import AIMessage, ToolMessage
     from langchain_core.tools import StructuredTool
 
@@ -253,16 +286,7 @@ async def local_tools(calls: int, directory: Path) -> dict[str, Any]:
         worker, server = await nats.connect(url), await nats.connect(url)
         subjects = Subjects("benchlocal")
         records: list[str] = []
-        gateway = ToolGateway(
-            server,
-            server.jetstream(),
-            subjects,
-            point=DecisionPoint.from_dir(_local_policy(directory)),
-            registry=ToolRegistry.load(directory / "tools"),
-            allowed_tools=lambda agent: [],
-            record=lambda kind, **fields: records.append(kind),
-            config=ToolsConfig(),
-        )
+        gateway = _local_gateway(server, directory, records)
         ctx = AgentContext(worker, subjects, "bench", "bench-0")
         govern_local_tools(ctx)
         token = ctx._enter(RunInfo("bench-run", "bench-message", "bench-conversation", "bench"))
@@ -279,9 +303,25 @@ async def local_tools(calls: int, directory: Path) -> dict[str, Any]:
 
             return one
 
+        separate = None
+        if process:  # its policy files in a folder of their own
+            (directory / "gateway").mkdir()
+            shutil.copytree(directory / "tools", directory / "gateway" / "tools")
+            command = [
+                sys.executable,
+                __file__,
+                "--serve-local-gateway",
+                url,
+                directory / "gateway",
+            ]
+            separate = await anyio.open_process([str(c) for c in command], stderr=None)
+            assert separate.stdout is not None
+            ready = await separate.stdout.receive()
+            assert ready.startswith(b"ready"), ready
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(gateway.run)
+                if separate is None:
+                    await tg.start(gateway.run)
                 await paced(50, node_call("bench_inline", "warm-inline-{i}"))  # warm both paths
                 await paced(50, node_call("bench_local", "warm-{i}"))
                 # the paths alternate in rounds, so the machine's other load falls on each alike
@@ -311,7 +351,17 @@ async def local_tools(calls: int, directory: Path) -> dict[str, Any]:
                     for path, got in samples.items()
                 }
                 await gateway.shutdown()
+            if separate is not None:
+                assert separate.stdin is not None and separate.stdout is not None
+                await separate.stdin.aclose()
+                said = b""
+                async for chunk in separate.stdout:
+                    said += chunk
+                records += ["(in the gateway process)"] * int(said.split()[-1])
+                await separate.wait()
         finally:
+            if separate is not None and separate.returncode is None:
+                separate.kill()
             ctx._exit(token)
             await worker.close()
             await server.close()
@@ -331,7 +381,9 @@ async def local_tools(calls: int, directory: Path) -> dict[str, Any]:
     }
 
 
-async def run_sections(section: str, calls: int, directory: Path, taint: bool) -> dict[str, Any]:
+async def run_sections(
+    section: str, calls: int, directory: Path, taint: bool, process: bool = False
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     if section in {"all", "gateway"}:
         gateway_dir = directory / "gateway"
@@ -341,7 +393,7 @@ async def run_sections(section: str, calls: int, directory: Path, taint: bool) -
         local_dir = directory / "local"
         (local_dir / "tools").mkdir(parents=True)
         (local_dir / "tools" / "bench.py").write_text(TOOLS)  # a registry, as the daemon's
-        figures["local"] = await local_tools(calls, local_dir)
+        figures["local"] = await local_tools(calls, local_dir, process=process)
     if section in {"all", "mcp"}:  # an MCP tool through the gateway vs the SDK client direct
         import tools_mcp
 
@@ -357,10 +409,20 @@ if __name__ == "__main__":
     parser.add_argument("--no-taint", action="store_true", help="the gateway without a TaintBook")
     parser.add_argument("--section", choices=["all", "gateway", "local", "mcp"], default="all")
     parser.add_argument("--smoke", action="store_true", help="few calls (the tests run it)")
+    parser.add_argument(
+        "--process", action="store_true", help="section local: the gateway in its own process"
+    )
+    parser.add_argument(
+        "--serve-local-gateway", nargs=2, metavar=("URL", "DIR"), help=argparse.SUPPRESS
+    )
     options = parser.parse_args()
+    if options.serve_local_gateway:
+        url, folder = options.serve_local_gateway
+        asyncio.run(serve_local_gateway(url, Path(folder)))
+        sys.exit(0)
     count = 20 if options.smoke else options.calls
     with tempfile.TemporaryDirectory() as tmp:
         figures = asyncio.run(
-            run_sections(options.section, count, Path(tmp), taint=not options.no_taint)
+            run_sections(options.section, count, Path(tmp), not options.no_taint, options.process)
         )
     print(json.dumps(figures, indent=2))

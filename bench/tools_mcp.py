@@ -11,7 +11,12 @@ the server's `echo` tool:
 - session: agentd's `McpMount.call` (its socket transport, the SDK session), no gateway: what
   the transport alone costs;
 - gateway: `mcp.echo` requested over NATS like a replica's `ctx.call_tool`: spec, schema,
-  policy, idempotency claim and store (two KV round trips), records, then the MCP call.
+  policy, idempotency claim and store (two KV round trips), records, then the MCP call;
+- readonly: the same for `mcp.lookup`, which the (trusted) server annotates `readOnlyHint`:
+  no claim and no store (agentd/tools/README.md, "MCP servers": what a rerun of it does);
+- nats: raw request/reply to a plain responder on the gateway's connection, the floor of any
+  call through agentd (`floor_vs_direct` = (session + nats) / direct: what the gateway would
+  cost if everything it does besides the hop and the MCP call were free).
 
 Run: PYTHONPATH=. .venv/bin/python bench/tools_mcp.py [--calls 400] [--smoke]   (prints JSON)
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -51,7 +57,7 @@ from agentd.tools import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "tests" / "tools" / "mcp_server.py"
-POLICY = "p, bench, tool:mcp.echo, call, allow\n"
+POLICY = "p, bench, tool:mcp.echo, call, allow\np, bench, tool:mcp.lookup, call, allow\n"
 
 
 async def main(calls: int, directory: Path) -> dict[str, Any]:
@@ -83,16 +89,32 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
                 subjects,
                 point=DecisionPoint.from_dir(policy_dir),
                 registry=registry,
-                allowed_tools=lambda agent: ["mcp.echo"],
+                allowed_tools=lambda agent: ["mcp.echo", "mcp.lookup"],
                 record=lambda kind, **fields: records.append(kind),
                 config=ToolsConfig(),
             )
 
-            async def gateway_call(i: int) -> None:
+            async def gateway_call(i: int, tool: str = "mcp.echo") -> None:
                 body = {"args": {"text": "hello"}, "message_id": "m", "call_id": f"g-{i}"}
                 data = json.dumps({**body, "run_id": "r", "conversation_id": "c"}).encode()
-                reply = await caller.request(subjects.tool("bench", "mcp.echo"), data, timeout=10)
-                assert json.loads(reply.data)["ok"] is True, reply.data
+                reply = await caller.request(subjects.tool("bench", tool), data, timeout=10)
+                answer = json.loads(reply.data)
+                assert answer["ok"] is True and answer["replayed"] is False, reply.data
+
+            async def shift(i: int, offset: int) -> None:  # new call ids in each round
+                await gateway_call(offset + i)
+
+            async def readonly_call(i: int) -> None:
+                await gateway_call(i, "mcp.lookup")
+
+            async def plain(msg: Any) -> None:
+                await msg.respond(msg.data)
+
+            await server.subscribe("bench.raw", cb=plain)
+            raw = json.dumps({"args": {"text": "hello"}, "message_id": "m"}).encode()
+
+            async def nats_call(i: int) -> None:
+                await caller.request("bench.raw", raw, timeout=10)
 
             async def session_call(i: int) -> None:
                 assert await mount.call("echo", {"text": "hello"}) == "hello"
@@ -113,19 +135,20 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
                     await mount.ready.wait()
                 await tg.start(gateway.run)
                 warm = max(10, calls // 8)
-                for one in (direct_call, session_call):
+                for one in (direct_call, session_call, nats_call, readonly_call):
                     await timed(warm, one)
                 await timed(warm, lambda i: gateway_call(100_000 + i))
-                # alternate the paths in rounds, so the machine's other load falls on all three
-                samples: dict[str, list[float]] = {"direct": [], "session": [], "gateway": []}
+                # alternate the paths in rounds, so the machine's other load falls on all alike
+                paths = ("direct", "session", "gateway", "readonly", "nats")
+                samples: dict[str, list[float]] = {path: [] for path in paths}
                 rounds = 10
                 for r in range(rounds):
                     samples["direct"] += await timed(calls // rounds, direct_call)
                     samples["session"] += await timed(calls // rounds, session_call)
-                    offset = r * calls
-                    samples["gateway"] += await timed(
-                        calls // rounds, lambda i, o=offset: gateway_call(o + i)
-                    )
+                    shifted = functools.partial(shift, offset=r * calls)
+                    samples["gateway"] += await timed(calls // rounds, shifted)
+                    samples["readonly"] += await timed(calls // rounds, readonly_call)
+                    samples["nats"] += await timed(calls // rounds, nats_call)
                 await gateway.shutdown()
                 tg.cancel_scope.cancel()
             await caller.close()
@@ -135,17 +158,20 @@ async def main(calls: int, directory: Path) -> dict[str, Any]:
             launcher.kill()
         await launcher.wait()
     results = {path: percentiles(s) for path, s in samples.items()}
-    direct = results["direct"]
+    base = results["direct"]
     return {
         "calls_per_path": len(samples["direct"]),
         "latency": results,
         "ratio_vs_direct": {
             path: {
-                "p50": round(results[path]["p50_us"] / direct["p50_us"], 2),
-                "p99": round(results[path]["p99_us"] / direct["p99_us"], 2),
+                "p50": round(results[path]["p50_us"] / base["p50_us"], 2),
+                "p99": round(results[path]["p99_us"] / base["p99_us"], 2),
             }
-            for path in ("session", "gateway")
+            for path in ("session", "gateway", "readonly")
         },
+        "floor_vs_direct": round(
+            (results["session"]["p50_us"] + results["nats"]["p50_us"]) / base["p50_us"], 2
+        ),
         "records": len(records),
     }
 

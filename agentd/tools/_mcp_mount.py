@@ -210,6 +210,8 @@ class McpMount:
                     server=self.name,
                     remote_name=tool.name,
                     input_schema=schema,
+                    read_only=bool(tool.annotations and tool.annotations.readOnlyHint),
+                    idempotent=bool(tool.annotations and tool.annotations.idempotentHint),
                 )
             )
         problems += self._registry.mount(self.source, specs, rank=self._rank)

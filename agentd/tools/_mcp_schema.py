@@ -128,6 +128,18 @@ class McpToolSpec(ToolSpec):
     remote_name: str = ""
     """The tool's own name on its server (the entry's name is `<server>.<remote_name>`)."""
     input_schema: Mapping[str, Any] = field(default_factory=dict)
+    read_only: bool = False
+    """The server's `readOnlyHint`: the tool does not change its environment."""
+    idempotent: bool = False
+    """The server's `idempotentHint`: a repeated call with the same arguments has no further
+    effect. Both are hints, believed only of a trusted server (`CallPipeline.keyed`)."""
+
+    @property
+    def no_effect_to_repeat(self) -> str | None:
+        """Which annotation says a rerun of a call repeats no effect (None: neither does)."""
+        if self.read_only:
+            return "readOnlyHint"
+        return "idempotentHint" if self.idempotent else None
 
     @functools.cached_property
     def schema(self) -> dict[str, Any]:

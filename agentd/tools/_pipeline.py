@@ -15,7 +15,6 @@ approved, so a parked call holds no key.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from agentd.errors import RateLimited, ToolError
 from agentd.policy import ApprovalBinding, Decision, DecisionPoint, RateKey, Request, args_digest
 from agentd.tools._approvals import ApprovalBook, ApprovalOutcome, PendingApproval, new_approval_id
 from agentd.tools._host import ToolSandbox, run_tool
+from agentd.tools._mcp_schema import McpToolSpec
 from agentd.tools._protocol import ErrorCode, ToolRefusal
 from agentd.tools._records import CallRecorder, ToolCall
 from agentd.tools._registry import InvalidArguments, ToolRegistry, ToolSpec
@@ -120,6 +120,9 @@ class CallPipeline:
         json_args = args.model_dump(mode="json")
         digest = args_digest(json_args)
         decision = self._decide(call, json_args)
+        unkeyed = self.unkeyed(spec, call)
+        if unkeyed is not None:  # a rerun repeats no effect: nothing to claim or store
+            return await self._execute(call, spec, args, json_args, digest, decision, None, unkeyed)
         assert self.store is not None
         key = ResultStore.key(call.agent, call.message_id, call.call_id)
         if decision.effect == "approval_required":
@@ -143,6 +146,16 @@ class CallPipeline:
         finally:
             shared.done.set()
             del self._shared[key]
+
+    def unkeyed(self, spec: ToolSpec, call: ToolCall) -> str | None:
+        """Why `call` is not deduplicated by its key, or None (it is). Every call is, but that
+        of an MCP tool a *trusted* server annotates `readOnlyHint` or `idempotentHint`: running
+        it again has no effect a stored result would spare, so the claim and the store (two
+        KV round trips) are left out. An untrusted server's hints are not believed (MCP: tool
+        annotations are untrusted unless they come from a trusted server)."""
+        if not isinstance(spec, McpToolSpec) or call.untrusted:
+            return None
+        return spec.no_effect_to_repeat
 
     def _admit(self, call: ToolCall) -> tuple[ToolSpec, BaseModel]:
         spec = self._registry.get(call.tool)
@@ -243,8 +256,11 @@ class CallPipeline:
         json_args: dict[str, Any],
         digest: str,
         decision: Decision,
-        key: str,
+        key: str | None,
+        unkeyed: str | None = None,
     ) -> tuple[JsonValue, bool]:
+        """Rate limit, approval, claim of `key`, a running slot, the run, the store; with no
+        `key` (`unkeyed`: why) the same without the claim and the store."""
         version = decision.policy_version
         assert self.store is not None
         override = self._config.overrides.get(spec.name)
@@ -253,32 +269,28 @@ class CallPipeline:
             or spec.timeout_s
             or self._config.call_timeout_s
         )
-        claim = functools.partial(
-            self.store.claim,
-            key,
-            tool=call.tool,
-            args_digest=digest,
-            run_id=call.run_id,
-            hold_s=timeout_s + CLAIM_GRACE_S,
-        )
-        if decision.effect == "approval_required":
+        revision: int | None = None
+        done: CallRecord | None = None
+        if key is None:
+            self._rate_limit(call, version)
+            if decision.effect == "approval_required":
+                await self._park(call, json_args, digest, decision)
+        elif decision.effect == "approval_required":
             self._rate_limit(call, version)
             await self._park(call, json_args, digest, decision)
-            revision, done = await claim()
+            revision, done = await self._claim(key, call, digest, timeout_s)
         else:
             # the common case in one round trip: the claim's create either wins or finds the
             # stored result; a replay spends no rate-limit token, so the limit comes after it
-            revision, done = await claim()
+            revision, done = await self._claim(key, call, digest, timeout_s)
             if revision is not None:
                 try:
                     self._rate_limit(call, version)
                 except ToolRefusal:
-                    with anyio.CancelScope(shield=True):
-                        await self.store.release(key, revision)
+                    await self._release(key, revision)
                     raise
         if done is not None:  # stored already (a rerun), or another gateway finished it
             return self._replay(call, done, digest, decision), True
-        assert revision is not None
         try:
             slot = self.running.take(
                 call.agent,
@@ -286,8 +298,7 @@ class CallPipeline:
                 tool_limit=(override.max_running if override else None) or spec.max_running,
             )
         except TooManyRunning as exc:
-            with anyio.CancelScope(shield=True):
-                await self.store.release(key, revision)
+            await self._release(key, revision)
             raise self.records.deny(
                 call, "rate_limited", str(exc), exc.rule, policy_version=version, retryable=True
             ) from None
@@ -305,8 +316,7 @@ class CallPipeline:
                 sandbox=sandbox,
             )
         except ToolError as exc:
-            with anyio.CancelScope(shield=True):
-                await self.store.release(key, revision)
+            await self._release(key, revision)
             self.records.record(
                 "tool.failed",
                 call,
@@ -318,9 +328,12 @@ class CallPipeline:
                 **boxed,
             )
             raise ToolRefusal("tool_failed", str(exc), retryable=exc.retryable) from None
-        stored, ours = await self.store.complete(
-            key, revision, tool=call.tool, args_digest=digest, run_id=call.run_id, result=result
-        )
+        stored, ours = result, True
+        if key is not None and revision is not None:
+            record, ours = await self.store.complete(
+                key, revision, tool=call.tool, args_digest=digest, run_id=call.run_id, result=result
+            )
+            stored = record.result
         self.records.record(
             "tool.executed",
             call,
@@ -330,8 +343,28 @@ class CallPipeline:
             policy_version=version,
             duration_s=time.monotonic() - started,
             **boxed,
+            **({"not_stored": unkeyed} if unkeyed else {}),
         )
-        return stored.result, not ours
+        return stored, not ours
+
+    async def _claim(
+        self, key: str, call: ToolCall, digest: str, timeout_s: float
+    ) -> tuple[int, None] | tuple[None, CallRecord]:
+        assert self.store is not None
+        return await self.store.claim(
+            key,
+            tool=call.tool,
+            args_digest=digest,
+            run_id=call.run_id,
+            hold_s=timeout_s + CLAIM_GRACE_S,
+        )
+
+    async def _release(self, key: str | None, revision: int | None) -> None:
+        """Give the claim back (a call that did not run, or failed), shielded from cancellation."""
+        if key is None or revision is None or self.store is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self.store.release(key, revision)
 
     def _rate_limit(self, call: ToolCall, version: str) -> None:
         if self.point is None:

@@ -6,7 +6,9 @@ Tools: `echo` (text), `add` (structured result), `pid` (its process id, so a tes
 `sleep` (waits, so a test can kill it mid-call; writes its pid to $MCP_TEST_MARK first),
 `fail` (answers an MCP tool error), `whoami` (the `Authorization` header over HTTP),
 `read` (a file: the sandbox tests), `grow`
-(offers a new tool `grownN` and notifies tools/list_changed).
+(offers a new tool `grownN` and notifies tools/list_changed), `lookup` (annotated
+`readOnlyHint`) and `touch` (annotated `idempotentHint`): each says how often it ran, so a test
+sees whether a rerun ran it again.
 $MCP_TEST_EXTRA_TOOL names one more tool. `--bad` adds tools no gateway should mount: a
 malformed schema, a schema strict mode cannot express (an open map), and `b.c` (a dotted
 name: with server `a` it is `a.b.c`).
@@ -50,6 +52,7 @@ SLEEP: dict[str, Any] = {
 def build(bad: bool) -> Server:
     server: Server = Server("agentd-test")
     grown: list[str] = []
+    ran = {"lookup": 0, "touch": 0}
 
     @server.list_tools()  # type: ignore[no-untyped-call,untyped-decorator]
     async def list_tools() -> list[types.Tool]:
@@ -62,6 +65,18 @@ def build(bad: bool) -> Server:
             types.Tool(name="whoami", description="The Authorization header.", inputSchema=EMPTY),
             types.Tool(name="read", description="Read a file (hostile).", inputSchema=READ),
             types.Tool(name="grow", description="Offer one more tool.", inputSchema=EMPTY),
+            types.Tool(
+                name="lookup",
+                description="Echo the text, read-only.",
+                inputSchema=ECHO,
+                annotations=types.ToolAnnotations(readOnlyHint=True),
+            ),
+            types.Tool(
+                name="touch",
+                description="Mark the text as seen (idempotent).",
+                inputSchema=ECHO,
+                annotations=types.ToolAnnotations(readOnlyHint=False, idempotentHint=True),
+            ),
             *(types.Tool(name=n, description="grown", inputSchema=EMPTY) for n in grown),
         ]
         extra = os.environ.get("MCP_TEST_EXTRA_TOOL")
@@ -81,6 +96,9 @@ def build(bad: bool) -> Server:
     async def call_tool(name: str, args: dict[str, Any]) -> Any:
         if name == "echo":
             return [types.TextContent(type="text", text=str(args["text"]))]
+        if name in ran:  # "<how often it ran>:<text>"
+            ran[name] += 1
+            return [types.TextContent(type="text", text=f"{ran[name]}:{args['text']}")]
         if name == "add":
             return {"sum": int(args["a"]) + int(args["b"])}
         if name == "pid":

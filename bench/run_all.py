@@ -56,10 +56,10 @@ class Bench:
 BENCHES: tuple[Bench, ...] = (
     Bench("baseline", 60),
     Bench("echo", 120),
-    Bench("runtime", 180),
+    Bench("runtime", 180, smoke_test="tests/test_hot_path_benches.py"),
     Bench("policy", 60),
     Bench("trace_log", 60),
-    Bench("trace", 120),
+    Bench("trace", 120, smoke_test="tests/test_hot_path_benches.py"),
     Bench("audit_reads", 60),
     Bench("telemetry", 60),
     Bench("identity", 60),

@@ -30,10 +30,6 @@ def _load_runner() -> ModuleType:
 
 RUN_ALL = _load_runner()
 NOT_BENCHES = {"_common", "run_all"}
-# runtime.py and trace.py gain --smoke with the router hot-path rework (issue 17, items 10-12),
-# another branch; until then they are skipped here (without it runtime.py runs in full).
-# Delete this set once both have landed.
-SMOKE_PENDING = {"runtime", "trace"}
 
 
 def _has_smoke_mode(name: str) -> bool:
@@ -51,8 +47,6 @@ def _param(bench: Any) -> Any:
                 reason="starts vLLM servers: runs when AGENTD_REQUIRE_VLLM=1 (make test)",
             ),
         ]
-    if name in SMOKE_PENDING and not _has_smoke_mode(name):
-        marks.append(pytest.mark.skip(reason=f"bench/{name}.py has no --smoke yet"))
     return pytest.param(bench, id=name, marks=marks)
 
 
@@ -66,10 +60,9 @@ def test_every_bench_script_is_in_the_runners_table() -> None:
     )
 
 
-def test_every_bench_but_the_pending_ones_has_a_smoke_mode() -> None:
+def test_every_bench_has_a_smoke_mode() -> None:
     names = {bench.name for bench in RUN_ALL.BENCHES}
-    assert names >= SMOKE_PENDING
-    assert [name for name in sorted(names - SMOKE_PENDING) if not _has_smoke_mode(name)] == []
+    assert [name for name in sorted(names) if not _has_smoke_mode(name)] == []
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from agentd.bus._embedded import (
 )
 from agentd.bus._jetstream import jetstream
 from agentd.bus._json import MAX_JSON_DEPTH, BoundedJSONError, json_depth, loads_bounded
+from agentd.bus._kv_mirror import mirror_bucket
 from agentd.bus._serve import serve_each
 from agentd.bus._streams import (
     ensure_inbox_consumer,
@@ -34,6 +35,7 @@ else:  # pydantic models, imported when first used: agentctl's status, ps and se
     )
 
 __all__ = [
+    "mirror_bucket",
     # connections and services
     "connect",
     "Credentials",

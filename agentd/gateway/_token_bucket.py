@@ -11,7 +11,6 @@ entry stays (`agentctl tokens list` shows it) until its name is issued anew.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
@@ -23,6 +22,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from agentd.bus import mirror_bucket
 from agentd.errors import ControlError
 from agentd.gateway._outside_tokens import OutsideToken
 from agentd.gateway._tokens import TokenBook
@@ -106,32 +106,12 @@ class TokenBucket:
             storage=StorageType.FILE,
             replicas=replicas,
         )
-        try:
-            kv = await js.create_key_value(config)
-        except Exception:  # exists already
-            kv = await js.key_value(bucket)
-        watcher = await kv.watchall()
-        try:
-            while True:  # the current entries, then None
-                entry = await watcher.updates(timeout=30.0)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                self._apply(entry.key, entry.value, entry.operation)
-            self._kv = kv
-            task_status.started()
-            async with anyio.create_task_group() as tg:
+        await mirror_bucket(
+            js, config, self._apply, self._opened, self._stopped, task_status=task_status
+        )
 
-                async def follow() -> None:
-                    async for update in watcher:
-                        if update is not None:
-                            self._apply(update.key, update.value, update.operation)
-
-                tg.start_soon(follow)
-                await self._stopped.wait()
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+    def _opened(self, kv: KeyValue) -> None:
+        self._kv = kv
 
     async def shutdown(self) -> None:
         self._stopped.set()

@@ -8,10 +8,8 @@ with what it waited for, never passes by default."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
-
-import anyio
 
 
 def eventually(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> Any:
@@ -24,19 +22,3 @@ def eventually(check: Callable[[], Any], timeout_s: float, what: str, every_s: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(every_s)
-
-
-async def eventually_async(
-    check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05
-) -> Any:
-    """`eventually` for async tests; `check` may be a coroutine function."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await anyio.sleep(every_s)

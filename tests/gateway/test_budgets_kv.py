@@ -48,6 +48,18 @@ async def running(budgets: TokenBudgets) -> AsyncIterator[TokenBudgets]:
             tg.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def two_hosts(url: str) -> AsyncIterator[tuple[TokenBudgets, TokenBudgets]]:
+    """Two gateways, each with its own connection, on the one budgets bucket (two daemons)."""
+    async with (
+        kv_store(url) as store_a,
+        kv_store(url) as store_b,
+        running(token_budgets(LIMITS, store_a)) as a,
+        running(token_budgets(LIMITS, store_b)) as b,
+    ):
+        yield a, b
+
+
 async def spend_concurrently(gateways: list[TokenBudgets], calls: int, tokens: int) -> int:
     """`calls` reservations of `tokens`, all at once, spread over `gateways`: how many got in."""
     granted = 0
@@ -68,12 +80,7 @@ async def spend_concurrently(gateways: list[TokenBudgets], calls: int, tokens: i
 
 async def test_two_gateways_on_one_bucket_share_one_budget(tmp_path: Path) -> None:
     with nats_server(tmp_path / "nats") as url:
-        async with (
-            kv_store(url) as store_a,
-            kv_store(url) as store_b,
-            running(token_budgets(LIMITS, store_a)) as a,
-            running(token_budgets(LIMITS, store_b)) as b,
-        ):
+        async with two_hosts(url) as (a, b):
             # 30 calls of 100 tokens at once, half through each: 10 fit in 1,000
             assert await spend_concurrently([a, b], 30, 100) == 10
             for gateway in (a, b):  # both see the one bucket, spent
@@ -95,12 +102,7 @@ async def test_control_two_gateways_with_buckets_of_their_own_spend_twice(
 
 async def test_a_settlement_on_one_host_is_spendable_on_the_other(tmp_path: Path) -> None:
     with nats_server(tmp_path / "nats") as url:
-        async with (
-            kv_store(url) as store_a,
-            kv_store(url) as store_b,
-            running(token_budgets(LIMITS, store_a)) as a,
-            running(token_budgets(LIMITS, store_b)) as b,
-        ):
+        async with two_hosts(url) as (a, b):
             reservation = await a.reserve("intake", "main", 900)
             with pytest.raises(RateLimited):
                 await b.reserve("intake", "main", 500)  # b read a's state: 100 left
